@@ -1,0 +1,1 @@
+"""Chain adapters: read heads and balances from data sources. Never imports `daemon`."""

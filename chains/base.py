@@ -1,0 +1,49 @@
+"""The interface every chain adapter implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from chains.types import Address, AssetRef, BalanceObservation, ChainHead
+
+
+class ChainAdapter(Protocol):
+    """Reads one chain through one data source. Closeable like an HTTP transport."""
+
+    @property
+    def source(self) -> str:
+        """The source's redacted URL, safe to log."""
+        ...
+
+    def chain_id(self) -> int | str:
+        """Return the chain id (EVM) or network name (UTXO) the source serves.
+
+        Raises SourceUnavailable.
+        """
+        ...
+
+    def head(self) -> ChainHead:
+        """Return the source's newest block. Raises SourceUnavailable, DecodeError."""
+        ...
+
+    def block_at(self, height: int) -> ChainHead:
+        """Return the canonical block at `height`. Raises SourceUnavailable, DecodeError."""
+        ...
+
+    def balances(
+        self,
+        addresses: Sequence[Address],
+        assets: Sequence[AssetRef],
+        block: ChainHead,
+    ) -> list[BalanceObservation]:
+        """Return one observation per (address, asset), all read at `block`.
+
+        A single (address, asset) that cannot be read carries an `error`; only a
+        source failure raises (SourceUnavailable).
+        """
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,59 @@
+"""An in-memory adapter for tests of the service layer: swap it in instead of patching."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from chains.errors import SourceUnavailable
+from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
+
+
+@dataclass
+class FakeAdapter:
+    """Serves fixed balances at a fixed head; `fail` makes every read unavailable."""
+
+    balances_by_key: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    head_block: ChainHead = ChainHead(100, "0x" + "ab" * 32, 1_700_000_000)
+    network: int | str = 1
+    name: str = "fake://source"
+    fail: bool = False
+    errors: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    reads: int = 0
+
+    @property
+    def source(self) -> str:
+        return self.name
+
+    def _guard(self) -> None:
+        if self.fail:
+            raise SourceUnavailable(self.name, "connection refused")
+
+    def chain_id(self) -> int | str:
+        self._guard()
+        return self.network
+
+    def head(self) -> ChainHead:
+        self._guard()
+        return self.head_block
+
+    def block_at(self, height: int) -> ChainHead:
+        self._guard()
+        return ChainHead(height, f"0x{height:064x}", self.head_block.timestamp)
+
+    def balances(
+        self, addresses: Sequence[Address], assets: Sequence[AssetRef], block: ChainHead
+    ) -> list[BalanceObservation]:
+        self._guard()
+        self.reads += 1
+        out = []
+        for address in addresses:
+            for asset in assets:
+                key = (address, asset.symbol)
+                error = self.errors.get(key)
+                amount = None if error else BaseUnits(self.balances_by_key.get(key, 0))
+                out.append(BalanceObservation(address, asset, amount, block, self.name, error))
+        return out
+
+    def close(self) -> None:
+        return None

@@ -1,0 +1,34 @@
+"""Family and source kind → adapter. The daemon's composition root calls `make_adapter`."""
+
+from __future__ import annotations
+
+from chains.base import ChainAdapter
+from chains.errors import SegwatchError
+
+
+class UnsupportedSource(SegwatchError):
+    """No adapter exists (yet) for this family and source kind."""
+
+
+def make_adapter(
+    family: str,
+    kind: str,
+    url: str,
+    *,
+    chain_id: int | None,
+    multicall: str | None,
+    max_batch: int,
+    timeout: float,
+) -> ChainAdapter:
+    """Return an adapter reading `url`. Raises UnsupportedSource."""
+    if family == "evm" and kind == "jsonrpc":
+        from chains.evm.adapter import EvmAdapter
+
+        return EvmAdapter(
+            url,
+            expected_chain_id=chain_id,
+            multicall_address=multicall,
+            max_batch=max_batch,
+            timeout=timeout,
+        )
+    raise UnsupportedSource(f"source kind {kind!r} for {family} chains is not supported yet")

@@ -1,0 +1,29 @@
+"""The composition root: settings → store, adapters, service."""
+
+from __future__ import annotations
+
+from chains.base import ChainAdapter
+from chains.registry import make_adapter
+from daemon.config import ChainSettings, Settings, SourceSettings
+from daemon.service import Service
+from daemon.store.db import ensure_schema, make_engine
+from daemon.store.repository import Store
+
+
+def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
+    """Return the adapter for one source of `chain`."""
+    return make_adapter(chain.family, source.kind, source.url, chain_id=chain.chain_id,
+                        multicall=chain.multicall, max_batch=source.max_batch,
+                        timeout=source.timeout_seconds)
+
+
+def open_store(url: str) -> Store:
+    """Return a store on `url`, migrating an embedded SQLite store on first use."""
+    engine = make_engine(url)
+    ensure_schema(engine)
+    return Store(engine)
+
+
+def build_service(settings: Settings, db_url: str | None = None) -> Service:
+    """Return the service wired to the configured store and real adapters."""
+    return Service(settings, open_store(db_url or settings.store.url), adapter_for)

@@ -1,0 +1,34 @@
+"""Chains `segwatch check` knows without a configuration file (with `--source`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from daemon.config import ChainSettings
+
+BUILTIN_CHAINS: dict[str, dict[str, Any]] = {
+    "ethereum": {"family": "evm", "chain_id": 1},
+    "sepolia": {"family": "evm", "chain_id": 11155111},
+    "holesky": {"family": "evm", "chain_id": 17000},
+    "polygon": {"family": "evm", "chain_id": 137, "native_symbol": "POL"},
+    "arbitrum": {"family": "evm", "chain_id": 42161},
+    "optimism": {"family": "evm", "chain_id": 10},
+    "base": {"family": "evm", "chain_id": 8453},
+    "bsc": {"family": "evm", "chain_id": 56, "native_symbol": "BNB"},
+    "anvil": {"family": "evm", "chain_id": 31337, "confirmations": 0},
+    "bitcoin": {"family": "utxo", "network": "bitcoin", "confirmations": 3},
+    "litecoin": {"family": "utxo", "network": "litecoin", "confirmations": 6},
+}
+
+
+def builtin_chain(name: str, source_url: str) -> ChainSettings | None:
+    """Return the built-in chain `name` read through `source_url`, or None if unknown.
+
+    Raises pydantic's ValidationError for a bad URL (the caller reports it).
+    """
+    spec = BUILTIN_CHAINS.get(name)
+    if spec is None:
+        return None
+    kind = "jsonrpc" if spec["family"] == "evm" else "esplora"
+    return ChainSettings(name=name, sources=[{"kind": kind, "url": source_url}],  # type: ignore[list-item]
+                         **spec)

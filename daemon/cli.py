@@ -1,0 +1,305 @@
+"""The command line: parse input, call the service, print, map errors to exit codes.
+
+Exit codes (SPEC §5): 0 reconciled / success, 1 discrepancies found, 2 usage,
+configuration or input error, 3 data source unavailable, 70 internal error (a bug).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import click
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from chains.errors import SegwatchError
+from daemon import __version__
+from daemon.builtin import builtin_chain
+from daemon.config import ChainSettings, Settings, SourceSettings, config_path, load_settings
+from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
+from daemon.logs import configure, redact_text
+from daemon.service import Service, overall, utcnow
+
+EXIT_INTERNAL = 70
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")]
+
+app = typer.Typer(help="segwatch: client-asset segregation monitor for custodied wallets.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+ledger_app = typer.Typer(help="Sub-ledger import.", no_args_is_help=True)
+disc_app = typer.Typer(help="Review discrepancies.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(disc_app, name="discrepancies")
+app.add_typer(db_app, name="db")
+
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class Globals:
+    config: str | None
+    db: str | None
+    log_format: str | None
+
+    def settings(self, required: bool = True) -> Settings:
+        return load_settings(config_path(self.config), required=required)
+
+    def service(self, settings: Settings | None = None) -> Service:
+        from daemon.bootstrap import build_service
+
+        return build_service(settings or self.settings(), self.db)
+
+
+def _globals(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Globals)
+    return obj
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Annotated[str | None, typer.Option("--config", help="Configuration file "
+                                               "(default: $SEGWATCH_CONFIG or segwatch.toml).")
+                      ] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Store URL, overriding store.url.")
+                  ] = None,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", click_type=click.Choice(["json", "console"]),
+        help="Log format (default: console on a terminal, else json).")] = None,
+) -> None:
+    ctx.obj = Globals(config, db, log_format)
+
+
+def _setup(ctx: typer.Context, verbose: bool) -> Globals:
+    g = _globals(ctx)
+    configure(g.log_format, verbose)
+    return g
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+# --- commands ---------------------------------------------------------------------------
+@app.command()
+def version() -> None:
+    """Print segwatch's version."""
+    out.print(__version__)
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False
+               ) -> None:
+    """Apply pending schema migrations to the store."""
+    from daemon.store.db import make_engine, upgrade
+
+    g = _setup(ctx, verbose)
+    url = g.db or g.settings(required=False).store.url
+    revision = upgrade(make_engine(url))
+    _emit({"revision": revision}) if as_json else out.print(f"schema at revision {revision}")
+
+
+@ledger_app.command("import")
+def ledger_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or JSON sub-ledger.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only.")] = False,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Validate and import the sub-ledger (all or nothing)."""
+    g = _setup(ctx, verbose)
+    result = g.service().import_ledger(file, dry_run=dry_run)
+    doc = {"file": str(file), "dry_run": dry_run, "snapshot": result.snapshot_id,
+           **result.summary}
+    if as_json:
+        _emit(doc)
+    else:
+        verb = "valid (dry run, nothing written)" if dry_run else \
+            f"imported as snapshot {result.snapshot_id}"
+        out.print(f"{file}: {len(result.rows)} allocations {verb}")
+
+
+@app.command()
+def check(
+    ctx: typer.Context,
+    chain: Annotated[str, typer.Argument(help="Chain name (configured or built in).")],
+    address: Annotated[str, typer.Argument(help="Wallet address.")],
+    source: Annotated[str | None, typer.Option("--source", help="Read through this URL.")
+                      ] = None,
+    blocks: Annotated[str | None, typer.Option("--blocks", help="FROM:TO block range "
+                                               "(transfers: not yet implemented).")] = None,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Spot-check one wallet: live balances, ledger comparison, findings."""
+    from daemon.present import check_json, check_status, check_table
+
+    g = _setup(ctx, verbose)
+    settings = g.settings(required=source is None)
+    chain_settings, source_settings = _resolve_chain(settings, chain, source)
+    service = g.service(settings)
+    report = service.check(chain_settings, address, source_settings)
+    doc = check_json(report)
+    if blocks is not None:
+        doc["notes"].append("transfer history (--blocks) is not implemented yet")
+    if as_json:
+        _emit(doc)
+    else:
+        out.print(check_table(report))
+        for note in doc["notes"]:
+            out.print(f"note: {note}")
+        out.print(f"status: {doc['status']}")
+    raise typer.Exit(EXIT_DISCREPANCY if check_status(report) == "discrepancy" else EXIT_OK)
+
+
+def _resolve_chain(settings: Settings, name: str, source: str | None
+                   ) -> tuple[ChainSettings, SourceSettings | None]:
+    configured = settings.chain(name)
+    try:
+        if configured is None:
+            chain = builtin_chain(name, source) if source else None
+            if chain is None:
+                raise InputError(f"unknown chain {name!r} (configure it, or use a built-in "
+                                 "chain with --source URL)")
+            return chain, None
+        kind = configured.sources[0].kind
+        return configured, SourceSettings(kind=kind, url=source) if source else None
+    except ValidationError as exc:
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise InputError(f"--source: {message}") from None
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="One full cycle, then exit.")] = False,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Poll every chain, reconcile, persist (the daemon)."""
+    from daemon.present import cycle_json
+
+    g = _setup(ctx, verbose)
+    service = g.service()
+    if not once:
+        from daemon.scheduler import run_forever
+
+        run_forever(service)
+        return
+    with err.status("reconciling…", spinner="dots") if err.is_terminal else _nullcontext():
+        results = service.run_once()
+    if as_json:
+        _emit([cycle_json(r) for r in results])
+    else:
+        for r in results:
+            line = (f"{r.chain}: {r.error}" if r.error else
+                    f"{r.chain}: block {r.block.height if r.block else '?'}, {r.wallets} wallets, "
+                    f"{len(r.findings)} findings ({r.write.opened if r.write else 0} new), "
+                    f"{r.read_errors} read errors, {r.duration:.2f}s")
+            out.print(line)
+    if any(r.error for r in results):
+        raise typer.Exit(EXIT_SOURCE)
+    raise typer.Exit(EXIT_DISCREPANCY if any(r.findings for r in results) else EXIT_OK)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *args: object) -> None:
+        return None
+
+
+@app.command()
+def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """One signal per chain and overall: compliant, discrepancy or stale."""
+    from daemon.present import status_json, status_table
+
+    g = _setup(ctx, verbose)
+    statuses = g.service().status()
+    signal = overall(statuses)
+    _emit(status_json(statuses, signal)) if as_json else out.print(status_table(statuses, signal))
+    codes = {"compliant": EXIT_OK, "discrepancy": EXIT_DISCREPANCY, "stale": EXIT_SOURCE}
+    raise typer.Exit(codes[signal])
+
+
+@disc_app.command("list")
+def disc_list(
+    ctx: typer.Context,
+    status_: Annotated[str | None, typer.Option("--status", click_type=click.Choice(
+        ["open", "proposed", "resolved", "self_cleared", "voided"]))] = None,
+    chain: Annotated[str | None, typer.Option("--chain")] = None,
+    type_: Annotated[str | None, typer.Option("--type")] = None,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """List discrepancies (oldest first)."""
+    from daemon.present import asset_decimals, discrepancy_json, discrepancy_table
+
+    g = _setup(ctx, verbose)
+    service = g.service()
+    records = service.discrepancies(status=status_, chain=chain, type_=type_)
+    now = utcnow()
+    if as_json:
+        _emit([discrepancy_json(r, now) for r in records])
+    else:
+        decimals = asset_decimals({c.name: c.assets for c in service.settings.chains})
+        out.print(discrepancy_table(records, now, decimals))
+
+
+@disc_app.command("show")
+def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID")],
+              as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Show one discrepancy with its full history."""
+    from daemon.present import audit_json, discrepancy_json
+
+    g = _setup(ctx, verbose)
+    found = g.service().store.discrepancy(id_)
+    if found is None:
+        raise InputError(f"no discrepancy with id {id_}")
+    record, history = found
+    doc = {**discrepancy_json(record, utcnow()), "history": [audit_json(e) for e in history]}
+    if as_json:
+        _emit(doc)
+        return
+    for key, value in doc.items():
+        if key != "history":
+            out.print(f"[bold]{key}[/bold]: {value}")
+    for entry in doc["history"]:
+        out.print(f"  #{entry['seq']} {entry['at']} {entry['actor']} {entry['action']} "
+                  f"{json.dumps(entry['payload'])}")
+
+
+# --- entry point ------------------------------------------------------------------------
+def _fail(lines: list[str], code: int) -> NoReturn:
+    for line in lines:
+        sys.stderr.write(f"segwatch: {redact_text(line)}\n")
+    raise SystemExit(code)
+
+
+def main() -> None:
+    """Console-script entry point: run the CLI and map every error to its exit code."""
+    try:
+        code = app(standalone_mode=False)
+    except click.exceptions.UsageError as exc:
+        _fail([f"usage: {exc.format_message()}"], 2)
+    except click.exceptions.Abort:
+        _fail(["aborted"], 2)
+    except InputError as exc:
+        _fail(exc.lines, exit_code_for(exc))
+    except SegwatchError as exc:
+        _fail([exc.user_message], exit_code_for(exc))
+    except (BrokenPipeError, KeyboardInterrupt):
+        raise SystemExit(130) from None
+    except Exception as exc:  # a bug: still one line, never a traceback
+        _fail([f"internal error ({type(exc).__name__}): {exc}"], EXIT_INTERNAL)
+    raise SystemExit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,328 @@
+"""The only reader of TOML and environment: produces frozen, validated settings.
+
+Precedence: environment (`SEGWATCH_SECTION__KEY`) over the TOML file over defaults.
+A source's URL may instead name an environment variable (`url_env`), which keeps
+API keys out of the file. Every bad value becomes one line naming the file, the
+key and the problem (`ConfigError.lines`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Self
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from chains.errors import InvalidAddress
+from chains.evm.address import canonical_evm_address
+from chains.types import Address, AssetRef
+from daemon.errors import ConfigError
+
+DEFAULT_CONFIG = "segwatch.toml"
+CANONICAL_MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
+UTXO_NETWORKS = ("bitcoin", "testnet", "signet", "regtest", "litecoin", "litecoin-regtest")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SourceSettings(_Frozen):
+    kind: Literal["jsonrpc", "esplora", "core-rpc"]
+    url: str = ""
+    url_env: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_batch: int = Field(default=500, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value) if value else value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        _resolve_url(self)
+        return self
+
+
+def _resolve_url(model: SourceSettings | AlertSettings) -> None:
+    """Take the URL from `url_env` when named; a URL is required either way."""
+    if model.url_env:
+        url = os.environ.get(model.url_env, "")
+        if not url:
+            raise ValueError(f"environment variable {model.url_env} (url_env) is not set")
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise ValueError(f"{model.url_env} (url_env): {exc}") from None
+        object.__setattr__(model, "url", url)
+    elif not model.url:
+        raise ValueError("url (or url_env) is required")
+
+
+def check_url(url: str) -> str:
+    """Return `url` if it is an absolute http(s) URL with a host; raise ValueError."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("bad URL (expected http:// or https:// with a host)")
+    return url
+
+
+class TokenSettings(_Frozen):
+    symbol: str = Field(min_length=1, max_length=20)
+    contract: str
+    decimals: int = Field(ge=0, le=77)
+
+    @field_validator("contract")
+    @classmethod
+    def _checksum(cls, value: str) -> str:
+        try:
+            return canonical_evm_address(value)
+        except InvalidAddress as exc:
+            raise ValueError(exc.user_message) from None
+
+
+class ChainSettings(_Frozen):
+    name: str
+    family: Literal["evm", "utxo"]
+    chain_id: int | None = Field(default=None, ge=1)
+    network: str | None = None
+    native_symbol: str | None = None
+    native_decimals: int | None = Field(default=None, ge=0, le=77)
+    confirmations: int = Field(default=12, ge=0)
+    poll_seconds: float = Field(default=30.0, gt=0)
+    freshness_seconds: float | None = Field(default=None, gt=0)
+    verify: int = Field(default=1, ge=1)
+    multicall: str | None = CANONICAL_MULTICALL3
+    sources: list[SourceSettings] = Field(min_length=1)
+    tokens: list[TokenSettings] = Field(default_factory=list)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("chain name must be lowercase letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("multicall")
+    @classmethod
+    def _multicall(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        try:
+            return canonical_evm_address(value)
+        except InvalidAddress as exc:
+            raise ValueError(exc.user_message) from None
+
+    @model_validator(mode="after")
+    def _family_rules(self) -> ChainSettings:
+        if self.family == "evm":
+            _check_evm_chain(self)
+        else:
+            _check_utxo_chain(self)
+        symbols = [t.symbol for t in self.tokens] + [self.native_asset.symbol]
+        dupes = sorted({s for s in symbols if symbols.count(s) > 1})
+        if dupes:
+            raise ValueError(f"duplicate asset symbol {dupes[0]!r}")
+        if self.verify > len(self.sources):
+            raise ValueError(f"verify = {self.verify} needs at least that many sources")
+        return self
+
+    @property
+    def native_asset(self) -> AssetRef:
+        """The chain's native coin as an asset."""
+        if self.family == "evm":
+            return AssetRef(self.native_symbol or "ETH", self.native_decimals or 18)
+        default = "LTC" if (self.network or "").startswith("litecoin") else "BTC"
+        return AssetRef(self.native_symbol or default, 8 if self.native_decimals is None
+                        else self.native_decimals)
+
+    @property
+    def assets(self) -> tuple[AssetRef, ...]:
+        """The native coin first, then the configured tokens."""
+        tokens = (AssetRef(t.symbol, t.decimals, Address(t.contract)) for t in self.tokens)
+        return (self.native_asset, *tokens)
+
+    @property
+    def freshness(self) -> float:
+        """Seconds after which a chain with no successful cycle counts as stale."""
+        return self.freshness_seconds or max(3 * self.poll_seconds, 60.0)
+
+
+def _check_evm_chain(chain: ChainSettings) -> None:
+    if chain.chain_id is None:
+        raise ValueError("an evm chain needs chain_id")
+    if chain.network is not None:
+        raise ValueError("network is for utxo chains; evm chains use chain_id")
+    bad = [s.kind for s in chain.sources if s.kind != "jsonrpc"]
+    if bad:
+        raise ValueError(f"source kind {bad[0]!r} does not serve an evm chain (use jsonrpc)")
+
+
+def _check_utxo_chain(chain: ChainSettings) -> None:
+    if chain.network not in UTXO_NETWORKS:
+        raise ValueError(f"unknown network {chain.network!r} (expected one of "
+                         f"{', '.join(UTXO_NETWORKS)})")
+    if chain.chain_id is not None:
+        raise ValueError("chain_id is for evm chains; utxo chains use network")
+    if chain.tokens:
+        raise ValueError("utxo chains have no tokens")
+    bad = [s.kind for s in chain.sources if s.kind == "jsonrpc"]
+    if bad:
+        raise ValueError("source kind 'jsonrpc' does not serve a utxo chain "
+                         "(use esplora or core-rpc)")
+
+
+class StoreSettings(_Frozen):
+    url: str = "sqlite:///segwatch.db"
+
+
+class DaemonSettings(_Frozen):
+    listen: str = "127.0.0.1:9464"
+    timezone: str = "America/New_York"
+    calendar: str = "NYSE"
+    firm_owner: str = Field(default="FIRM", min_length=1)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        host, _, port = value.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r}") from None
+        return value
+
+
+class AlertSettings(_Frozen):
+    kind: Literal["webhook", "slack"]
+    url: str = ""
+    url_env: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return check_url(value) if value else value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        _resolve_url(self)
+        return self
+
+
+class UserSettings(_Frozen):
+    name: str = Field(min_length=1)
+    roles: list[Literal["maker", "checker", "auditor", "viewer"]] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    """The whole validated configuration; immutable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SEGWATCH_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    store: StoreSettings = StoreSettings()
+    daemon: DaemonSettings = DaemonSettings()
+    chains: list[ChainSettings] = Field(default_factory=list)
+    alerts: list[AlertSettings] = Field(default_factory=list)
+    users: list[UserSettings] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _unique_chains(self) -> Settings:
+        names = [c.name for c in self.chains]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"duplicate chain name {name!r}")
+        return self
+
+    def chain(self, name: str) -> ChainSettings | None:
+        """Return the chain called `name`, or None."""
+        return next((c for c in self.chains if c.name == name), None)
+
+
+def config_path(explicit: str | None) -> Path:
+    """Return the configuration path: explicit, else $SEGWATCH_CONFIG, else the default."""
+    return Path(explicit or os.environ.get("SEGWATCH_CONFIG") or DEFAULT_CONFIG)
+
+
+def load_settings(path: Path, *, required: bool = True) -> Settings:
+    """Read and validate `path` (plus environment overrides).
+
+    A missing file gives default settings when `required` is false.
+    Raises ConfigError with one line per problem.
+    """
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: malformed TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    elif required:
+        raise ConfigError(f"{path}: configuration file not found (use --config or SEGWATCH_CONFIG)")
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        lines = [f"{path}: {_describe(err, data)}" for err in exc.errors()]
+        raise ConfigError(lines[0] if len(lines) == 1 else
+                          f"{path}: {len(lines)} configuration errors", lines) from None
+
+
+def _describe(err: Any, data: dict[str, Any]) -> str:
+    key = _key_path(tuple(err["loc"]), data)
+    kind, msg = err["type"], str(err["msg"])
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "literal_error":
+        field = key.rsplit(".", 1)[-1]
+        return f"{key}: unknown {field} {err['input']!r} ({msg.lower()})"
+    return f"{key}: {msg.removeprefix('Value error, ')}"
+
+
+def _key_path(loc: tuple[Any, ...], data: dict[str, Any]) -> str:
+    parts: list[str] = []
+    node: Any = data
+    for item in loc:
+        if isinstance(item, int):
+            name = node[item].get("name") if isinstance(node, list) and item < len(node) and \
+                isinstance(node[item], dict) else None
+            parts[-1] += f"[{item}]" if name is None else f"[{name!r}]"
+            node = node[item] if isinstance(node, list) and item < len(node) else None
+        else:
+            parts.append(str(item))
+            node = node.get(item) if isinstance(node, dict) else None
+    return ".".join(parts) or "(top level)"

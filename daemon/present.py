@@ -1,0 +1,188 @@
+"""Output shapes: the `--json` documents of SPEC §5 and the rich tables people read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from rich.table import Table
+
+from chains.types import AssetRef
+from daemon.amounts import format_amount
+from daemon.reconcile import Finding
+from daemon.service import ChainStatus, CheckReport, CycleResult
+from daemon.store.models import AuditEntry
+from daemon.store.repository import DiscrepancyRecord
+
+
+def _text(amount: int | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
+
+
+def display(amount: int | None, decimals: int) -> str:
+    """Return `amount` in display units, or '—' when unknown."""
+    return "—" if amount is None else format_amount(amount, decimals)
+
+
+def finding_json(finding: Finding) -> dict[str, Any]:
+    """Return one (unpersisted) finding as JSON."""
+    return {
+        "type": finding.type, "severity": finding.severity, "chain": finding.chain,
+        "address": finding.address, "asset": finding.asset, "contract": finding.contract,
+        "owners": list(finding.owners), "onchain": _text(finding.onchain),
+        "ledger": _text(finding.ledger), "difference": _text(finding.difference),
+        "tx_hash": finding.tx_hash,
+        "block_number": finding.block.height if finding.block else None,
+        "block_hash": finding.block.hash if finding.block else None,
+    }
+
+
+def check_json(report: CheckReport) -> dict[str, Any]:
+    """Return the SPEC §5 document of `segwatch check`."""
+    wallet = report.ledger.wallets.get(report.address)
+    balances = []
+    for obs in report.observations:
+        ledger = wallet.ledger_total(obs.asset.symbol) if wallet else None
+        difference = None if ledger is None or obs.amount is None else obs.amount - ledger
+        balances.append({"asset": obs.asset.symbol, "contract": obs.asset.contract,
+                         "onchain": _text(obs.amount), "ledger": _text(ledger),
+                         "difference": _text(difference), "error": obs.error})
+    return {
+        "chain": report.chain.name, "address": report.address,
+        "head": {"height": report.head.height, "hash": report.head.hash},
+        "source": report.source,
+        "structure": wallet.structure if wallet else None,
+        "balances": balances, "transfers": [],
+        "findings": [finding_json(f) for f in report.result.findings],
+        "notes": report.notes,
+        "status": check_status(report),
+    }
+
+
+def check_status(report: CheckReport) -> str:
+    """Return `discrepancy`, `compliant`, or `unknown` (not in the ledger / unreadable)."""
+    if report.result.findings:
+        return "discrepancy"
+    if not report.in_ledger or report.result.read_errors:
+        return "unknown"
+    return "compliant"
+
+
+def check_table(report: CheckReport) -> Table:
+    """Return the balances of a spot check as a table."""
+    doc = check_json(report)
+    table = Table(title=f"{report.chain.name} {report.address} at block {report.head.height}")
+    for column in ("asset", "on-chain", "ledger", "difference", "error"):
+        table.add_column(column, justify="right" if column != "asset" else "left")
+    assets = {a.symbol: a for a in report.chain.assets}
+    for row in doc["balances"]:
+        decimals = assets[row["asset"]].decimals
+        table.add_row(row["asset"], *(_display_text(row[k], decimals)
+                                      for k in ("onchain", "ledger", "difference")),
+                      row["error"] or "")
+    return table
+
+
+def _display_text(value: str | None, decimals: int) -> str:
+    return display(None if value is None else int(value), decimals)
+
+
+def discrepancy_json(record: DiscrepancyRecord, now: datetime) -> dict[str, Any]:
+    """Return one discrepancy in the SPEC §5 list shape."""
+    row = record.row
+    remaining = (row.cure_deadline - now).total_seconds() if row.status in ("open", "proposed") \
+        else None
+    return {
+        "id": row.id, "type": row.type, "severity": row.severity, "status": row.status,
+        "chain": record.chain, "address": row.address, "asset": row.asset,
+        "contract": row.contract, "owners": list(row.owners),
+        "onchain": _text(row.onchain), "ledger": _text(row.ledger),
+        "difference": _text(row.difference), "tx_hash": row.tx_hash,
+        "block_number": row.block_number, "block_hash": row.block_hash,
+        "confirmations": None,
+        "detected_at": _iso(row.detected_at), "last_seen_at": _iso(row.last_seen_at),
+        "cure_deadline": _iso(row.cure_deadline), "closed_at": _iso(row.closed_at),
+        "cure_remaining_seconds": None if remaining is None else int(remaining),
+    }
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    """Return one audit entry as JSON."""
+    return {"seq": entry.seq, "at": _iso(entry.at), "actor": entry.actor,
+            "action": entry.action, "payload": entry.payload, "hash": entry.hash}
+
+
+def discrepancy_table(records: Sequence[DiscrepancyRecord], now: datetime,
+                      decimals: dict[tuple[str, str], int]) -> Table:
+    """Return discrepancies as a table, amounts in display units."""
+    table = Table(title=f"{len(records)} discrepancies")
+    for column in ("id", "type", "severity", "status", "chain", "address", "asset",
+                   "on-chain", "ledger", "difference", "cure in"):
+        table.add_column(column)
+    for record in records:
+        row = record.row
+        places = decimals.get((record.chain, row.asset or ""), 0)
+        doc = discrepancy_json(record, now)
+        table.add_row(str(row.id), row.type, row.severity, row.status, record.chain,
+                      row.address or "", row.asset or "", display(row.onchain, places),
+                      display(row.ledger, places), display(row.difference, places),
+                      _remaining(doc["cure_remaining_seconds"]))
+    return table
+
+
+def _remaining(seconds: int | None) -> str:
+    if seconds is None:
+        return ""
+    if seconds < 0:
+        return f"overdue {_duration(-seconds)}"
+    return _duration(seconds)
+
+
+def _duration(seconds: int) -> str:
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m"
+
+
+def status_json(statuses: Sequence[ChainStatus], overall: str) -> dict[str, Any]:
+    """Return the `segwatch status` document."""
+    return {"status": overall, "chains": [
+        {"chain": s.chain, "status": s.status, "open_findings": s.open_findings,
+         "last_cycle_at": _iso(s.last_cycle_at), "block_number": s.block, "fresh": s.fresh,
+         "last_error": s.last_error} for s in statuses]}
+
+
+def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
+    """Return `segwatch status` as a table."""
+    table = Table(title=f"overall: {overall}")
+    for column in ("chain", "status", "open findings", "last cycle", "block", "last error"):
+        table.add_column(column)
+    for s in statuses:
+        table.add_row(s.chain, s.status, str(s.open_findings), _iso(s.last_cycle_at) or "never",
+                      "" if s.block is None else str(s.block), s.last_error or "")
+    return table
+
+
+def cycle_json(result: CycleResult) -> dict[str, Any]:
+    """Return one cycle's outcome as JSON."""
+    return {
+        "chain": result.chain, "cycle_id": result.cycle_id, "error": result.error,
+        "head": None if result.head is None else result.head.height,
+        "block": None if result.block is None else
+        {"height": result.block.height, "hash": result.block.hash},
+        "source": result.source, "wallets": result.wallets,
+        "findings": [finding_json(f) for f in result.findings],
+        "read_errors": result.read_errors,
+        "opened": result.write.opened if result.write else 0,
+        "self_cleared": result.write.cleared if result.write else 0,
+        "duration_seconds": round(result.duration, 3),
+    }
+
+
+def asset_decimals(assets: dict[str, tuple[AssetRef, ...]]) -> dict[tuple[str, str], int]:
+    """Return (chain, symbol) → decimals for display."""
+    return {(chain, a.symbol): a.decimals for chain, refs in assets.items() for a in refs}

@@ -1,0 +1,106 @@
+"""Engines and migrations. An empty SQLite store is migrated on first use."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlmodel import Session
+
+from daemon.errors import ConfigError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    """Return an engine for `url` (SQLite file or PostgreSQL). Raises ConfigError."""
+    try:
+        engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+        raise ConfigError(f"store.url: cannot use this database URL ({type(exc).__name__})") \
+            from None
+    if engine.dialect.name == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def upgrade(engine: Engine) -> str:
+    """Apply every pending migration; return the revision now current.
+
+    Raises ConfigError when the database cannot be reached.
+    """
+    config = _alembic_config()
+    try:
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+            return current_revision(engine, connection) or ""
+    except OperationalError as exc:
+        raise ConfigError(f"store: cannot open the database: {_first_line(exc)}") from None
+
+
+def current_revision(engine: Engine, connection: object | None = None) -> str | None:
+    """Return the schema revision of the database, or None when unmigrated."""
+    if connection is not None:
+        return MigrationContext.configure(connection).get_current_revision()  # type: ignore[arg-type]
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    """Return the newest migration shipped with this version."""
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head() or ""
+
+
+def ensure_schema(engine: Engine) -> None:
+    """Migrate an embedded SQLite store on first use; a server database must be upgraded
+    explicitly (`segwatch db upgrade`). Raises ConfigError for an out-of-date server schema.
+    """
+    try:
+        current = current_revision(engine)
+    except OperationalError as exc:
+        raise ConfigError(f"store: cannot open the database: {_first_line(exc)}") from None
+    if current == head_revision():
+        return
+    if engine.dialect.name == "sqlite":
+        upgrade(engine)
+        return
+    raise ConfigError("store: the database schema is not up to date; run `segwatch db upgrade`")
+
+
+@contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """Yield a session whose work is one transaction: committed on success, else rolled back."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+def _first_line(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

@@ -1,0 +1,150 @@
+"""The tables. Amounts are exact integers (`Amount`), times aware UTC (`UTCDateTime`).
+
+History is kept: allocation snapshots are never overwritten, balance observations
+are appended whenever a (wallet, asset) balance changes, and discrepancies are
+closed (`self_cleared`, `resolved`, `voided`), never deleted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Column, Index, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+from daemon.store.types import Amount, JSONText, UTCDateTime
+
+OPEN_STATUSES = ("open", "proposed")
+
+
+def _amount(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(Amount(), nullable=nullable))
+
+
+def _time(nullable: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable))
+
+
+class Chain(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    family: str = Field(max_length=8)
+    network: str = Field(max_length=32, description="EVM chain id or UTXO network name")
+    last_error: str | None = Field(default=None, max_length=500)
+    last_error_at: datetime | None = _time(nullable=True)
+
+
+class Asset(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("chain_id", "symbol"),)
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    symbol: str = Field(max_length=20)
+    contract: str | None = Field(default=None, max_length=64)
+    decimals: int
+
+
+class Wallet(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("chain_id", "address"),)
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    address: str = Field(max_length=100)
+    structure: str = Field(max_length=16)
+    label: str | None = Field(default=None, max_length=200)
+    mpc_key_id: str | None = Field(default=None, max_length=200)
+
+
+class AllocationSnapshot(SQLModel, table=True):
+    __tablename__ = "allocation_snapshot"
+    id: int | None = Field(default=None, primary_key=True)
+    imported_at: datetime = _time()
+    source_name: str = Field(max_length=500)
+    sha256: str = Field(max_length=64)
+    rows: int
+
+
+class Allocation(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    snapshot_id: int = Field(foreign_key="allocation_snapshot.id", index=True)
+    wallet_id: int = Field(foreign_key="wallet.id", index=True)
+    asset_id: int = Field(foreign_key="asset.id")
+    owner: str = Field(max_length=200)
+    amount: int = _amount()
+
+
+class BalanceObservation(SQLModel, table=True):
+    __tablename__ = "balance_observation"
+    __table_args__ = (Index("ix_balance_observation_pair", "wallet_id", "asset_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    wallet_id: int = Field(foreign_key="wallet.id")
+    asset_id: int = Field(foreign_key="asset.id")
+    amount: int | None = _amount(nullable=True)
+    error: str | None = Field(default=None, max_length=500)
+    block_height: int
+    block_hash: str = Field(max_length=100)
+    source: str = Field(max_length=500)
+    observed_at: datetime = _time()
+
+
+class Checkpoint(SQLModel, table=True):
+    """One completed reconciliation cycle of a chain: every watched wallet read at one block."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    cycle_id: str = Field(max_length=40)
+    block_height: int
+    block_hash: str = Field(max_length=100)
+    block_time: datetime | None = _time(nullable=True)
+    source: str = Field(max_length=500)
+    wallets: int
+    observations: int
+    read_errors: int
+    findings: int
+    finished_at: datetime = _time()
+
+
+class Discrepancy(SQLModel, table=True):
+    __table_args__ = (
+        Index(
+            "ux_discrepancy_open_fingerprint",
+            "fingerprint",
+            unique=True,
+            sqlite_where=text("status IN ('open', 'proposed')"),
+            postgresql_where=text("status IN ('open', 'proposed')"),
+        ),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    fingerprint: str = Field(max_length=300, index=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    type: str = Field(max_length=40)
+    severity: str = Field(max_length=16)
+    status: str = Field(max_length=16, index=True)
+    address: str | None = Field(default=None, max_length=100)
+    asset: str | None = Field(default=None, max_length=20)
+    contract: str | None = Field(default=None, max_length=64)
+    owners: list[str] = Field(default_factory=list, sa_column=Column(JSONText(), nullable=False))
+    onchain: int | None = _amount(nullable=True)
+    ledger: int | None = _amount(nullable=True)
+    difference: int | None = _amount(nullable=True)
+    tx_hash: str | None = Field(default=None, max_length=100)
+    block_number: int | None = None
+    block_hash: str | None = Field(default=None, max_length=100)
+    detected_at: datetime = _time()
+    last_seen_at: datetime = _time()
+    cure_deadline: datetime = _time()
+    closed_at: datetime | None = _time(nullable=True)
+
+
+class AuditEntry(SQLModel, table=True):
+    """Append-only, hash-chained record of every action and state change."""
+
+    __tablename__ = "audit_entry"
+    seq: int | None = Field(default=None, primary_key=True)
+    at: datetime = _time()
+    actor: str = Field(max_length=200)
+    action: str = Field(max_length=60)
+    discrepancy_id: int | None = Field(default=None, foreign_key="discrepancy.id", index=True)
+    payload: dict[str, Any] = Field(default_factory=dict,
+                                    sa_column=Column(JSONText(), nullable=False))
+    prev_hash: str = Field(max_length=64)
+    hash: str = Field(max_length=64, unique=True)

@@ -1,0 +1,322 @@
+"""Repository functions: the only code that reads and writes the tables.
+
+Every public method is one transaction. Writes are idempotent: the same cycle
+recorded twice leaves one open discrepancy per condition.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, insert
+from sqlmodel import Session, col, select
+
+from chains.types import Address, BalanceObservation, ChainHead
+from daemon.audit import AuditLog
+from daemon.config import ChainSettings, Settings
+from daemon.ledger import AllocationRow
+from daemon.reconcile import BALANCE_TYPES, Finding, LedgerView, Reconciliation, WalletView
+from daemon.store import models as m
+from daemon.store.db import session_scope
+
+ENGINE_ACTOR = "engine"
+
+
+@dataclass(frozen=True, slots=True)
+class CycleWrite:
+    """What one recorded cycle changed."""
+
+    opened: int
+    updated: int
+    cleared: int
+    observations_stored: int
+
+
+@dataclass(frozen=True, slots=True)
+class DiscrepancyRecord:
+    """A discrepancy with its chain's name, as the CLI and exports show it."""
+
+    row: m.Discrepancy
+    chain: str
+
+
+class Store:
+    """Reads and writes segwatch's tables through one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def sync_catalog(self, settings: Settings) -> None:
+        """Create or update the chain and asset rows of every configured chain."""
+        with session_scope(self.engine) as session:
+            for chain in settings.chains:
+                row = _chain_row(session, chain.name) or m.Chain(name=chain.name, family="",
+                                                                 network="")
+                row.family = chain.family
+                row.network = str(chain.chain_id or chain.network)
+                session.add(row)
+                session.flush()
+                _sync_assets(session, row, chain)
+
+    def import_allocations(self, rows: Sequence[AllocationRow], source_name: str,
+                           sha256: str, now: datetime) -> int:
+        """Store `rows` as the new current allocation snapshot; return its id.
+
+        Wallets are created or updated (structure, label, key id); earlier
+        snapshots stay as history. The catalog must be synced first.
+        """
+        with session_scope(self.engine) as session:
+            chains = {c.name: c for c in session.exec(select(m.Chain))}
+            assets = _asset_ids(session)
+            wallets = _upsert_wallets(session, rows, chains)
+            snapshot = m.AllocationSnapshot(imported_at=now, source_name=source_name,
+                                            sha256=sha256, rows=len(rows))
+            session.add(snapshot)
+            session.flush()
+            values = [
+                {"snapshot_id": snapshot.id, "owner": r.owner, "amount": r.amount,
+                 "wallet_id": wallets[(r.chain, r.address)],
+                 "asset_id": assets[(chains[r.chain].id or 0, r.asset.symbol)]}
+                for r in rows
+            ]
+            if values:
+                session.execute(insert(m.Allocation), values)
+            AuditLog(session).append(now, ENGINE_ACTOR, "ledger_imported", None,
+                                     {"snapshot": snapshot.id, "rows": len(rows),
+                                      "source": source_name, "sha256": sha256})
+            return snapshot.id or 0
+
+    def ledger_view(self, chain: str) -> LedgerView:
+        """Return the current snapshot's wallets and allocations on `chain`."""
+        with Session(self.engine) as session:
+            snapshot = session.exec(select(func.max(m.AllocationSnapshot.id))).one()
+            query = (
+                select(m.Wallet.address, m.Wallet.structure, m.Asset.symbol,
+                       m.Allocation.owner, m.Allocation.amount)
+                .join(m.Allocation, col(m.Allocation.wallet_id) == m.Wallet.id)
+                .join(m.Asset, col(m.Allocation.asset_id) == m.Asset.id)
+                .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
+                .where(m.Chain.name == chain, m.Allocation.snapshot_id == snapshot)
+            )
+            return _build_view(chain, session.exec(query).all())
+
+    def record_cycle(self, chain: str, cycle_id: str, head: ChainHead, source: str,
+                     observations: Sequence[BalanceObservation], result: Reconciliation,
+                     now: datetime, deadline: Callable[[datetime], datetime]) -> CycleWrite:
+        """Persist one cycle in one transaction: changed balances, the checkpoint, and the
+        findings (update open ones, open new ones, self-clear verified ones that cleared).
+        """
+        with session_scope(self.engine) as session:
+            chain_row = _chain_row(session, chain)
+            if chain_row is None or chain_row.id is None:
+                raise LookupError(f"chain {chain} is not in the store")
+            stored = _store_observations(session, chain_row.id, observations, now)
+            audit = AuditLog(session)
+            opened, updated, cleared = _apply_findings(session, audit, chain_row.id, result,
+                                                       now, deadline)
+            session.add(m.Checkpoint(
+                chain_id=chain_row.id, cycle_id=cycle_id, block_height=head.height,
+                block_hash=head.hash, block_time=_block_time(head), source=source,
+                wallets=len({o.address for o in observations}), observations=len(observations),
+                read_errors=len(result.read_errors), findings=len(result.findings),
+                finished_at=now))
+            chain_row.last_error = None
+            chain_row.last_error_at = None
+            session.add(chain_row)
+            return CycleWrite(opened, updated, cleared, stored)
+
+    def record_source_error(self, chain: str, message: str, now: datetime) -> None:
+        """Remember that `chain` could not be read (shown by `status`)."""
+        with session_scope(self.engine) as session:
+            row = _chain_row(session, chain)
+            if row is not None:
+                row.last_error, row.last_error_at = message[:500], now
+                session.add(row)
+
+    def last_checkpoint(self, chain: str) -> m.Checkpoint | None:
+        """Return the newest completed cycle of `chain`, or None."""
+        with Session(self.engine) as session:
+            query = (select(m.Checkpoint).join(m.Chain, col(m.Checkpoint.chain_id) == m.Chain.id)
+                     .where(m.Chain.name == chain).order_by(col(m.Checkpoint.id).desc()))
+            return session.exec(query).first()
+
+    def chain_error(self, chain: str) -> tuple[str | None, datetime | None]:
+        """Return the last unrecovered source error of `chain` and when it happened."""
+        with Session(self.engine) as session:
+            row = _chain_row(session, chain)
+            return (row.last_error, row.last_error_at) if row else (None, None)
+
+    def discrepancies(self, *, status: Sequence[str] | None = None, chain: str | None = None,
+                      type_: str | None = None) -> list[DiscrepancyRecord]:
+        """Return discrepancies matching the filters, oldest first."""
+        with Session(self.engine) as session:
+            query = select(m.Discrepancy, m.Chain.name).join(
+                m.Chain, col(m.Discrepancy.chain_id) == m.Chain.id)
+            if status:
+                query = query.where(col(m.Discrepancy.status).in_(status))
+            if chain:
+                query = query.where(m.Chain.name == chain)
+            if type_:
+                query = query.where(m.Discrepancy.type == type_)
+            rows = session.exec(query.order_by(col(m.Discrepancy.id))).all()
+            return [DiscrepancyRecord(row, name) for row, name in rows]
+
+    def discrepancy(self, id_: int) -> tuple[DiscrepancyRecord, list[m.AuditEntry]] | None:
+        """Return one discrepancy and its audit history, or None."""
+        with Session(self.engine) as session:
+            found = session.exec(select(m.Discrepancy, m.Chain.name).join(
+                m.Chain, col(m.Discrepancy.chain_id) == m.Chain.id)
+                .where(m.Discrepancy.id == id_)).first()
+            if found is None:
+                return None
+            history = session.exec(select(m.AuditEntry).where(m.AuditEntry.discrepancy_id == id_)
+                                   .order_by(col(m.AuditEntry.seq))).all()
+            return DiscrepancyRecord(found[0], found[1]), list(history)
+
+
+def _chain_row(session: Session, name: str) -> m.Chain | None:
+    return session.exec(select(m.Chain).where(m.Chain.name == name)).first()
+
+
+def _sync_assets(session: Session, chain_row: m.Chain, chain: ChainSettings) -> None:
+    existing = {a.symbol: a for a in session.exec(
+        select(m.Asset).where(m.Asset.chain_id == chain_row.id))}
+    for asset in chain.assets:
+        row = existing.get(asset.symbol) or m.Asset(chain_id=chain_row.id or 0,
+                                                     symbol=asset.symbol, decimals=0)
+        row.contract, row.decimals = asset.contract, asset.decimals
+        session.add(row)
+
+
+def _asset_ids(session: Session) -> dict[tuple[int, str], int]:
+    return {(a.chain_id, a.symbol): a.id or 0 for a in session.exec(select(m.Asset))}
+
+
+def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
+                    chains: dict[str, m.Chain]) -> dict[tuple[str, Address], int]:
+    existing = {(w.chain_id, w.address): w for w in session.exec(select(m.Wallet))}
+    by_name = {c.id: name for name, c in chains.items()}
+    wanted: dict[tuple[int, str], AllocationRow] = {}
+    for r in rows:
+        wanted.setdefault((chains[r.chain].id or 0, r.address), r)
+    for key, r in wanted.items():
+        row = existing.get(key)
+        if row is None:
+            row = m.Wallet(chain_id=key[0], address=r.address, structure=r.structure)
+            existing[key] = row
+        row.structure, row.label, row.mpc_key_id = r.structure, r.label, r.mpc_key_id
+        session.add(row)
+    session.flush()
+    return {(by_name[cid], Address(addr)): w.id or 0 for (cid, addr), w in existing.items()
+            if cid in by_name}
+
+
+def _build_view(chain: str, rows: Sequence[Any]) -> LedgerView:
+    structures: dict[Address, str] = {}
+    allocations: dict[Address, dict[str, dict[str, int]]] = defaultdict(dict)
+    for address, structure, symbol, owner, amount in rows:
+        structures[address] = structure
+        per_owner = allocations[address].setdefault(symbol, {})
+        per_owner[owner] = per_owner.get(owner, 0) + amount
+    wallets = {a: WalletView(a, s, allocations[a]) for a, s in structures.items()}  # type: ignore[arg-type]
+    return LedgerView(chain, wallets)
+
+
+def _store_observations(session: Session, chain_id: int,
+                        observations: Sequence[BalanceObservation], now: datetime) -> int:
+    """Append an observation for every (wallet, asset) whose balance or error changed."""
+    wallets = dict(session.exec(select(m.Wallet.address, m.Wallet.id)
+                                .where(m.Wallet.chain_id == chain_id)).all())
+    assets = dict(session.exec(select(m.Asset.symbol, m.Asset.id)
+                               .where(m.Asset.chain_id == chain_id)).all())
+    latest = _latest_observations(session, chain_id)
+    values = []
+    for obs in observations:
+        key = (wallets.get(obs.address), assets.get(obs.asset.symbol))
+        if key[0] is None or key[1] is None or latest.get(key) == (obs.amount, obs.error):
+            continue
+        values.append({"wallet_id": key[0], "asset_id": key[1], "amount": obs.amount,
+                       "error": (obs.error or None) and obs.error[:500],
+                       "block_height": obs.block.height, "block_hash": obs.block.hash,
+                       "source": obs.source, "observed_at": now})
+    if values:
+        session.execute(insert(m.BalanceObservation), values)
+    return len(values)
+
+
+def _latest_observations(session: Session,
+                         chain_id: int) -> dict[tuple[int | None, int | None], tuple[Any, Any]]:
+    newest = (select(func.max(m.BalanceObservation.id).label("id"))
+              .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
+              .where(m.Wallet.chain_id == chain_id)
+              .group_by(col(m.BalanceObservation.wallet_id), col(m.BalanceObservation.asset_id))
+              .subquery())
+    rows = session.exec(select(m.BalanceObservation.wallet_id, m.BalanceObservation.asset_id,
+                               m.BalanceObservation.amount, m.BalanceObservation.error)
+                        .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
+    return {(w, a): (amount, error) for w, a, amount, error in rows}
+
+
+def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,
+                    now: datetime, deadline: Callable[[datetime], datetime]
+                    ) -> tuple[int, int, int]:
+    open_rows = {d.fingerprint: d for d in session.exec(
+        select(m.Discrepancy).where(m.Discrepancy.chain_id == chain_id,
+                                    col(m.Discrepancy.status).in_(m.OPEN_STATUSES)))}
+    opened = updated = 0
+    for finding in result.findings:
+        row = open_rows.pop(finding.fingerprint, None)
+        if row is None:
+            _open(session, audit, chain_id, finding, now, deadline(now))
+            opened += 1
+        else:
+            _refresh(row, finding, now)
+            session.add(row)
+            updated += 1
+    cleared = 0
+    for row in open_rows.values():
+        if row.type in BALANCE_TYPES and (row.address, row.asset) in result.verified:
+            row.status, row.closed_at = "self_cleared", now
+            session.add(row)
+            audit.append(now, ENGINE_ACTOR, "self_cleared", row.id,
+                         {"from": "open", "to": "self_cleared"})
+            cleared += 1
+    return opened, updated, cleared
+
+
+def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
+          now: datetime, cure_deadline: datetime) -> None:
+    row = m.Discrepancy(fingerprint=finding.fingerprint, chain_id=chain_id, type=finding.type,
+                        severity=finding.severity, status="open", address=finding.address,
+                        asset=finding.asset, contract=finding.contract,
+                        owners=list(finding.owners), tx_hash=finding.tx_hash,
+                        detected_at=now, last_seen_at=now, cure_deadline=cure_deadline)
+    _refresh(row, finding, now)
+    session.add(row)
+    session.flush()
+    audit.append(now, ENGINE_ACTOR, "detected", row.id,
+                 {"type": finding.type, "severity": finding.severity,
+                  "address": finding.address, "asset": finding.asset,
+                  "onchain": _text(finding.onchain), "ledger": _text(finding.ledger),
+                  "difference": _text(finding.difference),
+                  "block_number": finding.block.height if finding.block else None})
+
+
+def _refresh(row: m.Discrepancy, finding: Finding, now: datetime) -> None:
+    row.onchain, row.ledger, row.difference = finding.onchain, finding.ledger, finding.difference
+    row.owners = list(finding.owners)
+    row.block_number = finding.block.height if finding.block else None
+    row.block_hash = finding.block.hash if finding.block else None
+    row.last_seen_at = now
+
+
+def _text(amount: int | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def _block_time(head: ChainHead) -> datetime | None:
+    return None if head.timestamp is None else datetime.fromtimestamp(head.timestamp, UTC)

@@ -1,0 +1,212 @@
+"""Store behaviour, identical on SQLite and PostgreSQL (the `store_url` fixture runs both)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from chains.evm.address import canonical_evm_address
+from chains.fake import FakeAdapter
+from daemon.bootstrap import open_store
+from daemon.config import ChainSettings, Settings, SourceSettings
+from daemon.service import Service
+from daemon.store import models as m
+from daemon.store.db import current_revision, head_revision, make_engine, upgrade
+
+ALICE = canonical_evm_address("0x" + "a1" * 20)
+OMNI = canonical_evm_address("0x" + "b2" * 20)
+HOUSE = canonical_evm_address("0x" + "c3" * 20)
+USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+WEI = 10**18
+
+
+def settings(url: str) -> Settings:
+    return Settings(
+        store={"url": url},  # type: ignore[arg-type]
+        chains=[{"name": "ethereum", "family": "evm", "chain_id": 1, "confirmations": 0,  # type: ignore[list-item]
+                 "sources": [{"kind": "jsonrpc", "url": "http://127.0.0.1:1/"}],
+                 "tokens": [{"symbol": "USDC", "contract": USDC, "decimals": 6}]}],
+    )
+
+
+LEDGER = f"""chain,address,structure,owner,asset,amount
+ethereum,{ALICE},segregated,alice,ETH,1.5
+ethereum,{ALICE},segregated,alice,USDC,100
+ethereum,{OMNI},omnibus,bob,ETH,2
+ethereum,{OMNI},omnibus,carol,ETH,3
+ethereum,{HOUSE},house,FIRM,ETH,10
+"""
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def world(store_url: str, tmp_path: Path) -> tuple[Service, FakeAdapter, Clock]:
+    adapter = FakeAdapter()
+    clock = Clock()
+    config = settings(store_url)
+    upgrade(make_engine(store_url))
+    service = Service(config, open_store(store_url), lambda _c, _s: adapter, clock)
+    ledger = tmp_path / "ledger.csv"
+    ledger.write_text(LEDGER)
+    service.import_ledger(ledger, dry_run=False)
+    return service, adapter, clock
+
+
+def chain(service: Service) -> ChainSettings:
+    return service.settings.chains[0]
+
+
+def balanced(adapter: FakeAdapter) -> None:
+    adapter.balances_by_key = {(ALICE, "ETH"): 15 * WEI // 10, (ALICE, "USDC"): 100_000_000,
+                               (OMNI, "ETH"): 5 * WEI, (HOUSE, "ETH"): 1}
+
+
+def test_empty_sqlite_store_is_migrated_on_first_use(tmp_path: Path) -> None:
+    """Opening a new embedded store applies every migration."""
+    store = open_store(f"sqlite:///{tmp_path / 'new.db'}")
+    assert current_revision(store.engine) == head_revision()
+
+
+def test_server_store_must_be_upgraded_explicitly(store_url: str) -> None:
+    """A PostgreSQL store is never migrated behind the operator's back; SQLite is."""
+    from daemon.errors import ConfigError
+
+    if store_url.startswith("sqlite"):
+        assert current_revision(open_store(store_url).engine) == head_revision()
+        return
+    with pytest.raises(ConfigError, match="segwatch db upgrade"):
+        open_store(store_url)
+    assert upgrade(make_engine(store_url)) == head_revision()
+    assert current_revision(open_store(store_url).engine) == head_revision()
+
+
+def test_reconciled_cycle_records_checkpoint_and_no_findings(world) -> None:  # type: ignore[no-untyped-def]
+    """A cycle where chain matches ledger stores a checkpoint and opens nothing."""
+    service, adapter, _ = world
+    balanced(adapter)
+    result = service.run_cycle(chain(service))
+    assert result.error is None and result.findings == ()
+    checkpoint = service.store.last_checkpoint("ethereum")
+    assert checkpoint is not None and checkpoint.block_height == 100
+    assert checkpoint.wallets == 3 and checkpoint.observations == 6
+    assert [s.status for s in service.status()] == ["compliant"]
+
+
+def test_persisting_condition_updates_one_open_discrepancy(world) -> None:  # type: ignore[no-untyped-def]
+    """The same shortfall seen in three cycles is one open discrepancy with current amounts."""
+    service, adapter, clock = world
+    balanced(adapter)
+    adapter.balances_by_key = {**adapter.balances_by_key, (OMNI, "ETH"): 4 * WEI}
+    service.run_cycle(chain(service))
+    clock.now += timedelta(minutes=1)
+    adapter.balances_by_key = {**adapter.balances_by_key, (OMNI, "ETH"): 3 * WEI}
+    service.run_cycle(chain(service))
+    service.run_cycle(chain(service))
+    (record,) = service.discrepancies()
+    row = record.row
+    assert (row.type, row.status, row.severity) == ("balance_shortfall", "open", "critical")
+    assert (row.onchain, row.ledger, row.difference) == (3 * WEI, 5 * WEI, -2 * WEI)
+    assert row.owners == ["bob", "carol"]
+    assert row.last_seen_at == clock.now and row.detected_at < row.last_seen_at
+    assert row.cure_deadline == datetime(2026, 11, 23, 15, 0, tzinfo=UTC)  # Fri → Mon
+
+
+def test_cleared_condition_is_self_cleared_with_audit_entry(world) -> None:  # type: ignore[no-untyped-def]
+    """A shortfall that disappears is closed as self_cleared, kept, and audited."""
+    service, adapter, _ = world
+    balanced(adapter)
+    adapter.balances_by_key = {**adapter.balances_by_key, (ALICE, "USDC"): 1}
+    service.run_cycle(chain(service))
+    balanced(adapter)
+    service.run_cycle(chain(service))
+    (record,) = service.discrepancies()
+    assert record.row.status == "self_cleared" and record.row.closed_at is not None
+    found = service.store.discrepancy(record.row.id or 0)
+    assert found is not None
+    assert [e.action for e in found[1]] == ["detected", "self_cleared"]
+    service.run_cycle(chain(service))
+    assert len(service.discrepancies()) == 1
+
+
+def test_unreadable_balance_neither_clears_nor_opens(world) -> None:  # type: ignore[no-untyped-def]
+    """A read error leaves an open finding open: a failed read proves nothing."""
+    service, adapter, _ = world
+    balanced(adapter)
+    adapter.balances_by_key = {**adapter.balances_by_key, (ALICE, "USDC"): 1}
+    service.run_cycle(chain(service))
+    adapter.errors = {(ALICE, "USDC"): "balanceOf reverted"}
+    result = service.run_cycle(chain(service))
+    assert result.read_errors == 1
+    assert [r.row.status for r in service.discrepancies()] == ["open"]
+
+
+def test_observations_are_appended_only_when_a_balance_changes(world) -> None:  # type: ignore[no-untyped-def]
+    """Balance history keeps one row per change, with block height, hash and source."""
+    service, adapter, _ = world
+    balanced(adapter)
+    service.run_cycle(chain(service))
+    service.run_cycle(chain(service))
+    adapter.balances_by_key = {**adapter.balances_by_key, (HOUSE, "ETH"): 2}
+    service.run_cycle(chain(service))
+    with Session(service.store.engine) as session:
+        rows = session.exec(select(m.BalanceObservation)).all()
+    assert len(rows) == 7
+    assert all(r.block_height == 100 and r.block_hash.startswith("0x") and r.source
+               for r in rows)
+
+
+def test_reimport_keeps_snapshot_history(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A second import becomes current; the first snapshot and its lines stay."""
+    service, _, _ = world
+    ledger = tmp_path / "second.csv"
+    ledger.write_text(LEDGER.replace("alice,ETH,1.5", "alice,ETH,2"))
+    service.import_ledger(ledger, dry_run=False)
+    with Session(service.store.engine) as session:
+        assert len(session.exec(select(m.AllocationSnapshot)).all()) == 2
+        assert len(session.exec(select(m.Allocation)).all()) == 10
+    view = service.store.ledger_view("ethereum")
+    assert view.wallets[ALICE].ledger_total("ETH") == 2 * WEI  # type: ignore[index]
+
+
+def test_failing_source_is_reported_and_marks_chain(world) -> None:  # type: ignore[no-untyped-def]
+    """An unreachable source gives a cycle error, no checkpoint, and a stale status."""
+    service, adapter, _ = world
+    adapter.fail = True
+    result = service.run_cycle(chain(service))
+    assert result.error is not None and "unavailable" in result.error
+    (status,) = service.status()
+    assert status.status == "stale" and status.last_error
+
+
+def test_huge_amounts_round_trip_exactly(world) -> None:  # type: ignore[no-untyped-def]
+    """Amounts beyond 64 bits are stored and read back exactly."""
+    service, adapter, _ = world
+    balanced(adapter)
+    adapter.balances_by_key = {**adapter.balances_by_key, (ALICE, "ETH"): 2**200 + 1}
+    service.run_cycle(chain(service))
+    (record,) = service.discrepancies()
+    assert record.row.onchain == 2**200 + 1
+    assert record.row.difference == 2**200 + 1 - 15 * WEI // 10
+
+
+def test_source_with_wrong_chain_id_is_a_configuration_error(world) -> None:  # type: ignore[no-untyped-def]
+    """A source that serves another chain is refused before anything is read."""
+    from chains.errors import ChainMismatch
+
+    service, adapter, _ = world
+    adapter.network = 5
+    with pytest.raises(ChainMismatch, match="serves chain 5"):
+        service.run_cycle(chain(service))
+
+
+_ = SourceSettings
