@@ -14,7 +14,8 @@ class FakeAdapter:
     """Serves fixed balances at a fixed head; `fail` makes every read unavailable."""
 
     balances_by_key: Mapping[tuple[str, str], int] = field(default_factory=dict)
-    head_block: ChainHead = ChainHead(100, "0x" + "ab" * 32, 1_700_000_000)
+    head_block: ChainHead = field(
+        default_factory=lambda: ChainHead(100, "0x" + "ab" * 32, 1_700_000_000))
     network: int | str = 1
     name: str = "fake://source"
     fail: bool = False

@@ -30,5 +30,5 @@ def builtin_chain(name: str, source_url: str) -> ChainSettings | None:
     if spec is None:
         return None
     kind = "jsonrpc" if spec["family"] == "evm" else "esplora"
-    return ChainSettings(name=name, sources=[{"kind": kind, "url": source_url}],  # type: ignore[list-item]
+    return ChainSettings(name=name, sources=[{"kind": kind, "url": source_url}],
                          **spec)

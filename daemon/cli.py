@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
-import click
 import typer
 from pydantic import ValidationError
 from rich.console import Console
@@ -28,6 +28,21 @@ from daemon.service import Service, overall, utcnow
 EXIT_INTERNAL = 70
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")]
+
+
+
+class LogFormat(StrEnum):
+    json = "json"
+    console = "console"
+
+
+class DiscrepancyStatus(StrEnum):
+    open = "open"
+    proposed = "proposed"
+    resolved = "resolved"
+    self_cleared = "self_cleared"
+    voided = "voided"
+
 
 app = typer.Typer(help="segwatch: client-asset segregation monitor for custodied wallets.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -71,11 +86,11 @@ def _root(
                       ] = None,
     db: Annotated[str | None, typer.Option("--db", help="Store URL, overriding store.url.")
                   ] = None,
-    log_format: Annotated[str | None, typer.Option(
-        "--log-format", click_type=click.Choice(["json", "console"]),
-        help="Log format (default: console on a terminal, else json).")] = None,
+    log_format: Annotated[LogFormat | None, typer.Option(
+        "--log-format", help="Log format (default: console on a terminal, else json).")
+    ] = None,
 ) -> None:
-    ctx.obj = Globals(config, db, log_format)
+    ctx.obj = Globals(config, db, log_format.value if log_format else None)
 
 
 def _setup(ctx: typer.Context, verbose: bool) -> Globals:
@@ -232,8 +247,7 @@ def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = F
 @disc_app.command("list")
 def disc_list(
     ctx: typer.Context,
-    status_: Annotated[str | None, typer.Option("--status", click_type=click.Choice(
-        ["open", "proposed", "resolved", "self_cleared", "voided"]))] = None,
+    status_: Annotated[DiscrepancyStatus | None, typer.Option("--status")] = None,
     chain: Annotated[str | None, typer.Option("--chain")] = None,
     type_: Annotated[str | None, typer.Option("--type")] = None,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
@@ -243,7 +257,8 @@ def disc_list(
 
     g = _setup(ctx, verbose)
     service = g.service()
-    records = service.discrepancies(status=status_, chain=chain, type_=type_)
+    records = service.discrepancies(status=status_.value if status_ else None, chain=chain,
+                                    type_=type_)
     now = utcnow()
     if as_json:
         _emit([discrepancy_json(r, now) for r in records])
@@ -286,9 +301,7 @@ def main() -> None:
     """Console-script entry point: run the CLI and map every error to its exit code."""
     try:
         code = app(standalone_mode=False)
-    except click.exceptions.UsageError as exc:
-        _fail([f"usage: {exc.format_message()}"], 2)
-    except click.exceptions.Abort:
+    except typer.Abort:
         _fail(["aborted"], 2)
     except InputError as exc:
         _fail(exc.lines, exit_code_for(exc))
@@ -296,7 +309,11 @@ def main() -> None:
         _fail([exc.user_message], exit_code_for(exc))
     except (BrokenPipeError, KeyboardInterrupt):
         raise SystemExit(130) from None
-    except Exception as exc:  # a bug: still one line, never a traceback
+    except Exception as exc:
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            # typer's (vendored click) usage errors: bad option, missing argument
+            _fail([f"usage: {exc.format_message()}"], 2)
+        # a bug: still one line, never a traceback
         _fail([f"internal error ({type(exc).__name__}): {exc}"], EXIT_INTERNAL)
     raise SystemExit(code if isinstance(code, int) else 0)
 

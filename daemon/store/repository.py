@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, insert
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from chains.types import Address, BalanceObservation, ChainHead
@@ -95,14 +96,14 @@ class Store:
         with Session(self.engine) as session:
             snapshot = session.exec(select(func.max(m.AllocationSnapshot.id))).one()
             query = (
-                select(m.Wallet.address, m.Wallet.structure, m.Asset.symbol,
-                       m.Allocation.owner, m.Allocation.amount)
+                sa_select(col(m.Wallet.address), col(m.Wallet.structure), col(m.Asset.symbol),
+                          col(m.Allocation.owner), col(m.Allocation.amount))
                 .join(m.Allocation, col(m.Allocation.wallet_id) == m.Wallet.id)
                 .join(m.Asset, col(m.Allocation.asset_id) == m.Asset.id)
                 .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
-                .where(m.Chain.name == chain, m.Allocation.snapshot_id == snapshot)
+                .where(col(m.Chain.name) == chain, col(m.Allocation.snapshot_id) == snapshot)
             )
-            return _build_view(chain, session.exec(query).all())
+            return _build_view(chain, session.execute(query).all())
 
     def record_cycle(self, chain: str, cycle_id: str, head: ChainHead, source: str,
                      observations: Sequence[BalanceObservation], result: Reconciliation,

@@ -1,0 +1,51 @@
+# segwatch — set-up and checks. Two commands on a fresh machine: `make demo`, `make test`.
+PYTHON ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+ANVIL_VERSION := 1.7.1
+ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
+
+.PHONY: install demo test lint typecheck unit bench postgres clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# anvil ships as a binary inside its npm package (no download from elsewhere).
+$(ANVIL_STAMP):
+	mkdir -p .tools
+	cd .tools && npm install --no-audit --no-fund --silent --prefix . @foundry-rs/anvil@$(ANVIL_VERSION)
+	touch $@
+
+install: $(VENV)/.installed $(ANVIL_STAMP)
+
+# The local PostgreSQL server the store tests use (already running on this machine kind).
+postgres:
+	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
+	  command -v pg_ctlcluster >/dev/null && \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; } || true
+	@pg_isready -h 127.0.0.1 -p 5432 || echo "warning: PostgreSQL is not reachable on 127.0.0.1:5432"
+
+demo: install
+	$(PY) scripts/demo.py
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check daemon chains tests scripts
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+test: install postgres lint typecheck
+	$(VENV)/bin/pytest -p no:cacheprovider
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/pytest tests/unit
+
+bench: install
+	$(PY) tests/bench/bench_balances.py --wallets 2000
+	$(PY) tests/bench/bench_cycle.py --wallets 100000
+
+clean:
+	rm -rf $(VENV) .tools demo .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,278 @@
+"""Sub-ledger import: read a CSV or JSON file, validate every line, all or nothing.
+
+Pure: no database. `parse_ledger` either returns every allocation of the file or
+raises one InputError listing every bad line (SPEC §2). Rules across lines:
+
+- a wallet (chain, address) has one structure, one label and one mpc_key_id; a
+  blank label or key id on a line does not restate it, two different values conflict;
+- a `segregated` wallet has exactly one owner;
+- a `house` wallet's owner is the configured firm owner;
+- the firm owner holds no allocation in a client wallet, segregated *or* omnibus:
+  firm assets in a client address are commingling (SPEC §1). A firm buffer in an
+  omnibus wallet stays unallocated and shows as a surplus;
+- an address is never both a house and a client wallet, even on two chains: one key
+  would control firm and client assets;
+- (chain, address, asset, owner) appears once.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from chains.addresses import canonical_address
+from chains.errors import InvalidAddress
+from chains.types import Address, AssetRef, BaseUnits
+from daemon.amounts import parse_amount
+from daemon.config import ChainSettings, Settings
+from daemon.errors import InputError
+from daemon.tabular import JsonFloat, Record, json_type, read_records
+
+Structure = Literal["segregated", "omnibus", "house"]
+STRUCTURES: tuple[Structure, ...] = ("segregated", "omnibus", "house")
+COLUMNS = ("chain", "address", "structure", "owner", "asset", "amount", "label", "mpc_key_id")
+REQUIRED = COLUMNS[:6]
+_TEXT_FIELDS = COLUMNS[:5]
+_OPTIONAL = COLUMNS[6:]
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationRow:
+    """One validated sub-ledger line: (wallet, asset, owner) → amount in base units."""
+
+    line: int
+    chain: str
+    address: Address
+    structure: Structure
+    owner: str
+    asset: AssetRef
+    amount: BaseUnits
+    label: str | None
+    mpc_key_id: str | None
+
+
+def parse_ledger(path: Path, settings: Settings) -> list[AllocationRow]:
+    """Return every allocation in the sub-ledger file at `path`, in file order.
+
+    Amounts are display units (a JSON integer 2 means 2 BTC, not 2 satoshi). Raises
+    InputError when the file cannot be read or parsed (one line), or when any line
+    breaks a rule: `lines` then holds every problem as "PATH:LINE: reason" (CSV,
+    header = line 1) or "PATH: item N: reason" (JSON).
+    """
+    records = read_records(path, COLUMNS, REQUIRED, wrapper="allocations")
+    errors: list[tuple[int, str]] = []
+    rows: list[tuple[Record, AllocationRow]] = []
+    for record in records:
+        row, problems = _validate(record, settings)
+        errors += [(record.line, f"{record.locate(path)}: {reason}") for reason in problems]
+        if row is not None:
+            rows.append((record, row))
+    for record, reason in _cross_line_problems(rows, settings.daemon.firm_owner):
+        errors.append((record.line, f"{record.locate(path)}: {reason}"))
+    if errors:
+        bad = len({line for line, _ in errors})
+        raise InputError(f"{path}: {bad} bad line{'s' if bad != 1 else ''}; nothing imported",
+                         lines=[message for _, message in sorted(errors, key=lambda e: e[0])])
+    return [row for _, row in rows]
+
+
+def _validate(record: Record, settings: Settings) -> tuple[AllocationRow | None, list[str]]:
+    """Return the record as a row and no problems, or None and every problem found."""
+    problems = list(record.problems)
+    if problems:
+        return None, problems
+    problems += [f"missing {name}" for name in _TEXT_FIELDS if _blank(record.fields.get(name))]
+    text = {name: _text(record.fields.get(name), name, problems) for name in _TEXT_FIELDS}
+    extra = {name: _text(record.fields.get(name), name, problems) for name in _OPTIONAL}
+    chain = _chain(settings, text["chain"], problems)
+    structure = _structure(text["structure"], problems)
+    address = _address(chain, text["address"], problems)
+    asset = _asset(chain, text["asset"], problems)
+    amount = _amount(asset, record.fields.get("amount"), problems)
+    if problems or not (chain and structure and address and asset) or amount is None:
+        return None, problems
+    return AllocationRow(record.line, chain.name, address, structure, text["owner"], asset,
+                         amount, extra["label"] or None, extra["mpc_key_id"] or None), []
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _text(value: object, name: str, problems: list[str]) -> str:
+    """The stripped text of a field; "" for a missing, null or blank one."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or isinstance(value, JsonFloat):
+        problems.append(f"{name} must be a string, got {json_type(value)}")
+        return ""
+    return value.strip()
+
+
+def _chain(settings: Settings, name: str, problems: list[str]) -> ChainSettings | None:
+    chain = settings.chain(name.lower()) if name else None
+    if name and chain is None:
+        known = ", ".join(c.name for c in settings.chains) or "none configured"
+        problems.append(f"unknown chain {name!r} (known: {known})")
+    return chain
+
+
+def _structure(text: str, problems: list[str]) -> Structure | None:
+    for structure in STRUCTURES:
+        if text.lower() == structure:
+            return structure
+    if text:
+        problems.append(f"unknown structure {text!r} (expected {', '.join(STRUCTURES)})")
+    return None
+
+
+def _address(chain: ChainSettings | None, text: str, problems: list[str]) -> Address | None:
+    if chain is None or not text:
+        return None
+    try:
+        return canonical_address(chain.family, chain.network, text)
+    except InvalidAddress as exc:
+        problems.append(f"invalid address for chain {chain.name}: {exc.user_message}")
+        return None
+
+
+def _asset(chain: ChainSettings | None, text: str, problems: list[str]) -> AssetRef | None:
+    """The chain's asset named by symbol (any case) or token contract address."""
+    if chain is None or not text:
+        return None
+    wanted = text.lower()
+    exact = [asset for asset in chain.assets if asset.symbol == text]
+    loose = [asset for asset in chain.assets
+             if wanted in (asset.symbol.lower(), (asset.contract or "").lower())]
+    for found in (exact, loose):
+        if len(found) == 1:
+            return found[0]
+    symbols = ", ".join(asset.symbol for asset in chain.assets)
+    problems.append(f"unknown asset {text!r} on chain {chain.name} (configured: {symbols})")
+    return None
+
+
+def _amount(asset: AssetRef | None, value: object, problems: list[str]) -> BaseUnits | None:
+    """Base units of the amount; JSON integers count, JSON floats are refused."""
+    if isinstance(value, JsonFloat):
+        problems.append(f"amount {value} is a JSON float; write it as a string: \"{value}\"")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if _blank(value):
+        problems.append("missing amount")
+        return None
+    if not isinstance(value, str):
+        problems.append(f"amount must be a string, got {json_type(value)}")
+        return None
+    if asset is None:
+        return None
+    try:
+        return BaseUnits(parse_amount(value, asset.decimals, symbol=asset.symbol))
+    except ValueError as exc:
+        problems.append(f"bad amount: {exc}")
+        return None
+
+
+def _cross_line_problems(rows: list[tuple[Record, AllocationRow]],
+                         firm: str) -> list[tuple[Record, str]]:
+    """Every problem that only shows across lines, each on the later line."""
+    return [*_wallet_conflicts(rows), *_owner_problems(rows, firm),
+            *_house_and_client(rows), *_duplicates(rows)]
+
+
+def _wallet_conflicts(rows: list[tuple[Record, AllocationRow]]) -> list[tuple[Record, str]]:
+    """One structure, label and mpc_key_id per wallet."""
+    first: dict[tuple[str, str, str], tuple[Record, str]] = {}
+    problems: list[tuple[Record, str]] = []
+    for record, row in rows:
+        for attr in ("structure", "label", "mpc_key_id"):
+            value = getattr(row, attr)
+            if value is None:
+                continue
+            seen = first.setdefault((row.chain, row.address, attr), (record, value))
+            if seen[1] != value:
+                problems.append((record, f"{_wallet(row)} has {attr} {value!r} here but "
+                                         f"{seen[1]!r} on {seen[0].where}"))
+    return problems
+
+
+def _owner_problems(rows: list[tuple[Record, AllocationRow]],
+                    firm: str) -> list[tuple[Record, str]]:
+    """House wallets belong to the firm, client wallets don't, segregated to one owner."""
+    problems: list[tuple[Record, str]] = []
+    owners: dict[tuple[str, str], tuple[Record, str]] = {}
+    for record, row in rows:
+        if row.structure == "house" and row.owner != firm:
+            problems.append((record, f"house {_wallet(row)} must be owned by the firm owner "
+                                     f"{firm!r}, not {row.owner!r}"))
+        elif row.structure != "house" and row.owner == firm:
+            problems.append((record, f"the firm owner {firm!r} cannot hold an allocation in "
+                                     f"{row.structure} client {_wallet(row)} (commingling)"))
+        elif row.structure == "segregated":
+            seen = owners.setdefault((row.chain, row.address), (record, row.owner))
+            if seen[1] != row.owner:
+                problems.append((record, f"segregated {_wallet(row)} already belongs to "
+                                         f"{seen[1]!r} ({seen[0].where}); it has one owner"))
+    return problems
+
+
+def _house_and_client(rows: list[tuple[Record, AllocationRow]]) -> list[tuple[Record, str]]:
+    """An address is not a house wallet on one chain and a client wallet on another."""
+    first: dict[tuple[str, bool], tuple[Record, AllocationRow]] = {}
+    problems: list[tuple[Record, str]] = []
+    for record, row in rows:
+        is_house = row.structure == "house"
+        other = first.get((row.address, not is_house))
+        if other is not None and other[1].chain != row.chain:
+            problems.append((record, f"address {row.address} is a {row.structure} wallet "
+                                     f"here but a {other[1].structure} wallet on chain "
+                                     f"{other[1].chain} ({other[0].where})"))
+        first.setdefault((row.address, is_house), (record, row))
+    return problems
+
+
+def _duplicates(rows: list[tuple[Record, AllocationRow]]) -> list[tuple[Record, str]]:
+    """(chain, address, asset, owner) appears once."""
+    first: dict[tuple[str, str, AssetRef, str], Record] = {}
+    problems: list[tuple[Record, str]] = []
+    for record, row in rows:
+        seen = first.setdefault((row.chain, row.address, row.asset, row.owner), record)
+        if seen is not record:
+            problems.append((record, f"duplicate of {seen.where}: {row.asset.symbol} of "
+                                     f"{row.owner!r} in {_wallet(row)} is listed twice"))
+    return problems
+
+
+def _wallet(row: AllocationRow) -> str:
+    return f"wallet {row.address} on {row.chain}"
+
+
+def summarize(rows: Iterable[AllocationRow]) -> dict[str, Any]:
+    """Return counts for a dry run: allocations, wallets and owners overall, and per
+    chain the wallets by structure and per asset the allocations, owners and the
+    total in base units (an int).
+    """
+    rows = list(rows)
+    chains: dict[str, dict[str, Any]] = {}
+    for chain in sorted({row.chain for row in rows}):
+        mine = [row for row in rows if row.chain == chain]
+        wallets = {row.address: row.structure for row in mine}
+        chains[chain] = {"wallets": len(wallets),
+                         "structures": {s: list(wallets.values()).count(s) for s in STRUCTURES},
+                         "assets": _asset_totals(mine)}
+    return {"allocations": len(rows), "wallets": len({(r.chain, r.address) for r in rows}),
+            "owners": len({row.owner for row in rows}), "chains": chains}
+
+
+def _asset_totals(rows: list[AllocationRow]) -> dict[str, dict[str, Any]]:
+    by_asset: dict[AssetRef, list[AllocationRow]] = defaultdict(list)
+    for row in rows:
+        by_asset[row.asset].append(row)
+    return {asset.symbol: {"contract": asset.contract, "decimals": asset.decimals,
+                           "allocations": len(mine), "owners": len({r.owner for r in mine}),
+                           "total": sum(r.amount for r in mine)}
+            for asset, mine in by_asset.items()}
