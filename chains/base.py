@@ -16,6 +16,11 @@ class ChainAdapter(Protocol):
         """The source's redacted URL, safe to log."""
         ...
 
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests this adapter has sent so far (for logs and benchmarks)."""
+        ...
+
     def chain_id(self) -> int | str:
         """Return the chain id (EVM) or network name (UTXO) the source serves.
 

@@ -26,6 +26,10 @@ class FakeAdapter:
     def source(self) -> str:
         return self.name
 
+    @property
+    def requests_made(self) -> int:
+        return self.reads
+
     def _guard(self) -> None:
         if self.fail:
             raise SourceUnavailable(self.name, "connection refused")

@@ -54,6 +54,8 @@ app.add_typer(disc_app, name="discrepancies")
 app.add_typer(db_app, name="db")
 
 out = Console()
+if not out.is_terminal:
+    out.width = 200  # piped or captured output: never truncate addresses and amounts
 err = Console(stderr=True)
 
 

@@ -177,6 +177,7 @@ def cycle_json(result: CycleResult) -> dict[str, Any]:
         "source": result.source, "wallets": result.wallets,
         "findings": [finding_json(f) for f in result.findings],
         "read_errors": result.read_errors,
+        "rpc_requests": result.rpc_requests,
         "opened": result.write.opened if result.write else 0,
         "self_cleared": result.write.cleared if result.write else 0,
         "duration_seconds": round(result.duration, 3),

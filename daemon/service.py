@@ -50,6 +50,7 @@ class CycleResult:
     read_errors: int = 0
     write: CycleWrite | None = None
     error: str | None = None
+    rpc_requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,11 @@ class Service:
         duration = time.monotonic() - started
         bound.info("cycle", head=head.height, block=block.height, wallets=len(addresses),
                    findings=len(result.findings), opened=write.opened, cleared=write.cleared,
-                   read_errors=len(result.read_errors), duration=round(duration, 3))
+                   read_errors=len(result.read_errors), rpc_requests=adapter.requests_made,
+                   duration=round(duration, 3))
         return CycleResult(chain.name, cycle_id, duration, head, block, adapter.source,
-                           len(addresses), result.findings, len(result.read_errors), write)
+                           len(addresses), result.findings, len(result.read_errors), write,
+                           rpc_requests=adapter.requests_made)
 
     def _read(self, chain: ChainSettings, addresses: Sequence[Address]
               ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation]]:

@@ -26,3 +26,5 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     with postgres_schema() as url:
         yield url
+
+pytest_plugins = ["tests.anvil"]

@@ -1,0 +1,321 @@
+"""The EVM chain adapter: heads and balances over one JSON-RPC endpoint.
+
+Every balance read is pinned to one block by hash (EIP-1898 `{"blockHash": ...}`),
+so all wallets and assets of a cycle are observed at the same state. Reads never cost
+a round trip per wallet: with Multicall3 deployed, up to `calls_per_multicall` balance
+calls are packed into one `aggregate3` eth_call and many such eth_calls travel in one
+JSON-RPC batch; without it, plain `eth_getBalance` / `balanceOf` calls are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
+import httpx
+from eth_utils.address import to_checksum_address
+
+from chains.errors import ChainMismatch, DecodeError, InvalidAddress, SourceUnavailable
+from chains.evm.multicall import (
+    BalanceReadError,
+    Call,
+    CallResult,
+    MulticallDecodeError,
+    balance_of_call,
+    decode_aggregate3,
+    decode_balance,
+    decode_uint256,
+    encode_aggregate3,
+    get_eth_balance_call,
+)
+from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError
+from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
+
+CANONICAL_MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
+"""Multicall3's address on mainnet and most EVM chains (same deployer, same nonce)."""
+
+Outcome: TypeAlias = int | str
+"""A balance read: the amount in base units, or why it could not be read."""
+
+# Errors that mean the pinned block's state cannot be read at all: splitting an
+# aggregate3 or reporting per wallet would not help. -32001: resource not found
+# (anvil, Nethermind), -32602: invalid params (a block parameter the node rejects).
+_BLOCK_GONE_CODES = frozenset({-32001, -32602})
+_BLOCK_GONE_HINTS = ("not found", "missing trie node", "unknown block", "pruned", "unavailable")
+
+
+class EvmAdapter:
+    """Reads one EVM chain through one JSON-RPC source (implements ChainAdapter)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        expected_chain_id: int | None,
+        multicall_address: str | None = CANONICAL_MULTICALL3,
+        max_batch: int = 500,
+        calls_per_multicall: int = 500,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if calls_per_multicall < 1:
+            raise ValueError("calls_per_multicall must be at least 1")
+        self._client = JsonRpcClient(
+            url,
+            timeout=timeout,
+            max_batch=max_batch,
+            retry=retry,
+            transport=transport,
+        )
+        self._expected_chain_id = expected_chain_id
+        self._multicall = to_checksum_address(multicall_address) if multicall_address else None
+        self._calls_per_multicall = calls_per_multicall
+        self._multicall_deployed: bool | None = None if self._multicall else False
+
+    @property
+    def source(self) -> str:
+        """The source's redacted URL, safe to log."""
+        return self._client.source
+
+    @property
+    def requests_made(self) -> int:
+        """HTTP requests sent so far (retries included)."""
+        return self._client.requests_made
+
+    def close(self) -> None:
+        """Release connections."""
+        self._client.close()
+
+    def __enter__(self) -> EvmAdapter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def chain_id(self) -> int:
+        """Return the chain id the source serves. Raises SourceUnavailable, DecodeError."""
+        return self._quantity(self._client.call("eth_chainId", []), "chain id")
+
+    def check_chain_id(self) -> int:
+        """Return the source's chain id.
+
+        Raises ChainMismatch (naming the redacted source) when it differs from the
+        expected chain id; SourceUnavailable, DecodeError when it cannot be read.
+        """
+        actual = self.chain_id()
+        expected = self._expected_chain_id
+        if expected is not None and actual != expected:
+            raise ChainMismatch(
+                f"source {self.source} serves chain id {actual}, expected {expected}"
+            )
+        return actual
+
+    def head(self) -> ChainHead:
+        """Return the newest block. Raises SourceUnavailable, DecodeError."""
+        return self._block("latest")
+
+    def block_at(self, height: int) -> ChainHead:
+        """Return the block at `height`. Raises SourceUnavailable (also when it does not
+        exist yet), DecodeError."""
+        if height < 0:
+            raise ValueError("height must not be negative")
+        return self._block(hex(height))
+
+    def balances(
+        self,
+        addresses: Sequence[Address],
+        assets: Sequence[AssetRef],
+        block: ChainHead,
+    ) -> list[BalanceObservation]:
+        """Return one observation per (address, asset), address-major, all read at `block`.
+
+        A balance that cannot be read (a token that reverts or returns malformed data)
+        carries an `error`. Raises SourceUnavailable when the source or the block is
+        unavailable, DecodeError when Multicall3's answer as a whole does not parse,
+        InvalidAddress for an address or contract that is not 20 bytes of hex, ValueError
+        when `block.hash` is not a 32-byte hex hash.
+        """
+        if not _is_hash(block.hash):
+            raise ValueError(f"not a 32-byte block hash: {block.hash!r}")
+        pairs = [(address, asset) for address in addresses for asset in assets]
+        if not pairs:
+            return []
+        if self._multicall_ready(block):
+            outcomes = self._read_multicall(pairs, block)
+        else:
+            outcomes = self._read_direct(pairs, block)
+        return [
+            self._observation(address, asset, block, outcome)
+            for (address, asset), outcome in zip(pairs, outcomes, strict=True)
+        ]
+
+    # -- blocks -------------------------------------------------------------------
+
+    def _block(self, tag: str) -> ChainHead:
+        raw = self._client.call("eth_getBlockByNumber", [tag, False])
+        if raw is None:
+            raise SourceUnavailable(self.source, f"no block {tag} yet")
+        if not isinstance(raw, dict):
+            raise DecodeError(self.source, "block", "not a JSON object")
+        block_hash = raw.get("hash")
+        if not _is_hash(block_hash):
+            raise DecodeError(self.source, "block.hash", f"not a 32-byte hex hash: {block_hash!r}")
+        return ChainHead(
+            height=self._quantity(raw.get("number"), "block.number"),
+            hash=str(block_hash),
+            timestamp=self._quantity(raw.get("timestamp"), "block.timestamp"),
+        )
+
+    def _quantity(self, value: Any, field: str) -> int:
+        """Return a JSON-RPC hex quantity as int. Raises DecodeError naming `field`."""
+        try:
+            return _hex_int(value)
+        except ValueError as exc:
+            raise DecodeError(self.source, field, str(exc)) from None
+
+    # -- balances -----------------------------------------------------------------
+
+    def _multicall_ready(self, block: ChainHead) -> bool:
+        """Whether Multicall3 code exists at its address; asked once, then remembered."""
+        if self._multicall_deployed is None:
+            code = self._client.call("eth_getCode", [self._multicall, _at(block)])
+            self._multicall_deployed = isinstance(code, str) and len(code) > 2
+        return self._multicall_deployed
+
+    def _read_multicall(
+        self, pairs: Sequence[tuple[Address, AssetRef]], block: ChainHead
+    ) -> list[Outcome]:
+        """Read every pair through `aggregate3` eth_calls sent in JSON-RPC batches."""
+        calls = [self._balance_call(address, asset) for address, asset in pairs]
+        results = self._aggregate(calls, block)
+        return [_outcome(result) for result in results]
+
+    def _balance_call(self, address: Address, asset: AssetRef) -> Call:
+        try:
+            if asset.contract is None:
+                assert self._multicall is not None
+                return get_eth_balance_call(self._multicall, address)
+            return balance_of_call(asset.contract, address)
+        except ValueError as exc:
+            raise InvalidAddress(str(exc)) from None
+
+    def _aggregate(self, calls: Sequence[Call], block: ChainHead) -> list[CallResult | str]:
+        """Run `calls` through aggregate3, `calls_per_multicall` at a time.
+
+        A whole aggregate3 that fails (e.g. out of gas) is split in halves and retried,
+        down to single calls; a single call that still fails yields its error text.
+        """
+        results: list[CallResult | str] = [""] * len(calls)
+        step = self._calls_per_multicall
+        spans = [(start, min(start + step, len(calls))) for start in range(0, len(calls), step)]
+        while spans:
+            replies = self._client.batch(
+                [self._aggregate_request(calls[a:b], block) for a, b in spans]
+            )
+            retry: list[tuple[int, int]] = []
+            for (start, end), reply in zip(spans, replies, strict=True):
+                if not isinstance(reply, RpcError):
+                    results[start:end] = self._decode_aggregate(reply, end - start)
+                    continue
+                self._raise_if_block_gone(reply)
+                if end - start == 1:
+                    results[start] = f"aggregate3 failed: {reply.message}"
+                else:
+                    middle = (start + end) // 2
+                    retry += [(start, middle), (middle, end)]
+            spans = retry
+        return results
+
+    def _aggregate_request(self, calls: Sequence[Call], block: ChainHead) -> Request:
+        data = "0x" + encode_aggregate3(calls).hex()
+        return ("eth_call", [{"to": self._multicall, "data": data}, _at(block)])
+
+    def _decode_aggregate(self, reply: Any, expected: int) -> list[CallResult]:
+        """Return aggregate3's items. Raises DecodeError if the reply does not parse."""
+        try:
+            return decode_aggregate3(_hex_bytes(reply), expected)
+        except (MulticallDecodeError, ValueError) as exc:
+            raise DecodeError(self.source, "aggregate3 result", str(exc)) from None
+
+    def _read_direct(
+        self, pairs: Sequence[tuple[Address, AssetRef]], block: ChainHead
+    ) -> list[Outcome]:
+        """Read every pair with batched eth_getBalance / eth_call balanceOf requests."""
+        requests = [self._direct_request(address, asset, block) for address, asset in pairs]
+        replies = self._client.batch(requests)
+        return [
+            self._direct_outcome(reply, asset.contract is None)
+            for (_, asset), reply in zip(pairs, replies, strict=True)
+        ]
+
+    def _direct_request(self, address: Address, asset: AssetRef, block: ChainHead) -> Request:
+        if asset.contract is None:
+            return ("eth_getBalance", [address, _at(block)])
+        call = self._balance_call(address, asset)
+        return ("eth_call", [{"to": call.target, "data": "0x" + call.call_data.hex()}, _at(block)])
+
+    def _direct_outcome(self, reply: Any, native: bool) -> Outcome:
+        method = "eth_getBalance" if native else "balanceOf"
+        if isinstance(reply, RpcError):
+            self._raise_if_block_gone(reply)
+            return f"{method} failed: {reply.message}"
+        try:
+            return _hex_int(reply) if native else decode_uint256(_hex_bytes(reply))
+        except ValueError as exc:
+            return f"{method} failed: {exc}"
+
+    def _raise_if_block_gone(self, error: RpcError) -> None:
+        """Raise SourceUnavailable when `error` says the pinned block's state is missing."""
+        text = error.message.lower()
+        if error.code == 3 or "revert" in text:
+            return
+        if error.code in _BLOCK_GONE_CODES or any(hint in text for hint in _BLOCK_GONE_HINTS):
+            raise SourceUnavailable(self.source, f"pinned block unavailable: {error.message}")
+
+    def _observation(
+        self, address: Address, asset: AssetRef, block: ChainHead, outcome: Outcome
+    ) -> BalanceObservation:
+        if isinstance(outcome, str):
+            return BalanceObservation(address, asset, None, block, self.source, error=outcome)
+        return BalanceObservation(address, asset, BaseUnits(outcome), block, self.source)
+
+
+def _outcome(result: CallResult | str) -> Outcome:
+    if isinstance(result, str):
+        return result
+    try:
+        return decode_balance(result)
+    except BalanceReadError as exc:
+        return str(exc)
+
+
+def _at(block: ChainHead) -> dict[str, str]:
+    """The EIP-1898 block parameter that pins a read to `block` by hash."""
+    return {"blockHash": block.hash}
+
+
+def _is_hash(value: Any) -> bool:
+    return isinstance(value, str) and len(value) == 66 and _is_hex(value)
+
+
+def _is_hex(value: str) -> bool:
+    try:
+        bytes.fromhex(value.removeprefix("0x"))
+    except ValueError:
+        return False
+    return value.startswith("0x")
+
+
+def _hex_int(value: Any) -> int:
+    """Return a `0x`-prefixed hex quantity as int. Raises ValueError otherwise."""
+    if not isinstance(value, str) or not value.startswith("0x") or len(value) < 3:
+        raise ValueError(f"not a hex quantity: {str(value)[:80]!r}")
+    return int(value, 16)
+
+
+def _hex_bytes(value: Any) -> bytes:
+    """Return `0x`-prefixed hex data as bytes. Raises ValueError otherwise."""
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError(f"not hex data: {str(value)[:80]!r}")
+    return bytes.fromhex(value[2:])

@@ -1,0 +1,272 @@
+"""Synchronous, batched JSON-RPC 2.0 over one `httpx.Client`.
+
+Shared by the EVM adapter and Bitcoin Core-compatible RPC sources. Every failure of
+the transport or of the server as a whole becomes `SourceUnavailable` naming the
+*redacted* URL; an error for one item of a batch is returned as an `RpcError` value.
+
+Providers cap batch sizes in different ways (HTTP 413 or 400, one error object in
+place of the array, or silently fewer answers than requests). The client halves its
+batch size on any of these, retries what is left, and keeps the smaller size.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit
+
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from chains.errors import SourceUnavailable
+from chains.urls import redact_url
+
+Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
+"""Positional or named JSON-RPC parameters."""
+
+Request: TypeAlias = tuple[str, Params]
+"""One JSON-RPC call: (method, params)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RpcError:
+    """A JSON-RPC error object the server returned for one request."""
+
+    code: int
+    message: str
+    data: Any = None
+
+    def __str__(self) -> str:
+        return f"rpc error {self.code}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how fast to retry a request that failed transiently."""
+
+    attempts: int = 3
+    initial_wait: float = 0.2
+    max_wait: float = 2.0
+
+
+class RpcErrorResponse(SourceUnavailable):
+    """The server answered a single call with a JSON-RPC error object."""
+
+    def __init__(self, source: str, error: RpcError) -> None:
+        super().__init__(source, str(error))
+        self.error = error
+
+
+class _Transient(SourceUnavailable):
+    """A failure worth retrying: transport errors, 429, 5xx, unreadable bodies."""
+
+
+class _Refused(Exception):
+    """The server refused a batch as a whole; a smaller one may pass."""
+
+
+_MISSING: Any = object()
+_REFUSED_STATUSES = frozenset({400, 413})
+
+
+class JsonRpcClient:
+    """A JSON-RPC 2.0 client for one endpoint. Not thread-safe; close it when done."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = 10.0,
+        max_batch: int = 500,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._url = url
+        self._source = redact_url(url)
+        self._secrets = _url_secrets(url)
+        self._retry = retry or RetryPolicy()
+        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._ids = itertools.count(1)
+        self.batch_size = max_batch
+        self.requests_made = 0
+
+    @property
+    def source(self) -> str:
+        """The endpoint's redacted URL, safe to log."""
+        return self._source
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self._http.close()
+
+    def __enter__(self) -> JsonRpcClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def call(self, method: str, params: Params = ()) -> Any:
+        """Return the `result` of one call.
+
+        Raises RpcErrorResponse (a SourceUnavailable) when the server answers with an
+        error object, SourceUnavailable on any transport or protocol failure.
+        """
+        request_id = next(self._ids)
+        body = self._post(_envelope(request_id, method, params))
+        if not isinstance(body, dict) or body.get("id") != request_id:
+            raise SourceUnavailable(self._source, "response does not answer the request id")
+        return self._result_or_raise(body)
+
+    def batch(self, requests: Sequence[Request]) -> list[Any]:
+        """Return one result per request, in request order; an item's error is an RpcError.
+
+        Sends as few HTTP requests as the provider accepts. Raises SourceUnavailable when
+        the source fails as a whole or does not answer a request even one at a time.
+        """
+        results: list[Any] = [_MISSING] * len(requests)
+        pending: deque[int] = deque(range(len(requests)))
+        while pending:
+            take = min(self.batch_size, len(pending))
+            chunk = [pending.popleft() for _ in range(take)]
+            try:
+                answered = self._exchange([requests[i] for i in chunk])
+            except _Refused as refused:
+                self._shrink(len(chunk), str(refused))
+                pending.extendleft(reversed(chunk))
+                continue
+            missing = [index for pos, index in enumerate(chunk) if pos not in answered]
+            for pos, value in answered.items():
+                results[chunk[pos]] = value
+            if missing:
+                self._shrink(len(chunk), "fewer responses than requests")
+                pending.extendleft(reversed(missing))
+        return results
+
+    def _exchange(self, requests: list[Request]) -> dict[int, Any]:
+        """Send one batch; return {position in `requests`: result or RpcError}.
+
+        Raises _Refused when the server rejects the batch as a whole.
+        """
+        ids = [next(self._ids) for _ in requests]
+        payload = [
+            _envelope(i, method, params) for i, (method, params) in zip(ids, requests, strict=True)
+        ]
+        body = self._post(payload)
+        if isinstance(body, dict):
+            if len(requests) > 1:
+                raise _Refused(_describe_error_body(body))
+            if body.get("id") != ids[0]:
+                self._result_or_raise(body)
+            body = [body]
+        if not isinstance(body, list):
+            raise SourceUnavailable(self._source, "batch response is not a JSON array")
+        position = {request_id: pos for pos, request_id in enumerate(ids)}
+        answered: dict[int, Any] = {}
+        for item in body:
+            item_id = item.get("id") if isinstance(item, dict) else None
+            pos = position.get(item_id) if isinstance(item_id, int) else None
+            if pos is not None and pos not in answered:
+                answered[pos] = self._item_value(item)
+        return answered
+
+    def _shrink(self, tried: int, reason: str) -> None:
+        """Halve the batch size after a refusal. Raises SourceUnavailable at size one."""
+        if tried <= 1:
+            raise SourceUnavailable(self._source, f"request not answered: {reason}")
+        self.batch_size = max(1, tried // 2)
+
+    def _post(self, payload: Any) -> Any:
+        """POST `payload` with bounded retries; return the decoded JSON body.
+
+        Raises _Refused (HTTP 400/413), SourceUnavailable on everything else that fails.
+        """
+        policy = self._retry
+        retrying = Retrying(
+            stop=stop_after_attempt(max(1, policy.attempts)),
+            wait=wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
+            retry=retry_if_exception_type(_Transient),
+            reraise=True,
+        )
+        content = json.dumps(payload, separators=(",", ":")).encode()
+        return retrying(self._post_once, content, isinstance(payload, list))
+
+    def _post_once(self, content: bytes, is_batch: bool) -> Any:
+        """One HTTP round trip. Raises _Transient, _Refused or SourceUnavailable."""
+        self.requests_made += 1
+        try:
+            response = self._http.post(
+                self._url, content=content, headers={"Content-Type": "application/json"}
+            )
+        except httpx.HTTPError as exc:
+            raise _Transient(self._source, self._describe(exc)) from None
+        status = response.status_code
+        if status in _REFUSED_STATUSES and is_batch:
+            raise _Refused(f"HTTP {status}")
+        if status == 429 or status >= 500:
+            raise _Transient(self._source, f"HTTP {status}")
+        if status >= 300:
+            raise SourceUnavailable(self._source, f"HTTP {status}")
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise _Transient(self._source, "response body is not valid JSON") from None
+
+    def _item_value(self, item: dict[str, Any]) -> Any:
+        """Return the item's result or RpcError. Raises SourceUnavailable if it has neither."""
+        error = item.get("error")
+        if error is not None:
+            return _to_rpc_error(error)
+        if "result" not in item:
+            raise SourceUnavailable(self._source, "response has neither result nor error")
+        return item["result"]
+
+    def _result_or_raise(self, body: dict[str, Any]) -> Any:
+        """Return the body's result. Raises RpcErrorResponse or SourceUnavailable."""
+        value = self._item_value(body)
+        if isinstance(value, RpcError):
+            raise RpcErrorResponse(self._source, value)
+        return value
+
+    def _describe(self, exc: Exception) -> str:
+        """The exception's class and text, unless the text could carry a URL secret."""
+        text = str(exc)
+        if not text or "://" in text or any(secret in text for secret in self._secrets):
+            return type(exc).__name__
+        return f"{type(exc).__name__}: {text}"
+
+
+def _envelope(request_id: int, method: str, params: Params) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
+
+
+def _to_rpc_error(error: Any) -> RpcError:
+    if not isinstance(error, dict):
+        return RpcError(code=0, message=str(error)[:200])
+    code = error.get("code")
+    return RpcError(
+        code=code if isinstance(code, int) else 0,
+        message=str(error.get("message", ""))[:500],
+        data=error.get("data"),
+    )
+
+
+def _describe_error_body(body: dict[str, Any]) -> str:
+    error = body.get("error")
+    return str(_to_rpc_error(error)) if error is not None else "single object for a batch"
+
+
+def _url_secrets(url: str) -> list[str]:
+    """Parts of `url` that must never appear in a message (user info, query, path)."""
+    try:
+        parts = urlsplit(url)
+        candidates = [url, parts.username, parts.password, parts.query, parts.fragment]
+        candidates += [segment for segment in parts.path.split("/") if len(segment) >= 4]
+    except ValueError:
+        return [url]
+    return [c for c in candidates if c]

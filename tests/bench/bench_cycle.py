@@ -1,0 +1,118 @@
+"""Benchmark: one full `segwatch run --once` cycle over many wallets on a local anvil.
+
+Seeds N wallets (native + one ERC-20 each) and a matching sub-ledger with a few
+deliberate shortfalls, imports it, then runs the real CLI in a subprocess and
+reports wall time, HTTP requests (from the cycle's own report), balance reads per
+request, and the peak RSS of the cycle process. Usage:
+
+    .venv/bin/python tests/bench/bench_cycle.py --wallets 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from chains.evm.devnet import (  # noqa: E402
+    deploy_test_token,
+    find_anvil,
+    install_multicall,
+    mint_many,
+    random_wallets,
+    set_balances,
+    start_anvil,
+)
+
+SHORT = 3  # wallets seeded below their allocation: the cycle must find exactly these
+
+
+def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, float, int]:
+    """Run segwatch; return exit code, stdout, wall seconds and peak RSS in KiB."""
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, out, time.perf_counter() - started, usage.ru_maxrss
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--wallets", type=int, default=100_000)
+    args = parser.parse_args()
+    binary = find_anvil()
+    if binary is None:
+        print("anvil not found: run `make install`")
+        return 2
+    node = start_anvil(binary, "--gas-limit", "100000000")
+    work = Path(tempfile.mkdtemp(prefix="segwatch-bench-"))
+    try:
+        wallets = random_wallets(args.wallets)
+        token = deploy_test_token(node, "Bench USD", "USDC", 6)
+        install_multicall(node)
+        t0 = time.perf_counter()
+        for start in range(0, len(wallets), 5000):
+            chunk = wallets[start:start + 5000]
+            set_balances(node, {w: 10**15 + i for i, w in enumerate(chunk, start)})
+        mint_many(node, token, wallets, [10**6 + i for i in range(len(wallets))])
+        print(f"seeded {len(wallets)} wallets in {time.perf_counter() - t0:.1f} s")
+        config = work / "segwatch.toml"
+        config.write_text(f"""
+[store]
+url = "sqlite:///{work / 'bench.db'}"
+[[chains]]
+name = "devnet"
+family = "evm"
+chain_id = 31337
+confirmations = 0
+sources = [{{ kind = "jsonrpc", url = "{node.url}" }}]
+tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
+""")
+        ledger = work / "ledger.csv"
+        with ledger.open("w", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(["chain", "address", "structure", "owner", "asset", "amount"])
+            for i, w in enumerate(wallets):
+                eth = 10**15 + i + (1 if i < SHORT else 0)
+                out.writerow(["devnet", w, "segregated", f"c{i}", "ETH", f"{eth / 1:.0f}e-18"
+                              if False else _display(eth, 18)])
+                out.writerow(["devnet", w, "segregated", f"c{i}", "USDC", _display(10**6 + i, 6)])
+        env = {**os.environ, "SEGWATCH_CONFIG": str(config)}
+        code, _, import_s, import_rss = run_cli(["ledger", "import", str(ledger)], work, env)
+        assert code == 0, "ledger import failed"
+        code, out_text, cycle_s, cycle_rss = run_cli(["run", "--once", "--json"], work, env)
+        (cycle,) = json.loads(out_text)
+        reads = 2 * len(wallets)
+        requests = cycle.get("rpc_requests") or 0
+        assert code == 1 and len(cycle["findings"]) == SHORT, (code, len(cycle["findings"]))
+        print(f"\n| wallets | ledger import | cycle wall | cycle in-process | HTTP requests | "
+              f"reads/request | peak RSS (cycle) |\n|---|---|---|---|---|---|---|\n"
+              f"| {len(wallets):,} | {import_s:.1f} s | {cycle_s:.1f} s | "
+              f"{cycle['duration_seconds']:.1f} s | {requests} | "
+              f"{reads / max(requests, 1):,.0f} | {cycle_rss / 1024:.0f} MiB |")
+        print(f"(ledger import peak RSS {import_rss / 1024:.0f} MiB; findings "
+              f"{len(cycle['findings'])} = the {SHORT} deliberate shortfalls)")
+    finally:
+        node.stop()
+    return 0
+
+
+def _display(units: int, decimals: int) -> str:
+    whole, frac = divmod(units, 10**decimals)
+    return f"{whole}.{frac:0{decimals}d}".rstrip("0").rstrip(".")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
