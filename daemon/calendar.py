@@ -18,6 +18,13 @@ def _calendar(name: str) -> holidays.HolidayBase:
     return holidays.country_holidays(name.upper())
 
 
+def is_known_calendar(name: str) -> bool:
+    """Return True when `name` is a calendar `holidays` knows (or "none"/"weekdays")."""
+    upper = name.upper()
+    return upper in ("NONE", "WEEKDAYS") or upper in holidays.list_supported_financial() \
+        or upper in holidays.list_supported_countries()
+
+
 def is_business_day(day: date, calendar: str) -> bool:
     """Return True when `day` is a weekday and not a holiday of `calendar`."""
     return day.weekday() < 5 and day not in _calendar(calendar)

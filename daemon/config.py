@@ -22,6 +22,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from chains.errors import InvalidAddress
 from chains.evm.address import canonical_evm_address
 from chains.types import Address, AssetRef
+from daemon.calendar import is_known_calendar
 from daemon.errors import ConfigError
 
 DEFAULT_CONFIG = "segwatch.toml"
@@ -201,6 +202,14 @@ class DaemonSettings(_Frozen):
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError("listen must be HOST:PORT")
+        return value
+
+    @field_validator("calendar")
+    @classmethod
+    def _calendar(cls, value: str) -> str:
+        if not is_known_calendar(value):
+            raise ValueError(f"unknown calendar {value!r} (a financial calendar such as NYSE, "
+                             "a country code such as US, or none)")
         return value
 
     @field_validator("timezone")

@@ -22,6 +22,7 @@ def run_forever(service: Service, stop: threading.Event | None = None) -> None:
     """
     stop = stop or threading.Event()
     service.store.sync_catalog(service.settings)
+    service.verify_sources()
     workers = max(1, len(service.settings.chains))
     scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(workers)},
                                     job_defaults={"max_instances": 1, "coalesce": True})

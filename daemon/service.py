@@ -117,10 +117,30 @@ class Service:
         return ImportResult(rows, summary, snapshot)
 
     # --- cycles -------------------------------------------------------------------------
+    def verify_sources(self) -> list[str]:
+        """Check every source of every chain serves the configured chain; return the
+        (redacted) failures of sources that did not answer.
+
+        Raises ChainMismatch for a source that serves another chain.
+        """
+        unavailable = []
+        for chain in self.settings.chains:
+            for source in chain.sources:
+                adapter = self._adapters(chain, source)
+                try:
+                    self._check_chain(chain, adapter)
+                except SourceUnavailable as exc:
+                    unavailable.append(exc.user_message)
+                    log.warning("source_unavailable", chain=chain.name, error=exc.user_message)
+                finally:
+                    adapter.close()
+        return unavailable
+
     def run_once(self, on_done: Callable[[CycleResult], None] | None = None
                  ) -> list[CycleResult]:
         """Run one cycle of every configured chain; a failing chain does not stop the others."""
         self.store.sync_catalog(self.settings)
+        self.verify_sources()
         results = []
         for chain in self.settings.chains:
             result = self.run_cycle(chain)

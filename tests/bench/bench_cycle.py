@@ -86,8 +86,7 @@ tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
             out.writerow(["chain", "address", "structure", "owner", "asset", "amount"])
             for i, w in enumerate(wallets):
                 eth = 10**15 + i + (1 if i < SHORT else 0)
-                out.writerow(["devnet", w, "segregated", f"c{i}", "ETH", f"{eth / 1:.0f}e-18"
-                              if False else _display(eth, 18)])
+                out.writerow(["devnet", w, "segregated", f"c{i}", "ETH", _display(eth, 18)])
                 out.writerow(["devnet", w, "segregated", f"c{i}", "USDC", _display(10**6 + i, 6)])
         env = {**os.environ, "SEGWATCH_CONFIG": str(config)}
         code, _, import_s, import_rss = run_cli(["ledger", "import", str(ledger)], work, env)
