@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -133,7 +134,9 @@ def ledger_import(
 ) -> None:
     """Validate and import the sub-ledger (all or nothing)."""
     g = _setup(ctx, verbose)
-    result = g.service().import_ledger(file, dry_run=dry_run)
+    service = g.service()
+    with _progress("validating and importing the ledger…"):
+        result = service.import_ledger(file, dry_run=dry_run)
     doc = {"file": str(file), "dry_run": dry_run, "snapshot": result.snapshot_id,
            **result.summary}
     if as_json:
@@ -209,7 +212,7 @@ def run(
 
         run_forever(service)
         return
-    with err.status("reconciling…", spinner="dots") if err.is_terminal else _nullcontext():
+    with _progress("reconciling…"):
         results = service.run_once()
     if as_json:
         _emit([cycle_json(r) for r in results])
@@ -225,12 +228,9 @@ def run(
     raise typer.Exit(EXIT_DISCREPANCY if any(r.findings for r in results) else EXIT_OK)
 
 
-class _nullcontext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
+def _progress(message: str) -> AbstractContextManager[Any]:
+    """A spinner on stderr when it is a terminal; nothing otherwise."""
+    return err.status(message, spinner="dots") if err.is_terminal else nullcontext()
 
 
 @app.command()

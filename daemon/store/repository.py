@@ -7,13 +7,14 @@ recorded twice leaves one open discrepancy per condition.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, insert
+from sqlalchemy import Engine, bindparam, func, insert
 from sqlalchemy import select as sa_select
+from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
 
 from chains.types import Address, BalanceObservation, ChainHead
@@ -25,6 +26,7 @@ from daemon.store import models as m
 from daemon.store.db import session_scope
 
 ENGINE_ACTOR = "engine"
+_INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cycles
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,7 @@ class Store:
                 .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
                 .where(col(m.Chain.name) == chain, col(m.Allocation.snapshot_id) == snapshot)
             )
-            return _build_view(chain, session.execute(query).all())
+            return _build_view(chain, session.execute(query))
 
     def record_cycle(self, chain: str, cycle_id: str, head: ChainHead, source: str,
                      observations: Sequence[BalanceObservation], result: Reconciliation,
@@ -199,24 +201,32 @@ def _asset_ids(session: Session) -> dict[tuple[int, str], int]:
 
 def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
                     chains: dict[str, m.Chain]) -> dict[tuple[str, Address], int]:
-    existing = {(w.chain_id, w.address): w for w in session.exec(select(m.Wallet))}
-    by_name = {c.id: name for name, c in chains.items()}
-    wanted: dict[tuple[int, str], AllocationRow] = {}
+    """Insert new wallets and update changed ones in bulk; return (chain, address) → id."""
+    table = m.Wallet.__table__  # type: ignore[attr-defined]
+    wanted: dict[tuple[int, str], tuple[str, str | None, str | None]] = {}
     for r in rows:
-        wanted.setdefault((chains[r.chain].id or 0, r.address), r)
-    for key, r in wanted.items():
-        row = existing.get(key)
-        if row is None:
-            row = m.Wallet(chain_id=key[0], address=r.address, structure=r.structure)
-            existing[key] = row
-        row.structure, row.label, row.mpc_key_id = r.structure, r.label, r.mpc_key_id
-        session.add(row)
-    session.flush()
-    return {(by_name[cid], Address(addr)): w.id or 0 for (cid, addr), w in existing.items()
-            if cid in by_name}
+        wanted.setdefault((chains[r.chain].id or 0, r.address),
+                          (r.structure, r.label, r.mpc_key_id))
+    existing = {(cid, addr): (id_, (structure, label, key)) for id_, cid, addr, structure, label,
+                key in session.execute(sa_select(table.c.id, table.c.chain_id, table.c.address,
+                                                 table.c.structure, table.c.label,
+                                                 table.c.mpc_key_id))}
+    new = [{"chain_id": cid, "address": addr, "structure": v[0], "label": v[1],
+            "mpc_key_id": v[2]} for (cid, addr), v in wanted.items() if (cid, addr) not in existing]
+    changed = [{"b_id": existing[k][0], "b_structure": v[0], "b_label": v[1], "b_key": v[2]}
+               for k, v in wanted.items() if k in existing and existing[k][1] != v]
+    if new:
+        session.execute(insert(table), new)
+    if changed:
+        session.execute(sa_update(table).where(table.c.id == bindparam("b_id")).values(
+            structure=bindparam("b_structure"), label=bindparam("b_label"),
+            mpc_key_id=bindparam("b_key")), changed)
+    by_name = {c.id: name for name, c in chains.items()}
+    ids = session.execute(sa_select(table.c.chain_id, table.c.address, table.c.id))
+    return {(by_name[cid], Address(addr)): id_ for cid, addr, id_ in ids if cid in by_name}
 
 
-def _build_view(chain: str, rows: Sequence[Any]) -> LedgerView:
+def _build_view(chain: str, rows: Iterable[Any]) -> LedgerView:
     structures: dict[Address, str] = {}
     allocations: dict[Address, dict[str, dict[str, int]]] = defaultdict(dict)
     for address, structure, symbol, owner, amount in rows:
@@ -235,7 +245,8 @@ def _store_observations(session: Session, chain_id: int,
     assets = dict(session.exec(select(m.Asset.symbol, m.Asset.id)
                                .where(m.Asset.chain_id == chain_id)).all())
     latest = _latest_observations(session, chain_id)
-    values = []
+    values: list[dict[str, Any]] = []
+    stored = 0
     for obs in observations:
         key = (wallets.get(obs.address), assets.get(obs.asset.symbol))
         if key[0] is None or key[1] is None or latest.get(key) == (obs.amount, obs.error):
@@ -244,9 +255,12 @@ def _store_observations(session: Session, chain_id: int,
                        "error": (obs.error or None) and obs.error[:500],
                        "block_height": obs.block.height, "block_hash": obs.block.hash,
                        "source": obs.source, "observed_at": now})
+        if len(values) >= _INSERT_CHUNK:
+            session.execute(insert(m.BalanceObservation), values)
+            stored, values = stored + len(values), []
     if values:
         session.execute(insert(m.BalanceObservation), values)
-    return len(values)
+    return stored + len(values)
 
 
 def _latest_observations(session: Session,

@@ -32,6 +32,7 @@ from chains.evm.devnet import (  # noqa: E402
     set_balances,
     start_anvil,
 )
+from chains.types import Address, AssetRef  # noqa: E402
 
 SHORT = 3  # wallets seeded below their allocation: the cycle must find exactly these
 
@@ -51,6 +52,8 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wallets", type=int, default=100_000)
+    parser.add_argument("--naive-sample", type=int, default=1_000,
+                        help="wallets the naive web3.py loop reads in the same run")
     args = parser.parse_args()
     binary = find_anvil()
     if binary is None:
@@ -103,9 +106,31 @@ tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
               f"{reads / max(requests, 1):,.0f} | {cycle_rss / 1024:.0f} MiB |")
         print(f"(ledger import peak RSS {import_rss / 1024:.0f} MiB; findings "
               f"{len(cycle['findings'])} = the {SHORT} deliberate shortfalls)")
+        naive_baseline(node.url, wallets[:args.naive_sample], token, len(wallets), cycle_s)
     finally:
         node.stop()
     return 0
+
+
+def naive_baseline(url: str, sample: list[Address], token: str, total: int,
+                   cycle_s: float) -> None:
+    """Time the naive web3.py loop on `sample` wallets at the same block and print the
+    extrapolation to `total` wallets next to the measured cycle."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_balances import run_naive
+
+    from chains.evm.adapter import EvmAdapter
+    from chains.evm.devnet import load_artifact
+
+    with EvmAdapter(url, expected_chain_id=None) as probe:
+        head = probe.head()
+    abi = load_artifact("TestToken")["abi"]
+    seconds, requests, _ = run_naive(url, sample, AssetRef("USDC", 6, Address(token)), head, abi)
+    projected = seconds * total / len(sample)
+    print(f"\nnaive web3.py loop, same run: {len(sample):,} wallets in {seconds:.1f} s, "
+          f"{requests:,} HTTP requests; extrapolated to {total:,} wallets: {projected:,.0f} s "
+          f"({requests * total // len(sample):,} requests) -> segwatch cycle is "
+          f"{projected / cycle_s:,.0f}x faster (ratio of measured cycle to extrapolated loop)")
 
 
 def _display(units: int, decimals: int) -> str:
