@@ -108,9 +108,9 @@ def _emit(data: Any) -> None:
 
 # --- commands ---------------------------------------------------------------------------
 @app.command()
-def version() -> None:
+def version(as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Print segwatch's version."""
-    out.print(__version__)
+    _emit({"version": __version__}) if as_json else out.print(__version__)
 
 
 @db_app.command("upgrade")
