@@ -1,0 +1,119 @@
+"""Configuration: TOML plus environment into frozen settings; one line per bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daemon.config import load_settings
+from daemon.errors import ConfigError
+
+BASE = """
+[[chains]]
+name = "ethereum"
+family = "evm"
+chain_id = 1
+sources = [{ kind = "jsonrpc", url = "https://eth.example/rpc" }]
+"""
+
+
+def load(tmp_path: Path, text: str) -> object:
+    path = tmp_path / "segwatch.toml"
+    path.write_text(text)
+    return load_settings(path)
+
+
+def problems(tmp_path: Path, text: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, text)
+    return caught.value.lines
+
+
+def test_documented_shape_loads_with_defaults(tmp_path: Path) -> None:
+    """A minimal chain gets the documented defaults and is immutable."""
+    settings = load_settings(_write(tmp_path, BASE))
+    chain = settings.chains[0]
+    assert settings.store.url == "sqlite:///segwatch.db"
+    assert settings.daemon.firm_owner == "FIRM" and settings.daemon.calendar == "NYSE"
+    assert (chain.confirmations, chain.verify, chain.native_asset.symbol) == (12, 1, "ETH")
+    with pytest.raises(Exception, match="frozen"):
+        chain.confirmations = 1  # type: ignore[misc]
+
+
+def test_example_configuration_is_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    """config/segwatch.example.toml and the demo configuration load as shipped."""
+    repo = Path(__file__).resolve().parents[2]
+    monkeypatch.setenv("ETH_RPC_URL", "https://key@eth.example/v2/abc")
+    monkeypatch.setenv("SEGWATCH_DEMO_RPC", "http://127.0.0.1:8545")
+    assert load_settings(repo / "config/segwatch.example.toml").chains[0].name == "ethereum"
+    assert load_settings(repo / "config/demo/segwatch.toml").chains[0].chain_id == 31337
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SEGWATCH_SECTION__KEY beats the file; url_env takes a source URL from the environment."""
+    monkeypatch.setenv("SEGWATCH_STORE__URL", "postgresql+psycopg://u@db/x")
+    monkeypatch.setenv("SEGWATCH_DAEMON__FIRM_OWNER", "ACME")
+    monkeypatch.setenv("MY_RPC", "https://eth.example/v3/SECRET")
+    text = BASE.replace('url = "https://eth.example/rpc"', 'url_env = "MY_RPC"')
+    settings = load_settings(_write(tmp_path, text + '[store]\nurl = "sqlite:///f.db"\n'))
+    assert settings.store.url == "postgresql+psycopg://u@db/x"
+    assert settings.daemon.firm_owner == "ACME"
+    assert settings.chains[0].sources[0].url == "https://eth.example/v3/SECRET"
+
+
+def test_unset_url_env_is_an_error(tmp_path: Path) -> None:
+    """A source naming an environment variable that is not set is refused, naming it."""
+    text = BASE.replace('url = "https://eth.example/rpc"', 'url_env = "NOPE_NOT_SET_1"')
+    (line,) = problems(tmp_path, text)
+    assert "NOPE_NOT_SET_1" in line and "chains['ethereum'].sources[0]" in line
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (('chain_id = 1', 'chain_id = 1\nnetwork = "bitcoin"'), "network is for utxo chains"),
+    (('chain_id = 1', ''), "an evm chain needs chain_id"),
+    (('kind = "jsonrpc"', 'kind = "esplora"'), "does not serve an evm chain"),
+    (('kind = "jsonrpc"', 'kind = "grpc"'), "unknown kind 'grpc'"),
+    (('chain_id = 1', 'chain_id = 1\nverify = 2'), "verify = 2 needs at least"),
+    (('chain_id = 1', 'chain_id = 1\nconfirmations = -1'), "confirmations"),
+    (('chain_id = 1', 'chain_id = 1\ntokens = [{ symbol = "ETH", contract = '
+      '"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48", decimals = 6 }]'),
+     "duplicate asset symbol 'ETH'"),
+    (('chain_id = 1', 'chain_id = 1\ntokens = [{ symbol = "X", contract = '
+      '"0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB4", decimals = 6 }]'), "not an EVM address"),
+    (('name = "ethereum"', 'name = "Ethereum Main"'), "lowercase"),
+])
+def test_bad_chain_values_are_named(tmp_path: Path, change: tuple[str, str],
+                                    expected: str) -> None:
+    """Each bad chain value is one line naming the file, the key path and the problem."""
+    lines = problems(tmp_path, BASE.replace(*change))
+    assert any(expected in line for line in lines), lines
+    assert all(line.startswith(str(tmp_path / "segwatch.toml") + ": ") for line in lines)
+
+
+def test_bad_daemon_values_are_named(tmp_path: Path) -> None:
+    """Unknown timezone, unknown calendar and a bad listen address are each reported."""
+    lines = problems(tmp_path, BASE + '[daemon]\ntimezone = "Mars/Olympus"\n'
+                     'calendar = "XYZ"\nlisten = "nowhere"\n')
+    text = "\n".join(lines)
+    assert "daemon.timezone: unknown timezone" in text
+    assert "daemon.calendar: unknown calendar 'XYZ'" in text
+    assert "daemon.listen: listen must be HOST:PORT" in text
+
+
+def test_utxo_chain_rules(tmp_path: Path) -> None:
+    """A utxo chain needs a known network and a utxo source kind; its native asset has 8 decimals."""
+    utxo = ('[[chains]]\nname = "btc"\nfamily = "utxo"\nnetwork = "bitcoin"\n'
+            'sources = [{ kind = "esplora", url = "https://esplora.example/api" }]\n')
+    chain = load_settings(_write(tmp_path, utxo)).chains[0]
+    assert (chain.native_asset.symbol, chain.native_asset.decimals) == ("BTC", 8)
+    assert "unknown network 'dogenet'" in problems(tmp_path, utxo.replace('"bitcoin"',
+                                                                          '"dogenet"'))[0]
+    assert "does not serve a utxo chain" in problems(
+        tmp_path, utxo.replace('"esplora"', '"jsonrpc"'))[0]
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "segwatch.toml"
+    path.write_text(text)
+    return path
