@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NewType
+from typing import Literal, NewType
 
 Address = NewType("Address", str)
 """A canonical address: EIP-55 checksummed for EVM chains."""
@@ -48,3 +48,46 @@ class BalanceObservation:
     block: ChainHead
     source: str
     error: str | None = None
+
+
+TransferKind = Literal["native", "token", "internal", "withdrawal"]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferObservation:
+    """Value that moved between two addresses in one block, as a source reported it.
+
+    - `native`: a successful transaction's `value` (`log_index` None).
+    - `token`: an ERC-20 `Transfer` log (`contract` set, `log_index` the log's index).
+    - `internal`: ETH moved by a contract call frame (`trace_path` e.g. "0.1").
+    - `withdrawal`: an EIP-4895 consensus-layer withdrawal (`tx_hash` and `sender`
+      None, `log_index` the withdrawal index, amount converted from gwei to wei).
+    """
+
+    kind: TransferKind
+    block: ChainHead
+    tx_hash: str | None
+    log_index: int | None
+    sender: Address | None
+    recipient: Address
+    contract: Address | None
+    amount: BaseUnits
+    source: str
+    trace_path: str | None = None
+
+    @property
+    def key(self) -> tuple[str, str, int, str]:
+        """The transfer's identity within its block: the same transfer re-read has the same key."""
+        return (self.tx_hash or "", self.kind, -1 if self.log_index is None else self.log_index,
+                self.trace_path or "")
+
+
+@dataclass(frozen=True, slots=True)
+class FeePayment:
+    """Gas paid by a transaction's sender, successful or not (`success` False: reverted)."""
+
+    block: ChainHead
+    tx_hash: str
+    payer: Address
+    amount: BaseUnits
+    success: bool
