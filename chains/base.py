@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from chains.types import Address, AssetRef, BalanceObservation, ChainHead
+from chains.types import Address, AssetRef, BalanceObservation, ChainHead, ScanResult
 
 
 class ChainAdapter(Protocol):
@@ -46,6 +46,15 @@ class ChainAdapter(Protocol):
 
         A single (address, asset) that cannot be read carries an `error`; only a
         source failure raises (SourceUnavailable).
+        """
+        ...
+
+    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+        """Return the transfers and fees of `watched` in blocks start..end (inclusive),
+        with the scanned blocks' hashes and parent hashes.
+
+        Raises SourceUnavailable when any part of the range cannot be read, DecodeError
+        for a malformed or inconsistent answer.
         """
         ...
 

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chains.errors import SourceUnavailable
-from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
+from chains.types import (
+    Address,
+    AssetRef,
+    BalanceObservation,
+    BaseUnits,
+    BlockLink,
+    ChainHead,
+    FeePayment,
+    ScanResult,
+    TransferObservation,
+)
 
 
 @dataclass
@@ -21,6 +31,8 @@ class FakeAdapter:
     fail: bool = False
     errors: Mapping[tuple[str, str], str] = field(default_factory=dict)
     reads: int = 0
+    transfers: list[TransferObservation] = field(default_factory=list)
+    fees: list[FeePayment] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -59,6 +71,17 @@ class FakeAdapter:
                 amount = None if error else BaseUnits(self.balances_by_key.get(key, 0))
                 out.append(BalanceObservation(address, asset, amount, block, self.name, error))
         return out
+
+    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+        self._guard()
+        self.reads += 1
+        blocks = tuple(BlockLink(h, f"0x{h:064x}", f"0x{h - 1:064x}", None)
+                       for h in range(start, end + 1))
+        moved = tuple(t for t in self.transfers if start <= t.block.height <= end
+                      and (t.sender in watched or t.recipient in watched))
+        paid = tuple(f for f in self.fees if start <= f.block.height <= end
+                     and f.payer in watched)
+        return ScanResult(blocks, moved, paid, "none", 0)
 
     def close(self) -> None:
         return None

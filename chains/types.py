@@ -91,3 +91,29 @@ class FeePayment:
     payer: Address
     amount: BaseUnits
     success: bool
+
+
+TraceMode = Literal["geth", "parity", "none"]
+"""Which trace API a source serves: geth `debug_traceBlockByNumber` (callTracer),
+Parity/Erigon `trace_block`, or none (internal transfers cannot be listed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLink:
+    """A scanned block's identity and its parent: what reorg detection compares."""
+
+    height: int
+    hash: str
+    parent_hash: str
+    timestamp: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """Everything one range scan observed for the watched wallets."""
+
+    blocks: tuple[BlockLink, ...]
+    transfers: tuple[TransferObservation, ...]
+    fees: tuple[FeePayment, ...]
+    traces: TraceMode
+    rechecked_blocks: int

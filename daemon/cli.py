@@ -48,9 +48,11 @@ class DiscrepancyStatus(StrEnum):
 app = typer.Typer(help="segwatch: client-asset segregation monitor for custodied wallets.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 ledger_app = typer.Typer(help="Sub-ledger import.", no_args_is_help=True)
+withdrawals_app = typer.Typer(help="Approved withdrawal instructions.", no_args_is_help=True)
 disc_app = typer.Typer(help="Review discrepancies.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(withdrawals_app, name="withdrawals")
 app.add_typer(disc_app, name="discrepancies")
 app.add_typer(db_app, name="db")
 
@@ -147,6 +149,26 @@ def ledger_import(
         out.print(f"{file}: {len(result.rows)} allocations {verb}")
 
 
+@withdrawals_app.command("import")
+def withdrawals_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or JSON approved withdrawals.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only.")] = False,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Validate and import approved withdrawals (all or nothing)."""
+    g = _setup(ctx, verbose)
+    service = g.service()
+    with _progress("validating and importing withdrawals…"):
+        result = service.import_withdrawals(file, dry_run=dry_run)
+    if as_json:
+        _emit({"file": str(file), "dry_run": dry_run, **result.summary})
+    else:
+        verb = "valid (dry run, nothing written)" if dry_run else \
+            f"imported ({result.summary.get('new')} new)"
+        out.print(f"{file}: {len(result.rows)} withdrawals {verb}")
+
+
 @app.command()
 def check(
     ctx: typer.Context,
@@ -154,29 +176,38 @@ def check(
     address: Annotated[str, typer.Argument(help="Wallet address.")],
     source: Annotated[str | None, typer.Option("--source", help="Read through this URL.")
                       ] = None,
-    blocks: Annotated[str | None, typer.Option("--blocks", help="FROM:TO block range "
-                                               "(transfers: not yet implemented).")] = None,
+    blocks: Annotated[str | None, typer.Option("--blocks", help="FROM:TO block range for "
+                                               "transfers (default: the newest 128 blocks).")
+                      ] = None,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Spot-check one wallet: live balances, ledger comparison, findings."""
-    from daemon.present import check_json, check_status, check_table
+    from daemon.present import check_json, check_status, check_table, transfers_table
 
     g = _setup(ctx, verbose)
     settings = g.settings(required=source is None)
     chain_settings, source_settings = _resolve_chain(settings, chain, source)
     service = g.service(settings)
-    report = service.check(chain_settings, address, source_settings)
+    report = service.check(chain_settings, address, source_settings, _block_range(blocks))
     doc = check_json(report)
-    if blocks is not None:
-        doc["notes"].append("transfer history (--blocks) is not implemented yet")
     if as_json:
         _emit(doc)
     else:
         out.print(check_table(report))
+        out.print(transfers_table(report))
         for note in doc["notes"]:
             out.print(f"note: {note}")
         out.print(f"status: {doc['status']}")
     raise typer.Exit(EXIT_DISCREPANCY if check_status(report) == "discrepancy" else EXIT_OK)
+
+
+def _block_range(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    first, sep, last = text.partition(":")
+    if not sep or not first.isdigit() or not last.isdigit() or int(first) > int(last):
+        raise InputError(f"--blocks: expected FROM:TO with FROM <= TO, got {text!r}")
+    return int(first), int(last)
 
 
 def _resolve_chain(settings: Settings, name: str, source: str | None

@@ -106,6 +106,7 @@ class ChainSettings(_Frozen):
     poll_seconds: float = Field(default=30.0, gt=0)
     freshness_seconds: float | None = Field(default=None, gt=0)
     verify: int = Field(default=1, ge=1)
+    withdrawal_window_seconds: float = Field(default=86_400.0, gt=0)
     multicall: str | None = CANONICAL_MULTICALL3
     sources: list[SourceSettings] = Field(min_length=1)
     tokens: list[TokenSettings] = Field(default_factory=list)

@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.table import Table
 
-from chains.types import AssetRef
+from chains.types import AssetRef, TransferObservation
 from daemon.amounts import format_amount
+from daemon.config import ChainSettings
 from daemon.reconcile import Finding
 from daemon.service import ChainStatus, CheckReport, CycleResult
 from daemon.store.models import AuditEntry
@@ -57,11 +58,36 @@ def check_json(report: CheckReport) -> dict[str, Any]:
         "head": {"height": report.head.height, "hash": report.head.hash},
         "source": report.source,
         "structure": wallet.structure if wallet else None,
-        "balances": balances, "transfers": [],
+        "balances": balances,
+        "transfers": [transfer_json(t, report.address, report.head.height, report.chain)
+                      for t in (report.scan.transfers if report.scan else ())],
+        "blocks": None if report.scan is None or not report.scan.blocks else
+        {"from": report.scan.blocks[0].height, "to": report.scan.blocks[-1].height},
+        "traces": report.scan.traces if report.scan else None,
         "findings": [finding_json(f) for f in report.result.findings],
         "notes": report.notes,
         "status": check_status(report),
     }
+
+
+def transfer_json(t: TransferObservation, address: str, head: int,
+                  chain: ChainSettings) -> dict[str, Any]:
+    """Return one transfer in the SPEC §5 shape, seen from `address`."""
+    direction = "self" if t.sender == t.recipient else ("out" if t.sender == address else "in")
+    return {
+        "tx_hash": t.tx_hash, "block_number": t.block.height, "block_hash": t.block.hash,
+        "log_index": t.log_index, "kind": t.kind, "asset": asset_label(chain, t.contract),
+        "contract": t.contract, "from": t.sender, "to": t.recipient, "amount": str(t.amount),
+        "direction": direction, "confirmations": head - t.block.height + 1,
+    }
+
+
+def asset_label(chain: ChainSettings, contract: str | None) -> str:
+    """The symbol of a configured asset, else the token's contract address."""
+    for asset in chain.assets:
+        if asset.contract == contract:
+            return asset.symbol
+    return contract or chain.native_asset.symbol
 
 
 def check_status(report: CheckReport) -> str:
@@ -187,3 +213,22 @@ def cycle_json(result: CycleResult) -> dict[str, Any]:
 def asset_decimals(assets: dict[str, tuple[AssetRef, ...]]) -> dict[tuple[str, str], int]:
     """Return (chain, symbol) → decimals for display."""
     return {(chain, a.symbol): a.decimals for chain, refs in assets.items() for a in refs}
+
+
+def transfers_table(report: CheckReport) -> Table:
+    """Return a spot check's transfers as a table, amounts in display units."""
+    scan = report.scan
+    span = f"blocks {scan.blocks[0].height}-{scan.blocks[-1].height}" if scan and scan.blocks \
+        else "no blocks"
+    table = Table(title=f"transfers, {span}")
+    for column in ("block", "kind", "dir", "asset", "amount", "counterparty", "tx", "conf"):
+        table.add_column(column)
+    decimals = {a.symbol: a.decimals for a in report.chain.assets}
+    for t in (scan.transfers if scan else ()):
+        doc = transfer_json(t, report.address, report.head.height, report.chain)
+        other = doc["from"] if doc["direction"] == "in" else doc["to"]
+        table.add_row(str(doc["block_number"]), doc["kind"], doc["direction"], doc["asset"],
+                      display(t.amount, decimals.get(doc["asset"], 0)), other or "",
+                      doc["tx_hash"] or f"withdrawal #{doc['log_index']}",
+                      str(doc["confirmations"]))
+    return table

@@ -38,6 +38,16 @@ class WalletView:
         """Return the sum of the allocations of `symbol` (0 when none)."""
         return sum(self.allocations.get(symbol, {}).values())
 
+    @property
+    def all_owners(self) -> frozenset[str]:
+        """Every owner with an allocation of any asset in this wallet."""
+        return frozenset(o for by_owner in self.allocations.values() for o in by_owner)
+
+    @property
+    def is_client(self) -> bool:
+        """True for segregated and omnibus wallets (client assets)."""
+        return self.structure in CLIENT_STRUCTURES
+
     def owners(self, symbol: str) -> tuple[str, ...]:
         """Return the owners of `symbol` in this wallet, sorted; all owners when none hold it."""
         owners = self.allocations.get(symbol) or {
@@ -70,11 +80,15 @@ class Finding:
     difference: int | None
     block: ChainHead | None = None
     tx_hash: str | None = None
+    amount: int | None = None
+    counterparty: str | None = None
+    event: str | None = None
+    """What makes an event finding unique (a transfer's key, a checkpoint span)."""
 
     @property
     def fingerprint(self) -> str:
         """The identity of the condition: the same condition seen again has the same one."""
-        return f"{self.type}:{self.chain}:{self.address}:{self.asset}:{self.tx_hash or ''}"
+        return f"{self.type}:{self.chain}:{self.address}:{self.asset}:{self.event or ''}"
 
 
 @dataclass(frozen=True, slots=True)

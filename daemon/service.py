@@ -16,15 +16,24 @@ import structlog
 
 from chains.addresses import canonical_address
 from chains.base import ChainAdapter
-from chains.errors import ChainMismatch, InvalidAddress, SegwatchError, SourceUnavailable
-from chains.types import Address, BalanceObservation, ChainHead
+from chains.errors import (
+    ChainMismatch,
+    DecodeError,
+    InvalidAddress,
+    SegwatchError,
+    SourceUnavailable,
+)
+from chains.types import Address, BalanceObservation, ChainHead, ScanResult
 from daemon.calendar import add_business_day
 from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.errors import InputError
-from daemon.ledger import AllocationRow, parse_ledger, summarize
+from daemon.ledger import parse_ledger, summarize
 from daemon.reconcile import Finding, LedgerView, Reconciliation, reconcile
+from daemon.scanning import plan_scan
 from daemon.store.models import OPEN_STATUSES
-from daemon.store.repository import CycleWrite, DiscrepancyRecord, Store
+from daemon.store.repository import CycleInput, CycleWrite, DiscrepancyRecord, Store
+from daemon.store.transfers import ScanPlan
+from daemon.withdrawals import parse_withdrawals, summarize_withdrawals
 
 AdapterFactory = Callable[[ChainSettings, SourceSettings], ChainAdapter]
 log = structlog.get_logger("segwatch")
@@ -51,13 +60,15 @@ class CycleResult:
     write: CycleWrite | None = None
     error: str | None = None
     rpc_requests: int = 0
+    scanned_to: int | None = None
+    scan_error: str | None = None
 
 
 @dataclass(frozen=True)
 class ImportResult:
-    """A validated (and, unless dry-run, stored) sub-ledger."""
+    """A validated (and, unless dry-run, stored) import file."""
 
-    rows: Sequence[AllocationRow]
+    rows: Sequence[object]
     summary: dict[str, object]
     snapshot_id: int | None
 
@@ -75,6 +86,7 @@ class CheckReport:
     result: Reconciliation
     in_ledger: bool
     notes: list[str] = field(default_factory=list)
+    scan: ScanResult | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,19 @@ class Service:
         snapshot = self.store.import_allocations(rows, path.name, digest, self._clock())
         return ImportResult(rows, summary, snapshot)
 
+    def import_withdrawals(self, path: Path, *, dry_run: bool) -> ImportResult:
+        """Validate `path` and, unless `dry_run`, store its approved withdrawals.
+
+        Raises InputError listing every bad line; nothing is written then.
+        """
+        rows = parse_withdrawals(path, self.settings)
+        summary = summarize_withdrawals(rows)
+        if dry_run:
+            return ImportResult(rows, summary, None)
+        self.store.sync_catalog(self.settings)
+        new, known = self.store.import_withdrawals(rows, path.name, self._clock())
+        return ImportResult(rows, {**summary, "new": new, "already_imported": known}, None)
+
     # --- cycles -------------------------------------------------------------------------
     def verify_sources(self) -> list[str]:
         """Check every source of every chain serves the configured chain; return the
@@ -150,10 +175,12 @@ class Service:
         return results
 
     def run_cycle(self, chain: ChainSettings) -> CycleResult:
-        """Read every watched wallet of `chain` at its pinned block, reconcile, persist.
+        """Scan new blocks for transfers, read every watched wallet at the pinned block,
+        reconcile, persist — one transaction.
 
         Source failures are caught and returned as `error` (and remembered for `status`);
-        configuration errors (a source serving another chain) propagate.
+        a scan that fails stops the cursor but the balances are still reconciled.
+        Configuration errors (a source serving another chain) propagate.
         """
         cycle_id = uuid.uuid4().hex[:12]
         started = time.monotonic()
@@ -162,23 +189,45 @@ class Service:
         addresses = sorted(ledger.wallets)
         try:
             adapter, head, block, observations = self._read(chain, addresses)
-        except SourceUnavailable as exc:
+        except (SourceUnavailable, DecodeError) as exc:
             self.store.record_source_error(chain.name, exc.user_message, self._clock())
             bound.warning("cycle_failed", error=exc.user_message)
             return CycleResult(chain.name, cycle_id, time.monotonic() - started,
                                error=exc.user_message)
+        try:
+            plan, scan_error = self._scan(chain, adapter, head, addresses)
+        finally:
+            adapter.close()
+        if scan_error:
+            bound.warning("scan_failed", error=scan_error)
         result = reconcile(ledger, observations)
-        write = self.store.record_cycle(chain.name, cycle_id, block, adapter.source,
-                                        observations, result, self._clock(), self._deadline)
-        adapter.close()
+        write = self.store.record_cycle(chain, CycleInput(
+            cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error),
+            self._clock(), self._deadline)
         duration = time.monotonic() - started
         bound.info("cycle", head=head.height, block=block.height, wallets=len(addresses),
-                   findings=len(result.findings), opened=write.opened, cleared=write.cleared,
-                   read_errors=len(result.read_errors), rpc_requests=adapter.requests_made,
-                   duration=round(duration, 3))
+                   findings=write.findings, opened=write.opened, cleared=write.cleared,
+                   voided=write.voided, read_errors=len(result.read_errors),
+                   scanned=len(plan.result.blocks) if plan else 0,
+                   rpc_requests=adapter.requests_made, duration=round(duration, 3))
         return CycleResult(chain.name, cycle_id, duration, head, block, adapter.source,
                            len(addresses), result.findings, len(result.read_errors), write,
-                           rpc_requests=adapter.requests_made)
+                           rpc_requests=adapter.requests_made,
+                           scanned_to=plan.result.blocks[-1].height
+                           if plan and plan.result.blocks else None, scan_error=scan_error)
+
+    def _scan(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
+              addresses: Sequence[Address]) -> tuple[ScanPlan | None, str | None]:
+        """Plan and read the next scan range; a failure becomes the scan error."""
+        if chain.family != "evm":
+            return None, None
+        state = self.store.scan_state(chain.name)
+        if state is None:
+            return None, None
+        try:
+            return plan_scan(adapter, chain, state, head.height, addresses), None
+        except (SourceUnavailable, DecodeError) as exc:
+            return None, exc.user_message
 
     def _read(self, chain: ChainSettings, addresses: Sequence[Address]
               ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation]]:
@@ -230,10 +279,13 @@ class Service:
 
     # --- spot check ---------------------------------------------------------------------
     def check(self, chain: ChainSettings, address_text: str,
-              source: SourceSettings | None = None) -> CheckReport:
-        """Read one wallet's balances at the chain head and compare them with the ledger.
+              source: SourceSettings | None = None,
+              blocks: tuple[int, int] | None = None) -> CheckReport:
+        """Read one wallet's balances at the chain head, its transfers in `blocks` (default:
+        the newest CHECK_WINDOW blocks), and compare the balances with the ledger.
 
-        Raises InputError (invalid address), SourceUnavailable, ChainMismatch.
+        A balance that cannot be read carries its error; the transfers are still listed.
+        Raises InputError (invalid address or range), SourceUnavailable, ChainMismatch.
         """
         try:
             address = canonical_address(chain.family, chain.network, address_text)
@@ -243,12 +295,18 @@ class Service:
         adapter = self.connect(chain, source)
         try:
             head = adapter.head()
-            observations = adapter.balances([address], chain.assets, head)
+            start, end = _check_range(blocks, head.height)
+            scan = adapter.scan([address], start, end)
+            observations = _balances_or_errors(adapter, address, chain, head)
         finally:
             adapter.close()
         notes = [] if address in ledger.wallets else ["address is not in the sub-ledger"]
+        if scan.traces == "none":
+            notes.append("the source serves no trace API: internal (contract-call) transfers "
+                         "are not listed; balance continuity still covers them")
         return CheckReport(chain, address, head, adapter.source, observations, ledger,
-                           reconcile(ledger, observations), address in ledger.wallets, notes)
+                           reconcile(ledger, observations), address in ledger.wallets, notes,
+                           scan)
 
     def _ledger_for(self, chain: ChainSettings, address: Address) -> LedgerView:
         full = self.store.ledger_view(chain.name)
@@ -279,6 +337,29 @@ class Service:
             raise InputError(f"unknown chain {chain!r}")
         return self.store.discrepancies(status=[status] if status else None, chain=chain,
                                         type_=type_)
+
+
+CHECK_WINDOW = 128
+"""Blocks `check` scans for transfers when no --blocks range is given."""
+
+
+def _check_range(blocks: tuple[int, int] | None, head: int) -> tuple[int, int]:
+    if blocks is None:
+        return max(0, head - CHECK_WINDOW + 1), head
+    start, end = blocks
+    if end > head:
+        raise InputError(f"--blocks: block {end} is beyond the chain head ({head})")
+    return start, end
+
+
+def _balances_or_errors(adapter: ChainAdapter, address: Address, chain: ChainSettings,
+                        head: ChainHead) -> list[BalanceObservation]:
+    """Balances at `head`; when the source cannot serve them, one error per asset."""
+    try:
+        return adapter.balances([address], chain.assets, head)
+    except SourceUnavailable as exc:
+        return [BalanceObservation(address, asset, None, head, adapter.source, exc.user_message)
+                for asset in chain.assets]
 
 
 def overall(statuses: Sequence[ChainStatus]) -> str:

@@ -9,7 +9,7 @@ JSON-RPC batch; without it, plain `eth_getBalance` / `balanceOf` calls are batch
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, TypeAlias
 
 import httpx
@@ -28,8 +28,16 @@ from chains.evm.multicall import (
     encode_aggregate3,
     get_eth_balance_call,
 )
+from chains.evm.scan import RangeScanner
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError
-from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
+from chains.types import (
+    Address,
+    AssetRef,
+    BalanceObservation,
+    BaseUnits,
+    ChainHead,
+    ScanResult,
+)
 
 CANONICAL_MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 """Multicall3's address on mainnet and most EVM chains (same deployer, same nonce)."""
@@ -72,6 +80,7 @@ class EvmAdapter:
         self._multicall = to_checksum_address(multicall_address) if multicall_address else None
         self._calls_per_multicall = calls_per_multicall
         self._multicall_deployed: bool | None = None if self._multicall else False
+        self._scanner = RangeScanner(self._client)
 
     @property
     def source(self) -> str:
@@ -82,6 +91,11 @@ class EvmAdapter:
     def requests_made(self) -> int:
         """HTTP requests sent so far (retries included)."""
         return self._client.requests_made
+
+    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+        """Return the transfers and fees of `watched` in blocks start..end (see
+        `chains.evm.scan`). Raises SourceUnavailable, DecodeError."""
+        return self._scanner.scan(watched, start, end)
 
     def close(self) -> None:
         """Release connections."""

@@ -129,6 +129,9 @@ class Discrepancy(SQLModel, table=True):
     tx_hash: str | None = Field(default=None, max_length=100)
     block_number: int | None = None
     block_hash: str | None = Field(default=None, max_length=100)
+    amount: int | None = _amount(nullable=True)
+    counterparty: str | None = Field(default=None, max_length=100)
+    event: str | None = Field(default=None, max_length=300)
     detected_at: datetime = _time()
     last_seen_at: datetime = _time()
     cure_deadline: datetime = _time()
@@ -148,3 +151,83 @@ class AuditEntry(SQLModel, table=True):
                                     sa_column=Column(JSONText(), nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64, unique=True)
+
+
+class ScanCursor(SQLModel, table=True):
+    """How far the transfer scanner of a chain has read: every block up to `height`."""
+
+    __tablename__ = "scan_cursor"
+    chain_id: int = Field(foreign_key="chain.id", primary_key=True)
+    start_height: int
+    height: int
+    hash: str = Field(max_length=100)
+    updated_at: datetime = _time()
+    error: str | None = Field(default=None, max_length=500)
+    error_at: datetime | None = _time(nullable=True)
+
+
+class ScannedBlock(SQLModel, table=True):
+    """Hashes of recently scanned blocks, to find the fork point after a reorg."""
+
+    __tablename__ = "scanned_block"
+    chain_id: int = Field(foreign_key="chain.id", primary_key=True)
+    height: int = Field(primary_key=True)
+    hash: str = Field(max_length=100)
+    parent_hash: str = Field(max_length=100)
+
+
+class Transfer(SQLModel, table=True):
+    """A value movement touching a watched wallet. Orphaned by a reorg: kept, flagged."""
+
+    __table_args__ = (UniqueConstraint("chain_id", "key"),
+                      Index("ix_transfer_chain_block", "chain_id", "block_number"))
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id")
+    key: str = Field(max_length=300)
+    kind: str = Field(max_length=16)
+    block_number: int
+    block_hash: str = Field(max_length=100)
+    tx_hash: str | None = Field(default=None, max_length=100)
+    log_index: int | None = None
+    trace_path: str | None = Field(default=None, max_length=100)
+    sender: str | None = Field(default=None, max_length=100)
+    recipient: str = Field(max_length=100)
+    contract: str | None = Field(default=None, max_length=64)
+    asset: str = Field(max_length=64)
+    amount: int = _amount()
+    orphaned: bool = False
+    withdrawal_id: int | None = Field(default=None, foreign_key="approved_withdrawal.id")
+    seen_at: datetime = _time()
+
+
+class FeePaid(SQLModel, table=True):
+    """Gas a watched wallet paid for a transaction (also for reverted ones)."""
+
+    __tablename__ = "fee_payment"
+    __table_args__ = (UniqueConstraint("chain_id", "tx_hash"),)
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    block_number: int
+    block_hash: str = Field(max_length=100)
+    tx_hash: str = Field(max_length=100)
+    payer: str = Field(max_length=100)
+    amount: int = _amount()
+    success: bool
+    orphaned: bool = False
+
+
+class ApprovedWithdrawal(SQLModel, table=True):
+    """An instruction that authorizes one outflow (SPEC §2)."""
+
+    __tablename__ = "approved_withdrawal"
+    id: int | None = Field(default=None, primary_key=True)
+    ext_id: str = Field(max_length=200, unique=True)
+    chain_id: int = Field(foreign_key="chain.id", index=True)
+    from_address: str = Field(max_length=100)
+    to_address: str = Field(max_length=100)
+    asset: str = Field(max_length=64)
+    amount: int = _amount()
+    approved_by: str = Field(max_length=200)
+    approved_at: datetime = _time()
+    tx_hash: str | None = Field(default=None, max_length=100)
+    imported_at: datetime = _time()

@@ -6,10 +6,11 @@ recorded twice leaves one open discrepancy per condition.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, bindparam, func, insert
@@ -20,10 +21,14 @@ from sqlmodel import Session, col, select
 from chains.types import Address, BalanceObservation, ChainHead
 from daemon.audit import AuditLog
 from daemon.config import ChainSettings, Settings
+from daemon.errors import InputError
+from daemon.flows import Flow, classify, continuity
 from daemon.ledger import AllocationRow
 from daemon.reconcile import BALANCE_TYPES, Finding, LedgerView, Reconciliation, WalletView
 from daemon.store import models as m
+from daemon.store import transfers as tx
 from daemon.store.db import session_scope
+from daemon.withdrawals import ApprovedWithdrawal as ApprovedInstruction
 
 ENGINE_ACTOR = "engine"
 _INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cycles
@@ -37,6 +42,23 @@ class CycleWrite:
     updated: int
     cleared: int
     observations_stored: int
+    voided: int = 0
+    findings: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class CycleInput:
+    """What one cycle read and decided before anything is written."""
+
+    cycle_id: str
+    block: ChainHead
+    source: str
+    ledger: LedgerView
+    observations: Sequence[BalanceObservation]
+    result: Reconciliation
+    scan: tx.ScanPlan | None = None
+    scan_error: str | None = None
+    window: timedelta = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +115,34 @@ class Store:
                                       "source": source_name, "sha256": sha256})
             return snapshot.id or 0
 
+    def import_withdrawals(self, rows: Sequence[ApprovedInstruction], source_name: str,
+                           now: datetime) -> tuple[int, int]:
+        """Store approved withdrawals; return (new, already known).
+
+        Re-importing an instruction with the same id and values is a no-op; the same id
+        with other values raises InputError naming the line, and nothing is written.
+        """
+        with session_scope(self.engine) as session:
+            chains = {c.name: c.id or 0 for c in session.exec(select(m.Chain))}
+            known = {w.ext_id: w for w in session.exec(select(m.ApprovedWithdrawal))}
+            conflicts = [f"{source_name}:{r.line}: withdrawal id {r.id!r} was imported before "
+                         "with different values" for r in rows
+                         if r.id in known and not _same_instruction(known[r.id], r)]
+            if conflicts:
+                raise InputError(f"{source_name}: {len(conflicts)} conflicting lines; nothing "
+                                 "imported", conflicts)
+            new = [r for r in rows if r.id not in known]
+            for r in new:
+                session.add(m.ApprovedWithdrawal(
+                    ext_id=r.id, chain_id=chains[r.chain], from_address=r.from_address,
+                    to_address=r.to_address, asset=r.asset.symbol, amount=r.amount,
+                    approved_by=r.approved_by, approved_at=r.approved_at, tx_hash=r.tx_hash,
+                    imported_at=now))
+            AuditLog(session).append(now, ENGINE_ACTOR, "withdrawals_imported", None,
+                                     {"source": source_name, "new": len(new),
+                                      "known": len(rows) - len(new)})
+            return len(new), len(rows) - len(new)
+
     def ledger_view(self, chain: str) -> LedgerView:
         """Return the current snapshot's wallets and allocations on `chain`."""
         with Session(self.engine) as session:
@@ -107,30 +157,51 @@ class Store:
             )
             return _build_view(chain, session.execute(query))
 
-    def record_cycle(self, chain: str, cycle_id: str, head: ChainHead, source: str,
-                     observations: Sequence[BalanceObservation], result: Reconciliation,
-                     now: datetime, deadline: Callable[[datetime], datetime]) -> CycleWrite:
-        """Persist one cycle in one transaction: changed balances, the checkpoint, and the
-        findings (update open ones, open new ones, self-clear verified ones that cleared).
+    def record_cycle(self, chain: ChainSettings, cycle: CycleInput, now: datetime,
+                     deadline: Callable[[datetime], datetime]) -> CycleWrite:
+        """Persist one cycle in one transaction: the transfer scan (retracting a reorged
+        branch, voiding findings of orphaned transfers), transfer findings, balance
+        continuity, changed balances, the checkpoint, and the balance findings (update
+        open ones, open new ones, self-clear verified ones that cleared).
         """
         with session_scope(self.engine) as session:
-            chain_row = _chain_row(session, chain)
+            chain_row = _chain_row(session, chain.name)
             if chain_row is None or chain_row.id is None:
-                raise LookupError(f"chain {chain} is not in the store")
-            stored = _store_observations(session, chain_row.id, observations, now)
+                raise LookupError(f"chain {chain.name} is not in the store")
+            chain_id = chain_row.id
             audit = AuditLog(session)
-            opened, updated, cleared = _apply_findings(session, audit, chain_row.id, result,
+            findings = list(cycle.result.findings)
+            voided = 0
+            if cycle.scan is not None:
+                new_flows = _record_scan(session, chain_id, cycle.scan, now)
+                findings += _judge_transfers(session, chain, chain_id, cycle.ledger,
+                                             new_flows)
+                voided = _void_orphaned(session, audit, chain_id, now)
+            elif tx.scan_state(session, chain_id) is None and chain.family == "evm":
+                tx.start_cursor(session, chain_id, cycle.block, now)
+            if cycle.scan_error:
+                tx.record_scan_error(session, chain_id, cycle.scan_error, now)
+            findings += _continuity(session, chain, chain_id, cycle)
+            stored = _store_observations(session, chain_id, cycle.observations, now)
+            result = dataclasses.replace(cycle.result, findings=tuple(findings))
+            opened, updated, cleared = _apply_findings(session, audit, chain_id, result,
                                                        now, deadline)
             session.add(m.Checkpoint(
-                chain_id=chain_row.id, cycle_id=cycle_id, block_height=head.height,
-                block_hash=head.hash, block_time=_block_time(head), source=source,
-                wallets=len({o.address for o in observations}), observations=len(observations),
-                read_errors=len(result.read_errors), findings=len(result.findings),
-                finished_at=now))
+                chain_id=chain_id, cycle_id=cycle.cycle_id, block_height=cycle.block.height,
+                block_hash=cycle.block.hash, block_time=_block_time(cycle.block),
+                source=cycle.source, wallets=len({o.address for o in cycle.observations}),
+                observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
+                findings=len(findings), finished_at=now))
             chain_row.last_error = None
             chain_row.last_error_at = None
             session.add(chain_row)
-            return CycleWrite(opened, updated, cleared, stored)
+            return CycleWrite(opened, updated, cleared, stored, voided, len(findings))
+
+    def scan_state(self, chain: str) -> tx.ScanState | None:
+        """Return the transfer scanner's cursor of `chain`, or None before its first cycle."""
+        with Session(self.engine) as session:
+            row = _chain_row(session, chain)
+            return None if row is None or row.id is None else tx.scan_state(session, row.id)
 
     def record_source_error(self, chain: str, message: str, now: datetime) -> None:
         """Remember that `chain` could not be read (shown by `status`)."""
@@ -179,6 +250,13 @@ class Store:
             history = session.exec(select(m.AuditEntry).where(m.AuditEntry.discrepancy_id == id_)
                                    .order_by(col(m.AuditEntry.seq))).all()
             return DiscrepancyRecord(found[0], found[1]), list(history)
+
+
+def _same_instruction(row: m.ApprovedWithdrawal, new: ApprovedInstruction) -> bool:
+    return (row.from_address, row.to_address, row.asset, row.amount, row.approved_by,
+            row.approved_at, row.tx_hash) == (new.from_address, new.to_address,
+                                              new.asset.symbol, new.amount, new.approved_by,
+                                              new.approved_at, new.tx_hash)
 
 
 def _chain_row(session: Session, name: str) -> m.Chain | None:
@@ -303,12 +381,74 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
     return opened, updated, cleared
 
 
+def _record_scan(session: Session, chain_id: int, plan: tx.ScanPlan,
+                 now: datetime) -> list[Flow]:
+    if plan.fork_point is not None:
+        tx.retract_above(session, chain_id, plan.fork_point)
+    tx.store_blocks(session, chain_id, plan.result.blocks, now)
+    new_flows = tx.upsert_transfers(session, chain_id, plan.flows, now)
+    tx.upsert_fees(session, chain_id, plan.result.fees)
+    return new_flows
+
+
+def _judge_transfers(session: Session, chain: ChainSettings, chain_id: int, ledger: LedgerView,
+                     new_flows: Sequence[Flow]) -> list[Finding]:
+    if not new_flows:
+        return []
+    instructions = tx.unused_instructions(session, chain_id)
+    verdict = classify(chain.name, ledger, new_flows, instructions,
+                       timedelta(seconds=chain.withdrawal_window_seconds))
+    tx.link_withdrawals(session, chain_id, dict(verdict.matches))
+    return list(verdict.findings)
+
+
+def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: datetime) -> int:
+    """Void open findings whose transfer a reorg removed and no rescan brought back."""
+    orphans = tx.orphaned_keys(session, chain_id)
+    if not orphans:
+        return 0
+    rows = session.exec(select(m.Discrepancy).where(
+        m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
+        col(m.Discrepancy.event).in_(orphans))).all()
+    for row in rows:
+        previous = row.status
+        row.status, row.closed_at = "voided", now
+        session.add(row)
+        audit.append(now, ENGINE_ACTOR, "voided", row.id,
+                     {"from": previous, "to": "voided", "reason": "transaction orphaned by a "
+                      "reorg", "tx_hash": row.tx_hash, "block_hash": row.block_hash})
+    return len(rows)
+
+
+def _continuity(session: Session, chain: ChainSettings, chain_id: int,
+                cycle: CycleInput) -> list[Finding]:
+    """Balance continuity since the previous checkpoint, when the scan covers the span."""
+    state = tx.scan_state(session, chain_id)
+    previous = session.exec(select(m.Checkpoint).where(m.Checkpoint.chain_id == chain_id)
+                            .order_by(col(m.Checkpoint.id).desc())).first()
+    if state is None or previous is None or cycle.scan_error or \
+            not state.start_height <= previous.block_height < cycle.block.height <= state.height:
+        return []
+    wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
+                                .where(m.Wallet.chain_id == chain_id)).all())
+    assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
+                               .where(m.Asset.chain_id == chain_id)).all())
+    amounts = {(Address(wallets[w]), assets[a]): amount
+               for (w, a), (amount, _) in _latest_observations(session, chain_id).items()
+               if amount is not None and w in wallets and a in assets}
+    flows, fees = tx.flows_between(session, chain_id, previous.block_height, cycle.block.height)
+    since = ChainHead(previous.block_height, previous.block_hash)
+    return continuity(chain.name, cycle.ledger, since, amounts, cycle.observations, flows, fees,
+                      chain.native_asset.symbol)
+
+
 def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
           now: datetime, cure_deadline: datetime) -> None:
     row = m.Discrepancy(fingerprint=finding.fingerprint, chain_id=chain_id, type=finding.type,
                         severity=finding.severity, status="open", address=finding.address,
                         asset=finding.asset, contract=finding.contract,
                         owners=list(finding.owners), tx_hash=finding.tx_hash,
+                        event=finding.event,
                         detected_at=now, last_seen_at=now, cure_deadline=cure_deadline)
     _refresh(row, finding, now)
     session.add(row)
@@ -323,6 +463,7 @@ def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
 
 def _refresh(row: m.Discrepancy, finding: Finding, now: datetime) -> None:
     row.onchain, row.ledger, row.difference = finding.onchain, finding.ledger, finding.difference
+    row.amount, row.counterparty, row.event = finding.amount, finding.counterparty, finding.event
     row.owners = list(finding.owners)
     row.block_number = finding.block.height if finding.block else None
     row.block_hash = finding.block.hash if finding.block else None

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the contract artifacts <Name>.json = {"abi": [...], "bytecode": "0x..."}
 # from the Solidity sources in this directory with solcjs (npm package `solc`).
-# Usage: chains/evm/contracts/build.sh   (needs node and npx; downloads solc@0.8.37
-# into a temporary directory, never into the repository)
+# Usage: chains/evm/contracts/build.sh [NAME...]   (default: every contract; needs node
+# and npx; downloads solc@0.8.37 into a temporary directory, never into the repository)
 set -euo pipefail
 
 SOLC_VERSION="${SOLC_VERSION:-0.8.37}"
@@ -14,7 +14,9 @@ cd "$work"
 npm init -y >/dev/null
 npm install --no-audit --no-fund --silent "solc@${SOLC_VERSION}"
 
-for name in Multicall3 TestToken BadToken; do
+if (($#)); then names=("$@"); else names=(Multicall3 TestToken BadToken Forwarder); fi
+
+for name in "${names[@]}"; do
     cp "$here/$name.sol" "$work/"
     npx --no-install solcjs --optimize --optimize-runs 200 --abi --bin \
         --output-dir "$work/out" "$name.sol"

@@ -1,0 +1,379 @@
+"""Pure decoding of EVM JSON-RPC payloads (blocks, receipts, logs) into observations.
+
+No I/O. Every function parses raw JSON strictly and raises one `DecodeError` naming
+the field and the source; no KeyError, ValueError or TypeError escapes. Amounts are
+`int` base units from the moment they are parsed. Internal transfers (traces) are in
+`chains.evm.traces`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eth_hash.auto import keccak
+
+from chains.errors import DecodeError, InvalidAddress
+from chains.evm.address import canonical_evm_address
+from chains.types import Address, BaseUnits, ChainHead, FeePayment, TransferObservation
+
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+"""topic0 of `Transfer(address,address,uint256)` (ERC-20; ERC-721 shares it with 4 topics)."""
+
+GWEI = 10**9
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]+", re.ASCII)
+_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*", re.ASCII)
+_PADDED_ADDRESS = re.compile(r"0x0{24}([0-9a-f]{40})", re.ASCII)
+
+
+# --- strict field helpers -------------------------------------------------------------
+def field(raw: Any, key: str, where: str, source: str) -> Any:
+    """Return `raw[key]`; raises DecodeError when `raw` is not an object or lacks `key`."""
+    if not isinstance(raw, dict):
+        raise DecodeError(source, where, f"expected a JSON object, got {type(raw).__name__}")
+    if key not in raw:
+        raise DecodeError(source, f"{where}.{key}", "missing")
+    return raw[key]
+
+
+def hex_quantity(value: Any, name: str, source: str) -> int:
+    """Return the integer of a JSON-RPC quantity ("0x" plus at least one hex digit).
+
+    Raises DecodeError for anything else (ints, decimals, empty "0x", null).
+    """
+    if not isinstance(value, str) or not _QUANTITY.fullmatch(value):
+        raise DecodeError(source, name, f"not a hex quantity: {value!r:.80}")
+    return int(value, 16)
+
+
+def hex_data(value: Any, name: str, source: str, length: int | None = None) -> bytes:
+    """Return the bytes of a JSON-RPC data string ("0x" plus an even number of hex digits).
+
+    With `length`, the data must have exactly that many bytes. Raises DecodeError.
+    """
+    if not isinstance(value, str) or not _DATA.fullmatch(value):
+        raise DecodeError(source, name, f"not hex data: {value!r:.80}")
+    data = bytes.fromhex(value[2:])
+    if length is not None and len(data) != length:
+        raise DecodeError(source, name, f"expected {length} bytes, got {len(data)}")
+    return data
+
+
+def hex_hash(value: Any, name: str, source: str) -> str:
+    """Return a 32-byte hash as lowercase "0x…" text; raises DecodeError otherwise."""
+    return "0x" + hex_data(value, name, source, 32).hex()
+
+
+def evm_address(value: Any, name: str, source: str) -> Address:
+    """Return the EIP-55 form of an address field; raises DecodeError when it is not one."""
+    if not isinstance(value, str):
+        raise DecodeError(source, name, f"not an address: {value!r:.80}")
+    try:
+        return canonical_evm_address(value)
+    except InvalidAddress as exc:
+        raise DecodeError(source, name, exc.user_message) from None
+
+
+def optional_address(value: Any, name: str, source: str) -> Address | None:
+    """Return None for a JSON null, else the canonical address; raises DecodeError."""
+    return None if value is None else evm_address(value, name, source)
+
+
+# --- blocks ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Tx:
+    """A transaction of a block. `recipient` is None for a contract creation; `gas_price`
+    is the price the node reports (the effective price for mined EIP-1559 transactions)."""
+
+    hash: str
+    index: int
+    sender: Address
+    recipient: Address | None
+    value: BaseUnits
+    gas_price: int | None
+    nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedBlock:
+    """A block read from `source`, with its full transactions and EIP-4895 withdrawals."""
+
+    head: ChainHead
+    parent_hash: str
+    logs_bloom: bytes
+    transactions: tuple[Tx, ...]
+    withdrawals: tuple[TransferObservation, ...]
+    source: str
+
+
+def decode_block(raw: Any, source: str) -> DecodedBlock:
+    """Return the block of an `eth_getBlockByNumber(n, true)` result.
+
+    Blocks without `withdrawals` (pre-Shanghai) have none. Raises DecodeError for a
+    malformed field, or when `transactions` holds hashes instead of full objects.
+    """
+    if not isinstance(raw, dict):
+        raise DecodeError(source, "block", f"expected a JSON object, got {type(raw).__name__}")
+    head = ChainHead(
+        height=hex_quantity(field(raw, "number", "block", source), "block.number", source),
+        hash=hex_hash(field(raw, "hash", "block", source), "block.hash", source),
+        timestamp=hex_quantity(field(raw, "timestamp", "block", source), "block.timestamp",
+                               source))
+    txs = field(raw, "transactions", "block", source)
+    if not isinstance(txs, list):
+        raise DecodeError(source, "block.transactions", "not a list")
+    withdrawals = raw.get("withdrawals") or []
+    if not isinstance(withdrawals, list):
+        raise DecodeError(source, "block.withdrawals", "not a list")
+    return DecodedBlock(
+        head=head,
+        parent_hash=hex_hash(field(raw, "parentHash", "block", source), "block.parentHash",
+                             source),
+        logs_bloom=hex_data(field(raw, "logsBloom", "block", source), "block.logsBloom",
+                            source, 256),
+        transactions=tuple(_decode_tx(tx, i, source) for i, tx in enumerate(txs)),
+        withdrawals=tuple(_decode_withdrawal(w, i, head, source)
+                          for i, w in enumerate(withdrawals)),
+        source=source)
+
+
+def _decode_tx(raw: Any, position: int, source: str) -> Tx:
+    where = f"block.transactions[{position}]"
+    if isinstance(raw, str):
+        raise DecodeError(source, where, "a hash, not a transaction: ask for full "
+                                         "transactions (eth_getBlockByNumber(n, true))")
+    price = raw.get("gasPrice") if isinstance(raw, dict) else None
+    return Tx(
+        hash=hex_hash(field(raw, "hash", where, source), f"{where}.hash", source),
+        index=hex_quantity(field(raw, "transactionIndex", where, source),
+                           f"{where}.transactionIndex", source),
+        sender=evm_address(field(raw, "from", where, source), f"{where}.from", source),
+        recipient=optional_address(field(raw, "to", where, source), f"{where}.to", source),
+        value=BaseUnits(hex_quantity(field(raw, "value", where, source), f"{where}.value",
+                                     source)),
+        gas_price=None if price is None else hex_quantity(price, f"{where}.gasPrice", source),
+        nonce=hex_quantity(field(raw, "nonce", where, source), f"{where}.nonce", source))
+
+
+def _decode_withdrawal(raw: Any, position: int, head: ChainHead,
+                       source: str) -> TransferObservation:
+    where = f"block.withdrawals[{position}]"
+    gwei = hex_quantity(field(raw, "amount", where, source), f"{where}.amount", source)
+    return TransferObservation(
+        kind="withdrawal", block=head, tx_hash=None,
+        log_index=hex_quantity(field(raw, "index", where, source), f"{where}.index", source),
+        sender=None,
+        recipient=evm_address(field(raw, "address", where, source), f"{where}.address",
+                              source),
+        contract=None, amount=BaseUnits(gwei * GWEI), source=source)
+
+
+# --- receipts, native value and fees --------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A transaction's receipt. `effective_gas_price` is None where the node omits it
+    (pre-London nodes); `logs` are the raw log objects, for `token_transfers`."""
+
+    tx_hash: str
+    block_hash: str
+    sender: Address
+    success: bool
+    gas_used: int
+    effective_gas_price: int | None
+    contract_address: Address | None
+    logs: tuple[Any, ...]
+
+    @property
+    def fee(self) -> int | None:
+        """Wei paid for gas, when the receipt states the price."""
+        price = self.effective_gas_price
+        return None if price is None else self.gas_used * price
+
+
+def decode_receipts(raw: Any, block: ChainHead, source: str) -> tuple[Receipt, ...]:
+    """Return the receipts of a list of receipt objects (e.g. `eth_getBlockReceipts`).
+
+    A receipt with `root` instead of `status` (pre-Byzantium) counts as successful.
+    Raises DecodeError for a malformed field, or a receipt whose `blockHash` is not
+    `block.hash` ("receipt of another block").
+    """
+    if not isinstance(raw, list):
+        raise DecodeError(source, "receipts", "not a list")
+    return tuple(_decode_receipt(r, i, block, source) for i, r in enumerate(raw))
+
+
+def _decode_receipt(raw: Any, position: int, block: ChainHead, source: str) -> Receipt:
+    where = f"receipts[{position}]"
+    block_hash = hex_hash(field(raw, "blockHash", where, source), f"{where}.blockHash", source)
+    if block_hash != block.hash.lower():
+        raise DecodeError(source, f"{where}.blockHash", f"receipt of another block: "
+                          f"{block_hash}, expected {block.hash} ({block.height})")
+    status = raw.get("status")
+    if status is None and "root" not in raw:
+        raise DecodeError(source, f"{where}.status", "missing (and no pre-Byzantium root)")
+    price = raw.get("effectiveGasPrice")
+    logs = raw.get("logs", [])
+    if not isinstance(logs, list):
+        raise DecodeError(source, f"{where}.logs", "not a list")
+    return Receipt(
+        tx_hash=hex_hash(field(raw, "transactionHash", where, source),
+                         f"{where}.transactionHash", source),
+        block_hash=block_hash,
+        sender=evm_address(field(raw, "from", where, source), f"{where}.from", source),
+        success=status is None or hex_quantity(status, f"{where}.status", source) == 1,
+        gas_used=hex_quantity(field(raw, "gasUsed", where, source), f"{where}.gasUsed",
+                              source),
+        effective_gas_price=None if price is None else hex_quantity(
+            price, f"{where}.effectiveGasPrice", source),
+        contract_address=optional_address(raw.get("contractAddress"),
+                                          f"{where}.contractAddress", source),
+        logs=tuple(logs))
+
+
+def _paired(block: DecodedBlock, receipts: Iterable[Receipt],
+            source: str) -> list[tuple[Tx, Receipt]]:
+    """Each transaction of `block` with its receipt; receipts of other transactions are
+    ignored. Raises DecodeError for a missing or inconsistent receipt."""
+    by_hash = {r.tx_hash: r for r in receipts}
+    pairs: list[tuple[Tx, Receipt]] = []
+    for tx in block.transactions:
+        receipt = by_hash.get(tx.hash)
+        if receipt is None:
+            raise DecodeError(source, "receipts", f"no receipt for transaction {tx.hash}")
+        if receipt.block_hash != block.head.hash:
+            raise DecodeError(source, "receipt.blockHash",
+                              f"receipt of another block for {tx.hash}")
+        if receipt.sender != tx.sender:
+            raise DecodeError(source, "receipt.from", f"sender differs from {tx.hash}'s")
+        pairs.append((tx, receipt))
+    return pairs
+
+
+def native_transfers(block: DecodedBlock, receipts: Iterable[Receipt],
+                     source: str) -> list[TransferObservation]:
+    """Return one `native` transfer per successful transaction of `block` with value > 0.
+
+    A contract creation's recipient is the receipt's `contractAddress`. Raises
+    DecodeError when a transaction has no receipt, or a creation no contract address.
+    """
+    out: list[TransferObservation] = []
+    for tx, receipt in _paired(block, receipts, source):
+        if tx.value == 0 or not receipt.success:
+            continue
+        recipient = tx.recipient or receipt.contract_address
+        if recipient is None:
+            raise DecodeError(source, "receipt.contractAddress",
+                              f"missing for contract creation {tx.hash}")
+        out.append(TransferObservation(
+            kind="native", block=block.head, tx_hash=tx.hash, log_index=None,
+            sender=tx.sender, recipient=recipient, contract=None, amount=tx.value,
+            source=source))
+    return out
+
+
+def fee_payments(block: DecodedBlock, receipts: Iterable[Receipt]) -> list[FeePayment]:
+    """Return the gas fee of every transaction of `block`, paid by its sender, failed or not.
+
+    The price is the receipt's `effectiveGasPrice`, else the transaction's `gasPrice`.
+    Raises DecodeError (naming `block.source`) when a receipt is missing or neither
+    price is known.
+    """
+    out: list[FeePayment] = []
+    for tx, receipt in _paired(block, receipts, block.source):
+        fee = receipt.fee
+        if fee is None and tx.gas_price is None:
+            raise DecodeError(block.source, "receipt.effectiveGasPrice",
+                              f"no gas price for {tx.hash}")
+        amount = fee if fee is not None else receipt.gas_used * (tx.gas_price or 0)
+        out.append(FeePayment(block=block.head, tx_hash=tx.hash, payer=tx.sender,
+                              amount=BaseUnits(amount), success=receipt.success))
+    return out
+
+
+# --- ERC-20 Transfer logs -------------------------------------------------------------
+Expected = Mapping[int, str | ChainHead] | str | ChainHead
+"""The block(s) logs must belong to: one hash or head, or height → hash or head."""
+
+
+def token_transfers(raw_logs: Sequence[Any], expected_hashes: Expected,
+                    source: str) -> list[TransferObservation]:
+    """Return one `token` transfer per ERC-20 `Transfer` log (3 topics, 32-byte data).
+
+    ERC-721 transfers (4 topics), other Transfer-shaped logs and `removed` logs are
+    skipped; a log seen twice (same block hash and index) counts once. Given heads
+    (not hashes), observations carry them (with timestamps). Raises DecodeError for a
+    malformed log, or one whose block is not the expected one ("log of another block").
+    """
+    out: dict[tuple[str, int], TransferObservation] = {}
+    for position, raw in enumerate(raw_logs):
+        where = f"logs[{position}]"
+        if isinstance(raw, dict) and raw.get("removed") is True:
+            continue  # orphaned by a reorg: it may name a block that is no longer canonical
+        head = _log_block(raw, where, expected_hashes, source)
+        index = hex_quantity(field(raw, "logIndex", where, source), f"{where}.logIndex", source)
+        transfer = _erc20_transfer(raw, where, head, index, source)
+        if transfer is not None:
+            out.setdefault((head.hash, index), transfer)
+    return list(out.values())
+
+
+def _log_block(raw: Any, where: str, expected: Expected, source: str) -> ChainHead:
+    height = hex_quantity(field(raw, "blockNumber", where, source), f"{where}.blockNumber",
+                          source)
+    block_hash = hex_hash(field(raw, "blockHash", where, source), f"{where}.blockHash", source)
+    want = expected if isinstance(expected, str | ChainHead) else expected.get(height)
+    if isinstance(want, ChainHead):
+        if want.height == height and want.hash.lower() == block_hash:
+            return want
+    elif want is not None and want.lower() == block_hash:
+        return ChainHead(height, block_hash)
+    shown = want.hash if isinstance(want, ChainHead) else want
+    raise DecodeError(source, f"{where}.blockHash", f"log of another block: {block_hash} "
+                      f"at {height}, expected {shown or 'no block at that height'}")
+
+
+def _erc20_transfer(raw: Any, where: str, head: ChainHead, index: int,
+                    source: str) -> TransferObservation | None:
+    topics = field(raw, "topics", where, source)
+    if not isinstance(topics, list):
+        raise DecodeError(source, f"{where}.topics", "not a list")
+    words = [hex_hash(t, f"{where}.topics[{i}]", source) for i, t in enumerate(topics)]
+    data = hex_data(field(raw, "data", where, source), f"{where}.data", source)
+    contract = evm_address(field(raw, "address", where, source), f"{where}.address", source)
+    if len(words) != 3 or words[0] != TRANSFER_TOPIC or len(data) != 32:
+        return None
+    ends = [_PADDED_ADDRESS.fullmatch(w) for w in words[1:]]
+    if ends[0] is None or ends[1] is None:
+        return None
+    return TransferObservation(
+        kind="token", block=head,
+        tx_hash=hex_hash(field(raw, "transactionHash", where, source),
+                         f"{where}.transactionHash", source),
+        log_index=index, sender=canonical_evm_address("0x" + ends[0].group(1)),
+        recipient=canonical_evm_address("0x" + ends[1].group(1)), contract=contract,
+        amount=BaseUnits(int.from_bytes(data, "big")), source=source)
+
+
+# --- logs bloom -----------------------------------------------------------------------
+def bloom_may_contain(bloom: bytes, item: bytes) -> bool:
+    """Return False when `item` (a 20-byte address or 32-byte topic) is certainly absent
+    from the 2048-bit logs bloom, True when it may be present."""
+    digest = keccak(item)
+    for i in (0, 2, 4):
+        bit = int.from_bytes(digest[i:i + 2], "big") & 2047
+        if not bloom[255 - bit // 8] & (1 << (bit % 8)):
+            return False
+    return True
+
+
+_TRANSFER_TOPIC_BYTES = bytes.fromhex(TRANSFER_TOPIC[2:])
+
+
+def bloom_suggests_transfers(bloom: bytes, watched: Iterable[Address]) -> bool:
+    """Return True when the bloom may hold a `Transfer` log naming any watched address
+    (as a 32-byte topic). Native value and traces leave no trace in the bloom."""
+    if not bloom_may_contain(bloom, _TRANSFER_TOPIC_BYTES):
+        return False
+    return any(bloom_may_contain(bloom, bytes(12) + bytes.fromhex(a[2:])) for a in watched)

@@ -1,0 +1,240 @@
+"""Transfer history of watched wallets over a block range (the I/O half; decoding is
+in `chains.evm.decode`).
+
+Per range: full blocks in JSON-RPC batches (native value, withdrawals, parent hashes);
+ERC-20 `Transfer` logs with the watched addresses in topic 1 and in topic 2, for any
+token contract, with ranges split when a provider refuses them; receipts of the
+transactions that touch a watched wallet (success and fees); internal value
+transfers from whichever trace API the source offers (probed once). Every log must
+belong to the block the scan read; a block whose bloom says a watched Transfer may be
+present while the logs query returned none is re-asked by block hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from chains.errors import SourceUnavailable
+from chains.evm.decode import (
+    DecodedBlock,
+    bloom_suggests_transfers,
+    decode_block,
+    decode_receipts,
+    fee_payments,
+    native_transfers,
+    token_transfers,
+)
+from chains.evm.traces import internal_transfers_geth, internal_transfers_parity
+from chains.jsonrpc import JsonRpcClient, RpcError, RpcErrorResponse
+from chains.types import (
+    Address,
+    BlockLink,
+    FeePayment,
+    ScanResult,
+    TraceMode,
+    TransferObservation,
+)
+
+TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
+ADDRESSES_PER_FILTER = 500
+BLOCKS_PER_BATCH = 100
+# Alchemy-style refusals name a range that would work: "... [0x1a2b, 0x1a3f]".
+_SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
+_NO_METHOD = re.compile(r"not (found|supported|available|exist)|unsupported|unknown method|"
+                        r"does not exist|disabled", re.IGNORECASE)
+
+
+class RangeScanner:
+    """Scans block ranges through one JSON-RPC client; remembers the trace API it found."""
+
+    def __init__(self, client: JsonRpcClient) -> None:
+        self._client = client
+        self.trace_mode: TraceMode | None = None
+
+    @property
+    def source(self) -> str:
+        return self._client.source
+
+    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+        """Return the transfers and fees of `watched` in blocks start..end (inclusive).
+
+        Raises SourceUnavailable when any part of the range cannot be read (the caller
+        must not advance past it), DecodeError for a malformed or inconsistent answer.
+        """
+        if start > end:
+            return ScanResult((), (), (), self.trace_mode or "none", 0)
+        watch = frozenset(watched)
+        blocks = self._blocks(start, end)
+        expected = {b.head.height: b.head.hash for b in blocks}
+        logs = self._logs(watch, start, end)
+        rechecked, extra = self._recheck_blooms(blocks, watch, logs)
+        tokens = token_transfers(logs + extra, expected, self.source)
+        natives, fees = self._natives_and_fees(blocks, watch)
+        internals = self._internals(blocks, watch)
+        withdrawals = [w for b in blocks for w in b.withdrawals if w.recipient in watch]
+        transfers = [t for t in tokens if t.sender in watch or t.recipient in watch]
+        transfers += natives + internals + withdrawals
+        transfers.sort(key=lambda t: (t.block.height, t.key))
+        links = tuple(BlockLink(b.head.height, b.head.hash, b.parent_hash, b.head.timestamp)
+                      for b in blocks)
+        return ScanResult(links, tuple(transfers), tuple(fees), self.trace_mode or "none",
+                          rechecked)
+
+    # --- blocks ------------------------------------------------------------------------
+    def _blocks(self, start: int, end: int) -> list[DecodedBlock]:
+        out: list[DecodedBlock] = []
+        for first in range(start, end + 1, BLOCKS_PER_BATCH):
+            last = min(end, first + BLOCKS_PER_BATCH - 1)
+            replies = self._client.batch(
+                [("eth_getBlockByNumber", [hex(n), True]) for n in range(first, last + 1)])
+            for height, reply in zip(range(first, last + 1), replies, strict=True):
+                out.append(self._decoded(height, reply))
+        return out
+
+    def _decoded(self, height: int, reply: Any) -> DecodedBlock:
+        if isinstance(reply, RpcError) or reply is None:
+            raise SourceUnavailable(self.source, f"block {height} not served ({reply})")
+        block = decode_block(reply, self.source)
+        if block.head.height != height:
+            raise SourceUnavailable(self.source, f"asked for block {height}, got "
+                                                 f"{block.head.height}")
+        return block
+
+    # --- logs ---------------------------------------------------------------------------
+    def _logs(self, watch: frozenset[Address], start: int, end: int) -> list[Any]:
+        if not watch:
+            return []
+        found: dict[tuple[str, str], Any] = {}
+        for topics in _topic_filters(sorted(watch)):
+            for log in self._logs_in_range(topics, start, end):
+                found[(str(log.get("blockHash")), str(log.get("logIndex")))] = log
+        return list(found.values())
+
+    def _logs_in_range(self, topics: list[Any], start: int, end: int) -> list[Any]:
+        """eth_getLogs over start..end, halving the range while the provider refuses it."""
+        pending = [(start, end)]
+        logs: list[Any] = []
+        while pending:
+            first, last = pending.pop()
+            query = {"fromBlock": hex(first), "toBlock": hex(last), "topics": topics}
+            try:
+                result = self._client.call("eth_getLogs", [query])
+            except RpcErrorResponse as exc:
+                if first == last:
+                    raise
+                middle = _split_point(exc.error.message, first, last)
+                pending += [(middle + 1, last), (first, middle)]
+                continue
+            if not isinstance(result, list):
+                raise SourceUnavailable(self.source, "eth_getLogs did not return a list")
+            logs += result
+        return logs
+
+    def _recheck_blooms(self, blocks: Sequence[DecodedBlock], watch: frozenset[Address],
+                        logs: Sequence[Any]) -> tuple[int, list[Any]]:
+        """Re-ask, by block hash, the blocks whose bloom says a watched Transfer may be in
+        them while the range query returned none for them."""
+        with_logs = {str(log.get("blockHash")) for log in logs}
+        suspects = [b for b in blocks if b.head.hash not in with_logs
+                    and bloom_suggests_transfers(b.logs_bloom, watch)]
+        if not suspects:
+            return 0, []
+        requests = [("eth_getLogs", [{"blockHash": b.head.hash, "topics": topics}])
+                    for b in suspects for topics in _topic_filters(sorted(watch))]
+        extra: list[Any] = []
+        for reply in self._client.batch(requests):
+            if isinstance(reply, RpcError) or not isinstance(reply, list):
+                raise SourceUnavailable(self.source, f"logs re-check failed: {reply}")
+            extra += reply
+        return len(suspects), extra
+
+    # --- native value and fees ----------------------------------------------------------
+    def _natives_and_fees(self, blocks: Sequence[DecodedBlock], watch: frozenset[Address]
+                          ) -> tuple[list[TransferObservation], list[FeePayment]]:
+        touching = [(b, [t for t in b.transactions
+                         if t.sender in watch or (t.recipient is not None and
+                                                  t.recipient in watch)])
+                    for b in blocks]
+        wanted = [(b, txs) for b, txs in touching if txs]
+        hashes = [t.hash for _, txs in wanted for t in txs]
+        if not hashes:
+            return [], []
+        replies = iter(self._client.batch([("eth_getTransactionReceipt", [h]) for h in hashes]))
+        natives: list[TransferObservation] = []
+        fees: list[FeePayment] = []
+        for block, txs in wanted:
+            raw = [next(replies) for _ in txs]
+            if any(isinstance(r, RpcError) or r is None for r in raw):
+                raise SourceUnavailable(self.source, f"receipts of block {block.head.height} "
+                                                     "not served")
+            receipts = decode_receipts(raw, block.head, self.source)
+            only = dataclasses.replace(block, transactions=tuple(txs))
+            natives += [t for t in native_transfers(only, receipts, self.source)
+                        if t.sender in watch or t.recipient in watch]
+            fees += [f for f in fee_payments(only, receipts) if f.payer in watch]
+        return natives, fees
+
+    # --- internal transfers -------------------------------------------------------------
+    def _internals(self, blocks: Sequence[DecodedBlock], watch: frozenset[Address]
+                   ) -> list[TransferObservation]:
+        if not blocks or not watch:
+            return []
+        mode = self.trace_mode or self._probe(blocks[0])
+        if mode == "none":
+            return []
+        method, extra = (("debug_traceBlockByNumber", [{"tracer": "callTracer"}])
+                         if mode == "geth" else ("trace_block", []))
+        replies = self._client.batch([(method, [hex(b.head.height), *extra]) for b in blocks])
+        out: list[TransferObservation] = []
+        for block, reply in zip(blocks, replies, strict=True):
+            if isinstance(reply, RpcError) or reply is None:
+                raise SourceUnavailable(self.source, f"traces of block {block.head.height} "
+                                                     f"not served ({reply})")
+            hashes = [t.hash for t in block.transactions]
+            decoded = (internal_transfers_geth(reply, block.head, self.source, hashes)
+                       if mode == "geth" else
+                       internal_transfers_parity(reply, block.head, self.source))
+            out += [t for t in decoded if t.sender in watch or t.recipient in watch]
+        return out
+
+    def _probe(self, block: DecodedBlock) -> TraceMode:
+        """Find which trace API the source serves (once per scanner)."""
+        probes: list[tuple[TraceMode, str, list[Any]]] = [
+            ("geth", "debug_traceBlockByNumber", [hex(block.head.height),
+                                                  {"tracer": "callTracer"}]),
+            ("parity", "trace_block", [hex(block.head.height)]),
+        ]
+        for mode, method, params in probes:
+            try:
+                self._client.call(method, params)
+            except RpcErrorResponse as exc:
+                if exc.error.code == -32601 or _NO_METHOD.search(exc.error.message):
+                    continue
+                raise
+            self.trace_mode = mode
+            return mode
+        self.trace_mode = "none"
+        return "none"
+
+
+def _split_point(message: str, first: int, last: int) -> int:
+    """Where to split a refused range: the provider's suggested end, else the middle."""
+    match = _SUGGESTED_RANGE.search(message)
+    if match:
+        suggested = int(match.group(2), 16)
+        if first <= suggested < last:
+            return suggested
+    return (first + last) // 2
+
+
+def _topic_filters(watched: Sequence[Address]) -> list[list[Any]]:
+    """Transfer filters with the watched addresses as sender, then as recipient, chunked."""
+    filters: list[list[Any]] = []
+    for first in range(0, len(watched), ADDRESSES_PER_FILTER):
+        padded = ["0x" + "0" * 24 + a[2:].lower() for a in watched[first:first +
+                                                                    ADDRESSES_PER_FILTER]]
+        filters += [[TRANSFER_TOPIC, padded], [TRANSFER_TOPIC, None, padded]]
+    return filters

@@ -1,0 +1,68 @@
+"""Planning a transfer scan: which blocks to read next, and where a reorg forked.
+
+The adapter does the reading; this module decides ranges and checks that the blocks
+it got form one chain with what was scanned before.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Collection, Sequence
+
+from chains.base import ChainAdapter
+from chains.errors import SourceUnavailable
+from chains.types import Address, BlockLink, ScanResult
+from daemon.config import ChainSettings
+from daemon.flows import Flow
+from daemon.store.transfers import ScanPlan, ScanState, block_time
+
+MAX_BLOCKS_PER_CYCLE = 2_000
+"""A cycle scans at most this many blocks; a daemon that was down catches up over
+several cycles, never skipping a block."""
+
+
+def plan_scan(adapter: ChainAdapter, chain: ChainSettings, state: ScanState, head_height: int,
+              watched: Collection[Address]) -> ScanPlan:
+    """Scan the blocks after the cursor up to the head (at most MAX_BLOCKS_PER_CYCLE).
+
+    When the first new block does not extend the last scanned one, walks back to the
+    fork point and rescans from there. Raises SourceUnavailable when the range cannot
+    be read or the source's blocks do not form one chain.
+    """
+    end = min(head_height, state.height + MAX_BLOCKS_PER_CYCLE)
+    if end <= state.height:
+        return ScanPlan(ScanResult((), (), (), "none", 0), ())
+    result = adapter.scan(watched, state.height + 1, end)
+    _check_links(adapter.source, result.blocks)
+    fork: int | None = None
+    if result.blocks and result.blocks[0].parent_hash != state.hash:
+        fork = find_fork(adapter, state)
+        result = adapter.scan(watched, fork + 1, end)
+        _check_links(adapter.source, result.blocks)
+        if result.blocks and result.blocks[0].parent_hash != state.recent.get(fork):
+            raise SourceUnavailable(adapter.source, "chain changed again while rescanning")
+    return ScanPlan(result, flows_of(chain, result), fork)
+
+
+def find_fork(adapter: ChainAdapter, state: ScanState) -> int:
+    """Return the newest remembered block the source still has on its chain."""
+    for height in sorted(state.recent, reverse=True):
+        if adapter.block_at(height).hash == state.recent[height]:
+            return height
+    raise SourceUnavailable(adapter.source, "reorg deeper than the remembered blocks "
+                                            f"(below {min(state.recent, default=state.height)})")
+
+
+def flows_of(chain: ChainSettings, result: ScanResult) -> tuple[Flow, ...]:
+    """Resolve each transfer's asset symbol (an unconfigured token keeps its contract)."""
+    symbols = {a.contract: a.symbol for a in chain.assets}
+    times = {b.height: block_time(b) for b in result.blocks}
+    return tuple(Flow(t, symbols.get(t.contract) or str(t.contract), times.get(t.block.height))
+                 for t in result.transfers)
+
+
+def _check_links(source: str, blocks: Sequence[BlockLink]) -> None:
+    for parent, child in itertools.pairwise(blocks):
+        if child.parent_hash != parent.hash or child.height != parent.height + 1:
+            raise SourceUnavailable(source, f"block {child.height} does not extend block "
+                                            f"{parent.height} (the chain moved during the scan)")

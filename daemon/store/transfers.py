@@ -1,0 +1,195 @@
+"""Persistence of the transfer scan: cursor, recent block hashes, transfers, fees,
+approved withdrawals. Functions take the caller's session: they run inside the
+cycle's one transaction (`Store.record_cycle`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import delete, update
+from sqlmodel import Session, col, select
+
+from chains.types import (
+    Address,
+    BlockLink,
+    ChainHead,
+    FeePayment,
+    ScanResult,
+    TransferObservation,
+)
+from daemon.flows import Flow, Instruction
+from daemon.store import models as m
+
+RECENT_BLOCKS = 256
+"""Scanned block hashes kept per chain: the deepest reorg segwatch can unwind."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanState:
+    """Where a chain's scanner stands."""
+
+    start_height: int
+    height: int
+    hash: str
+    recent: dict[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ScanPlan:
+    """A scan to record: blocks above `fork_point` are retracted first (a reorg)."""
+
+    result: ScanResult
+    flows: tuple[Flow, ...]
+    fork_point: int | None = None
+
+
+def scan_state(session: Session, chain_id: int) -> ScanState | None:
+    """Return the chain's scan cursor and recent block hashes, or None before the first scan."""
+    cursor = session.get(m.ScanCursor, chain_id)
+    if cursor is None:
+        return None
+    recent = dict(session.exec(select(m.ScannedBlock.height, m.ScannedBlock.hash)
+                               .where(m.ScannedBlock.chain_id == chain_id)).all())
+    return ScanState(cursor.start_height, cursor.height, cursor.hash, recent)
+
+
+def start_cursor(session: Session, chain_id: int, block: ChainHead, now: datetime) -> None:
+    """Begin scanning after `block` (the chain's first balance checkpoint)."""
+    session.add(m.ScanCursor(chain_id=chain_id, start_height=block.height, height=block.height,
+                             hash=block.hash, updated_at=now))
+    session.add(m.ScannedBlock(chain_id=chain_id, height=block.height, hash=block.hash,
+                               parent_hash=""))
+
+
+def record_scan_error(session: Session, chain_id: int, message: str, now: datetime) -> None:
+    """Remember why the cursor could not advance (shown by `status`)."""
+    cursor = session.get(m.ScanCursor, chain_id)
+    if cursor is not None:
+        cursor.error, cursor.error_at = message[:500], now
+        session.add(cursor)
+
+
+def retract_above(session: Session, chain_id: int, fork_point: int) -> None:
+    """Orphan every transfer and fee above `fork_point`; forget those block hashes."""
+    for table in (m.Transfer, m.FeePaid):
+        session.execute(update(table).where(col(table.chain_id) == chain_id,
+                                            col(table.block_number) > fork_point)
+                        .values(orphaned=True))
+    session.execute(delete(m.ScannedBlock).where(col(m.ScannedBlock.chain_id) == chain_id,
+                                                 col(m.ScannedBlock.height) > fork_point))
+
+
+def store_blocks(session: Session, chain_id: int, blocks: Sequence[BlockLink],
+                 now: datetime) -> None:
+    """Record the scanned blocks, move the cursor to the last one, prune old hashes."""
+    if not blocks:
+        return
+    for block in blocks:
+        session.merge(m.ScannedBlock(chain_id=chain_id, height=block.height, hash=block.hash,
+                                     parent_hash=block.parent_hash))
+    last = blocks[-1]
+    cursor = session.get(m.ScanCursor, chain_id)
+    assert cursor is not None
+    cursor.height, cursor.hash, cursor.updated_at = last.height, last.hash, now
+    cursor.error = cursor.error_at = None
+    session.add(cursor)
+    session.execute(delete(m.ScannedBlock).where(
+        col(m.ScannedBlock.chain_id) == chain_id,
+        col(m.ScannedBlock.height) <= last.height - RECENT_BLOCKS))
+
+
+def upsert_transfers(session: Session, chain_id: int, flows: Iterable[Flow],
+                     now: datetime) -> list[Flow]:
+    """Store the flows; a transfer already known (also one re-included after a reorg) is
+    updated and un-orphaned. Returns the flows not seen before (to be classified)."""
+    new: list[Flow] = []
+    for flow in flows:
+        t = flow.transfer
+        key = transfer_key(t)
+        row = session.exec(select(m.Transfer).where(m.Transfer.chain_id == chain_id,
+                                                    m.Transfer.key == key)).first()
+        if row is None:
+            new.append(flow)
+            row = m.Transfer(chain_id=chain_id, key=key, kind=t.kind, tx_hash=t.tx_hash,
+                             log_index=t.log_index, trace_path=t.trace_path, sender=t.sender,
+                             recipient=t.recipient, contract=t.contract, asset=flow.asset,
+                             amount=t.amount, block_number=0, block_hash="", seen_at=now)
+        row.block_number, row.block_hash, row.orphaned = t.block.height, t.block.hash, False
+        session.add(row)
+    session.flush()
+    return new
+
+
+def upsert_fees(session: Session, chain_id: int, fees: Iterable[FeePayment]) -> None:
+    """Store fees paid by watched wallets (a re-included transaction is un-orphaned)."""
+    for fee in fees:
+        row = session.exec(select(m.FeePaid).where(m.FeePaid.chain_id == chain_id,
+                                                   m.FeePaid.tx_hash == fee.tx_hash)).first()
+        row = row or m.FeePaid(chain_id=chain_id, tx_hash=fee.tx_hash, payer=fee.payer,
+                               amount=fee.amount, success=fee.success, block_number=0,
+                               block_hash="")
+        row.block_number, row.block_hash, row.orphaned = fee.block.height, fee.block.hash, False
+        row.amount, row.success = fee.amount, fee.success
+        session.add(row)
+
+
+def link_withdrawals(session: Session, chain_id: int,
+                     matches: dict[tuple[str, str, int, str], int]) -> None:
+    """Mark each authorized transfer with the instruction it used."""
+    for key, withdrawal_id in matches.items():
+        session.execute(update(m.Transfer).where(
+            col(m.Transfer.chain_id) == chain_id, col(m.Transfer.key) == _key_text(key))
+            .values(withdrawal_id=withdrawal_id))
+
+
+def unused_instructions(session: Session, chain_id: int) -> list[Instruction]:
+    """Approved withdrawals of the chain not used by a live (non-orphaned) transfer."""
+    used = select(m.Transfer.withdrawal_id).where(
+        m.Transfer.chain_id == chain_id, col(m.Transfer.orphaned).is_(False),
+        col(m.Transfer.withdrawal_id).is_not(None))
+    rows = session.exec(select(m.ApprovedWithdrawal).where(
+        m.ApprovedWithdrawal.chain_id == chain_id,
+        col(m.ApprovedWithdrawal.id).not_in(used))).all()
+    return [Instruction(r.id or 0, r.from_address, r.to_address, r.asset, r.amount,
+                        r.approved_at, r.tx_hash) for r in rows]
+
+
+def orphaned_keys(session: Session, chain_id: int) -> set[str]:
+    """Keys of the chain's transfers that a reorg orphaned and no scan brought back."""
+    return set(session.exec(select(m.Transfer.key).where(
+        m.Transfer.chain_id == chain_id, col(m.Transfer.orphaned).is_(True))).all())
+
+
+def flows_between(session: Session, chain_id: int, after: int, upto: int
+                  ) -> tuple[list[Flow], list[FeePayment]]:
+    """Live transfers and fees in blocks after..upto (exclusive, inclusive)."""
+    rows = session.exec(select(m.Transfer).where(
+        m.Transfer.chain_id == chain_id, col(m.Transfer.orphaned).is_(False),
+        col(m.Transfer.block_number) > after, col(m.Transfer.block_number) <= upto)).all()
+    flows = [Flow(TransferObservation(
+        r.kind, ChainHead(r.block_number, r.block_hash), r.tx_hash, r.log_index,  # type: ignore[arg-type]
+        Address(r.sender) if r.sender else None, Address(r.recipient),
+        Address(r.contract) if r.contract else None, r.amount, "store", r.trace_path),  # type: ignore[arg-type]
+        r.asset) for r in rows]
+    fees = session.exec(select(m.FeePaid).where(
+        m.FeePaid.chain_id == chain_id, col(m.FeePaid.orphaned).is_(False),
+        col(m.FeePaid.block_number) > after, col(m.FeePaid.block_number) <= upto)).all()
+    return flows, [FeePayment(ChainHead(f.block_number, f.block_hash), f.tx_hash,
+                              Address(f.payer), f.amount, f.success) for f in fees]  # type: ignore[arg-type]
+
+
+def transfer_key(t: TransferObservation) -> str:
+    """The stored identity of a transfer (independent of the block it landed in)."""
+    return _key_text(t.key)
+
+
+def _key_text(key: tuple[str, str, int, str]) -> str:
+    return ":".join(str(part) for part in key)
+
+
+def block_time(link: BlockLink) -> datetime | None:
+    """The block's time as an aware UTC datetime, if the source gave one."""
+    return None if link.timestamp is None else datetime.fromtimestamp(link.timestamp, UTC)

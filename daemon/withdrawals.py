@@ -1,0 +1,281 @@
+"""Approved-withdrawal import: read a CSV or JSON file, validate every line, all or nothing.
+
+Pure: no database, no clock. `parse_withdrawals` either returns every instruction of
+the file or raises one InputError listing every bad line (SPEC §2), in the same
+format as the sub-ledger import. Rules:
+
+- `chain` is configured; `from_address` and `to_address` are valid for its family
+  and network (stored canonical) and differ;
+- `asset` is a symbol or token contract *configured* on that chain: an unconfigured
+  contract is refused, because its decimals (needed to read `amount`) are unknown;
+- `amount` is a display-unit decimal (as in the ledger), exact, and greater than 0;
+- `id` and `approved_by` are not blank and at most MAX_TEXT characters;
+- `approved_at` is ISO-8601 *with* a UTC offset (a naive time is ambiguous across
+  the firm's offices) and is stored in UTC;
+- `tx_hash`, when given, is 0x + 64 hex digits on EVM chains and 64 hex digits on
+  UTXO chains, stored lowercase. Several instructions may share one transaction
+  (a batched payout), so it need not be unique;
+- `id` (a string, or a JSON integer) is unique within the file, compared exactly.
+  Whether it was imported before is for the caller to check against the store.
+
+Whether `from_address` is a custodied wallet is for the caller to check against the
+ledger; this module knows only the file and the configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from chains.addresses import canonical_address
+from chains.errors import InvalidAddress
+from chains.types import Address, AssetRef, BaseUnits
+from daemon.amounts import parse_amount
+from daemon.config import ChainSettings, Settings
+from daemon.errors import InputError
+from daemon.tabular import JsonFloat, Record, json_type, read_records
+
+COLUMNS = ("id", "chain", "from_address", "to_address", "asset", "amount", "approved_by",
+           "approved_at", "tx_hash")
+REQUIRED = COLUMNS[:8]
+_TEXT_FIELDS = ("id", "chain", "from_address", "to_address", "asset", "approved_by",
+                "approved_at")
+MAX_TEXT = 200
+"""The longest id or approved_by accepted (the store keeps up to this many characters)."""
+_EVM_TX_HASH = re.compile(r"0x[0-9a-f]{64}", re.ASCII)
+_UTXO_TX_HASH = re.compile(r"[0-9a-f]{64}", re.ASCII)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedWithdrawal:
+    """One validated instruction authorizing an outflow from a custodied wallet."""
+
+    line: int
+    id: str
+    chain: str
+    from_address: Address
+    to_address: Address
+    asset: AssetRef
+    amount: BaseUnits
+    approved_by: str
+    approved_at: datetime
+    """Timezone-aware, in UTC."""
+    tx_hash: str | None
+
+
+def parse_withdrawals(path: Path, settings: Settings) -> list[ApprovedWithdrawal]:
+    """Return every approved withdrawal in the file at `path`, in file order.
+
+    JSON is an array of objects or {"withdrawals": [...]}. Raises InputError when the
+    file cannot be read or parsed (one line), or when any line breaks a rule: `lines`
+    then holds every problem as "PATH:LINE: reason" (CSV, header = line 1) or
+    "PATH: item N: reason" (JSON), in line order.
+    """
+    records = read_records(path, COLUMNS, REQUIRED, wrapper="withdrawals")
+    errors: list[tuple[int, str]] = []
+    rows: list[tuple[Record, ApprovedWithdrawal]] = []
+    for record in records:
+        row, problems = _validate(record, settings)
+        errors += [(record.line, f"{record.locate(path)}: {reason}") for reason in problems]
+        if row is not None:
+            rows.append((record, row))
+    for record, reason in _duplicate_ids(rows):
+        errors.append((record.line, f"{record.locate(path)}: {reason}"))
+    if errors:
+        bad = len({line for line, _ in errors})
+        raise InputError(f"{path}: {bad} bad line{'s' if bad != 1 else ''}; nothing imported",
+                         lines=[message for _, message in sorted(errors, key=lambda e: e[0])])
+    return [row for _, row in rows]
+
+
+def _validate(record: Record, settings: Settings) -> tuple[ApprovedWithdrawal | None, list[str]]:
+    """Return the record as a withdrawal and no problems, or None and every problem found."""
+    problems = list(record.problems)
+    if problems:
+        return None, problems
+    fields = _with_text_id(record.fields)
+    problems += [f"missing {name}" for name in _TEXT_FIELDS if _blank(fields.get(name))]
+    text = {name: _text(fields.get(name), name, problems) for name in (*_TEXT_FIELDS, "tx_hash")}
+    problems += [f"{name} is longer than {MAX_TEXT} characters" for name in ("id", "approved_by")
+                 if len(text[name]) > MAX_TEXT]
+    chain = _chain(settings, text["chain"], problems)
+    sender = _address(chain, text["from_address"], "from_address", problems)
+    recipient = _address(chain, text["to_address"], "to_address", problems)
+    asset = _asset(chain, text["asset"], problems)
+    amount = _amount(asset, fields.get("amount"), problems)
+    approved_at = _approved_at(text["approved_at"], problems)
+    tx_hash = _tx_hash(chain, text["tx_hash"], problems)
+    if sender is not None and sender == recipient:
+        problems.append(f"from_address and to_address are the same address {sender}")
+    if problems or not (chain and sender and recipient and asset and approved_at) \
+            or amount is None:
+        return None, problems
+    return ApprovedWithdrawal(record.line, text["id"], chain.name, sender, recipient, asset,
+                              amount, text["approved_by"], approved_at, tx_hash or None), []
+
+
+def _with_text_id(fields: dict[str, object]) -> dict[str, object]:
+    """The fields with a JSON integer id written as text (ids are often numbers)."""
+    value = fields.get("id")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {**fields, "id": str(value)}
+    return fields
+
+
+def _blank(value: object) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _text(value: object, name: str, problems: list[str]) -> str:
+    """The stripped text of a field; "" for a missing, null or blank one."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or isinstance(value, JsonFloat):
+        problems.append(f"{name} must be a string, got {json_type(value)}")
+        return ""
+    return value.strip()
+
+
+def _chain(settings: Settings, name: str, problems: list[str]) -> ChainSettings | None:
+    chain = settings.chain(name.lower()) if name else None
+    if name and chain is None:
+        known = ", ".join(c.name for c in settings.chains) or "none configured"
+        problems.append(f"unknown chain {name!r} (known: {known})")
+    return chain
+
+
+def _address(chain: ChainSettings | None, text: str, name: str,
+             problems: list[str]) -> Address | None:
+    if chain is None or not text:
+        return None
+    try:
+        return canonical_address(chain.family, chain.network, text)
+    except InvalidAddress as exc:
+        problems.append(f"invalid {name} for chain {chain.name}: {exc.user_message}")
+        return None
+
+
+def _asset(chain: ChainSettings | None, text: str, problems: list[str]) -> AssetRef | None:
+    """The chain's configured asset named by symbol (any case) or token contract address."""
+    if chain is None or not text:
+        return None
+    wanted = text.lower()
+    exact = [asset for asset in chain.assets if asset.symbol == text]
+    loose = [asset for asset in chain.assets
+             if wanted in (asset.symbol.lower(), (asset.contract or "").lower())]
+    for found in (exact, loose):
+        if len(found) == 1:
+            return found[0]
+    if chain.family == "evm" and _looks_like_contract(chain, text):
+        problems.append(f"token contract {text} is not configured on chain {chain.name}; "
+                        "add it to the chain's tokens so its decimals are known")
+        return None
+    symbols = ", ".join(asset.symbol for asset in chain.assets)
+    problems.append(f"unknown asset {text!r} on chain {chain.name} (configured: {symbols})")
+    return None
+
+
+def _looks_like_contract(chain: ChainSettings, text: str) -> bool:
+    try:
+        canonical_address(chain.family, chain.network, text)
+    except InvalidAddress:
+        return False
+    return True
+
+
+def _amount(asset: AssetRef | None, value: object, problems: list[str]) -> BaseUnits | None:
+    """Base units of the amount, which must be above 0; JSON integers count, floats don't."""
+    if isinstance(value, JsonFloat):
+        problems.append(f"amount {value} is a JSON float; write it as a string: \"{value}\"")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if _blank(value):
+        problems.append("missing amount")
+        return None
+    if not isinstance(value, str):
+        problems.append(f"amount must be a string, got {json_type(value)}")
+        return None
+    if asset is None:
+        return None
+    try:
+        units = parse_amount(value, asset.decimals, symbol=asset.symbol)
+    except ValueError as exc:
+        problems.append(f"bad amount: {exc}")
+        return None
+    if units == 0:
+        problems.append("amount must be greater than 0")
+        return None
+    return BaseUnits(units)
+
+
+def _approved_at(text: str, problems: list[str]) -> datetime | None:
+    """The approval time in UTC; it must be ISO-8601 with a UTC offset or Z."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        problems.append(f"approved_at {text!r} is not an ISO-8601 time "
+                        "(e.g. 2024-05-01T14:30:00Z)")
+        return None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        problems.append(f"approved_at {text!r} has no timezone; add Z or an offset "
+                        "such as +00:00")
+        return None
+    return moment.astimezone(UTC)
+
+
+def _tx_hash(chain: ChainSettings | None, text: str, problems: list[str]) -> str | None:
+    """The lowercase transaction hash in the chain family's form, or None when blank."""
+    if chain is None or not text:
+        return None
+    value = text.lower()
+    pattern, form = ((_EVM_TX_HASH, "0x and 64 hex digits") if chain.family == "evm"
+                     else (_UTXO_TX_HASH, "64 hex digits without 0x"))
+    if not pattern.fullmatch(value):
+        problems.append(f"bad tx_hash {text!r} for chain {chain.name} (expected {form})")
+        return None
+    return value
+
+
+def _duplicate_ids(rows: list[tuple[Record, ApprovedWithdrawal]]) -> list[tuple[Record, str]]:
+    """Each id appears once; a repeat is reported on the later line."""
+    first: dict[str, Record] = {}
+    problems: list[tuple[Record, str]] = []
+    for record, row in rows:
+        seen = first.setdefault(row.id, record)
+        if seen is not record:
+            problems.append((record, f"duplicate id {row.id!r}: already used on {seen.where}"))
+    return problems
+
+
+def summarize_withdrawals(rows: Iterable[ApprovedWithdrawal]) -> dict[str, Any]:
+    """Return counts for a dry run: instructions, approvers, those with a tx hash, the
+    first and last approval times (ISO-8601 UTC, or None), and per chain the count, the
+    source wallets and per asset the count and the total in base units (an int).
+    """
+    rows = list(rows)
+    times = sorted(row.approved_at for row in rows)
+    return {"withdrawals": len(rows), "approvers": len({row.approved_by for row in rows}),
+            "with_tx_hash": sum(1 for row in rows if row.tx_hash),
+            "first_approved_at": times[0].isoformat() if times else None,
+            "last_approved_at": times[-1].isoformat() if times else None,
+            "chains": {chain: _chain_summary([row for row in rows if row.chain == chain])
+                       for chain in sorted({row.chain for row in rows})}}
+
+
+def _chain_summary(rows: list[ApprovedWithdrawal]) -> dict[str, Any]:
+    by_asset: dict[AssetRef, list[ApprovedWithdrawal]] = defaultdict(list)
+    for row in rows:
+        by_asset[row.asset].append(row)
+    return {"withdrawals": len(rows), "from_wallets": len({row.from_address for row in rows}),
+            "assets": {asset.symbol: {"contract": asset.contract, "decimals": asset.decimals,
+                                      "withdrawals": len(mine),
+                                      "total": sum(row.amount for row in mine)}
+                       for asset, mine in by_asset.items()}}
