@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 
 from chains.base import ChainAdapter
 from chains.errors import SourceUnavailable
-from chains.types import Address, BlockLink, ScanResult
+from chains.types import Address, BlockLink, ChainHead, ScanResult
 from daemon.config import ChainSettings
 from daemon.flows import Flow
 from daemon.store.transfers import ScanPlan, ScanState, block_time
@@ -21,7 +21,7 @@ MAX_BLOCKS_PER_CYCLE = 2_000
 several cycles, never skipping a block."""
 
 
-def plan_scan(adapter: ChainAdapter, chain: ChainSettings, state: ScanState, head_height: int,
+def plan_scan(adapter: ChainAdapter, chain: ChainSettings, state: ScanState, head: ChainHead,
               watched: Collection[Address]) -> ScanPlan:
     """Scan the blocks after the cursor up to the head (at most MAX_BLOCKS_PER_CYCLE).
 
@@ -29,9 +29,14 @@ def plan_scan(adapter: ChainAdapter, chain: ChainSettings, state: ScanState, hea
     fork point and rescans from there. Raises SourceUnavailable when the range cannot
     be read or the source's blocks do not form one chain.
     """
-    end = min(head_height, state.height + MAX_BLOCKS_PER_CYCLE)
+    end = min(head.height, state.height + MAX_BLOCKS_PER_CYCLE)
     if end <= state.height:
-        return ScanPlan(ScanResult((), (), (), "none", 0), ())
+        if state.recent.get(head.height) in (head.hash, None):
+            return ScanPlan(ScanResult((), (), (), "none", 0), ())
+        fork = find_fork(adapter, state)  # same height or shorter, but another branch
+        result = adapter.scan(watched, fork + 1, head.height)
+        _check_links(adapter.source, result.blocks)
+        return ScanPlan(result, flows_of(chain, result), fork)
     result = adapter.scan(watched, state.height + 1, end)
     _check_links(adapter.source, result.blocks)
     fork: int | None = None

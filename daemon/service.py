@@ -225,7 +225,7 @@ class Service:
         if state is None:
             return None, None
         try:
-            return plan_scan(adapter, chain, state, head.height, addresses), None
+            return plan_scan(adapter, chain, state, head, addresses), None
         except (SourceUnavailable, DecodeError) as exc:
             return None, exc.user_message
 

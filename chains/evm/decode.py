@@ -144,13 +144,15 @@ def _decode_tx(raw: Any, position: int, source: str) -> Tx:
     if isinstance(raw, str):
         raise DecodeError(source, where, "a hash, not a transaction: ask for full "
                                          "transactions (eth_getBlockByNumber(n, true))")
-    price = raw.get("gasPrice") if isinstance(raw, dict) else None
+    if not isinstance(raw, dict):
+        raise DecodeError(source, where, f"expected a JSON object, got {type(raw).__name__}")
+    price = raw.get("gasPrice")
     return Tx(
         hash=hex_hash(field(raw, "hash", where, source), f"{where}.hash", source),
         index=hex_quantity(field(raw, "transactionIndex", where, source),
                            f"{where}.transactionIndex", source),
         sender=evm_address(field(raw, "from", where, source), f"{where}.from", source),
-        recipient=optional_address(field(raw, "to", where, source), f"{where}.to", source),
+        recipient=optional_address(raw.get("to"), f"{where}.to", source),  # absent: creation
         value=BaseUnits(hex_quantity(field(raw, "value", where, source), f"{where}.value",
                                      source)),
         gas_price=None if price is None else hex_quantity(price, f"{where}.gasPrice", source),

@@ -85,9 +85,11 @@ class AnvilNode:
         if self.call("evm_revert", [snapshot_id]) is not True:
             raise RuntimeError(f"evm_revert({snapshot_id}) failed")
 
-    def transact(self, to: str | None, data: bytes = b"", value: int = 0) -> dict[str, Any]:
-        """Send a transaction from the dev account; return its receipt. Raises on failure."""
-        tx: dict[str, Any] = {"from": DEV_ACCOUNT, "data": "0x" + data.hex(), "value": hex(value)}
+    def transact(self, to: str | None, data: bytes = b"", value: int = 0,
+                 sender: str = DEV_ACCOUNT) -> dict[str, Any]:
+        """Send a transaction (from the dev account unless `sender`, which must be unlocked
+        or impersonated); return its receipt. Raises on failure."""
+        tx: dict[str, Any] = {"from": sender, "data": "0x" + data.hex(), "value": hex(value)}
         if to is not None:
             tx["to"] = to
         tx_hash = self.call("eth_sendTransaction", [tx])
@@ -199,6 +201,11 @@ def transfer_token(node: AnvilNode, token: str, to: str, amount: int) -> None:
     node.transact(
         token, call_data("transfer(address,uint256)", ["address", "uint256"], [to, amount])
     )
+
+
+def impersonate(node: AnvilNode, address: str) -> None:
+    """Let `address` send transactions without its key (anvil_impersonateAccount)."""
+    node.call("anvil_impersonateAccount", [address])
 
 
 def send_eth(node: AnvilNode, to: str, wei: int) -> None:

@@ -141,7 +141,7 @@ def internal_transfers_parity(raw: Any, block: ChainHead,
         value = _parity_value(t, source)
         if t.tx_hash is None or not value or not t.path:
             continue
-        if any((t.tx_hash, t.path[:depth]) in errored for depth in range(len(t.path), len(t.path) + 1)):
+        if any((t.tx_hash, t.path[:depth]) in errored for depth in range(len(t.path) + 1)):
             continue
         sender, recipient = _parity_ends(t, source)
         out.append(_internal(block, t.tx_hash, t.path, (sender, recipient, value), source))

@@ -432,3 +432,47 @@ def test_watched_addresses_in_transfer_topics_are_suggested(raw: list[bytes]) ->
     watched = [Address(canonical_evm_address("0x" + r.hex())) for r in raw]
     bloom = _bloom_with([bytes.fromhex(TRANSFER_TOPIC[2:]), bytes(12) + raw[-1]])
     assert bloom_suggests_transfers(bloom, watched)
+
+
+# --- robustness: any corruption is a DecodeError or a clean decode ---------------------
+JSON_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**70), st.text(max_size=12),
+                      st.sampled_from(["0x", "0x0", "0xzz", "0x" + "ab" * 20, "0x" + "00" * 32]),
+                      st.lists(st.integers(0, 3), max_size=2), st.just({}))
+
+
+def _corrupt(raw: Any, data: st.DataObject) -> Any:
+    """Replace or delete one randomly chosen value somewhere inside `raw`."""
+    target, key = raw, None
+    while True:
+        keys = list(target) if isinstance(target, dict) else list(range(len(target)))
+        if not keys:
+            break
+        key = data.draw(st.sampled_from(keys))
+        child = target[key]
+        if not isinstance(child, dict | list) or not child or data.draw(st.booleans()):
+            break
+        target = child
+    if key is not None:
+        if isinstance(target, dict) and data.draw(st.booleans()):
+            del target[key]
+        else:
+            target[key] = data.draw(JSON_JUNK)
+    return raw
+
+
+@given(st.data())
+def test_corrupted_blocks_and_receipts_raise_only_decode_errors(data: st.DataObject) -> None:
+    """Corrupting any one value of a real block, its receipts or logs raises DecodeError or
+    decodes; no KeyError, ValueError or TypeError escapes."""
+    block_raw, receipts_raw = raw_block(17173049), raw_receipts(17173049)
+    block_raw["transactions"] = block_raw["transactions"][:3]
+    receipts_raw = receipts_raw[:3]
+    _corrupt(data.draw(st.sampled_from([block_raw, receipts_raw])), data)
+    try:
+        block = decode_block(block_raw, SOURCE)
+        receipts = decode_receipts(receipts_raw, block.head, SOURCE)
+        native_transfers(block, receipts, SOURCE)
+        fee_payments(block, receipts)
+        token_transfers([log for r in receipts for log in r.logs], block.head.hash, SOURCE)
+    except DecodeError as exc:
+        assert exc.source == SOURCE

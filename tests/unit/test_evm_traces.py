@@ -19,6 +19,7 @@ from chains.errors import DecodeError
 from chains.evm.address import canonical_evm_address
 from chains.evm.traces import internal_transfers_geth, internal_transfers_parity
 from chains.types import ChainHead, TransferObservation
+from tests.unit.test_evm_decode import _corrupt
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "eth-mainnet-traces"
 NAMES = ("subtraces", "create", "error", "suicide")
@@ -272,3 +273,17 @@ def test_deep_call_trees_do_not_exhaust_the_stack() -> None:
     geth = internal_transfers_geth([{"result": root}], HEAD, SOURCE, [TX])
     assert len(geth) == 1100
     assert geth[-1].trace_path == ".".join(["0"] * 1100)
+
+
+@given(st.data(), st.sampled_from(("subtraces", "create", "error")))
+def test_corrupted_traces_raise_only_decode_errors(data: st.DataObject, name: str) -> None:
+    """Corrupting any one value of a real trace raises DecodeError or decodes; nothing else."""
+    geth, parity = _response("geth", name), _response("parity", name)
+    _corrupt(geth, data)
+    _corrupt(parity, data)
+    for decode in (lambda: internal_transfers_geth(geth, head_of(name), SOURCE, tx_hashes(name)),
+                   lambda: internal_transfers_parity(parity, head_of(name), SOURCE)):
+        try:
+            decode()
+        except DecodeError as exc:
+            assert exc.source == SOURCE

@@ -1,0 +1,184 @@
+"""Transfer history on a real anvil, through the service: authorization, commingling,
+internal deposits, balance continuity, downtime catch-up and reorgs.
+
+Runs on SQLite and PostgreSQL (`store_url`).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chains.evm.devnet import (
+    AnvilNode,
+    call_data,
+    deploy_contract,
+    deploy_test_token,
+    impersonate,
+    install_multicall,
+    mint,
+    set_balances,
+)
+from daemon.bootstrap import build_service
+from daemon.config import Settings
+from daemon.service import Service
+from daemon.store.db import make_engine, upgrade
+
+pytestmark = pytest.mark.anvil
+
+ETH = 10**18
+ALICE = "0x1000000000000000000000000000000000000001"
+ALICE2 = "0x1000000000000000000000000000000000000011"
+BOB = "0x1000000000000000000000000000000000000002"
+HOUSE = "0x1000000000000000000000000000000000000009"
+OUTSIDE = "0x2000000000000000000000000000000000000001"
+PAYEE = "0x2000000000000000000000000000000000000002"
+
+
+@dataclass
+class World:
+    node: AnvilNode
+    service: Service
+    token: str
+    forwarder: str
+    tmp: Path
+
+    def cycle(self) -> Any:
+        result = self.service.run_cycle(self.service.settings.chains[0])
+        assert result.error is None, result.error
+        assert result.scan_error is None, result.scan_error
+        return result
+
+    def open_types(self) -> list[tuple[str, str, str | None]]:
+        return sorted((r.row.type, r.row.address or "", r.row.tx_hash)
+                      for r in self.service.discrepancies(status="open"))
+
+    def send(self, sender: str, to: str, wei: int) -> str:
+        return str(self.node.transact(to, value=wei, sender=sender)["transactionHash"])
+
+    def send_token(self, sender: str, to: str, amount: int) -> str:
+        data = call_data("transfer(address,uint256)", ["address", "uint256"], [to, amount])
+        return str(self.node.transact(self.token, data, sender=sender)["transactionHash"])
+
+    def forward(self, to: str, wei: int) -> str:
+        data = call_data("forward(address)", ["address"], [to])
+        return str(self.node.transact(self.forwarder, data, value=wei)["transactionHash"])
+
+
+@pytest.fixture
+def world(anvil_node: AnvilNode, store_url: str, tmp_path: Path) -> World:
+    token = deploy_test_token(anvil_node, "USD Coin", "USDC", 6)
+    forwarder = deploy_contract(anvil_node, "Forwarder")
+    install_multicall(anvil_node)
+    for wallet in (ALICE, ALICE2, BOB, HOUSE):
+        impersonate(anvil_node, wallet)
+    set_balances(anvil_node, {ALICE: 10 * ETH, ALICE2: 0, BOB: 5 * ETH, HOUSE: 100 * ETH})
+    mint(anvil_node, token, ALICE, 1_000 * 10**6)
+    settings = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
+        "name": "devnet", "family": "evm", "chain_id": 31337, "confirmations": 0,
+        "sources": [{"kind": "jsonrpc", "url": anvil_node.url}],
+        "tokens": [{"symbol": "USDC", "contract": token, "decimals": 6}]}])
+    upgrade(make_engine(store_url))
+    service = build_service(settings)
+    ledger = tmp_path / "ledger.csv"
+    with ledger.open("w", newline="") as fh:
+        out = csv.writer(fh)
+        out.writerow(["chain", "address", "structure", "owner", "asset", "amount"])
+        out.writerow(["devnet", ALICE, "segregated", "alice", "ETH", "10"])
+        out.writerow(["devnet", ALICE, "segregated", "alice", "USDC", "1000"])
+        out.writerow(["devnet", ALICE2, "segregated", "alice", "ETH", "0"])
+        out.writerow(["devnet", BOB, "segregated", "bob", "ETH", "5"])
+        out.writerow(["devnet", HOUSE, "house", "FIRM", "ETH", "100"])
+    service.import_ledger(ledger, dry_run=False)
+    w = World(anvil_node, service, token, forwarder, tmp_path)
+    w.cycle()  # the first cycle pins the scan cursor at its checkpoint
+    return w
+
+
+def approve(world: World, id_: str, to: str, amount: str, asset: str = "ETH",
+            tx_hash: str = "") -> None:
+    path = world.tmp / f"w-{id_}.csv"
+    at = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,approved_at,"
+                    f"tx_hash\n{id_},devnet,{ALICE},{to},{asset},{amount},carol,{at},{tx_hash}\n")
+    world.service.import_withdrawals(path, dry_run=False)
+
+
+def test_unapproved_outflow_and_commingling_are_found(world: World) -> None:
+    """An unapproved ETH payment out, a USDC move to the house wallet and a move to another
+    owner's wallet are found; an approved payment and a same-owner move are not."""
+    approve(world, "w1", PAYEE, "1")
+    unauthorized = world.send(ALICE, OUTSIDE, ETH // 2)
+    world.send(ALICE, PAYEE, ETH)
+    commingled = world.send_token(ALICE, HOUSE, 5 * 10**6)
+    to_bob = world.send(ALICE, BOB, ETH // 10)
+    world.send(ALICE, ALICE2, ETH // 10)
+    world.cycle()
+    found = world.open_types()
+    assert ("unauthorized_outflow", ALICE, unauthorized) in found
+    assert ("commingling", ALICE, commingled) in found
+    assert ("commingling", ALICE, to_bob) in found
+    transfer_findings = [f for f in found if f[0] in ("unauthorized_outflow", "commingling")]
+    assert len(transfer_findings) == 3
+    assert not [f for f in found if f[0] == "unexplained_balance_change"]
+
+
+def test_internal_deposit_through_a_contract_keeps_continuity(world: World) -> None:
+    """ETH paid into a client wallet by a contract call is seen as an internal transfer,
+    so balance continuity holds (only the ledger surplus remains)."""
+    world.forward(ALICE, ETH)
+    world.cycle()
+    found = world.open_types()
+    assert ("balance_surplus", ALICE, None) in found
+    assert not [f for f in found if f[0] == "unexplained_balance_change"]
+
+
+def test_balance_change_without_transfer_is_unexplained(world: World) -> None:
+    """A balance that changes with no transfer on chain (a state edit) is unexplained."""
+    set_balances(world.node, {BOB: 7 * ETH})
+    world.cycle()
+    (record,) = [r for r in world.service.discrepancies(status="open")
+                 if r.row.type == "unexplained_balance_change"]
+    assert record.row.address == BOB and record.row.difference == 2 * ETH
+
+
+def test_downtime_catch_up_misses_nothing(world: World) -> None:
+    """After 500 blocks with activity the next cycles find every unapproved outflow."""
+    sent = []
+    for i in range(10):
+        world.node.mine(48)
+        sent.append(world.send(ALICE, OUTSIDE, ETH // 100 + i))
+    world.cycle()
+    outflows = {f[2] for f in world.open_types() if f[0] == "unauthorized_outflow"}
+    assert outflows == set(sent)
+    assert not [f for f in world.open_types() if f[0] == "unexplained_balance_change"]
+
+
+def test_reorg_that_drops_an_outflow_voids_its_finding(world: World) -> None:
+    """An unauthorized outflow found at the tip and then reorged away is voided, audited."""
+    tx = world.send(ALICE, OUTSIDE, ETH // 4)
+    world.cycle()
+    assert ("unauthorized_outflow", ALICE, tx) in world.open_types()
+    world.node.call("anvil_reorg", [1, []])
+    world.cycle()
+    assert ("unauthorized_outflow", ALICE, tx) not in world.open_types()
+    (voided,) = world.service.discrepancies(status="voided")
+    assert voided.row.tx_hash == tx
+    found = world.service.store.discrepancy(voided.row.id or 0)
+    assert found is not None and [e.action for e in found[1]] == ["detected", "voided"]
+
+
+def test_reorg_that_adds_a_transfer_is_detected(world: World) -> None:
+    """A new branch carrying an outflow the old one did not have raises it."""
+    world.node.mine(2)
+    world.cycle()
+    tx = {"from": ALICE, "to": OUTSIDE, "value": hex(ETH // 3)}
+    world.node.call("anvil_reorg", [2, [[tx, 0]]])
+    world.cycle()
+    outflows = [f for f in world.open_types() if f[0] == "unauthorized_outflow"]
+    assert len(outflows) == 1
