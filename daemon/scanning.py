@@ -33,10 +33,10 @@ def plan_scan(adapter: ChainAdapter, chain: ChainSettings, state: ScanState, hea
     if end <= state.height:
         if state.recent.get(head.height) in (head.hash, None):
             return ScanPlan(ScanResult((), (), (), "none", 0), ())
-        fork = find_fork(adapter, state)  # same height or shorter, but another branch
-        result = adapter.scan(watched, fork + 1, head.height)
+        branch = find_fork(adapter, state)  # same height or shorter, but another branch
+        result = adapter.scan(watched, branch + 1, head.height)
         _check_links(adapter.source, result.blocks)
-        return ScanPlan(result, flows_of(chain, result), fork)
+        return ScanPlan(result, flows_of(chain, result), branch)
     result = adapter.scan(watched, state.height + 1, end)
     _check_links(adapter.source, result.blocks)
     fork: int | None = None
