@@ -29,6 +29,7 @@ class FakeAdapter:
     network: int | str = 1
     name: str = "fake://source"
     fail: bool = False
+    fail_balances: bool = False
     errors: Mapping[tuple[str, str], str] = field(default_factory=dict)
     reads: int = 0
     transfers: list[TransferObservation] = field(default_factory=list)
@@ -62,6 +63,8 @@ class FakeAdapter:
         self, addresses: Sequence[Address], assets: Sequence[AssetRef], block: ChainHead
     ) -> list[BalanceObservation]:
         self._guard()
+        if self.fail_balances:
+            raise SourceUnavailable(self.name, "missing trie node (pruned state)")
         self.reads += 1
         out = []
         for address in addresses:

@@ -293,8 +293,9 @@ def disc_list(
     records = service.discrepancies(status=status_.value if status_ else None, chain=chain,
                                     type_=type_)
     now = utcnow()
+    depths = {c.name: c.confirmations for c in service.settings.chains}
     if as_json:
-        _emit([discrepancy_json(r, now) for r in records])
+        _emit([discrepancy_json(r, now, depths.get(r.chain)) for r in records])
     else:
         decimals = asset_decimals({c.name: c.assets for c in service.settings.chains})
         out.print(discrepancy_table(records, now, decimals))

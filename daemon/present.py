@@ -118,7 +118,8 @@ def _display_text(value: str | None, decimals: int) -> str:
     return display(None if value is None else int(value), decimals)
 
 
-def discrepancy_json(record: DiscrepancyRecord, now: datetime) -> dict[str, Any]:
+def discrepancy_json(record: DiscrepancyRecord, now: datetime,
+                     depth: int | None = None) -> dict[str, Any]:
     """Return one discrepancy in the SPEC §5 list shape."""
     row = record.row
     remaining = (row.cure_deadline - now).total_seconds() if row.status in ("open", "proposed") \
@@ -130,7 +131,10 @@ def discrepancy_json(record: DiscrepancyRecord, now: datetime) -> dict[str, Any]
         "onchain": _text(row.onchain), "ledger": _text(row.ledger),
         "difference": _text(row.difference), "tx_hash": row.tx_hash,
         "block_number": row.block_number, "block_hash": row.block_hash,
-        "confirmations": None,
+        "confirmations": record.confirmations,
+        "final": None if record.confirmations is None or depth is None
+        else record.confirmations >= depth,
+        "amount": _text(row.amount), "counterparty": row.counterparty,
         "detected_at": _iso(row.detected_at), "last_seen_at": _iso(row.last_seen_at),
         "cure_deadline": _iso(row.cure_deadline), "closed_at": _iso(row.closed_at),
         "cure_remaining_seconds": None if remaining is None else int(remaining),
@@ -179,17 +183,21 @@ def status_json(statuses: Sequence[ChainStatus], overall: str) -> dict[str, Any]
     return {"status": overall, "chains": [
         {"chain": s.chain, "status": s.status, "open_findings": s.open_findings,
          "last_cycle_at": _iso(s.last_cycle_at), "block_number": s.block, "fresh": s.fresh,
-         "last_error": s.last_error} for s in statuses]}
+         "last_error": s.last_error, "scanned_to": s.scanned_to, "scan_error": s.scan_error}
+        for s in statuses]}
 
 
 def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
     """Return `segwatch status` as a table."""
     table = Table(title=f"overall: {overall}")
-    for column in ("chain", "status", "open findings", "last cycle", "block", "last error"):
+    for column in ("chain", "status", "open findings", "last cycle", "block", "scanned to",
+                   "last error"):
         table.add_column(column)
     for s in statuses:
         table.add_row(s.chain, s.status, str(s.open_findings), _iso(s.last_cycle_at) or "never",
-                      "" if s.block is None else str(s.block), s.last_error or "")
+                      "" if s.block is None else str(s.block),
+                      "" if s.scanned_to is None else str(s.scanned_to),
+                      s.last_error or s.scan_error or "")
     return table
 
 

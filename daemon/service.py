@@ -100,6 +100,8 @@ class ChainStatus:
     block: int | None
     fresh: bool
     last_error: str | None
+    scanned_to: int | None = None
+    scan_error: str | None = None
 
 
 class Service:
@@ -326,8 +328,10 @@ class Service:
             fresh = last is not None and (now - last).total_seconds() <= chain.freshness
             count = sum(1 for d in open_items if d.chain == chain.name)
             signal = "discrepancy" if count else ("compliant" if fresh else "stale")
+            scan = self.store.scan_state(chain.name)
             out.append(ChainStatus(chain.name, signal, count, last,
-                                   checkpoint.block_height if checkpoint else None, fresh, error))
+                                   checkpoint.block_height if checkpoint else None, fresh, error,
+                                   scan.height if scan else None, scan.error if scan else None))
         return out
 
     def discrepancies(self, *, status: str | None = None, chain: str | None = None,

@@ -68,7 +68,7 @@ class RangeScanner:
             return ScanResult((), (), (), self.trace_mode or "none", 0)
         watch = frozenset(watched)
         blocks = self._blocks(start, end)
-        expected = {b.head.height: b.head.hash for b in blocks}
+        expected = {b.head.height: b.head for b in blocks}
         logs = self._logs(watch, start, end)
         rechecked, extra = self._recheck_blooms(blocks, watch, logs)
         tokens = token_transfers(logs + extra, expected, self.source)

@@ -67,6 +67,15 @@ class DiscrepancyRecord:
 
     row: m.Discrepancy
     chain: str
+    tip: int | None = None
+    """The chain's newest scanned block, for a transfer finding's confirmations."""
+
+    @property
+    def confirmations(self) -> int | None:
+        """Blocks on top of (and including) a transfer finding's block; None otherwise."""
+        if self.row.tx_hash is None or self.row.block_number is None or self.tip is None:
+            return None
+        return max(0, self.tip - self.row.block_number + 1)
 
 
 class Store:
@@ -237,7 +246,8 @@ class Store:
             if type_:
                 query = query.where(m.Discrepancy.type == type_)
             rows = session.exec(query.order_by(col(m.Discrepancy.id))).all()
-            return [DiscrepancyRecord(row, name) for row, name in rows]
+            tips = _tips(session)
+            return [DiscrepancyRecord(row, name, tips.get(name)) for row, name in rows]
 
     def discrepancy(self, id_: int) -> tuple[DiscrepancyRecord, list[m.AuditEntry]] | None:
         """Return one discrepancy and its audit history, or None."""
@@ -249,7 +259,13 @@ class Store:
                 return None
             history = session.exec(select(m.AuditEntry).where(m.AuditEntry.discrepancy_id == id_)
                                    .order_by(col(m.AuditEntry.seq))).all()
-            return DiscrepancyRecord(found[0], found[1]), list(history)
+            return DiscrepancyRecord(found[0], found[1], _tips(session).get(found[1])), \
+                list(history)
+
+
+def _tips(session: Session) -> dict[str, int]:
+    return dict(session.exec(select(m.Chain.name, m.ScanCursor.height).join(
+        m.ScanCursor, col(m.ScanCursor.chain_id) == m.Chain.id)).all())
 
 
 def _same_instruction(row: m.ApprovedWithdrawal, new: ApprovedInstruction) -> bool:

@@ -35,6 +35,7 @@ class ScanState:
     height: int
     hash: str
     recent: dict[int, str]
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +54,7 @@ def scan_state(session: Session, chain_id: int) -> ScanState | None:
         return None
     recent = dict(session.exec(select(m.ScannedBlock.height, m.ScannedBlock.hash)
                                .where(m.ScannedBlock.chain_id == chain_id)).all())
-    return ScanState(cursor.start_height, cursor.height, cursor.hash, recent)
+    return ScanState(cursor.start_height, cursor.height, cursor.hash, recent, cursor.error)
 
 
 def start_cursor(session: Session, chain_id: int, block: ChainHead, now: datetime) -> None:

@@ -136,7 +136,9 @@ def test_check_reports_balances_ledger_and_findings(env: Env) -> None:
                                "ledger": str(10 * ETH), "difference": "0", "error": None}
     assert balances["USDC"]["difference"] == str(-100 * 10**6)
     assert [f["type"] for f in doc["findings"]] == ["balance_shortfall"]
-    assert doc["status"] == "discrepancy" and doc["transfers"] == []
+    assert doc["status"] == "discrepancy"
+    assert ("token", "in", str(2_400 * 10**6)) in {
+        (t["kind"], t["direction"], t["amount"]) for t in doc["transfers"]}  # the mint
     assert env.cli("discrepancies", "list", "--json").json() == []  # check persists nothing
 
 
@@ -235,3 +237,42 @@ def test_daemon_runs_cycles_and_stops_cleanly_on_sigterm(env: Env) -> None:
     assert code == 0, stderr
     assert '"event": "cycle"' in stderr and '"event": "stopped"' in stderr
     assert SECRET not in stderr
+
+
+def test_check_blocks_lists_transfers_in_the_spec_shape(env: Env) -> None:
+    """`check --blocks` lists native and token transfers with direction, log index and
+    confirmations, for a wallet in the ledger or not."""
+    from chains.evm.devnet import mint
+
+    send_eth(env.node, ALICE, ETH)
+    mint(env.node, env.token, ALICE, 7)
+    head = env.node.block_number()
+    result = env.cli("check", "devnet", ALICE, "--blocks", f"1:{head}", "--json")
+    doc = result.json()
+    kinds = {(t["kind"], t["asset"], t["direction"], t["amount"]) for t in doc["transfers"]}
+    assert ("native", "ETH", "in", str(ETH)) in kinds
+    assert ("token", "USDC", "in", "7") in kinds
+    token = next(t for t in doc["transfers"] if t["amount"] == "7")
+    assert isinstance(token["log_index"], int) and token["confirmations"] == 1
+    assert set(token) == {"tx_hash", "block_number", "block_hash", "log_index", "kind", "asset",
+                          "contract", "from", "to", "amount", "direction", "confirmations"}
+    assert doc["traces"] == "geth"
+    bad = env.cli("check", "devnet", ALICE, "--blocks", "9:1")
+    assert bad.code == 2 and "--blocks" in bad.stderr
+
+
+def test_withdrawals_import_is_all_or_nothing(env: Env) -> None:
+    """A withdrawals file with bad lines is rejected whole with line numbers; a good one
+    imports, and importing it again changes nothing."""
+    header = "id,chain,from_address,to_address,asset,amount,approved_by,approved_at\n"
+    good = f"w1,devnet,{ALICE},{HOUSE},ETH,1,carol,2026-11-20T10:00:00Z\n"
+    (env.cwd / "bad.csv").write_text(header + good +
+                                     f"w2,devnet,{ALICE},{HOUSE},ETH,-1,carol,2026-11-20\n")
+    bad = env.cli("withdrawals", "import", "bad.csv")
+    assert bad.code == 2 and "bad.csv:3:" in bad.stderr and "Traceback" not in bad.stderr
+    (env.cwd / "good.csv").write_text(header + good)
+    first = env.cli("withdrawals", "import", "good.csv", "--json")
+    assert first.code == 0, first.stderr
+    assert first.json()["new"] == 1
+    again = env.cli("withdrawals", "import", "good.csv", "--json")
+    assert again.json()["new"] == 0 and again.json()["already_imported"] == 1

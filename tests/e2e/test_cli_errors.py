@@ -177,4 +177,4 @@ def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
     """`db upgrade --json` migrates and names the revision."""
     write_config(tmp_path)
     result = segwatch("db", "upgrade", "--json", cwd=tmp_path)
-    assert result.code == 0 and result.json() == {"revision": "0001"}
+    assert result.code == 0 and result.json() == {"revision": "0002"}

@@ -210,3 +210,19 @@ def test_source_with_wrong_chain_id_is_a_configuration_error(world) -> None:  # 
 
 
 _ = SourceSettings
+
+
+def test_check_lists_transfers_when_balances_fail(world) -> None:  # type: ignore[no-untyped-def]
+    """A spot check whose balance reads fail still lists the wallet's transfers, and each
+    balance carries the error."""
+    from chains.types import BaseUnits, ChainHead, TransferObservation
+
+    service, adapter, _ = world
+    moved = TransferObservation("native", ChainHead(95, "0x" + "95" * 32), "0x" + "ab" * 32,
+                                None, ALICE, OMNI, None, BaseUnits(7), "fake")
+    adapter.transfers = [moved]
+    adapter.fail_balances = True
+    report = service.check(chain(service), ALICE, blocks=(90, 100))
+    assert report.scan is not None and report.scan.transfers == (moved,)
+    assert all(o.error and "pruned" in o.error for o in report.observations)
+    assert "no trace API" in " ".join(report.notes)
