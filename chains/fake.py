@@ -30,6 +30,7 @@ class FakeAdapter:
     name: str = "fake://source"
     fail: bool = False
     fail_balances: bool = False
+    fail_scan: bool = False
     errors: Mapping[tuple[str, str], str] = field(default_factory=dict)
     reads: int = 0
     transfers: list[TransferObservation] = field(default_factory=list)
@@ -77,6 +78,8 @@ class FakeAdapter:
 
     def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
         self._guard()
+        if self.fail_scan:
+            raise SourceUnavailable(self.name, "eth_getLogs timed out")
         self.reads += 1
         blocks = tuple(BlockLink(h, f"0x{h:064x}", f"0x{h - 1:064x}", None)
                        for h in range(start, end + 1))

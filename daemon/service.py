@@ -220,16 +220,30 @@ class Service:
 
     def _scan(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
               addresses: Sequence[Address]) -> tuple[ScanPlan | None, str | None]:
-        """Plan and read the next scan range; a failure becomes the scan error."""
+        """Plan and read the next scan range, failing over to the chain's other sources;
+        when none can serve it, the failures of all become the scan error."""
         if chain.family != "evm":
             return None, None
         state = self.store.scan_state(chain.name)
         if state is None:
             return None, None
+        failures: list[str] = []
         try:
             return plan_scan(adapter, chain, state, head, addresses), None
         except (SourceUnavailable, DecodeError) as exc:
-            return None, exc.user_message
+            failures.append(exc.user_message)
+        for source in chain.sources:
+            other = self._adapters(chain, source)
+            try:
+                if other.source == adapter.source:
+                    continue
+                self._check_chain(chain, other)
+                return plan_scan(other, chain, state, head, addresses), None
+            except (SourceUnavailable, DecodeError) as exc:
+                failures.append(exc.user_message)
+            finally:
+                other.close()
+        return None, "; ".join(failures)
 
     def _read(self, chain: ChainSettings, addresses: Sequence[Address]
               ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation]]:

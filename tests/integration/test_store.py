@@ -226,3 +226,50 @@ def test_check_lists_transfers_when_balances_fail(world) -> None:  # type: ignor
     assert report.scan is not None and report.scan.transfers == (moved,)
     assert all(o.error and "pruned" in o.error for o in report.observations)
     assert "no trace API" in " ".join(report.notes)
+
+
+def test_scan_fails_over_and_a_failed_range_stops_the_cursor(store_url: str,
+                                                             tmp_path: Path) -> None:
+    """A scan the first source cannot serve is read from the next; when no source can,
+    the cursor stays put, status shows why, and the balances are still reconciled."""
+    from chains.types import BaseUnits, ChainHead, TransferObservation
+
+    first, second = FakeAdapter(name="fake://one"), FakeAdapter(name="fake://two")
+    config = settings(store_url).model_copy(update={"chains": [
+        settings(store_url).chains[0].model_copy(update={"sources": [
+            SourceSettings(kind="jsonrpc", url="http://127.0.0.1:1/"),
+            SourceSettings(kind="jsonrpc", url="http://127.0.0.1:2/")]})]})
+    adapters = {"http://127.0.0.1:1/": first, "http://127.0.0.1:2/": second}
+    upgrade(make_engine(store_url))
+    service = Service(config, open_store(store_url), lambda _c, s: adapters[s.url])
+    ledger = tmp_path / "ledger.csv"
+    ledger.write_text(LEDGER)
+    service.import_ledger(ledger, dry_run=False)
+    for fake in (first, second):
+        balanced(fake)
+        fake.head_block = ChainHead(100, f"0x{100:064x}")
+    service.run_cycle(chain(service))  # pins the cursor at block 100
+    outflow = TransferObservation("native", ChainHead(101, f"0x{101:064x}"), "0x" + "cd" * 32,
+                                  None, ALICE, Address_("0x" + "99" * 20), None,
+                                  BaseUnits(1), "fake")
+    for fake in (first, second):
+        fake.head_block = ChainHead(105, f"0x{105:064x}")
+        fake.transfers = [outflow]
+        fake.balances_by_key = {**fake.balances_by_key, (ALICE, "ETH"): 15 * WEI // 10 - 1}
+    first.fail_scan = True
+    result = service.run_cycle(chain(service))
+    assert result.scan_error is None and result.scanned_to == 105
+    assert sorted(r.row.type for r in service.discrepancies(status="open")) == [
+        "balance_shortfall", "unauthorized_outflow"]  # continuity holds: no unexplained change
+    for fake in (first, second):
+        fake.fail_scan = True
+        fake.head_block = ChainHead(110, f"0x{110:064x}")
+    result = service.run_cycle(chain(service))
+    assert result.scan_error is not None and "fake://two" in result.scan_error
+    (status,) = service.status()
+    assert status.scanned_to == 105 and status.scan_error
+    assert service.store.last_checkpoint("ethereum").block_height == 110  # type: ignore[union-attr]
+
+
+def Address_(text: str) -> str:  # noqa: N802 - a tiny local alias for readability
+    return canonical_evm_address(text)

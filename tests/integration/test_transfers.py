@@ -148,10 +148,10 @@ def test_balance_change_without_transfer_is_unexplained(world: World) -> None:
 
 
 def test_downtime_catch_up_misses_nothing(world: World) -> None:
-    """After 500 blocks with activity the next cycles find every unapproved outflow."""
+    """After 500 blocks with activity the next cycle finds every unapproved outflow."""
     sent = []
     for i in range(10):
-        world.node.mine(48)
+        world.node.mine(49)
         sent.append(world.send(ALICE, OUTSIDE, ETH // 100 + i))
     world.cycle()
     outflows = {f[2] for f in world.open_types() if f[0] == "unauthorized_outflow"}
