@@ -23,13 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from chains.addresses import canonical_address
-from chains.errors import InvalidAddress
 from chains.types import Address, AssetRef, BaseUnits
-from daemon.amounts import parse_amount
-from daemon.config import ChainSettings, Settings
+from daemon import fields as parse
+from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.tabular import JsonFloat, Record, json_type, read_records
+from daemon.tabular import Record, read_records
 
 Structure = Literal["segregated", "omnibus", "house"]
 STRUCTURES: tuple[Structure, ...] = ("segregated", "omnibus", "house")
@@ -84,40 +82,18 @@ def _validate(record: Record, settings: Settings) -> tuple[AllocationRow | None,
     problems = list(record.problems)
     if problems:
         return None, problems
-    problems += [f"missing {name}" for name in _TEXT_FIELDS if _blank(record.fields.get(name))]
-    text = {name: _text(record.fields.get(name), name, problems) for name in _TEXT_FIELDS}
-    extra = {name: _text(record.fields.get(name), name, problems) for name in _OPTIONAL}
-    chain = _chain(settings, text["chain"], problems)
+    problems += [f"missing {name}" for name in _TEXT_FIELDS if parse.blank(record.fields.get(name))]
+    text = {name: parse.text(record.fields.get(name), name, problems) for name in _TEXT_FIELDS}
+    extra = {name: parse.text(record.fields.get(name), name, problems) for name in _OPTIONAL}
+    chain = parse.chain_named(settings, text["chain"], problems)
     structure = _structure(text["structure"], problems)
-    address = _address(chain, text["address"], problems)
-    asset = _asset(chain, text["asset"], problems)
-    amount = _amount(asset, record.fields.get("amount"), problems)
+    address = parse.address(chain, text["address"], "address", problems)
+    asset = parse.asset(chain, text["asset"], problems)
+    amount = parse.amount(asset, record.fields.get("amount"), problems)
     if problems or not (chain and structure and address and asset) or amount is None:
         return None, problems
     return AllocationRow(record.line, chain.name, address, structure, text["owner"], asset,
                          amount, extra["label"] or None, extra["mpc_key_id"] or None), []
-
-
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _text(value: object, name: str, problems: list[str]) -> str:
-    """The stripped text of a field; "" for a missing, null or blank one."""
-    if value is None:
-        return ""
-    if not isinstance(value, str) or isinstance(value, JsonFloat):
-        problems.append(f"{name} must be a string, got {json_type(value)}")
-        return ""
-    return value.strip()
-
-
-def _chain(settings: Settings, name: str, problems: list[str]) -> ChainSettings | None:
-    chain = settings.chain(name.lower()) if name else None
-    if name and chain is None:
-        known = ", ".join(c.name for c in settings.chains) or "none configured"
-        problems.append(f"unknown chain {name!r} (known: {known})")
-    return chain
 
 
 def _structure(text: str, problems: list[str]) -> Structure | None:
@@ -127,54 +103,6 @@ def _structure(text: str, problems: list[str]) -> Structure | None:
     if text:
         problems.append(f"unknown structure {text!r} (expected {', '.join(STRUCTURES)})")
     return None
-
-
-def _address(chain: ChainSettings | None, text: str, problems: list[str]) -> Address | None:
-    if chain is None or not text:
-        return None
-    try:
-        return canonical_address(chain.family, chain.network, text)
-    except InvalidAddress as exc:
-        problems.append(f"invalid address for chain {chain.name}: {exc.user_message}")
-        return None
-
-
-def _asset(chain: ChainSettings | None, text: str, problems: list[str]) -> AssetRef | None:
-    """The chain's asset named by symbol (any case) or token contract address."""
-    if chain is None or not text:
-        return None
-    wanted = text.lower()
-    exact = [asset for asset in chain.assets if asset.symbol == text]
-    loose = [asset for asset in chain.assets
-             if wanted in (asset.symbol.lower(), (asset.contract or "").lower())]
-    for found in (exact, loose):
-        if len(found) == 1:
-            return found[0]
-    symbols = ", ".join(asset.symbol for asset in chain.assets)
-    problems.append(f"unknown asset {text!r} on chain {chain.name} (configured: {symbols})")
-    return None
-
-
-def _amount(asset: AssetRef | None, value: object, problems: list[str]) -> BaseUnits | None:
-    """Base units of the amount; JSON integers count, JSON floats are refused."""
-    if isinstance(value, JsonFloat):
-        problems.append(f"amount {value} is a JSON float; write it as a string: \"{value}\"")
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if _blank(value):
-        problems.append("missing amount")
-        return None
-    if not isinstance(value, str):
-        problems.append(f"amount must be a string, got {json_type(value)}")
-        return None
-    if asset is None:
-        return None
-    try:
-        return BaseUnits(parse_amount(value, asset.decimals, symbol=asset.symbol))
-    except ValueError as exc:
-        problems.append(f"bad amount: {exc}")
-        return None
 
 
 def _cross_line_problems(rows: list[tuple[Record, AllocationRow]],

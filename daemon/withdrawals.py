@@ -32,13 +32,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from chains.addresses import canonical_address
-from chains.errors import InvalidAddress
 from chains.types import Address, AssetRef, BaseUnits
-from daemon.amounts import parse_amount
+from daemon import fields as parse
 from daemon.config import ChainSettings, Settings
 from daemon.errors import InputError
-from daemon.tabular import JsonFloat, Record, json_type, read_records
+from daemon.tabular import Record, read_records
 
 COLUMNS = ("id", "chain", "from_address", "to_address", "asset", "amount", "approved_by",
            "approved_at", "tx_hash")
@@ -99,15 +97,16 @@ def _validate(record: Record, settings: Settings) -> tuple[ApprovedWithdrawal | 
     if problems:
         return None, problems
     fields = _with_text_id(record.fields)
-    problems += [f"missing {name}" for name in _TEXT_FIELDS if _blank(fields.get(name))]
-    text = {name: _text(fields.get(name), name, problems) for name in (*_TEXT_FIELDS, "tx_hash")}
+    problems += [f"missing {name}" for name in _TEXT_FIELDS if parse.blank(fields.get(name))]
+    text = {name: parse.text(fields.get(name), name, problems)
+            for name in (*_TEXT_FIELDS, "tx_hash")}
     problems += [f"{name} is longer than {MAX_TEXT} characters" for name in ("id", "approved_by")
                  if len(text[name]) > MAX_TEXT]
-    chain = _chain(settings, text["chain"], problems)
-    sender = _address(chain, text["from_address"], "from_address", problems)
-    recipient = _address(chain, text["to_address"], "to_address", problems)
-    asset = _asset(chain, text["asset"], problems)
-    amount = _amount(asset, fields.get("amount"), problems)
+    chain = parse.chain_named(settings, text["chain"], problems)
+    sender = parse.address(chain, text["from_address"], "from_address", problems)
+    recipient = parse.address(chain, text["to_address"], "to_address", problems)
+    asset = parse.asset(chain, text["asset"], problems)
+    amount = parse.amount(asset, fields.get("amount"), problems, positive=True)
     approved_at = _approved_at(text["approved_at"], problems)
     tx_hash = _tx_hash(chain, text["tx_hash"], problems)
     if sender is not None and sender == recipient:
@@ -127,91 +126,6 @@ def _with_text_id(fields: dict[str, object]) -> dict[str, object]:
     return fields
 
 
-def _blank(value: object) -> bool:
-    return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _text(value: object, name: str, problems: list[str]) -> str:
-    """The stripped text of a field; "" for a missing, null or blank one."""
-    if value is None:
-        return ""
-    if not isinstance(value, str) or isinstance(value, JsonFloat):
-        problems.append(f"{name} must be a string, got {json_type(value)}")
-        return ""
-    return value.strip()
-
-
-def _chain(settings: Settings, name: str, problems: list[str]) -> ChainSettings | None:
-    chain = settings.chain(name.lower()) if name else None
-    if name and chain is None:
-        known = ", ".join(c.name for c in settings.chains) or "none configured"
-        problems.append(f"unknown chain {name!r} (known: {known})")
-    return chain
-
-
-def _address(chain: ChainSettings | None, text: str, name: str,
-             problems: list[str]) -> Address | None:
-    if chain is None or not text:
-        return None
-    try:
-        return canonical_address(chain.family, chain.network, text)
-    except InvalidAddress as exc:
-        problems.append(f"invalid {name} for chain {chain.name}: {exc.user_message}")
-        return None
-
-
-def _asset(chain: ChainSettings | None, text: str, problems: list[str]) -> AssetRef | None:
-    """The chain's configured asset named by symbol (any case) or token contract address."""
-    if chain is None or not text:
-        return None
-    wanted = text.lower()
-    exact = [asset for asset in chain.assets if asset.symbol == text]
-    loose = [asset for asset in chain.assets
-             if wanted in (asset.symbol.lower(), (asset.contract or "").lower())]
-    for found in (exact, loose):
-        if len(found) == 1:
-            return found[0]
-    if chain.family == "evm" and _looks_like_contract(chain, text):
-        problems.append(f"token contract {text} is not configured on chain {chain.name}; "
-                        "add it to the chain's tokens so its decimals are known")
-        return None
-    symbols = ", ".join(asset.symbol for asset in chain.assets)
-    problems.append(f"unknown asset {text!r} on chain {chain.name} (configured: {symbols})")
-    return None
-
-
-def _looks_like_contract(chain: ChainSettings, text: str) -> bool:
-    try:
-        canonical_address(chain.family, chain.network, text)
-    except InvalidAddress:
-        return False
-    return True
-
-
-def _amount(asset: AssetRef | None, value: object, problems: list[str]) -> BaseUnits | None:
-    """Base units of the amount, which must be above 0; JSON integers count, floats don't."""
-    if isinstance(value, JsonFloat):
-        problems.append(f"amount {value} is a JSON float; write it as a string: \"{value}\"")
-        return None
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if _blank(value):
-        problems.append("missing amount")
-        return None
-    if not isinstance(value, str):
-        problems.append(f"amount must be a string, got {json_type(value)}")
-        return None
-    if asset is None:
-        return None
-    try:
-        units = parse_amount(value, asset.decimals, symbol=asset.symbol)
-    except ValueError as exc:
-        problems.append(f"bad amount: {exc}")
-        return None
-    if units == 0:
-        problems.append("amount must be greater than 0")
-        return None
-    return BaseUnits(units)
 
 
 def _approved_at(text: str, problems: list[str]) -> datetime | None:

@@ -1,0 +1,105 @@
+"""Field parsers shared by the import files (sub-ledger, approved withdrawals).
+
+Each takes the raw field and a `problems` list; it returns the parsed value, or None
+after appending one reason, so an import can report every bad field of every line.
+"""
+
+from __future__ import annotations
+
+from chains.addresses import canonical_address
+from chains.errors import InvalidAddress
+from chains.types import Address, AssetRef, BaseUnits
+from daemon.amounts import parse_amount
+from daemon.config import ChainSettings, Settings
+from daemon.tabular import JsonFloat, json_type
+
+
+def blank(value: object) -> bool:
+    """True for a missing, null or whitespace-only field."""
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def text(value: object, name: str, problems: list[str]) -> str:
+    """The stripped text of a field; "" for a missing, null or blank one."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or isinstance(value, JsonFloat):
+        problems.append(f"{name} must be a string, got {json_type(value)}")
+        return ""
+    return value.strip()
+
+
+def chain_named(settings: Settings, name: str, problems: list[str]) -> ChainSettings | None:
+    """The configured chain called `name` (any case), or None (with the problem noted)."""
+    chain = settings.chain(name.lower()) if name else None
+    if name and chain is None:
+        known = ", ".join(c.name for c in settings.chains) or "none configured"
+        problems.append(f"unknown chain {name!r} (known: {known})")
+    return chain
+
+
+def address(chain: ChainSettings | None, text: str, name: str,
+            problems: list[str]) -> Address | None:
+    """The canonical address in field `name`, or None (with the problem noted)."""
+    if chain is None or not text:
+        return None
+    try:
+        return canonical_address(chain.family, chain.network, text)
+    except InvalidAddress as exc:
+        problems.append(f"invalid {name} for chain {chain.name}: {exc.user_message}")
+        return None
+
+
+def asset(chain: ChainSettings | None, text: str, problems: list[str]) -> AssetRef | None:
+    """The chain's configured asset named by symbol (any case) or token contract address."""
+    if chain is None or not text:
+        return None
+    wanted = text.lower()
+    exact = [asset for asset in chain.assets if asset.symbol == text]
+    loose = [asset for asset in chain.assets
+             if wanted in (asset.symbol.lower(), (asset.contract or "").lower())]
+    for found in (exact, loose):
+        if len(found) == 1:
+            return found[0]
+    if chain.family == "evm" and _looks_like_contract(chain, text):
+        problems.append(f"token contract {text} is not configured on chain {chain.name}; "
+                        "add it to the chain's tokens so its decimals are known")
+        return None
+    symbols = ", ".join(asset.symbol for asset in chain.assets)
+    problems.append(f"unknown asset {text!r} on chain {chain.name} (configured: {symbols})")
+    return None
+
+
+def _looks_like_contract(chain: ChainSettings, text: str) -> bool:
+    try:
+        canonical_address(chain.family, chain.network, text)
+    except InvalidAddress:
+        return False
+    return True
+
+
+def amount(asset: AssetRef | None, value: object, problems: list[str], *,
+           positive: bool = False) -> BaseUnits | None:
+    """Base units of the amount (above 0 when `positive`); JSON integers count, floats don't."""
+    if isinstance(value, JsonFloat):
+        problems.append(f"amount {value} is a JSON float; write it as a string: \"{value}\"")
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if blank(value):
+        problems.append("missing amount")
+        return None
+    if not isinstance(value, str):
+        problems.append(f"amount must be a string, got {json_type(value)}")
+        return None
+    if asset is None:
+        return None
+    try:
+        units = parse_amount(value, asset.decimals, symbol=asset.symbol)
+    except ValueError as exc:
+        problems.append(f"bad amount: {exc}")
+        return None
+    if positive and units == 0:
+        problems.append("amount must be greater than 0")
+        return None
+    return BaseUnits(units)
