@@ -187,6 +187,8 @@ def check(
     g = _setup(ctx, verbose)
     settings = g.settings(required=source is None)
     chain_settings, source_settings = _resolve_chain(settings, chain, source)
+    if not config_path(g.config).exists() and g.db is None:
+        g = Globals(g.config, "sqlite://", g.log_format)  # ad hoc: no ledger, write no file
     service = g.service(settings)
     report = service.check(chain_settings, address, source_settings, _block_range(blocks))
     doc = check_json(report)

@@ -159,6 +159,7 @@ def test_check_ad_hoc_without_configuration(env: Env, tmp_path: Path) -> None:
     result = segwatch("check", "anvil", ALICE, "--source", env.node.url, "--json", cwd=bare)
     assert result.code == 0, result.stderr
     assert result.json()["balances"][0]["onchain"] == str(10 * ETH)
+    assert list(bare.iterdir()) == []  # an ad-hoc check leaves no store behind
 
 
 def test_balances_are_read_at_confirmation_depth(env: Env, store_url: str) -> None:
