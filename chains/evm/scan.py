@@ -17,7 +17,7 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from chains.errors import SourceUnavailable
+from chains.errors import DecodeError, SourceUnavailable
 from chains.evm.decode import (
     DecodedBlock,
     bloom_suggests_transfers,
@@ -43,8 +43,10 @@ ADDRESSES_PER_FILTER = 500
 BLOCKS_PER_BATCH = 100
 # Alchemy-style refusals name a range that would work: "... [0x1a2b, 0x1a3f]".
 _SUGGESTED_RANGE = re.compile(r"\[\s*(0x[0-9a-fA-F]+)\s*,\s*(0x[0-9a-fA-F]+)\s*\]")
-_NO_METHOD = re.compile(r"not (found|supported|available|exist)|unsupported|unknown method|"
-                        r"does not exist|disabled", re.IGNORECASE)
+# Only errors about the method itself mean "no trace API"; "block not found" does not.
+_NO_METHOD = re.compile(r"(method|namespace|api)\b.*\b(not (found|supported|available|exist|"
+                        r"enabled)|does not exist|unsupported|disabled)|unknown method|"
+                        r"unsupported method", re.IGNORECASE)
 
 
 class RangeScanner:
@@ -128,9 +130,7 @@ class RangeScanner:
                 middle = _split_point(exc.error.message, first, last)
                 pending += [(middle + 1, last), (first, middle)]
                 continue
-            if not isinstance(result, list):
-                raise SourceUnavailable(self.source, "eth_getLogs did not return a list")
-            logs += result
+            logs += _log_objects(result, self.source)
         return logs
 
     def _recheck_blooms(self, blocks: Sequence[DecodedBlock], watch: frozenset[Address],
@@ -146,9 +146,9 @@ class RangeScanner:
                     for b in suspects for topics in _topic_filters(sorted(watch))]
         extra: list[Any] = []
         for reply in self._client.batch(requests):
-            if isinstance(reply, RpcError) or not isinstance(reply, list):
+            if isinstance(reply, RpcError):
                 raise SourceUnavailable(self.source, f"logs re-check failed: {reply}")
-            extra += reply
+            extra += _log_objects(reply, self.source)
         return len(suspects), extra
 
     # --- native value and fees ----------------------------------------------------------
@@ -218,6 +218,13 @@ class RangeScanner:
             return mode
         self.trace_mode = "none"
         return "none"
+
+
+def _log_objects(result: Any, source: str) -> list[dict[str, Any]]:
+    """The logs of an eth_getLogs answer. Raises DecodeError unless it is a list of objects."""
+    if not isinstance(result, list) or not all(isinstance(log, dict) for log in result):
+        raise DecodeError(source, "eth_getLogs result", "expected a list of log objects")
+    return result
 
 
 def _split_point(message: str, first: int, last: int) -> int:
