@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ class JsonRpcClient:
         self._ids = itertools.count(1)
         self.batch_size = max_batch
         self.requests_made = 0
+        self._count_lock = threading.Lock()  # a scan sends requests from two threads
 
     @property
     def source(self) -> str:
@@ -198,7 +200,8 @@ class JsonRpcClient:
 
     def _post_once(self, content: bytes, is_batch: bool) -> Any:
         """One HTTP round trip. Raises _Transient, _Refused or SourceUnavailable."""
-        self.requests_made += 1
+        with self._count_lock:
+            self.requests_made += 1
         try:
             response = self._http.post(
                 self._url, content=content, headers={"Content-Type": "application/json"}

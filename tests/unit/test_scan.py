@@ -475,8 +475,9 @@ def _bribe(node: FakeNode) -> tuple[str, Address, Address, int]:
 
 
 def test_trace_api_is_probed_once_per_scanner() -> None:
-    """With a node serving debug_traceBlockByNumber, the first scan probes it once and
-    reports internal transfers; a second scan of the same adapter does not probe again."""
+    """With a node serving only debug_traceBlockByNumber, the first scan probes trace_block
+    (refused) and then it, once each, and reports internal transfers; a second scan of the
+    same adapter does not probe again."""
     node = FakeNode(traces=True)
     tx_hash, sender, recipient, amount = _bribe(node)
     with EvmAdapter("https://node.example/", expected_chain_id=1, retry=NO_WAIT,
@@ -489,7 +490,7 @@ def test_trace_api_is_probed_once_per_scanner() -> None:
     assert first.traces == "geth"
     assert node.count("debug_traceBlockByNumber", batched=False) == 1
     assert node.count("debug_traceBlockByNumber", batched=True) == 2 * 2  # 2 blocks, 2 scans
-    assert node.count("trace_block") == 0
+    assert node.count("trace_block") == 1  # the one refused probe
     [internal] = [t for t in first.transfers if t.kind == "internal"]
     assert (internal.tx_hash, internal.trace_path, internal.sender, internal.recipient,
             internal.amount, internal.block.height) == (tx_hash, "0", sender, recipient,
