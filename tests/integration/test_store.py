@@ -271,5 +271,5 @@ def test_scan_fails_over_and_a_failed_range_stops_the_cursor(store_url: str,
     assert service.store.last_checkpoint("ethereum").block_height == 110  # type: ignore[union-attr]
 
 
-def Address_(text: str) -> str:  # noqa: N802 - a tiny local alias for readability
+def Address_(text: str) -> str:
     return canonical_evm_address(text)
