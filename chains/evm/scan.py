@@ -114,13 +114,20 @@ class RangeScanner:
             jobs = [fetcher.submit(self._client.batch, [("eth_getBlockByNumber", [hex(n), True])
                                                         for n in range(first, last + 1)])
                     for first, last in batches]
-            for (first, last), job in zip(batches, jobs, strict=True):
-                batch = []
-                for height, reply in zip(range(first, last + 1), job.result(), strict=True):
-                    block, hashes[height] = self._decoded(height, reply)
-                    batch.append(block)
-                receipts.append(pool.submit(self._natives_and_fees, batch, watch))
-                out += batch
+            try:
+                for (first, last), job in zip(batches, jobs, strict=True):
+                    batch = []
+                    for height, reply in zip(range(first, last + 1), job.result(), strict=True):
+                        block, hashes[height] = self._decoded(height, reply)
+                        batch.append(block)
+                    receipts.append(pool.submit(self._natives_and_fees, batch, watch))
+                    out += batch
+            except BaseException:
+                for fetch in jobs:  # a failed range: fetch nothing more of it
+                    fetch.cancel()
+                for read in receipts:
+                    read.cancel()
+                raise
         return out, hashes, receipts
 
     def _decoded(self, height: int, reply: Any
