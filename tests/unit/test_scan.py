@@ -520,3 +520,16 @@ def test_block_not_found_during_the_probe_does_not_disable_traces() -> None:
     assert _NO_METHOD.search("Method not found")
     assert not _NO_METHOD.search("block #17173049 not found")
     assert not _NO_METHOD.search("header not available")
+
+
+def test_large_watch_lists_skip_the_bloom_re_check() -> None:
+    """Above BLOOM_RECHECK_MAX_WATCHED addresses the bloom cannot tell blocks apart, so no
+    block is re-asked (balance continuity stays the safety net)."""
+    from chains.evm.scan import BLOOM_RECHECK_MAX_WATCHED
+
+    fillers = [canonical_evm_address("0x" + hashlib.sha256(b"f%d" % i).hexdigest()[:40])
+               for i in range(BLOOM_RECHECK_MAX_WATCHED)]
+    node = FakeNode(tamper_logs=_drop_logs_of_last(by_hash_too=False))
+    result = scan(node, WATCHED + fillers)
+    assert result.rechecked_blocks == 0
+    assert not [p for m, p, _ in node.calls if m == "eth_getLogs" and "blockHash" in p[0]]
