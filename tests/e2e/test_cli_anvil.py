@@ -257,7 +257,7 @@ def test_check_blocks_lists_transfers_in_the_spec_shape(env: Env) -> None:
     assert isinstance(token["log_index"], int) and token["confirmations"] == 1
     assert set(token) == {"tx_hash", "block_number", "block_hash", "log_index", "kind", "asset",
                           "contract", "from", "to", "amount", "direction", "confirmations"}
-    assert doc["traces"] == "geth"
+    assert doc["traces"] == "parity"  # anvil serves both; trace_block is probed first
     bad = env.cli("check", "devnet", ALICE, "--blocks", "9:1")
     assert bad.code == 2 and "--blocks" in bad.stderr
 
