@@ -208,12 +208,12 @@ class Service:
             self._clock(), self._deadline)
         duration = time.monotonic() - started
         bound.info("cycle", head=head.height, block=block.height, wallets=len(addresses),
-                   findings=write.findings, opened=write.opened, cleared=write.cleared,
+                   findings=len(write.findings), opened=write.opened, cleared=write.cleared,
                    voided=write.voided, read_errors=len(result.read_errors),
                    scanned=len(plan.result.blocks) if plan else 0,
                    rpc_requests=adapter.requests_made, duration=round(duration, 3))
         return CycleResult(chain.name, cycle_id, duration, head, block, adapter.source,
-                           len(addresses), result.findings, len(result.read_errors), write,
+                           len(addresses), write.findings, len(result.read_errors), write,
                            rpc_requests=adapter.requests_made,
                            scanned_to=plan.result.blocks[-1].height
                            if plan and plan.result.blocks else None, scan_error=scan_error)

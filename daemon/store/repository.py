@@ -43,7 +43,8 @@ class CycleWrite:
     cleared: int
     observations_stored: int
     voided: int = 0
-    findings: int = 0
+    findings: tuple[Finding, ...] = ()
+    """Every condition this cycle saw: balance, transfer and continuity findings."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,7 @@ class Store:
             chain_row.last_error = None
             chain_row.last_error_at = None
             session.add(chain_row)
-            return CycleWrite(opened, updated, cleared, stored, voided, len(findings))
+            return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings))
 
     def scan_state(self, chain: str) -> tx.ScanState | None:
         """Return the transfer scanner's cursor of `chain`, or None before its first cycle."""

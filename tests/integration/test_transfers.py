@@ -182,3 +182,11 @@ def test_reorg_that_adds_a_transfer_is_detected(world: World) -> None:
     world.cycle()
     outflows = [f for f in world.open_types() if f[0] == "unauthorized_outflow"]
     assert len(outflows) == 1
+
+
+def test_transfer_findings_count_in_the_cycle_result(world: World) -> None:
+    """A cycle whose only new condition is an unauthorized outflow reports it (run --once
+    then exits 1), together with the balance shortfall it causes."""
+    tx = world.send(ALICE, OUTSIDE, ETH // 5)
+    result = world.cycle()
+    assert ("unauthorized_outflow", tx) in {(f.type, f.tx_hash) for f in result.findings}
