@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
@@ -106,12 +107,12 @@ def upsert_transfers(session: Session, chain_id: int, flows: Iterable[Flow],
                      now: datetime) -> list[Flow]:
     """Store the flows; a transfer already known (also one re-included after a reorg) is
     updated and un-orphaned. Returns the flows not seen before (to be classified)."""
+    by_key = {transfer_key(f.transfer): f for f in flows}
+    known = _existing(session, m.Transfer, chain_id, m.Transfer.key, list(by_key))
     new: list[Flow] = []
-    for flow in flows:
+    for key, flow in by_key.items():
         t = flow.transfer
-        key = transfer_key(t)
-        row = session.exec(select(m.Transfer).where(m.Transfer.chain_id == chain_id,
-                                                    m.Transfer.key == key)).first()
+        row = known.get(key)
         if row is None:
             new.append(flow)
             row = m.Transfer(chain_id=chain_id, key=key, kind=t.kind, tx_hash=t.tx_hash,
@@ -124,14 +125,26 @@ def upsert_transfers(session: Session, chain_id: int, flows: Iterable[Flow],
     return new
 
 
+def _existing(session: Session, table: Any, chain_id: int, column: Any,
+              keys: Sequence[str]) -> dict[str, Any]:
+    """Rows of `table` on the chain whose `column` is one of `keys` (queried in chunks)."""
+    found: dict[str, Any] = {}
+    for first in range(0, len(keys), 500):
+        rows = session.exec(select(table).where(col(table.chain_id) == chain_id,
+                                                col(column).in_(keys[first:first + 500])))
+        found.update({getattr(row, column.key): row for row in rows})
+    return found
+
+
 def upsert_fees(session: Session, chain_id: int, fees: Iterable[FeePayment]) -> None:
     """Store fees paid by watched wallets (a re-included transaction is un-orphaned)."""
-    for fee in fees:
-        row = session.exec(select(m.FeePaid).where(m.FeePaid.chain_id == chain_id,
-                                                   m.FeePaid.tx_hash == fee.tx_hash)).first()
-        row = row or m.FeePaid(chain_id=chain_id, tx_hash=fee.tx_hash, payer=fee.payer,
-                               amount=fee.amount, success=fee.success, block_number=0,
-                               block_hash="")
+    by_tx = {fee.tx_hash: fee for fee in fees}
+    known = _existing(session, m.FeePaid, chain_id, m.FeePaid.tx_hash, list(by_tx))
+    for tx_hash, fee in by_tx.items():
+        row = known.get(tx_hash) or m.FeePaid(chain_id=chain_id, tx_hash=tx_hash,
+                                              payer=fee.payer, amount=fee.amount,
+                                              success=fee.success, block_number=0,
+                                              block_hash="")
         row.block_number, row.block_hash, row.orphaned = fee.block.height, fee.block.hash, False
         row.amount, row.success = fee.amount, fee.success
         session.add(row)
