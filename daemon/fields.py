@@ -6,12 +6,44 @@ after appending one reason, so an import can report every bad field of every lin
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
 from chains.addresses import canonical_address
 from chains.errors import InvalidAddress
 from chains.types import Address, AssetRef, BaseUnits
 from daemon.amounts import parse_amount
 from daemon.config import ChainSettings, Settings
-from daemon.tabular import JsonFloat, json_type
+from daemon.errors import InputError
+from daemon.tabular import JsonFloat, Record, json_type
+
+Row = TypeVar("Row")
+
+
+def validate_all(path: Path, records: Sequence[Record],
+                 validate: Callable[[Record], tuple[Row | None, list[str]]],
+                 across: Callable[[list[tuple[Record, Row]]], list[tuple[Record, str]]]
+                 ) -> list[Row]:
+    """Validate every record, then the rules across lines; return the rows in file order.
+
+    All or nothing: raises InputError("PATH: N bad lines; nothing imported") whose `lines`
+    hold every problem as "PATH:LINE: reason", in line order.
+    """
+    errors: list[tuple[int, str]] = []
+    rows: list[tuple[Record, Row]] = []
+    for record in records:
+        row, problems = validate(record)
+        errors += [(record.line, f"{record.locate(path)}: {reason}") for reason in problems]
+        if row is not None:
+            rows.append((record, row))
+    errors += [(record.line, f"{record.locate(path)}: {reason}") for record, reason in
+               across(rows)]
+    if errors:
+        bad = len({line for line, _ in errors})
+        raise InputError(f"{path}: {bad} bad line{'s' if bad != 1 else ''}; nothing imported",
+                         lines=[message for _, message in sorted(errors, key=lambda e: e[0])])
+    return [row for _, row in rows]
 
 
 def blank(value: object) -> bool:

@@ -26,7 +26,6 @@ from typing import Any, Literal
 from chains.types import Address, AssetRef, BaseUnits
 from daemon import fields as parse
 from daemon.config import Settings
-from daemon.errors import InputError
 from daemon.tabular import Record, read_records
 
 Structure = Literal["segregated", "omnibus", "house"]
@@ -61,20 +60,8 @@ def parse_ledger(path: Path, settings: Settings) -> list[AllocationRow]:
     header = line 1) or "PATH: item N: reason" (JSON).
     """
     records = read_records(path, COLUMNS, REQUIRED, wrapper="allocations")
-    errors: list[tuple[int, str]] = []
-    rows: list[tuple[Record, AllocationRow]] = []
-    for record in records:
-        row, problems = _validate(record, settings)
-        errors += [(record.line, f"{record.locate(path)}: {reason}") for reason in problems]
-        if row is not None:
-            rows.append((record, row))
-    for record, reason in _cross_line_problems(rows, settings.daemon.firm_owner):
-        errors.append((record.line, f"{record.locate(path)}: {reason}"))
-    if errors:
-        bad = len({line for line, _ in errors})
-        raise InputError(f"{path}: {bad} bad line{'s' if bad != 1 else ''}; nothing imported",
-                         lines=[message for _, message in sorted(errors, key=lambda e: e[0])])
-    return [row for _, row in rows]
+    return parse.validate_all(path, records, lambda record: _validate(record, settings),
+                              lambda rows: _cross_line_problems(rows, settings.daemon.firm_owner))
 
 
 def _validate(record: Record, settings: Settings) -> tuple[AllocationRow | None, list[str]]:

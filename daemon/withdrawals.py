@@ -35,7 +35,6 @@ from typing import Any
 from chains.types import Address, AssetRef, BaseUnits
 from daemon import fields as parse
 from daemon.config import ChainSettings, Settings
-from daemon.errors import InputError
 from daemon.tabular import Record, read_records
 
 COLUMNS = ("id", "chain", "from_address", "to_address", "asset", "amount", "approved_by",
@@ -75,20 +74,8 @@ def parse_withdrawals(path: Path, settings: Settings) -> list[ApprovedWithdrawal
     "PATH: item N: reason" (JSON), in line order.
     """
     records = read_records(path, COLUMNS, REQUIRED, wrapper="withdrawals")
-    errors: list[tuple[int, str]] = []
-    rows: list[tuple[Record, ApprovedWithdrawal]] = []
-    for record in records:
-        row, problems = _validate(record, settings)
-        errors += [(record.line, f"{record.locate(path)}: {reason}") for reason in problems]
-        if row is not None:
-            rows.append((record, row))
-    for record, reason in _duplicate_ids(rows):
-        errors.append((record.line, f"{record.locate(path)}: {reason}"))
-    if errors:
-        bad = len({line for line, _ in errors})
-        raise InputError(f"{path}: {bad} bad line{'s' if bad != 1 else ''}; nothing imported",
-                         lines=[message for _, message in sorted(errors, key=lambda e: e[0])])
-    return [row for _, row in rows]
+    return parse.validate_all(path, records, lambda record: _validate(record, settings),
+                              _duplicate_ids)
 
 
 def _validate(record: Record, settings: Settings) -> tuple[ApprovedWithdrawal | None, list[str]]:
