@@ -30,8 +30,9 @@ from daemon.errors import InputError
 from daemon.ledger import parse_ledger, summarize
 from daemon.reconcile import Finding, LedgerView, Reconciliation, reconcile
 from daemon.scanning import plan_scan
+from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.models import OPEN_STATUSES
-from daemon.store.repository import CycleInput, CycleWrite, DiscrepancyRecord, Store
+from daemon.store.repository import DiscrepancyRecord, Store
 from daemon.store.transfers import ScanPlan
 from daemon.withdrawals import parse_withdrawals, summarize_withdrawals
 

@@ -1,0 +1,248 @@
+"""Recording one reconciliation cycle: the writes `Store.record_cycle` makes in its one
+transaction, and the decisions (pure functions from `daemon.reconcile` and
+`daemon.flows`) they apply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert
+from sqlmodel import Session, col, select
+
+from chains.types import Address, BalanceObservation, ChainHead
+from daemon.audit import AuditLog
+from daemon.config import ChainSettings
+from daemon.flows import Flow, classify, continuity
+from daemon.reconcile import BALANCE_TYPES, Finding, LedgerView, Reconciliation
+from daemon.store import models as m
+from daemon.store import transfers as tx
+
+ENGINE_ACTOR = "engine"
+_INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cycles
+
+
+@dataclass(frozen=True, slots=True)
+class CycleWrite:
+    """What one recorded cycle changed."""
+
+    opened: int
+    updated: int
+    cleared: int
+    observations_stored: int
+    voided: int = 0
+    findings: tuple[Finding, ...] = ()
+    """Every condition this cycle saw: balance, transfer and continuity findings."""
+
+
+@dataclass(frozen=True, slots=True)
+class CycleInput:
+    """What one cycle read and decided before anything is written."""
+
+    cycle_id: str
+    block: ChainHead
+    source: str
+    ledger: LedgerView
+    observations: Sequence[BalanceObservation]
+    result: Reconciliation
+    scan: tx.ScanPlan | None = None
+    scan_error: str | None = None
+    window: timedelta = timedelta(days=1)
+
+
+def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
+           now: datetime, deadline: Callable[[datetime], datetime]) -> CycleWrite:
+    """Write one cycle inside the caller's transaction: the transfer scan (retracting a
+    reorged branch, voiding findings of orphaned transfers), transfer findings, balance
+    continuity, changed balances, the checkpoint, and the balance findings (update open
+    ones, open new ones, self-clear verified ones that cleared).
+    """
+    audit = AuditLog(session)
+    findings = list(cycle.result.findings)
+    voided = 0
+    if cycle.scan is not None:
+        new_flows = _record_scan(session, chain_id, cycle.scan, now)
+        findings += _judge_transfers(session, chain, chain_id, cycle.ledger, new_flows)
+        voided = _void_orphaned(session, audit, chain_id, now)
+    elif tx.scan_state(session, chain_id) is None and chain.family == "evm":
+        tx.start_cursor(session, chain_id, cycle.block, now)
+    if cycle.scan_error:
+        tx.record_scan_error(session, chain_id, cycle.scan_error, now)
+    findings += _continuity(session, chain, chain_id, cycle)
+    stored = _store_observations(session, chain_id, cycle.observations, now)
+    result = dataclasses.replace(cycle.result, findings=tuple(findings))
+    opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline)
+    session.add(m.Checkpoint(
+        chain_id=chain_id, cycle_id=cycle.cycle_id, block_height=cycle.block.height,
+        block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
+        wallets=len({o.address for o in cycle.observations}),
+        observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
+        findings=len(findings), finished_at=now))
+    return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings))
+
+
+def _store_observations(session: Session, chain_id: int,
+                        observations: Sequence[BalanceObservation], now: datetime) -> int:
+    """Append an observation for every (wallet, asset) whose balance or error changed."""
+    wallets = dict(session.exec(select(m.Wallet.address, m.Wallet.id)
+                                .where(m.Wallet.chain_id == chain_id)).all())
+    assets = dict(session.exec(select(m.Asset.symbol, m.Asset.id)
+                               .where(m.Asset.chain_id == chain_id)).all())
+    latest = _latest_observations(session, chain_id)
+    values: list[dict[str, Any]] = []
+    stored = 0
+    for obs in observations:
+        key = (wallets.get(obs.address), assets.get(obs.asset.symbol))
+        if key[0] is None or key[1] is None or latest.get(key) == (obs.amount, obs.error):
+            continue
+        values.append({"wallet_id": key[0], "asset_id": key[1], "amount": obs.amount,
+                       "error": (obs.error or None) and obs.error[:500],
+                       "block_height": obs.block.height, "block_hash": obs.block.hash,
+                       "source": obs.source, "observed_at": now})
+        if len(values) >= _INSERT_CHUNK:
+            session.execute(insert(m.BalanceObservation), values)
+            stored, values = stored + len(values), []
+    if values:
+        session.execute(insert(m.BalanceObservation), values)
+    return stored + len(values)
+
+
+def _latest_observations(session: Session,
+                         chain_id: int) -> dict[tuple[int | None, int | None], tuple[Any, Any]]:
+    newest = (select(func.max(m.BalanceObservation.id).label("id"))
+              .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
+              .where(m.Wallet.chain_id == chain_id)
+              .group_by(col(m.BalanceObservation.wallet_id), col(m.BalanceObservation.asset_id))
+              .subquery())
+    rows = session.exec(select(m.BalanceObservation.wallet_id, m.BalanceObservation.asset_id,
+                               m.BalanceObservation.amount, m.BalanceObservation.error)
+                        .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
+    return {(w, a): (amount, error) for w, a, amount, error in rows}
+
+
+def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,
+                    now: datetime, deadline: Callable[[datetime], datetime]
+                    ) -> tuple[int, int, int]:
+    open_rows = {d.fingerprint: d for d in session.exec(
+        select(m.Discrepancy).where(m.Discrepancy.chain_id == chain_id,
+                                    col(m.Discrepancy.status).in_(m.OPEN_STATUSES)))}
+    opened = updated = 0
+    for finding in result.findings:
+        row = open_rows.pop(finding.fingerprint, None)
+        if row is None:
+            _open(session, audit, chain_id, finding, now, deadline(now))
+            opened += 1
+        else:
+            _refresh(row, finding, now)
+            session.add(row)
+            updated += 1
+    cleared = 0
+    for row in open_rows.values():
+        if row.type in BALANCE_TYPES and (row.address, row.asset) in result.verified:
+            row.status, row.closed_at = "self_cleared", now
+            session.add(row)
+            audit.append(now, ENGINE_ACTOR, "self_cleared", row.id,
+                         {"from": "open", "to": "self_cleared"})
+            cleared += 1
+    return opened, updated, cleared
+
+
+def _record_scan(session: Session, chain_id: int, plan: tx.ScanPlan,
+                 now: datetime) -> list[Flow]:
+    if plan.fork_point is not None:
+        tx.retract_above(session, chain_id, plan.fork_point)
+    tx.store_blocks(session, chain_id, plan.result.blocks, now)
+    new_flows = tx.upsert_transfers(session, chain_id, plan.flows, now)
+    tx.upsert_fees(session, chain_id, plan.result.fees)
+    return new_flows
+
+
+def _judge_transfers(session: Session, chain: ChainSettings, chain_id: int, ledger: LedgerView,
+                     new_flows: Sequence[Flow]) -> list[Finding]:
+    if not new_flows:
+        return []
+    instructions = tx.unused_instructions(session, chain_id)
+    verdict = classify(chain.name, ledger, new_flows, instructions,
+                       timedelta(seconds=chain.withdrawal_window_seconds))
+    tx.link_withdrawals(session, chain_id, dict(verdict.matches))
+    return list(verdict.findings)
+
+
+def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: datetime) -> int:
+    """Void open findings whose transfer a reorg removed and no rescan brought back."""
+    orphans = tx.orphaned_keys(session, chain_id)
+    if not orphans:
+        return 0
+    rows = session.exec(select(m.Discrepancy).where(
+        m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
+        col(m.Discrepancy.event).in_(orphans))).all()
+    for row in rows:
+        previous = row.status
+        row.status, row.closed_at = "voided", now
+        session.add(row)
+        audit.append(now, ENGINE_ACTOR, "voided", row.id,
+                     {"from": previous, "to": "voided", "reason": "transaction orphaned by a "
+                      "reorg", "tx_hash": row.tx_hash, "block_hash": row.block_hash})
+    return len(rows)
+
+
+def _continuity(session: Session, chain: ChainSettings, chain_id: int,
+                cycle: CycleInput) -> list[Finding]:
+    """Balance continuity since the previous checkpoint, when the scan covers the span."""
+    state = tx.scan_state(session, chain_id)
+    previous = session.exec(select(m.Checkpoint).where(m.Checkpoint.chain_id == chain_id)
+                            .order_by(col(m.Checkpoint.id).desc())).first()
+    if state is None or previous is None or cycle.scan_error or \
+            not state.start_height <= previous.block_height < cycle.block.height <= state.height:
+        return []
+    wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
+                                .where(m.Wallet.chain_id == chain_id)).all())
+    assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
+                               .where(m.Asset.chain_id == chain_id)).all())
+    amounts = {(Address(wallets[w]), assets[a]): amount
+               for (w, a), (amount, _) in _latest_observations(session, chain_id).items()
+               if amount is not None and w in wallets and a in assets}
+    flows, fees = tx.flows_between(session, chain_id, previous.block_height, cycle.block.height)
+    since = ChainHead(previous.block_height, previous.block_hash)
+    return continuity(chain.name, cycle.ledger, since, amounts, cycle.observations, flows, fees,
+                      chain.native_asset.symbol)
+
+
+def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
+          now: datetime, cure_deadline: datetime) -> None:
+    row = m.Discrepancy(fingerprint=finding.fingerprint, chain_id=chain_id, type=finding.type,
+                        severity=finding.severity, status="open", address=finding.address,
+                        asset=finding.asset, contract=finding.contract,
+                        owners=list(finding.owners), tx_hash=finding.tx_hash,
+                        event=finding.event,
+                        detected_at=now, last_seen_at=now, cure_deadline=cure_deadline)
+    _refresh(row, finding, now)
+    session.add(row)
+    session.flush()
+    audit.append(now, ENGINE_ACTOR, "detected", row.id,
+                 {"type": finding.type, "severity": finding.severity,
+                  "address": finding.address, "asset": finding.asset,
+                  "onchain": _text(finding.onchain), "ledger": _text(finding.ledger),
+                  "difference": _text(finding.difference),
+                  "block_number": finding.block.height if finding.block else None})
+
+
+def _refresh(row: m.Discrepancy, finding: Finding, now: datetime) -> None:
+    row.onchain, row.ledger, row.difference = finding.onchain, finding.ledger, finding.difference
+    row.amount, row.counterparty, row.event = finding.amount, finding.counterparty, finding.event
+    row.owners = list(finding.owners)
+    row.block_number = finding.block.height if finding.block else None
+    row.block_hash = finding.block.hash if finding.block else None
+    row.last_seen_at = now
+
+
+def _text(amount: int | None) -> str | None:
+    return None if amount is None else str(amount)
+
+
+def _block_time(head: ChainHead) -> datetime | None:
+    return None if head.timestamp is None else datetime.fromtimestamp(head.timestamp, UTC)
