@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 ANVIL_VERSION := 1.7.1
 ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
 
-.PHONY: install demo test lint typecheck unit bench postgres clean
+.PHONY: install demo test lint typecheck unit bench postgres litecoind clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ $(ANVIL_STAMP):
 	mkdir -p .tools
 	cd .tools && npm install --no-audit --no-fund --silent --prefix . @foundry-rs/anvil@$(ANVIL_VERSION)
 	touch $@
+
+# Litecoin Core (regtest) for the UTXO tests, from Debian's packages.
+litecoind:
+	@command -v litecoind >/dev/null || { \
+	  command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq litecoind); } \
+	  || echo "warning: litecoind could not be installed (UTXO node tests will fail under CI)"
 
 install: $(VENV)/.installed $(ANVIL_STAMP)
 
@@ -37,7 +43,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-test: install postgres lint typecheck
+test: install litecoind postgres lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider
 
 unit: $(VENV)/.installed

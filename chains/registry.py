@@ -19,6 +19,7 @@ def make_adapter(
     multicall: str | None,
     max_batch: int,
     timeout: float,
+    network: str | None = None,
 ) -> ChainAdapter:
     """Return an adapter reading `url`. Raises UnsupportedSource."""
     if family == "evm" and kind == "jsonrpc":
@@ -31,4 +32,8 @@ def make_adapter(
             max_batch=max_batch,
             timeout=timeout,
         )
+    if family == "utxo" and kind == "core-rpc" and network is not None:
+        from chains.utxo.core_rpc import CoreRpcAdapter
+
+        return CoreRpcAdapter(url, network=network, timeout=timeout, max_batch=max_batch)
     raise UnsupportedSource(f"source kind {kind!r} for {family} chains is not supported yet")

@@ -313,12 +313,14 @@ class Service:
         try:
             head = adapter.head()
             start, end = _check_range(blocks, head.height)
-            scan = adapter.scan([address], start, end)
+            scan = adapter.scan([address], start, end) if chain.family == "evm" else None
             observations = _balances_or_errors(adapter, address, chain, head)
         finally:
             adapter.close()
         notes = [] if address in ledger.wallets else ["address is not in the sub-ledger"]
-        if scan.traces == "none":
+        if scan is None:
+            notes.append("transfer history is not implemented for utxo chains yet")
+        elif scan.traces == "none":
             notes.append("the source serves no trace API: internal (contract-call) transfers "
                          "are not listed; balance continuity still covers them")
         return CheckReport(chain, address, head, adapter.source, observations, ledger,
