@@ -15,7 +15,7 @@ import itertools
 import json
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 from urllib.parse import urlsplit
@@ -85,7 +85,10 @@ class JsonRpcClient:
         max_batch: int = 500,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        parse_float: Callable[[str], Any] | None = None,
     ) -> None:
+        """`parse_float` decodes the JSON numbers with a fraction (e.g. `decimal.Decimal`,
+        for nodes that send amounts as decimal numbers); default: Python floats."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         self._url = url
@@ -93,6 +96,7 @@ class JsonRpcClient:
         self._secrets = _url_secrets(url)
         self._retry = retry or RetryPolicy()
         self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._parse_float = parse_float
         self._ids = itertools.count(1)
         self.batch_size = max_batch
         self.requests_made = 0
@@ -216,7 +220,7 @@ class JsonRpcClient:
         if status >= 300:
             raise SourceUnavailable(self._source, f"HTTP {status}")
         try:
-            return json.loads(response.content)
+            return json.loads(response.content, parse_float=self._parse_float)
         except ValueError:
             raise _Transient(self._source, "response body is not valid JSON") from None
 

@@ -23,13 +23,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
-import httpx
 import pytest
 
 from chains.errors import SourceUnavailable
 from chains.evm.devnet import free_port
 from chains.jsonrpc import JsonRpcClient, RetryPolicy, RpcError
-from chains.utxo.core_rpc import ExactNumbersTransport, coins_to_sats
+from chains.utxo.core_rpc import coins_to_sats
 from tests.realdeps import missing
 
 RPC_USER = "segwatch"
@@ -151,8 +150,7 @@ class LitecoinNode:
         if key not in self._clients:
             url = self.url + (f"/wallet/{wallet}" if wallet else "/")
             self._clients[key] = JsonRpcClient(
-                url, timeout=60.0, retry=RetryPolicy(attempts=1),
-                transport=ExactNumbersTransport(httpx.HTTPTransport()))
+                url, timeout=60.0, retry=RetryPolicy(attempts=1), parse_float=Decimal)
         return self._clients[key]
 
 

@@ -13,18 +13,14 @@ Every call travels as a JSON-RPC *batch*, even a single one: Core answers a lone
 call that fails with HTTP 500 (losing the error's code and message), but a batch
 with HTTP 200 and one error object per item.
 
-Exact amounts: Core prints amounts as JSON numbers in coins (`0.50000000`). The
-shared `JsonRpcClient` decodes bodies with `json.loads`, which would turn them into
-floats, so the scan's client sends its requests through `ExactNumbersTransport`,
-which re-encodes every non-integer JSON number of a response as a string of its
-exact decimal text before the client sees it. Amounts become `int` satoshis in
-`coins_to_sats` and never pass through a float.
+Exact amounts: Core prints amounts as JSON numbers in coins (`0.50000000`); the
+scan's client decodes them as `Decimal` (`parse_float`), and `coins_to_sats` turns
+them into `int` satoshis. They never pass through a float.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation
@@ -63,66 +59,18 @@ _NETWORK_NAMES = {
 
 _RPC_INVALID_PARAMETER = -8
 _EXACT = Context(prec=80, traps=[Inexact, InvalidOperation])
-_DROPPED_HEADERS = frozenset({"content-length", "content-encoding", "transfer-encoding"})
-
 Outcome: TypeAlias = tuple[ChainHead, int] | str
 """A native balance read: (block the scan saw, satoshis), or why it could not be read."""
 
 
-class ExactNumbersTransport(httpx.BaseTransport):
-    """Wraps a transport; re-encodes every non-integer JSON number of a response body as a
-    string holding its exact decimal text (`0.50000000` → `"0.50000000"`).
-
-    Bodies that are not JSON, or not HTTP 200, pass through unchanged.
-    """
-
-    def __init__(self, inner: httpx.BaseTransport) -> None:
-        self._inner = inner
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self._inner.handle_request(request)
-        if response.status_code != 200:
-            return response
-        try:
-            body = response.read()
-        finally:
-            response.close()
-        headers = [(k, v) for k, v in response.headers.multi_items()
-                   if k.lower() not in _DROPPED_HEADERS]
-        return httpx.Response(response.status_code, headers=headers,
-                              content=exact_numbers_as_text(body), request=request)
-
-    def close(self) -> None:
-        self._inner.close()
-
-
-def exact_numbers_as_text(body: bytes) -> bytes:
-    """Return `body` with non-integer JSON numbers turned into strings of their exact text;
-    `body` unchanged when it is not JSON."""
-    try:
-        document = json.loads(body, parse_float=Decimal, parse_constant=_reject_constant)
-    except ValueError:
-        return body
-    return json.dumps(document, default=_decimal_text, separators=(",", ":")).encode()
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"non-standard JSON constant {name}")
-
-
-def _decimal_text(value: object) -> str:
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def coins_to_sats(value: Any, source: str, field: str) -> int:
-    """Return an amount in coins (a decimal string or an int) as int base units.
+    """Return an amount in coins (a Decimal as the scan client parses it, a decimal string
+    or an int) as int base units.
 
     Raises DecodeError naming `field` for a float, a non-number, a negative amount or
     one with more than 8 decimal places.
     """
-    if isinstance(value, bool) or not isinstance(value, str | int):
+    if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise DecodeError(source, field, f"not an exact decimal amount: {str(value)[:80]!r}")
     try:
         coins = Decimal(value)
@@ -226,7 +174,7 @@ class CoreRpcAdapter:
                                      transport=transport)
         self._scanner = JsonRpcClient(
             url, timeout=scan_timeout, max_batch=1, retry=RetryPolicy(attempts=1),
-            transport=ExactNumbersTransport(transport or httpx.HTTPTransport()),
+            transport=transport, parse_float=Decimal,
         )
         self._scan_chunk = scan_chunk
         self._scripts: dict[Address, str] = {}
