@@ -36,4 +36,8 @@ def make_adapter(
         from chains.utxo.core_rpc import CoreRpcAdapter
 
         return CoreRpcAdapter(url, network=network, timeout=timeout, max_batch=max_batch)
+    if family == "utxo" and kind == "esplora" and network is not None:
+        from chains.utxo.esplora import EsploraAdapter
+
+        return EsploraAdapter(url, network=network, timeout=timeout)
     raise UnsupportedSource(f"source kind {kind!r} for {family} chains is not supported yet")

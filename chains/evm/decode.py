@@ -394,7 +394,10 @@ def watched_bloom_bits(watched: Iterable[Address]) -> list[int]:
 
 
 def _mask(bits: tuple[tuple[int, int], ...]) -> int:
-    return sum(mask << (8 * (255 - index)) for index, mask in bits)
+    value = 0
+    for index, mask in bits:
+        value |= mask << (8 * (255 - index))  # OR, not +: two of the three bits may coincide
+    return value
 
 
 def bloom_suggests_transfers(bloom: bytes, watched: Iterable[Address] | None = None, *,

@@ -32,20 +32,16 @@ from chains.errors import DecodeError, SegwatchError, SourceUnavailable
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError, RpcErrorResponse
 from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead, ScanResult
 from chains.utxo.address import NETWORKS
+from chains.utxo.networks import GENESIS_NETWORK, coin_of
 
 COIN_DECIMALS = 8
 """Bitcoin and Litecoin amounts: 1 coin = 10**8 base units (satoshi, litoshi)."""
 
 TOKENS_UNSUPPORTED = "tokens are not supported on utxo chains"
 
-_GENESIS_COIN = {
-    "000000000019d6689c085ae165831e934ff763ae46a2a6c172b3f1b60a8ce26f": "bitcoin",
-    "000000000933ea01ad0ee984209779baaec3ced90fa3f408719526f8d77f4943": "bitcoin",
-    "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206": "bitcoin",
-    "12a765e31ffd4059bada1e25190f6e98c99d9714d334efa41a195a7e7e04bfe2": "litecoin",
-    "530827f38f93b43ed12af0b3ad25a288dc02ed74d6d7857862df51fc56c416f9": "litecoin",
-}
-"""Genesis block hashes that reveal the coin (mainnet, testnet3, regtest of each)."""
+_GENESIS_COIN = {genesis: coin_of(network) for genesis, network in GENESIS_NETWORK.items()
+                 if network != "signet"}
+"""Genesis block hashes that reveal the coin (signets share one genesis: not telling)."""
 
 _NETWORK_NAMES = {
     ("bitcoin", "main"): "bitcoin",

@@ -533,3 +533,18 @@ def test_large_watch_lists_skip_the_bloom_re_check() -> None:
     result = scan(node, WATCHED + fillers)
     assert result.rechecked_blocks == 0
     assert not [p for m, p, _ in node.calls if m == "eth_getLogs" and "blockHash" in p[0]]
+
+
+def test_bloom_mask_of_an_address_whose_bits_coincide() -> None:
+    """An address two of whose three bloom bits are the same bit is still found (the mask
+    ORs the bits; adding them carried into a wrong bit)."""
+    from chains.evm.decode import TRANSFER_TOPIC, bloom_bits, bloom_suggests_transfers
+
+    address = canonical_evm_address("0xD8823F3E1Effb8F0BE237844C7D28C1c2f90D6c4")
+    topic = bytes(12) + bytes.fromhex(address[2:])
+    assert len(set(bloom_bits(topic))) == 2
+    bloom = bytearray(256)
+    for item in (bytes.fromhex(TRANSFER_TOPIC[2:]), topic):
+        for index, mask in bloom_bits(item):
+            bloom[index] |= mask
+    assert bloom_suggests_transfers(bytes(bloom), [address])
