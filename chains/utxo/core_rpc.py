@@ -32,6 +32,7 @@ from chains.errors import DecodeError, SegwatchError, SourceUnavailable
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError, RpcErrorResponse
 from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead, ScanResult
 from chains.utxo.address import NETWORKS
+from chains.utxo.decode import block_hash, is_hex, non_negative_int
 from chains.utxo.networks import GENESIS_NETWORK, coin_of
 
 COIN_DECIMALS = 8
@@ -100,8 +101,8 @@ def decode_scan(raw: Any, source: str) -> UtxoScan:
         raise DecodeError(source, "scantxoutset", "not a JSON object")
     if raw.get("success") is not True:
         raise SourceUnavailable(source, "scantxoutset did not complete (aborted on the node)")
-    height = _int(raw.get("height"), source, "scantxoutset.height")
-    block_hash = _block_hash(raw.get("bestblock"), source, "scantxoutset.bestblock")
+    height = non_negative_int(raw.get("height"), source, "scantxoutset.height")
+    best = block_hash(raw.get("bestblock"), source, "scantxoutset.bestblock")
     unspents = raw.get("unspents")
     if not isinstance(unspents, list):
         raise DecodeError(source, "scantxoutset.unspents", "not a JSON array")
@@ -109,7 +110,7 @@ def decode_scan(raw: Any, source: str) -> UtxoScan:
     for index, item in enumerate(unspents):
         script, sats = _unspent(item, source, f"scantxoutset.unspents[{index}]")
         totals[script] = totals.get(script, 0) + sats
-    return UtxoScan(height, block_hash, totals)
+    return UtxoScan(height, best, totals)
 
 
 def _unspent(item: Any, source: str, field: str) -> tuple[str, int]:
@@ -117,7 +118,7 @@ def _unspent(item: Any, source: str, field: str) -> tuple[str, int]:
     if not isinstance(item, dict):
         raise DecodeError(source, field, "not a JSON object")
     script = item.get("scriptPubKey")
-    if not isinstance(script, str) or not _is_hex(script):
+    if not isinstance(script, str) or not is_hex(script):
         raise DecodeError(source, f"{field}.scriptPubKey", f"not hex: {str(script)[:80]!r}")
     return script.lower(), coins_to_sats(item.get("amount"), source, f"{field}.amount")
 
@@ -127,9 +128,9 @@ def decode_header(raw: Any, source: str) -> ChainHead:
     if not isinstance(raw, dict):
         raise DecodeError(source, "block header", "not a JSON object")
     return ChainHead(
-        height=_int(raw.get("height"), source, "header.height"),
-        hash=_block_hash(raw.get("hash"), source, "header.hash"),
-        timestamp=_int(raw.get("time"), source, "header.time"),
+        height=non_negative_int(raw.get("height"), source, "header.height"),
+        hash=block_hash(raw.get("hash"), source, "header.hash"),
+        timestamp=non_negative_int(raw.get("time"), source, "header.time"),
     )
 
 
@@ -218,7 +219,7 @@ class CoreRpcAdapter:
     def head(self) -> ChainHead:
         """Return the node's best block. Raises SourceUnavailable, DecodeError."""
         (best,) = self._batch([("getbestblockhash", [])])
-        return self._header(_block_hash(best, self.source, "getbestblockhash"))
+        return self._header(block_hash(best, self.source, "getbestblockhash"))
 
     def block_at(self, height: int) -> ChainHead:
         """Return the active chain's block at `height`. Raises SourceUnavailable (also when
@@ -231,7 +232,7 @@ class CoreRpcAdapter:
             if exc.error.code == _RPC_INVALID_PARAMETER:
                 raise SourceUnavailable(self.source, f"no block {height} yet") from None
             raise
-        return self._header(_block_hash(found, self.source, "getblockhash"))
+        return self._header(block_hash(found, self.source, "getblockhash"))
 
     def balances(
         self,
@@ -318,7 +319,7 @@ class CoreRpcAdapter:
                 self._rejected[address] = "not a valid address on the node's network"
             else:
                 script = answer.get("scriptPubKey")
-                if not isinstance(script, str) or not _is_hex(script):
+                if not isinstance(script, str) or not is_hex(script):
                     raise DecodeError(self.source, "validateaddress.scriptPubKey", "not hex")
                 self._scripts[address] = script.lower()
 
@@ -364,21 +365,4 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start:start + size]
 
 
-def _int(value: Any, source: str, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DecodeError(source, field, f"not a non-negative integer: {str(value)[:80]!r}")
-    return value
 
-
-def _block_hash(value: Any, source: str, field: str) -> str:
-    if not isinstance(value, str) or len(value) != 64 or not _is_hex(value):
-        raise DecodeError(source, field, f"not a 32-byte hex block hash: {str(value)[:80]!r}")
-    return value.lower()
-
-
-def _is_hex(value: str) -> bool:
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True

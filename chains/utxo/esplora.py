@@ -37,6 +37,7 @@ from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, Chain
 from chains.urls import redact_url
 from chains.utxo.address import NETWORKS
 from chains.utxo.core_rpc import TOKENS_UNSUPPORTED
+from chains.utxo.decode import block_hash, non_negative_int
 from chains.utxo.networks import GENESIS_NETWORK
 
 TIP_ATTEMPTS = 3
@@ -187,14 +188,14 @@ class EsploraAdapter:
     # -- blocks -------------------------------------------------------------------------
 
     def _tip_hash(self) -> str:
-        return _block_hash(self._get_text("/blocks/tip/hash"), self.source, "tip hash")
+        return block_hash(self._get_text("/blocks/tip/hash"), self.source, "tip hash")
 
     def _block_hash_at(self, height: int) -> str:
         try:
             text = self._get(f"/block-height/{height}", rejectable=True).text.strip()
         except (_NotFound, _BadRequest):
             raise SourceUnavailable(self.source, f"no block {height} yet") from None
-        return _block_hash(text, self.source, f"block-height/{height}")
+        return block_hash(text, self.source, f"block-height/{height}")
 
     def _header(self, block_hash: str) -> ChainHead:
         """Return the block `block_hash` (remembered: a hash names one block forever)."""
@@ -317,9 +318,9 @@ def decode_block(raw: Any, source: str) -> ChainHead:
     if not isinstance(raw, dict):
         raise DecodeError(source, "block", "not a JSON object")
     return ChainHead(
-        height=_int(raw.get("height"), source, "block.height"),
-        hash=_block_hash(raw.get("id"), source, "block.id"),
-        timestamp=_int(raw.get("timestamp"), source, "block.timestamp"),
+        height=non_negative_int(raw.get("height"), source, "block.height"),
+        hash=block_hash(raw.get("id"), source, "block.id"),
+        timestamp=non_negative_int(raw.get("timestamp"), source, "block.timestamp"),
     )
 
 
@@ -333,8 +334,10 @@ def decode_address_balance(raw: Any, source: str, address: str) -> int:
     if raw.get("address", address) != address:
         raise DecodeError(source, f"{field}.address", f"answers for {raw.get('address')!r}")
     stats = raw["chain_stats"]
-    funded = _int(stats.get("funded_txo_sum"), source, f"{field}.chain_stats.funded_txo_sum")
-    spent = _int(stats.get("spent_txo_sum"), source, f"{field}.chain_stats.spent_txo_sum")
+    funded = non_negative_int(stats.get("funded_txo_sum"), source,
+                              f"{field}.chain_stats.funded_txo_sum")
+    spent = non_negative_int(stats.get("spent_txo_sum"), source,
+                             f"{field}.chain_stats.spent_txo_sum")
     if spent > funded:
         raise DecodeError(source, f"{field}.chain_stats", f"spent {spent} > funded {funded}")
     return funded - spent
@@ -347,24 +350,7 @@ def _json(response: httpx.Response, source: str, field: str) -> Any:
         raise DecodeError(source, field, "response body is not valid JSON") from None
 
 
-def _int(value: Any, source: str, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise DecodeError(source, field, f"not a non-negative integer: {str(value)[:80]!r}")
-    return value
 
-
-def _block_hash(value: Any, source: str, field: str) -> str:
-    if not isinstance(value, str) or len(value) != 64 or not _is_hex(value):
-        raise DecodeError(source, field, f"not a 32-byte hex block hash: {str(value)[:80]!r}")
-    return value.lower()
-
-
-def _is_hex(value: str) -> bool:
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _retry_after(value: str | None) -> float | None:
