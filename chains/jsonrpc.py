@@ -18,13 +18,12 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
-from urllib.parse import urlsplit
 
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from chains.errors import SourceUnavailable
-from chains.urls import redact_url
+from chains.urls import redact_url, url_secrets
 
 Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
 """Positional or named JSON-RPC parameters."""
@@ -93,7 +92,7 @@ class JsonRpcClient:
             raise ValueError("max_batch must be at least 1")
         self._url = url
         self._source = redact_url(url)
-        self._secrets = _url_secrets(url)
+        self._secrets = url_secrets(url)
         self._retry = retry or RetryPolicy()
         self._http = httpx.Client(timeout=timeout, transport=transport)
         self._parse_float = parse_float
@@ -267,13 +266,3 @@ def _describe_error_body(body: dict[str, Any]) -> str:
     error = body.get("error")
     return str(_to_rpc_error(error)) if error is not None else "single object for a batch"
 
-
-def _url_secrets(url: str) -> list[str]:
-    """Parts of `url` that must never appear in a message (user info, query, path)."""
-    try:
-        parts = urlsplit(url)
-        candidates = [url, parts.username, parts.password, parts.query, parts.fragment]
-        candidates += [segment for segment in parts.path.split("/") if len(segment) >= 4]
-    except ValueError:
-        return [url]
-    return [c for c in candidates if c]

@@ -27,3 +27,15 @@ def redact_url(url: str) -> str:
     segments = ["***" if _KEYLIKE_SEGMENT.match(s) else s for s in parts.path.split("/")]
     query = "***" if parts.query else ""
     return urlunsplit((parts.scheme, netloc, "/".join(segments), query, ""))
+
+
+def url_secrets(url: str) -> list[str]:
+    """Return the parts of `url` that must never appear in a message: the whole URL, user
+    info, query, fragment and path segments (keys often sit in the path)."""
+    try:
+        parts = urlsplit(url)
+        candidates = [url, parts.username, parts.password, parts.query, parts.fragment]
+        candidates += [segment for segment in parts.path.split("/") if len(segment) >= 4]
+    except ValueError:
+        return [url]
+    return [c for c in candidates if c]

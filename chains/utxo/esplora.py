@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 from time import time
 from typing import Any, TypeAlias
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
@@ -34,7 +34,7 @@ from tenacity.wait import wait_exponential
 from chains.errors import DecodeError, SourceUnavailable
 from chains.jsonrpc import RetryPolicy
 from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead, ScanResult
-from chains.urls import redact_url
+from chains.urls import redact_url, url_secrets
 from chains.utxo.address import NETWORKS
 from chains.utxo.core_rpc import TOKENS_UNSUPPORTED
 from chains.utxo.decode import block_hash, non_negative_int
@@ -95,7 +95,7 @@ class EsploraAdapter:
         except httpx.InvalidURL:
             raise ValueError(f"invalid esplora url {redact_url(url)}") from None
         self._source = redact_url(url)
-        self._secrets = _url_secrets(url)
+        self._secrets = url_secrets(url)
         self._retry = retry or RetryPolicy()
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.Client(timeout=timeout, transport=transport, limits=limits)
@@ -350,19 +350,17 @@ def _json(response: httpx.Response, source: str, field: str) -> Any:
         raise DecodeError(source, field, "response body is not valid JSON") from None
 
 
-
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date); None if absent."""
-    if not value:
+def _retry_after(header: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if
+    absent. A wait time, not an amount."""
+    if not header:
         return None
     try:
-        return max(0.0, float(value))
+        return max(0.0, float(header))
     except ValueError:
         pass
     try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time())
+        return max(0.0, parsedate_to_datetime(header).timestamp() - time())
     except (TypeError, ValueError):
         return None
 
@@ -370,13 +368,3 @@ def _retry_after(value: str | None) -> float | None:
 def _short(text: str) -> str:
     return text.strip().splitlines()[0][:120] if text.strip() else "no reason given"
 
-
-def _url_secrets(url: str) -> list[str]:
-    """Parts of `url` that must never appear in a message (user info, query, path)."""
-    try:
-        parts = urlsplit(url)
-        candidates = [url, parts.username, parts.password, parts.query, parts.fragment]
-        candidates += [segment for segment in parts.path.split("/") if len(segment) >= 4]
-    except ValueError:
-        return [url]
-    return [c for c in candidates if c]
