@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Protocol
 
-from chains.types import Address, AssetRef, BalanceObservation, ChainHead, ScanResult
+from chains.types import Address, AssetRef, BalanceObservation, ChainHead, ScanResult, TrackedOutput
 
 
 class ChainAdapter(Protocol):
@@ -49,9 +49,14 @@ class ChainAdapter(Protocol):
         """
         ...
 
-    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+    def scan(self, watched: Collection[Address], start: int, end: int,
+             tracked: Collection[TrackedOutput] = ()) -> ScanResult:
         """Return the transfers and fees of `watched` in blocks start..end (inclusive),
         with the scanned blocks' hashes and parent hashes.
+
+        `tracked`: the watched wallets' outputs still unspent before `start`, which a
+        UTXO source without prevout data (Core RPC) needs to see them spent; the
+        result's `created`/`spent` update that set. Other sources ignore it.
 
         Raises SourceUnavailable when any part of the range cannot be read, DecodeError
         for a malformed or inconsistent answer.

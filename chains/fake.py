@@ -15,6 +15,7 @@ from chains.types import (
     ChainHead,
     FeePayment,
     ScanResult,
+    TrackedOutput,
     TransferObservation,
 )
 
@@ -76,7 +77,8 @@ class FakeAdapter:
                 out.append(BalanceObservation(address, asset, amount, block, self.name, error))
         return out
 
-    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+    def scan(self, watched: Collection[Address], start: int, end: int,
+             tracked: Collection[TrackedOutput] = ()) -> ScanResult:
         self._guard()
         if self.fail_scan:
             raise SourceUnavailable(self.name, "eth_getLogs timed out")

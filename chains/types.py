@@ -62,6 +62,11 @@ class TransferObservation:
     - `internal`: ETH moved by a contract call frame (`trace_path` e.g. "0.1").
     - `withdrawal`: an EIP-4895 consensus-layer withdrawal (`tx_hash` and `sender`
       None, `log_index` the withdrawal index, amount converted from gwei to wei).
+
+    On UTXO chains every transfer is `native`: an output (`log_index` its index) or an
+    input consolidated into the transaction's principal (`trace_path` "vin:<i>"), and
+    `senders` lists the addresses of all of the transaction's inputs the source knows
+    (see chains/utxo/flows.py).
     """
 
     kind: TransferKind
@@ -74,6 +79,7 @@ class TransferObservation:
     amount: BaseUnits
     source: str
     trace_path: str | None = None
+    senders: tuple[Address, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, int, str]:
@@ -109,6 +115,33 @@ class BlockLink:
 
 
 @dataclass(frozen=True, slots=True)
+class TrackedOutput:
+    """A watched address's UTXO output created at `height`: what a Core-RPC scan must
+    remember to see it spent later (a node without a transaction index cannot tell
+    whose prevout an input spends)."""
+
+    txid: str
+    vout: int
+    address: Address
+    value: int
+    height: int
+
+    @property
+    def outpoint(self) -> tuple[str, int]:
+        return (self.txid, self.vout)
+
+
+@dataclass(frozen=True, slots=True)
+class SpentOutput:
+    """A tracked output spent by transaction `by_txid` in block `height`."""
+
+    txid: str
+    vout: int
+    by_txid: str
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
 class ScanResult:
     """Everything one range scan observed for the watched wallets."""
 
@@ -117,3 +150,9 @@ class ScanResult:
     fees: tuple[FeePayment, ...]
     traces: TraceMode
     rechecked_blocks: int
+    mempool: tuple[TransferObservation, ...] = ()
+    """UTXO: unconfirmed transfers (block `UNCONFIRMED`), listed by `check`, never stored."""
+    created: tuple[TrackedOutput, ...] = ()
+    """UTXO Core sources: watched outputs the range created (to track their spends)."""
+    spent: tuple[SpentOutput, ...] = ()
+    """UTXO Core sources: tracked outputs the range spent."""

@@ -37,6 +37,7 @@ from chains.types import (
     BaseUnits,
     ChainHead,
     ScanResult,
+    TrackedOutput,
 )
 
 CANONICAL_MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
@@ -92,7 +93,8 @@ class EvmAdapter:
         """HTTP requests sent so far (retries included)."""
         return self._client.requests_made
 
-    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+    def scan(self, watched: Collection[Address], start: int, end: int,
+             tracked: Collection[TrackedOutput] = ()) -> ScanResult:
         """Return the transfers and fees of `watched` in blocks start..end (see
         `chains.evm.scan`). Raises SourceUnavailable, DecodeError."""
         return self._scanner.scan(watched, start, end)

@@ -30,7 +30,15 @@ import httpx
 
 from chains.errors import DecodeError, SegwatchError, SourceUnavailable
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError, RpcErrorResponse
-from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead, ScanResult
+from chains.types import (
+    Address,
+    AssetRef,
+    BalanceObservation,
+    BaseUnits,
+    ChainHead,
+    ScanResult,
+    TrackedOutput,
+)
 from chains.utxo.address import NETWORKS
 from chains.utxo.decode import block_hash, is_hex, non_negative_int
 from chains.utxo.networks import GENESIS_NETWORK, coin_of
@@ -258,7 +266,8 @@ class CoreRpcAdapter:
             for asset in assets
         ]
 
-    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+    def scan(self, watched: Collection[Address], start: int, end: int,
+             tracked: Collection[TrackedOutput] = ()) -> ScanResult:
         """Not available yet. Raises SourceUnavailable."""
         raise SourceUnavailable(
             self.source, "transfer history is not implemented for core-rpc sources yet"

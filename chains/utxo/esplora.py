@@ -33,7 +33,15 @@ from tenacity.wait import wait_exponential
 
 from chains.errors import DecodeError, SourceUnavailable
 from chains.jsonrpc import RetryPolicy
-from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead, ScanResult
+from chains.types import (
+    Address,
+    AssetRef,
+    BalanceObservation,
+    BaseUnits,
+    ChainHead,
+    ScanResult,
+    TrackedOutput,
+)
 from chains.urls import redact_url, url_secrets
 from chains.utxo.address import NETWORKS
 from chains.utxo.core_rpc import TOKENS_UNSUPPORTED
@@ -179,7 +187,8 @@ class EsploraAdapter:
                 observations.append(self._observation(address, asset, block, seen, outcome))
         return observations
 
-    def scan(self, watched: Collection[Address], start: int, end: int) -> ScanResult:
+    def scan(self, watched: Collection[Address], start: int, end: int,
+             tracked: Collection[TrackedOutput] = ()) -> ScanResult:
         """Not available yet. Raises SourceUnavailable."""
         raise SourceUnavailable(
             self.source, "transfer history is not implemented for esplora sources yet"
