@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from chains.types import Address, AssetRef, BalanceObservation, ChainHead, ScanResult, TrackedOutput
 
@@ -65,4 +65,14 @@ class ChainAdapter(Protocol):
 
     def close(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class OutputTracker(Protocol):
+    """A UTXO source that cannot tell whose output an input spends (Core RPC): its scans
+    need the watched wallets' unspent outputs, read once per wallet to start tracking."""
+
+    def unspent(self, addresses: Sequence[Address]) -> tuple[ChainHead, list[TrackedOutput]]:
+        """Return the addresses' unspent outputs and the block they were read at."""
         ...

@@ -21,6 +21,10 @@ class ChainHead:
     timestamp: int | None = None
 
 
+UNCONFIRMED = ChainHead(height=-1, hash="", timestamp=None)
+"""The `block` of a UTXO transfer still in the mempool (0 confirmations)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AssetRef:
     """A native coin (`contract is None`) or a token contract on one chain."""

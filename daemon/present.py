@@ -8,7 +8,7 @@ from typing import Any
 
 from rich.table import Table
 
-from chains.types import AssetRef, TransferObservation
+from chains.types import UNCONFIRMED, AssetRef, TransferObservation
 from daemon.amounts import format_amount
 from daemon.config import ChainSettings
 from daemon.reconcile import Finding
@@ -60,7 +60,7 @@ def check_json(report: CheckReport) -> dict[str, Any]:
         "structure": wallet.structure if wallet else None,
         "balances": balances,
         "transfers": [transfer_json(t, report.address, report.head.height, report.chain)
-                      for t in (report.scan.transfers if report.scan else ())],
+                      for t in check_transfers(report)],
         "blocks": None if report.scan is None or not report.scan.blocks else
         {"from": report.scan.blocks[0].height, "to": report.scan.blocks[-1].height},
         "traces": report.scan.traces if report.scan else None,
@@ -74,12 +74,29 @@ def transfer_json(t: TransferObservation, address: str, head: int,
                   chain: ChainSettings) -> dict[str, Any]:
     """Return one transfer in the SPEC §5 shape, seen from `address`."""
     direction = "self" if t.sender == t.recipient else ("out" if t.sender == address else "in")
+    pending = t.block == UNCONFIRMED
+    sender: Any = t.sender
+    recipient: Any = t.recipient
+    if chain.family == "utxo":  # SPEC §5: the addresses on each side, as lists
+        sender = list(t.senders) if t.senders else [t.sender] if t.sender else []
+        recipient = [t.recipient]
     return {
-        "tx_hash": t.tx_hash, "block_number": t.block.height, "block_hash": t.block.hash,
+        "tx_hash": t.tx_hash, "block_number": None if pending else t.block.height,
+        "block_hash": None if pending else t.block.hash,
         "log_index": t.log_index, "kind": t.kind, "asset": asset_label(chain, t.contract),
-        "contract": t.contract, "from": t.sender, "to": t.recipient, "amount": str(t.amount),
-        "direction": direction, "confirmations": head - t.block.height + 1,
+        "contract": t.contract, "from": sender, "to": recipient, "amount": str(t.amount),
+        "direction": direction, "confirmations": 0 if pending else head - t.block.height + 1,
     }
+
+
+def check_transfers(report: CheckReport) -> list[TransferObservation]:
+    """The transfers a spot check lists: the checked address's, confirmed then pending."""
+    if report.scan is None:
+        return []
+    if report.chain.family != "utxo":
+        return list(report.scan.transfers)
+    return [t for t in (*report.scan.transfers, *report.scan.mempool)
+            if report.address in (t.sender, t.recipient)]
 
 
 def asset_label(chain: ChainSettings, contract: str | None) -> str:
@@ -232,10 +249,13 @@ def transfers_table(report: CheckReport) -> Table:
     for column in ("block", "kind", "dir", "asset", "amount", "counterparty", "tx", "conf"):
         table.add_column(column)
     decimals = {a.symbol: a.decimals for a in report.chain.assets}
-    for t in (scan.transfers if scan else ()):
+    for t in check_transfers(report):
         doc = transfer_json(t, report.address, report.head.height, report.chain)
         other = doc["from"] if doc["direction"] == "in" else doc["to"]
-        table.add_row(str(doc["block_number"]), doc["kind"], doc["direction"], doc["asset"],
+        if isinstance(other, list):
+            other = ", ".join(other)
+        table.add_row(str(doc["block_number"] or "mempool"), doc["kind"], doc["direction"],
+                      doc["asset"],
                       display(t.amount, decimals.get(doc["asset"], 0)), other or "",
                       doc["tx_hash"] or f"withdrawal #{doc['log_index']}",
                       str(doc["confirmations"]))

@@ -14,7 +14,7 @@ from chains.errors import SourceUnavailable
 from chains.types import Address, BlockLink, ChainHead, ScanResult
 from daemon.config import ChainSettings
 from daemon.flows import Flow
-from daemon.store.transfers import ScanPlan, ScanState, block_time
+from daemon.store.transfers import ScanPlan, ScanState, TrackedRow, block_time
 
 MAX_BLOCKS_PER_CYCLE = 2_000
 """A cycle scans at most this many blocks; a daemon that was down catches up over
@@ -22,27 +22,33 @@ several cycles, never skipping a block."""
 
 
 def plan_scan(adapter: ChainAdapter, chain: ChainSettings, state: ScanState, head: ChainHead,
-              watched: Collection[Address]) -> ScanPlan:
+              watched: Collection[Address], tracked: Sequence[TrackedRow] = ()) -> ScanPlan:
     """Scan the blocks after the cursor up to the head (at most MAX_BLOCKS_PER_CYCLE).
 
     When the first new block does not extend the last scanned one, walks back to the
-    fork point and rescans from there. Raises SourceUnavailable when the range cannot
-    be read or the source's blocks do not form one chain.
+    fork point and rescans from there. `tracked`: the UTXO outputs followed for the
+    watched wallets (each scan gets those unspent before its first block). Raises
+    SourceUnavailable when the range cannot be read or the source's blocks do not form
+    one chain.
     """
+    def scan(start: int, end: int) -> ScanResult:
+        before = [row.output for row in tracked if row.unspent_after(start - 1)]
+        return adapter.scan(watched, start, end, before)
+
     end = min(head.height, state.height + MAX_BLOCKS_PER_CYCLE)
     if end <= state.height:
         if state.recent.get(head.height) in (head.hash, None):
             return ScanPlan(ScanResult((), (), (), "none", 0), ())
         branch = find_fork(adapter, state)  # same height or shorter, but another branch
-        result = adapter.scan(watched, branch + 1, head.height)
+        result = scan(branch + 1, head.height)
         _check_links(adapter.source, result.blocks)
         return ScanPlan(result, flows_of(chain, result), branch)
-    result = adapter.scan(watched, state.height + 1, end)
+    result = scan(state.height + 1, end)
     _check_links(adapter.source, result.blocks)
     fork: int | None = None
     if result.blocks and result.blocks[0].parent_hash != state.hash:
         fork = find_fork(adapter, state)
-        result = adapter.scan(watched, fork + 1, end)
+        result = scan(fork + 1, end)
         _check_links(adapter.source, result.blocks)
         if result.blocks and result.blocks[0].parent_hash != state.recent.get(fork):
             raise SourceUnavailable(adapter.source, "chain changed again while rescanning")

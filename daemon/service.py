@@ -15,7 +15,7 @@ from pathlib import Path
 import structlog
 
 from chains.addresses import canonical_address
-from chains.base import ChainAdapter
+from chains.base import ChainAdapter, OutputTracker
 from chains.errors import (
     ChainMismatch,
     DecodeError,
@@ -33,7 +33,7 @@ from daemon.scanning import plan_scan
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.models import OPEN_STATUSES
 from daemon.store.repository import DiscrepancyRecord, Store
-from daemon.store.transfers import ScanPlan
+from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
 from daemon.withdrawals import parse_withdrawals, summarize_withdrawals
 
 AdapterFactory = Callable[[ChainSettings, SourceSettings], ChainAdapter]
@@ -198,14 +198,15 @@ class Service:
             return CycleResult(chain.name, cycle_id, time.monotonic() - started,
                                error=exc.user_message)
         try:
-            plan, scan_error = self._scan(chain, adapter, head, addresses)
+            plan, scan_error, seed = self._scan(chain, adapter, head, addresses)
         finally:
             adapter.close()
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
         result = reconcile(ledger, observations)
         write = self.store.record_cycle(chain, CycleInput(
-            cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error),
+            cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
+            seed=seed),
             self._clock(), self._deadline)
         duration = time.monotonic() - started
         bound.info("cycle", head=head.height, block=block.height, wallets=len(addresses),
@@ -220,17 +221,15 @@ class Service:
                            if plan and plan.result.blocks else None, scan_error=scan_error)
 
     def _scan(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
-              addresses: Sequence[Address]) -> tuple[ScanPlan | None, str | None]:
+              addresses: Sequence[Address]) -> tuple[ScanPlan | None, str | None, Seed | None]:
         """Plan and read the next scan range, failing over to the chain's other sources;
         when none can serve it, the failures of all become the scan error."""
-        if chain.family != "evm":
-            return None, None
         state = self.store.scan_state(chain.name)
-        if state is None:
-            return None, None
+        seeded, tracked = self.store.tracking(
+            chain.name, min(state.recent, default=state.height) if state else 0)
         failures: list[str] = []
         try:
-            return plan_scan(adapter, chain, state, head, addresses), None
+            return self._scan_result(chain, adapter, state, head, addresses, seeded, tracked)
         except (SourceUnavailable, DecodeError) as exc:
             failures.append(exc.user_message)
         for source in chain.sources:
@@ -239,12 +238,26 @@ class Service:
                 if other.source == adapter.source:
                     continue
                 self._check_chain(chain, other)
-                return plan_scan(other, chain, state, head, addresses), None
+                return self._scan_result(chain, other, state, head, addresses, seeded, tracked)
             except (SourceUnavailable, DecodeError) as exc:
                 failures.append(exc.user_message)
             finally:
                 other.close()
-        return None, "; ".join(failures)
+        return None, "; ".join(failures), None
+
+    def _scan_result(self, chain: ChainSettings, adapter: ChainAdapter, state: ScanState | None,
+                     head: ChainHead, addresses: Sequence[Address], seeded: set[str],
+                     tracked: list[TrackedRow]) -> tuple[ScanPlan | None, None, Seed | None]:
+        """Seed wallets not tracked yet (Core sources), then plan and read the scan."""
+        seed = None
+        new = [a for a in addresses if a not in seeded]
+        if isinstance(adapter, OutputTracker) and new:
+            block, outputs = adapter.unspent(new)
+            seed = Seed(block, tuple(new), tuple(outputs))
+            tracked = [*tracked, *(TrackedRow(o, None) for o in outputs)]
+        if state is None:
+            return None, None, seed
+        return plan_scan(adapter, chain, state, head, addresses, tracked), None, seed
 
     def _read(self, chain: ChainSettings, addresses: Sequence[Address]
               ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation]]:
@@ -254,6 +267,9 @@ class Service:
             height = max(0, head.height - chain.confirmations)
             block = head if height == head.height else adapter.block_at(height)
             observations = adapter.balances(addresses, chain.assets, block) if addresses else []
+            seen = {o.block for o in observations if o.amount is not None}
+            if len(seen) == 1:
+                block = seen.pop()  # a UTXO source reads at its tip, not at `block`
         except BaseException:
             adapter.close()
             raise
@@ -313,14 +329,16 @@ class Service:
         try:
             head = adapter.head()
             start, end = _check_range(blocks, head.height)
-            scan = adapter.scan([address], start, end) if chain.family == "evm" else None
+            notes = [] if address in ledger.wallets else ["address is not in the sub-ledger"]
+            if isinstance(adapter, OutputTracker):
+                notes.append("core-rpc source: spends of outputs created before the scanned "
+                             "blocks are not listed (the node cannot tell whose output an "
+                             "input spends); pending transactions are not listed")
+            scan = adapter.scan([address], start, end)
             observations = _balances_or_errors(adapter, address, chain, head)
         finally:
             adapter.close()
-        notes = [] if address in ledger.wallets else ["address is not in the sub-ledger"]
-        if scan is None:
-            notes.append("transfer history is not implemented for utxo chains yet")
-        elif scan.traces == "none":
+        if chain.family == "evm" and scan.traces == "none":
             notes.append("the source serves no trace API: internal (contract-call) transfers "
                          "are not listed; balance continuity still covers them")
         return CheckReport(chain, address, head, adapter.source, observations, ledger,

@@ -40,6 +40,7 @@ from chains.types import (
     TrackedOutput,
 )
 from chains.utxo.address import NETWORKS
+from chains.utxo.core_scan import CoreScanner
 from chains.utxo.decode import block_hash, is_hex, non_negative_int
 from chains.utxo.networks import GENESIS_NETWORK, coin_of
 
@@ -90,12 +91,25 @@ def coins_to_sats(value: Any, source: str, field: str) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class Unspent:
+    """One unspent output a `scantxoutset` found."""
+
+    script: str
+    txid: str
+    vout: int
+    sats: int
+    height: int
+
+
+@dataclass(frozen=True, slots=True)
 class UtxoScan:
-    """What one `scantxoutset` saw: its block and the satoshis per scriptPubKey (hex)."""
+    """What one `scantxoutset` saw: its block, the satoshis per scriptPubKey (hex) and
+    the outputs themselves."""
 
     height: int
     block_hash: str
     sats_by_script: dict[str, int]
+    unspents: tuple[Unspent, ...] = ()
 
 
 def decode_scan(raw: Any, source: str) -> UtxoScan:
@@ -115,20 +129,25 @@ def decode_scan(raw: Any, source: str) -> UtxoScan:
     if not isinstance(unspents, list):
         raise DecodeError(source, "scantxoutset.unspents", "not a JSON array")
     totals: dict[str, int] = {}
+    found = []
     for index, item in enumerate(unspents):
-        script, sats = _unspent(item, source, f"scantxoutset.unspents[{index}]")
-        totals[script] = totals.get(script, 0) + sats
-    return UtxoScan(height, best, totals)
+        unspent = _unspent(item, source, f"scantxoutset.unspents[{index}]")
+        totals[unspent.script] = totals.get(unspent.script, 0) + unspent.sats
+        found.append(unspent)
+    return UtxoScan(height, best, totals, tuple(found))
 
 
-def _unspent(item: Any, source: str, field: str) -> tuple[str, int]:
-    """Return one unspent output's (scriptPubKey hex, satoshis). Raises DecodeError."""
+def _unspent(item: Any, source: str, field: str) -> Unspent:
+    """Return one unspent output. Raises DecodeError."""
     if not isinstance(item, dict):
         raise DecodeError(source, field, "not a JSON object")
     script = item.get("scriptPubKey")
     if not isinstance(script, str) or not is_hex(script):
         raise DecodeError(source, f"{field}.scriptPubKey", f"not hex: {str(script)[:80]!r}")
-    return script.lower(), coins_to_sats(item.get("amount"), source, f"{field}.amount")
+    return Unspent(script.lower(), block_hash(item.get("txid"), source, f"{field}.txid"),
+                   non_negative_int(item.get("vout"), source, f"{field}.vout"),
+                   coins_to_sats(item.get("amount"), source, f"{field}.amount"),
+                   non_negative_int(item.get("height"), source, f"{field}.height"))
 
 
 def decode_header(raw: Any, source: str) -> ChainHead:
@@ -169,6 +188,7 @@ class CoreRpcAdapter:
         transport: httpx.BaseTransport | None = None,
         scan_timeout: float = 600.0,
         scan_chunk: int = 1000,
+        block_batch: int = 10,
     ) -> None:
         if network not in NETWORKS:
             raise ValueError(f"unknown utxo network {network!r}")
@@ -182,6 +202,11 @@ class CoreRpcAdapter:
             transport=transport, parse_float=Decimal,
         )
         self._scan_chunk = scan_chunk
+        self._blocks = JsonRpcClient(
+            url, timeout=max(timeout, 60.0), max_batch=max_batch, retry=retry,
+            transport=transport, parse_float=Decimal,
+        )
+        self._block_scanner = CoreScanner(self._blocks, coins_to_sats, block_batch)
         self._scripts: dict[Address, str] = {}
         self._rejected: dict[Address, str] = {}
         self._headers: dict[str, ChainHead] = {}
@@ -194,12 +219,14 @@ class CoreRpcAdapter:
     @property
     def requests_made(self) -> int:
         """HTTP requests sent so far by both clients (retries included)."""
-        return self._client.requests_made + self._scanner.requests_made
+        return (self._client.requests_made + self._scanner.requests_made
+                + self._blocks.requests_made)
 
     def close(self) -> None:
         """Release connections."""
         self._client.close()
         self._scanner.close()
+        self._blocks.close()
 
     def __enter__(self) -> CoreRpcAdapter:
         return self
@@ -268,10 +295,33 @@ class CoreRpcAdapter:
 
     def scan(self, watched: Collection[Address], start: int, end: int,
              tracked: Collection[TrackedOutput] = ()) -> ScanResult:
-        """Not available yet. Raises SourceUnavailable."""
-        raise SourceUnavailable(
-            self.source, "transfer history is not implemented for core-rpc sources yet"
-        )
+        """Return the transfers and fees of `watched` in blocks start..end, following the
+        `tracked` outputs (see chains/utxo/core_scan.py). Raises SourceUnavailable,
+        DecodeError."""
+        if start > end:
+            return ScanResult((), (), (), "none", 0)
+        return self._block_scanner.scan(watched, start, end, tracked)
+
+    def unspent(self, addresses: Sequence[Address]) -> tuple[ChainHead, list[TrackedOutput]]:
+        """Return the addresses' unspent outputs and the one block every scan saw: what a
+        transfer scan starting after that block must track. Raises SourceUnavailable
+        (also when the chain moved between scan chunks), DecodeError."""
+        self._learn_scripts(list(dict.fromkeys(addresses)))
+        holders: dict[str, Address] = {}
+        for address in addresses:
+            if address in self._scripts:
+                holders.setdefault(self._scripts[address], address)
+        seen: set[str] = set()
+        outputs: list[TrackedOutput] = []
+        for chunk in _chunks(list(holders), self._scan_chunk):
+            found = self._scan_utxos([holders[script] for script in chunk])
+            seen.add(found.block_hash)
+            outputs += [TrackedOutput(u.txid, u.vout, holders[u.script], u.sats, u.height)
+                        for u in found.unspents if u.script in holders]
+        if len(seen) > 1:
+            raise SourceUnavailable(self.source, "the chain moved between scantxoutset chunks")
+        head = self._header(seen.pop()) if seen else self.head()
+        return head, outputs
 
     # -- calls and blocks -------------------------------------------------------------
 

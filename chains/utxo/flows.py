@@ -28,6 +28,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 from chains.types import (
+    UNCONFIRMED,
     Address,
     BaseUnits,
     ChainHead,
@@ -36,8 +37,8 @@ from chains.types import (
     TransferObservation,
 )
 
-UNCONFIRMED = ChainHead(height=-1, hash="", timestamp=None)
-"""The `block` of a transfer still in the mempool (0 confirmations)."""
+__all__ = ["UNCONFIRMED", "TxFlows", "TxInput", "TxOutput", "UtxoTx", "recipient_of",
+           "resolve_inputs", "tx_flows", "watched_outputs"]
 
 OP_RETURN = Address("op_return")
 """The recipient named for a provably unspendable (OP_RETURN) output with value."""

@@ -52,6 +52,7 @@ class CycleInput:
     scan: tx.ScanPlan | None = None
     scan_error: str | None = None
     window: timedelta = timedelta(days=1)
+    seed: tx.Seed | None = None
 
 
 def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
@@ -64,12 +65,15 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     audit = AuditLog(session)
     findings = list(cycle.result.findings)
     voided = 0
+    if cycle.seed is not None:
+        tx.seed_wallets(session, chain_id, cycle.seed.addresses, cycle.seed.block.height,
+                        cycle.seed.outputs)
     if cycle.scan is not None:
         new_flows = _record_scan(session, chain_id, cycle.scan, now)
         findings += _judge_transfers(session, chain, chain_id, cycle.ledger, new_flows)
         voided = _void_orphaned(session, audit, chain_id, now)
-    elif tx.scan_state(session, chain_id) is None and chain.family == "evm":
-        tx.start_cursor(session, chain_id, cycle.block, now)
+    elif tx.scan_state(session, chain_id) is None and not cycle.scan_error:
+        tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
     if cycle.scan_error:
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
     findings += _continuity(session, chain, chain_id, cycle)
@@ -158,6 +162,7 @@ def _record_scan(session: Session, chain_id: int, plan: tx.ScanPlan,
     tx.store_blocks(session, chain_id, plan.result.blocks, now)
     new_flows = tx.upsert_transfers(session, chain_id, plan.flows, now)
     tx.upsert_fees(session, chain_id, plan.result.fees)
+    tx.track_outputs(session, chain_id, plan.result.created, plan.result.spent)
     return new_flows
 
 
@@ -192,13 +197,16 @@ def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: dateti
 
 def _continuity(session: Session, chain: ChainSettings, chain_id: int,
                 cycle: CycleInput) -> list[Finding]:
-    """Balance continuity since the previous checkpoint, when the scan covers the span."""
+    """Balance continuity since the previous checkpoint, when the scan covers the span and
+    the checkpoint's block is still on the scanned chain."""
     state = tx.scan_state(session, chain_id)
     previous = session.exec(select(m.Checkpoint).where(m.Checkpoint.chain_id == chain_id)
                             .order_by(col(m.Checkpoint.id).desc())).first()
     if state is None or previous is None or cycle.scan_error or \
             not state.start_height <= previous.block_height < cycle.block.height <= state.height:
         return []
+    if state.recent.get(previous.block_height, previous.block_hash) != previous.block_hash:
+        return []  # the previous checkpoint's block was reorged out: no common base
     wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
                                 .where(m.Wallet.chain_id == chain_id)).all())
     assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)

@@ -231,3 +231,30 @@ class ApprovedWithdrawal(SQLModel, table=True):
     approved_at: datetime = _time()
     tx_hash: str | None = Field(default=None, max_length=100)
     imported_at: datetime = _time()
+
+
+class TrackedUtxo(SQLModel, table=True):
+    """A watched wallet's UTXO output, followed until spent (Core-RPC sources cannot tell
+    whose output an input spends; see chains/utxo/core_scan.py)."""
+
+    __tablename__ = "tracked_utxo"
+    __table_args__ = (UniqueConstraint("chain_id", "txid", "vout"),
+                      Index("ix_tracked_utxo_unspent", "chain_id", "spent_height"))
+    id: int | None = Field(default=None, primary_key=True)
+    chain_id: int = Field(foreign_key="chain.id")
+    txid: str = Field(max_length=64)
+    vout: int
+    address: str = Field(max_length=100)
+    amount: int = _amount()
+    height: int
+    spent_by: str | None = Field(default=None, max_length=64)
+    spent_height: int | None = None
+
+
+class UtxoSeed(SQLModel, table=True):
+    """A wallet whose unspent outputs were read (at `height`) to start tracking them."""
+
+    __tablename__ = "utxo_seed"
+    chain_id: int = Field(foreign_key="chain.id", primary_key=True)
+    address: str = Field(max_length=100, primary_key=True)
+    height: int

@@ -154,6 +154,16 @@ class Store:
             row = _chain_row(session, chain)
             return None if row is None or row.id is None else tx.scan_state(session, row.id)
 
+    def tracking(self, chain: str, spent_after: int) -> tuple[set[str], list[tx.TrackedRow]]:
+        """Return the wallets whose UTXO outputs are tracked and the tracked outputs still
+        unspent or spent above `spent_after` (see `daemon.store.transfers`)."""
+        with Session(self.engine) as session:
+            row = _chain_row(session, chain)
+            if row is None or row.id is None:
+                return set(), []
+            return (tx.seeded_addresses(session, row.id),
+                    tx.tracked_rows(session, row.id, spent_after))
+
     def record_source_error(self, chain: str, message: str, now: datetime) -> None:
         """Remember that `chain` could not be read (shown by `status`)."""
         with session_scope(self.engine) as session:

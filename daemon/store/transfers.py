@@ -19,6 +19,8 @@ from chains.types import (
     ChainHead,
     FeePayment,
     ScanResult,
+    SpentOutput,
+    TrackedOutput,
     TransferObservation,
 )
 from daemon.flows import Flow, Instruction
@@ -48,6 +50,16 @@ class ScanPlan:
     fork_point: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Seed:
+    """Unspent outputs of wallets not tracked before, read at `block` (UTXO Core sources).
+    The first seed of a chain also starts its scan cursor at `block`."""
+
+    block: ChainHead
+    addresses: tuple[str, ...]
+    outputs: tuple[TrackedOutput, ...]
+
+
 def scan_state(session: Session, chain_id: int) -> ScanState | None:
     """Return the chain's scan cursor and recent block hashes, or None before the first scan."""
     cursor = session.get(m.ScanCursor, chain_id)
@@ -75,11 +87,17 @@ def record_scan_error(session: Session, chain_id: int, message: str, now: dateti
 
 
 def retract_above(session: Session, chain_id: int, fork_point: int) -> None:
-    """Orphan every transfer and fee above `fork_point`; forget those block hashes."""
+    """Orphan every transfer and fee above `fork_point`; forget those block hashes and
+    the UTXO outputs those blocks created or spent."""
     for table in (m.Transfer, m.FeePaid):
         session.execute(update(table).where(col(table.chain_id) == chain_id,
                                             col(table.block_number) > fork_point)
                         .values(orphaned=True))
+    session.execute(delete(m.TrackedUtxo).where(col(m.TrackedUtxo.chain_id) == chain_id,
+                                                col(m.TrackedUtxo.height) > fork_point))
+    session.execute(update(m.TrackedUtxo).where(col(m.TrackedUtxo.chain_id) == chain_id,
+                                                col(m.TrackedUtxo.spent_height) > fork_point)
+                    .values(spent_by=None, spent_height=None))
     session.execute(delete(m.ScannedBlock).where(col(m.ScannedBlock.chain_id) == chain_id,
                                                  col(m.ScannedBlock.height) > fork_point))
 
@@ -193,6 +211,64 @@ def flows_between(session: Session, chain_id: int, after: int, upto: int
         col(m.FeePaid.block_number) > after, col(m.FeePaid.block_number) <= upto)).all()
     return flows, [FeePayment(ChainHead(f.block_number, f.block_hash), f.tx_hash,
                               Address(f.payer), f.amount, f.success) for f in fees]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedRow:
+    """A tracked UTXO output and the block that spent it (None: unspent)."""
+
+    output: TrackedOutput
+    spent_height: int | None
+
+    def unspent_after(self, height: int) -> bool:
+        """True when the output existed and was unspent once block `height` was applied."""
+        return self.output.height <= height and \
+            (self.spent_height is None or self.spent_height > height)
+
+
+def tracked_rows(session: Session, chain_id: int, spent_after: int) -> list[TrackedRow]:
+    """The chain's tracked outputs still unspent, or spent above `spent_after` (what a
+    rescan after a reorg down to that height needs)."""
+    rows = session.exec(select(m.TrackedUtxo).where(
+        m.TrackedUtxo.chain_id == chain_id,
+        (col(m.TrackedUtxo.spent_height).is_(None))
+        | (col(m.TrackedUtxo.spent_height) > spent_after))).all()
+    return [TrackedRow(TrackedOutput(r.txid, r.vout, Address(r.address), r.amount, r.height),
+                       r.spent_height) for r in rows]
+
+
+def seeded_addresses(session: Session, chain_id: int) -> set[str]:
+    """Wallets whose unspent outputs are being tracked."""
+    return set(session.exec(select(m.UtxoSeed.address)
+                            .where(m.UtxoSeed.chain_id == chain_id)).all())
+
+
+def track_outputs(session: Session, chain_id: int, created: Iterable[TrackedOutput],
+                  spent: Iterable[SpentOutput]) -> None:
+    """Start tracking `created` outputs (a known one is kept) and mark `spent` ones."""
+    outputs = {o.outpoint: o for o in created}
+    for (txid, vout), out in outputs.items():
+        known = session.exec(select(m.TrackedUtxo).where(
+            m.TrackedUtxo.chain_id == chain_id, m.TrackedUtxo.txid == txid,
+            m.TrackedUtxo.vout == vout)).first()
+        if known is None:
+            session.add(m.TrackedUtxo(chain_id=chain_id, txid=txid, vout=vout,
+                                      address=out.address, amount=out.value,
+                                      height=out.height))
+    session.flush()
+    for s in spent:
+        session.execute(update(m.TrackedUtxo).where(
+            col(m.TrackedUtxo.chain_id) == chain_id, col(m.TrackedUtxo.txid) == s.txid,
+            col(m.TrackedUtxo.vout) == s.vout).values(spent_by=s.by_txid,
+                                                      spent_height=s.height))
+
+
+def seed_wallets(session: Session, chain_id: int, addresses: Iterable[str], height: int,
+                 outputs: Iterable[TrackedOutput]) -> None:
+    """Record the wallets' unspent outputs read at `height` and mark them seeded."""
+    track_outputs(session, chain_id, outputs, ())
+    for address in addresses:
+        session.merge(m.UtxoSeed(chain_id=chain_id, address=address, height=height))
 
 
 def transfer_key(t: TransferObservation) -> str:

@@ -153,10 +153,45 @@ def test_tokens_are_an_error_observation(adapter: CoreRpcAdapter,
     assert (other.amount, other.error) == (None, TOKENS_UNSUPPORTED)
 
 
-def test_scan_is_not_implemented_yet(adapter: CoreRpcAdapter) -> None:
-    """Transfer history is SourceUnavailable with a reason, never a crash."""
-    with pytest.raises(SourceUnavailable, match="not implemented for core-rpc"):
-        adapter.scan([], 0, 1)
+def test_scan_follows_a_tracked_output_into_its_spend_with_the_nodes_fee(
+        adapter: CoreRpcAdapter, litecoind: LitecoinNode) -> None:
+    """A deposit block gives a transfer per output paying the watched address (log_index =
+    output index) and a created tracked output; `unspent` seeds it, and scanning the
+    spending block yields the payment, the change, the spent outpoint and a fee equal to
+    the one the node's wallet reports."""
+    wallet = litecoind.create_wallet()
+    watched = funded(litecoind, wallet, "bech32", "0.8")
+    deposit_height = litecoind.height() + 1
+    litecoind.mine(1)
+    deposit = adapter.scan([watched], deposit_height, deposit_height)
+    (incoming,) = [t for t in deposit.transfers if t.recipient == watched]
+    (created,) = deposit.created
+    assert (incoming.amount, incoming.log_index, incoming.kind) == (sats("0.8"), created.vout,
+                                                                    "native")
+    seen, unspent = adapter.unspent([watched])
+    assert [o.outpoint for o in unspent] == [created.outpoint] and seen == adapter.head()
+    outside = Address(litecoind.new_address(litecoind.create_wallet()))
+    txid = litecoind.send(outside, "0.3", wallet=wallet)
+    litecoind.mine(1)
+    height = litecoind.height()
+    spend = adapter.scan([watched], height, height, unspent)
+    node_fee = -Decimal(str(litecoind.call("gettransaction", txid, wallet=wallet)["fee"]))
+    assert [(f.tx_hash, f.payer, f.amount) for f in spend.fees] == [
+        (txid, watched, sats(str(node_fee)))]
+    assert [(s.txid, s.vout, s.by_txid) for s in spend.spent] == [
+        (created.txid, created.vout, txid)]
+    paid = {(t.sender, t.recipient): t.amount for t in spend.transfers if t.tx_hash == txid}
+    assert paid[(watched, outside)] == sats("0.3")
+    change = sum(a for (_, recipient), a in paid.items() if recipient != outside)
+    assert change == sats("0.8") - sats("0.3") - sats(str(node_fee))
+    (block,) = spend.blocks
+    assert (block.height, block.hash) == (height, adapter.head().hash)
+
+
+def test_scan_of_an_empty_range_reads_nothing(adapter: CoreRpcAdapter) -> None:
+    """A range that ends before it starts is empty, without a request."""
+    before = adapter.requests_made
+    assert adapter.scan([], 5, 4).blocks == () and adapter.requests_made == before
 
 
 def test_unreachable_source_never_shows_its_password() -> None:
@@ -243,7 +278,8 @@ def mock_node(scan_answer: dict[str, object]) -> httpx.MockTransport:
 def test_amounts_are_exact_beyond_float_precision() -> None:
     """84,000,000.12345678 coins (16 significant digits) become exactly 8400000012345678."""
     scan: dict[str, object] = {"result": {"success": True, "height": 5, "bestblock": HASH_A, "unspents": [
-        {"scriptPubKey": SCRIPT, "amount": "AMOUNT"}]}, "error": None}
+        {"txid": HASH_A, "vout": 0, "height": 5, "scriptPubKey": SCRIPT,
+         "amount": "AMOUNT"}]}, "error": None}
     adapter = CoreRpcAdapter("http://u:p@node", network="litecoin",
                              transport=mock_node(scan))
     (observed,) = adapter.balances([Address("x")], [LTC], ChainHead(5, HASH_A))
