@@ -22,6 +22,7 @@ from chains.errors import SegwatchError
 from daemon import __version__
 from daemon.builtin import builtin_chain
 from daemon.config import ChainSettings, Settings, SourceSettings, config_path, load_settings
+from daemon.derive import app as derive_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
 from daemon.logs import configure, redact_text
 from daemon.service import Service, overall, utcnow
@@ -55,6 +56,7 @@ app.add_typer(ledger_app, name="ledger")
 app.add_typer(withdrawals_app, name="withdrawals")
 app.add_typer(disc_app, name="discrepancies")
 app.add_typer(db_app, name="db")
+app.add_typer(derive_app)  # `segwatch derive CHAIN KEY`
 
 out = Console()
 if not out.is_terminal:
