@@ -83,13 +83,19 @@ def test_cycle_finds_the_one_shortfall_and_never_prints_the_password(env: Env) -
         assert env.node.password not in result.stdout + result.stderr
 
 
-def test_check_on_a_utxo_chain_shows_the_balance_and_says_transfers_are_missing(
-        env: Env) -> None:
-    """`check` on a core-rpc chain reads the live balance and notes that transfer history
-    is not implemented for utxo chains yet (instead of failing)."""
+def test_check_on_a_utxo_chain_lists_the_deposits_with_output_indexes(env: Env) -> None:
+    """`check` on a core-rpc chain reads the live balance and lists the wallet's transfers
+    in the SPEC §5 shape: kind native, log_index the output index, from/to as lists."""
     result = env.cli("check", "litecoin", env.bob, "--json")
     assert result.code == 0, result.stderr  # no ledger imported in this test
     doc = result.json()
     assert doc["balances"][0]["onchain"] == "30000000"
-    assert doc["transfers"] == [] and doc["traces"] is None
-    assert any("utxo" in note for note in doc["notes"])
+    (deposit,) = doc["transfers"]
+    tx = env.node.call("getrawtransaction", deposit["tx_hash"], True,
+                       env.node.call("getbestblockhash"))
+    paying = [o["n"] for o in tx["vout"] if o["scriptPubKey"].get("addresses") == [env.bob]]
+    assert (deposit["kind"], deposit["direction"], deposit["amount"]) == (
+        "native", "in", "30000000")
+    assert [deposit["log_index"]] == paying and deposit["to"] == [env.bob]
+    assert isinstance(deposit["from"], list) and deposit["confirmations"] == 1
+    assert any("core-rpc" in note for note in doc["notes"])
