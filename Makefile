@@ -52,6 +52,7 @@ unit: $(VENV)/.installed
 bench: install
 	$(PY) tests/bench/bench_balances.py --wallets 2000
 	$(PY) tests/bench/bench_cycle.py --wallets 100000
+	$(PY) tests/bench/bench_utxo.py --addresses 2000 --esplora-addresses 500 --latency-ms 20 --concurrency 8,16
 
 clean:
 	rm -rf $(VENV) .tools demo .mypy_cache .ruff_cache .pytest_cache

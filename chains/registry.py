@@ -20,6 +20,8 @@ def make_adapter(
     max_batch: int,
     timeout: float,
     network: str | None = None,
+    concurrency: int = 16,
+    rate_limit: float | None = None,
 ) -> ChainAdapter:
     """Return an adapter reading `url`. Raises UnsupportedSource."""
     if family == "evm" and kind == "jsonrpc":
@@ -39,5 +41,6 @@ def make_adapter(
     if family == "utxo" and kind == "esplora" and network is not None:
         from chains.utxo.esplora import EsploraAdapter
 
-        return EsploraAdapter(url, network=network, timeout=timeout)
+        return EsploraAdapter(url, network=network, timeout=timeout, concurrency=concurrency,
+                              rate_limit=rate_limit)
     raise UnsupportedSource(f"source kind {kind!r} for {family} chains is not supported yet")

@@ -14,7 +14,8 @@ def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
     """Return the adapter for one source of `chain`."""
     return make_adapter(chain.family, source.kind, source.url, chain_id=chain.chain_id,
                         multicall=chain.multicall, max_batch=source.max_batch,
-                        timeout=source.timeout_seconds, network=chain.network)
+                        timeout=source.timeout_seconds, network=chain.network,
+                        concurrency=source.concurrency, rate_limit=source.rate_limit)
 
 
 def open_store(url: str) -> Store:

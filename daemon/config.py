@@ -41,6 +41,10 @@ class SourceSettings(_Frozen):
     url_env: str | None = None
     timeout_seconds: float = Field(default=10.0, gt=0)
     max_batch: int = Field(default=500, ge=1)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    """Esplora: address requests in flight at once."""
+    rate_limit: float | None = Field(default=None, gt=0)
+    """Esplora: at most this many requests per second (a public instance's quota)."""
 
     @field_validator("url")
     @classmethod
@@ -105,7 +109,9 @@ class ChainSettings(_Frozen):
     confirmations: int = Field(default=12, ge=0)
     poll_seconds: float = Field(default=30.0, gt=0)
     freshness_seconds: float | None = Field(default=None, gt=0)
-    verify: int = Field(default=1, ge=1)
+    max_lag_blocks: int = Field(default=3, ge=0)
+    max_head_age_seconds: float | None = Field(default=None, gt=0)
+    verify: int = Field(default=1, ge=1, le=2)
     withdrawal_window_seconds: float = Field(default=86_400.0, gt=0)
     multicall: str | None = CANONICAL_MULTICALL3
     sources: list[SourceSettings] = Field(min_length=1)
@@ -161,6 +167,13 @@ class ChainSettings(_Frozen):
     def freshness(self) -> float:
         """Seconds after which a chain with no successful cycle counts as stale."""
         return self.freshness_seconds or max(3 * self.poll_seconds, 60.0)
+
+    @property
+    def head_age_limit(self) -> float:
+        """Seconds after which a source's newest block is too old to use: the configured
+        value, else 10 minutes for EVM chains and 3 hours for UTXO chains (Bitcoin
+        blocks are sometimes an hour or more apart)."""
+        return self.max_head_age_seconds or (600.0 if self.family == "evm" else 10_800.0)
 
 
 def _check_evm_chain(chain: ChainSettings) -> None:

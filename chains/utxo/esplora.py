@@ -12,6 +12,24 @@ number of times), and the observations carry that tip, not the requested block.
 Between the two tip reads the server may briefly answer from different indexes
 behind a load balancer; nothing in the API can rule that out.
 
+Transfer history (`scan`) reads the range's blocks with `/blocks/:height` (ten per
+answer) and each watched address's history with `/address/:a/txs` (its mempool
+transactions, then its newest 25 confirmed ones) and `/address/:a/txs/chain/:txid`
+(the next 25), newest first, until a transaction below the range appears or the
+history ends. A page of fewer than 25 confirmed transactions ends the history, and
+then the count read must be the address's `chain_stats.tx_count`: a truncated page is
+an error, never a shorter history. Esplora gives every input's prevout (address and
+value), so fees are exact and no outputs need tracking. Transactions are ordered by
+block, then by txid: an address history does not tell a transaction's position in
+its block. The mempool is read as far as the first page lists it (at most 50).
+
+Histories, too, are answered at the source's tip, so `scan` reads the tip hash before
+and after its reads: a transaction in the range whose block is not the range's block
+at its height, or a range whose last block changed, means the chain moved
+(SourceUnavailable: the daemon retries next cycle). A history that disagrees with
+`tx_count` is a DecodeError while the tip held still, but SourceUnavailable when it
+moved (the history may just have grown between the reads).
+
 Amounts arrive as JSON integers (satoshis) and stay `int`. Transient failures (429,
 5xx, timeouts, refused connections) are retried with exponential backoff that
 honours `Retry-After`; messages name only the redacted URL.
@@ -19,33 +37,50 @@ honours `Retry-After`; messages name only the redacted URL.
 
 from __future__ import annotations
 
+import itertools
 import threading
-from collections.abc import Collection, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from time import time
-from typing import Any, TypeAlias
+from functools import lru_cache
+from time import monotonic, sleep, time
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import quote
 
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 from tenacity.wait import wait_exponential
 
-from chains.errors import DecodeError, SourceUnavailable
+from chains.errors import DecodeError, InvalidAddress, SourceUnavailable
 from chains.jsonrpc import RetryPolicy
 from chains.types import (
     Address,
     AssetRef,
     BalanceObservation,
     BaseUnits,
+    BlockLink,
     ChainHead,
+    FeePayment,
     ScanResult,
+    SpentOutput,
     TrackedOutput,
+    TransferObservation,
 )
 from chains.urls import redact_url, url_secrets
-from chains.utxo.address import NETWORKS
+from chains.utxo.address import NETWORKS, canonical_utxo_address
 from chains.utxo.core_rpc import TOKENS_UNSUPPORTED
-from chains.utxo.decode import block_hash, non_negative_int
+from chains.utxo.decode import block_hash, is_hex, non_negative_int
+from chains.utxo.flows import (
+    UNCONFIRMED,
+    TxInput,
+    TxOutput,
+    UtxoTx,
+    tx_flows,
+    watched_outputs,
+    watched_spends,
+)
 from chains.utxo.networks import GENESIS_NETWORK
 
 TIP_ATTEMPTS = 3
@@ -54,8 +89,48 @@ TIP_ATTEMPTS = 3
 RETRY_AFTER_CAP = 30.0
 """The longest `Retry-After` (seconds) honoured; a longer one is waited for this long."""
 
+HISTORY_PAGE = 25
+"""Confirmed transactions per address-history page; a shorter page ends the history."""
+
+BLOCKS_PAGE = 10
+"""Blocks per `/blocks/:height` answer: that block and the nine below it."""
+
+NO_PARENT = "0" * 64
+"""The parent hash of a genesis block."""
+
 Outcome: TypeAlias = int | str
 """A native balance read: satoshis, or why the address could not be read."""
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmedTx:
+    """A transaction of an address history and the block (height, hash) that holds it."""
+
+    tx: UtxoTx
+    height: int
+    block_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPage:
+    """One page of an address history: its mempool and its confirmed transactions."""
+
+    mempool: tuple[UtxoTx, ...]
+    confirmed: tuple[ConfirmedTx, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AddressHistory:
+    """What `scan` read of one address: its mempool transactions and its confirmed ones,
+    newest first, down to the first below the range or to the end of its history; `gap`
+    says why that history is incomplete, if it is."""
+
+    address: Address
+    mempool: tuple[UtxoTx, ...]
+    confirmed: tuple[ConfirmedTx, ...]
+    gap: str | None = None
 
 
 class _Transient(SourceUnavailable):
@@ -74,6 +149,28 @@ class _BadRequest(Exception):
     """HTTP 400: the server rejects the path's argument (e.g. a foreign address)."""
 
 
+class _Pace:
+    """Spaces request starts at least 1/`per_second` seconds apart, across threads: a
+    public instance's quota (None: no limit)."""
+
+    def __init__(self, per_second: float | None) -> None:
+        if per_second is not None and per_second <= 0:
+            raise ValueError("rate_limit must be above 0")
+        self._interval = 1.0 / per_second if per_second else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = monotonic()
+            start = max(now, self._next)
+            self._next = start + self._interval
+        if start > now:
+            sleep(start - now)
+
+
 class EsploraAdapter:
     """Reads one Bitcoin or Litecoin chain through an Esplora REST API (a ChainAdapter).
 
@@ -89,7 +186,8 @@ class EsploraAdapter:
         *,
         network: str,
         timeout: float = 10.0,
-        concurrency: int = 8,
+        concurrency: int = 16,
+        rate_limit: float | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -109,6 +207,7 @@ class EsploraAdapter:
         self._http = httpx.Client(timeout=timeout, transport=transport, limits=limits)
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="esplora")
         self._lock = threading.Lock()
+        self._pace = _Pace(rate_limit)
         self._requests = 0
         self._headers: dict[str, ChainHead] = {}
 
@@ -189,10 +288,32 @@ class EsploraAdapter:
 
     def scan(self, watched: Collection[Address], start: int, end: int,
              tracked: Collection[TrackedOutput] = ()) -> ScanResult:
-        """Not available yet. Raises SourceUnavailable."""
-        raise SourceUnavailable(
-            self.source, "transfer history is not implemented for esplora sources yet"
-        )
+        """Return the transfers and fees of `watched` in blocks start..end (inclusive), a
+        link for every block of the range, and the watched addresses' mempool transfers.
+
+        Block pages and address histories are read concurrently (at most `concurrency`
+        requests at once); `tracked` is not needed (Esplora knows every prevout).
+        Raises SourceUnavailable when the range cannot be read or the chain moved during
+        the scan, DecodeError for a malformed answer or an incomplete history,
+        ValueError for a negative `start`.
+        """
+        if start < 0:
+            raise ValueError("start must not be negative")
+        if start > end:
+            return ScanResult((), (), (), "none", 0)
+        addresses = list(dict.fromkeys(watched))
+        tip = self._tip_hash()
+        pages = [self._pool.submit(self._block_page, top)
+                 for top in range(end, start - 1, -BLOCKS_PAGE)]
+        reads = [self._pool.submit(self._history, address, start) for address in addresses]
+        try:
+            blocks = _gather(pages)
+            links = chain_links(blocks, start, end, self.source)
+            histories = _gather(reads)
+        finally:
+            _cancel(pages, reads)  # after a failure, the reads not yet started are moot
+        self._settle(tip, links[-1], histories)
+        return self._result(links, histories, frozenset(addresses))
 
     # -- blocks -------------------------------------------------------------------------
 
@@ -219,6 +340,89 @@ class EsploraAdapter:
                 raise DecodeError(self.source, "block.id", f"asked for {block_hash}")
             self._headers[block_hash] = known
         return known
+
+    # -- transfer history ---------------------------------------------------------------
+
+    def _block_page(self, top: int) -> list[BlockLink]:
+        """Return block `top` and the nine below it, newest first."""
+        try:
+            response = self._get(f"/blocks/{top}", rejectable=True)
+        except (_NotFound, _BadRequest):
+            raise SourceUnavailable(self.source, f"no block {top} yet") from None
+        return decode_block_page(_json(response, self.source, f"blocks/{top}"), self.source,
+                                 top)
+
+    def _history(self, address: Address, start: int) -> AddressHistory:
+        """Read `address`'s history pages, newest first, until a confirmed transaction
+        below `start` or the end of the history; check a history read to its end
+        against `chain_stats.tx_count`."""
+        path = f"/address/{quote(address, safe='')}/txs"
+        first = self._history_page(path)
+        confirmed: list[ConfirmedTx] = []
+        seen: set[str] = set()
+        last, last_path = first.confirmed, path
+        while True:
+            check_next_page(confirmed, last, seen, self.source, last_path[1:])
+            confirmed += last
+            seen.update(item.tx.txid for item in last)
+            if len(last) < HISTORY_PAGE or last[-1].height < start:
+                break
+            last_path = f"{path}/chain/{last[-1].tx.txid}"
+            page = self._history_page(last_path)
+            if page.mempool:
+                raise DecodeError(self.source, last_path[1:], "lists unconfirmed transactions")
+            last = page.confirmed
+        gap = None
+        if len(last) < HISTORY_PAGE:
+            count = self._tx_count(address)
+            if count != len(confirmed):
+                gap = (f"read {len(confirmed)} confirmed transactions, "
+                       f"chain_stats.tx_count is {count}")
+        return AddressHistory(address, first.mempool, tuple(confirmed), gap)
+
+    def _history_page(self, path: str) -> HistoryPage:
+        raw = _json(self._get(path), self.source, path[1:])
+        return decode_history_page(raw, self.source, self._network, path[1:])
+
+    def _tx_count(self, address: Address) -> int:
+        field = f"address/{address}"
+        raw = _json(self._get(f"/address/{quote(address, safe='')}"), self.source, field)
+        return decode_tx_count(raw, self.source, address)
+
+    def _settle(self, tip: str, last: BlockLink, histories: Sequence[AddressHistory]) -> None:
+        """Accept the reads if the chain held still during them, or moved only above the
+        range with every history complete. Raises DecodeError for an incomplete history
+        read while the tip held still, SourceUnavailable when the chain moved."""
+        gaps = [history for history in histories if history.gap is not None]
+        if self._tip_hash() == tip:
+            if gaps:
+                raise DecodeError(self.source, f"address/{gaps[0].address}/txs",
+                                  f"history incomplete: {gaps[0].gap}")
+            return
+        if self._block_hash_at(last.height) != last.hash:
+            raise SourceUnavailable(self.source, "the chain moved during the scan")
+        if gaps:
+            raise SourceUnavailable(
+                self.source, f"the chain moved during the scan and the history of "
+                f"{gaps[0].address} changed meanwhile ({gaps[0].gap})")
+
+    def _result(self, links: tuple[BlockLink, ...], histories: Sequence[AddressHistory],
+                watched: frozenset[Address]) -> ScanResult:
+        transfers: list[TransferObservation] = []
+        fees: list[FeePayment] = []
+        created: list[TrackedOutput] = []
+        spent: list[SpentOutput] = []
+        for tx, block in range_txs(histories, links, self.source):
+            flows = tx_flows(tx, block, watched, self.source)
+            transfers += flows.transfers
+            if flows.fee is not None:
+                fees.append(flows.fee)
+            created += watched_outputs(tx, watched, block.height)
+            spent += watched_spends(tx, watched, block.height)
+        mempool = [transfer for tx in mempool_txs(histories)
+                   for transfer in tx_flows(tx, UNCONFIRMED, watched, self.source).transfers]
+        return ScanResult(links, tuple(transfers), tuple(fees), "none", 0,
+                          mempool=tuple(mempool), created=tuple(created), spent=tuple(spent))
 
     # -- balances -----------------------------------------------------------------------
 
@@ -279,6 +483,7 @@ class EsploraAdapter:
             raise SourceUnavailable(self.source, f"{exc.args[0]} for {path}") from None
 
     def _get_once(self, path: str) -> httpx.Response:
+        self._pace.wait()
         with self._lock:
             self._requests += 1
         url = self._base.copy_with(path=self._base.path.rstrip("/") + path)
@@ -350,6 +555,242 @@ def decode_address_balance(raw: Any, source: str, address: str) -> int:
     if spent > funded:
         raise DecodeError(source, f"{field}.chain_stats", f"spent {spent} > funded {funded}")
     return funded - spent
+
+
+def decode_tx_count(raw: Any, source: str, address: str) -> int:
+    """Return `chain_stats.tx_count` of an `/address/:a` answer: how many confirmed
+    transactions touch the address. Raises DecodeError, also for another address."""
+    field = f"address/{address}"
+    if not isinstance(raw, dict) or not isinstance(raw.get("chain_stats"), dict):
+        raise DecodeError(source, f"{field}.chain_stats", "missing or not a JSON object")
+    if raw.get("address", address) != address:
+        raise DecodeError(source, f"{field}.address", f"answers for {raw.get('address')!r}")
+    return non_negative_int(raw["chain_stats"].get("tx_count"), source,
+                            f"{field}.chain_stats.tx_count")
+
+
+def decode_block_page(raw: Any, source: str, top: int) -> list[BlockLink]:
+    """Return a `/blocks/:top` answer as block links, newest first, starting at `top`.
+
+    Raises DecodeError naming the field for a malformed block, a page that does not
+    start at `top`, or blocks that do not each extend the one below them.
+    """
+    field = f"blocks/{top}"
+    if not isinstance(raw, list) or not raw:
+        raise DecodeError(source, field, "not a non-empty JSON array")
+    links = [decode_block_link(item, source, f"{field}[{n}]") for n, item in enumerate(raw)]
+    if links[0].height != top:
+        raise DecodeError(source, f"{field}[0].height", f"{links[0].height}, asked for {top}")
+    for n, (upper, lower) in enumerate(itertools.pairwise(links), start=1):
+        if lower.height != upper.height - 1 or upper.parent_hash != lower.hash:
+            raise DecodeError(source, f"{field}[{n}]", "is not the parent of the block above")
+    return links
+
+
+def decode_block_link(raw: Any, source: str, field: str) -> BlockLink:
+    """Return one block of a `/blocks` answer (`id`, `height`, `previousblockhash`,
+    `timestamp`) as a BlockLink; genesis has no parent. Raises DecodeError."""
+    if not isinstance(raw, dict):
+        raise DecodeError(source, field, "not a JSON object")
+    height = non_negative_int(raw.get("height"), source, f"{field}.height")
+    parent = raw.get("previousblockhash")
+    return BlockLink(
+        height=height,
+        hash=block_hash(raw.get("id"), source, f"{field}.id"),
+        parent_hash=NO_PARENT if height == 0 and parent is None
+        else block_hash(parent, source, f"{field}.previousblockhash"),
+        timestamp=non_negative_int(raw.get("timestamp"), source, f"{field}.timestamp"),
+    )
+
+
+def chain_links(pages: Iterable[Sequence[BlockLink]], start: int, end: int, source: str
+                ) -> tuple[BlockLink, ...]:
+    """Return the links of blocks start..end, oldest first, from decoded block pages.
+
+    Raises DecodeError when a height is missing, SourceUnavailable when a block does not
+    extend the one below it (pages read before and after the chain moved).
+    """
+    by_height = {link.height: link for page in pages for link in page}
+    links: list[BlockLink] = []
+    for height in range(start, end + 1):
+        link = by_height.get(height)
+        if link is None:
+            raise DecodeError(source, "blocks", f"no block at height {height} in the pages")
+        if links and link.parent_hash != links[-1].hash:
+            raise SourceUnavailable(source, f"the chain moved during the scan (block {height} "
+                                    f"does not extend block {height - 1})")
+        links.append(link)
+    return tuple(links)
+
+
+def decode_history_page(raw: Any, source: str, network: str, field: str) -> HistoryPage:
+    """Return an address-history page (`/address/:a/txs[/chain/:txid]`), its addresses
+    canonical for `network` where they parse.
+
+    Raises DecodeError naming the field for a malformed transaction or a page with more
+    than HISTORY_PAGE confirmed transactions.
+    """
+    if not isinstance(raw, list):
+        raise DecodeError(source, field, "not a JSON array")
+    mempool: list[UtxoTx] = []
+    confirmed: list[ConfirmedTx] = []
+    for n, item in enumerate(raw):
+        tx = decode_tx(item, source, network, f"{field}[{n}]")
+        status = decode_status(item.get("status"), source, f"{field}[{n}].status")
+        if status is None:
+            mempool.append(tx)
+        else:
+            confirmed.append(ConfirmedTx(tx, *status))
+    if len(confirmed) > HISTORY_PAGE:
+        raise DecodeError(source, field, f"{len(confirmed)} confirmed transactions on one "
+                          f"page (at most {HISTORY_PAGE})")
+    return HistoryPage(tuple(mempool), tuple(confirmed))
+
+
+def decode_tx(raw: Any, source: str, network: str, field: str) -> UtxoTx:
+    """Return an Esplora transaction (`txid`, `vin`, `vout`) as a UtxoTx; a coinbase
+    has no inputs. Raises DecodeError naming the field."""
+    if not isinstance(raw, dict):
+        raise DecodeError(source, field, "not a JSON object")
+    txid = _hex32(raw.get("txid"), source, f"{field}.txid")
+    vin = _array(raw.get("vin"), source, f"{field}.vin")
+    vout = _array(raw.get("vout"), source, f"{field}.vout")
+    inputs = [_input(item, source, network, f"{field}.vin[{n}]") for n, item in enumerate(vin)]
+    outputs = tuple(_output(item, n, source, network, f"{field}.vout[{n}]")
+                    for n, item in enumerate(vout))
+    return UtxoTx(txid, tuple(i for i in inputs if i is not None), outputs)
+
+
+def decode_status(raw: Any, source: str, field: str) -> tuple[int, str] | None:
+    """Return a transaction `status` as (block height, block hash), None when it is
+    unconfirmed. Raises DecodeError naming the field."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("confirmed"), bool):
+        raise DecodeError(source, f"{field}.confirmed", "missing or not a boolean")
+    if not raw["confirmed"]:
+        return None
+    return (non_negative_int(raw.get("block_height"), source, f"{field}.block_height"),
+            block_hash(raw.get("block_hash"), source, f"{field}.block_hash"))
+
+
+def check_next_page(history: Sequence[ConfirmedTx], page: Sequence[ConfirmedTx],
+                    seen: AbstractSet[str], source: str, field: str) -> None:
+    """Raise DecodeError unless `page` continues `history` (whose txids are `seen`) newest
+    first, with no transaction twice: where paging stops depends on that order, and a
+    source that repeated a page would otherwise be paged through for ever."""
+    for newer, older in itertools.pairwise([*history[-1:], *page]):
+        if older.height > newer.height:
+            raise DecodeError(source, field, f"not newest first: {older.tx.txid} at "
+                              f"{older.height} after {newer.tx.txid} at {newer.height}")
+    txids = [item.tx.txid for item in page]
+    if len(set(txids)) != len(txids) or not seen.isdisjoint(txids):
+        raise DecodeError(source, field, "lists a transaction twice")
+
+
+def range_txs(histories: Iterable[AddressHistory], links: Sequence[BlockLink], source: str
+              ) -> list[tuple[UtxoTx, ChainHead]]:
+    """Return the histories' confirmed transactions in the range of `links` (each once),
+    with their blocks, ordered by height, then txid.
+
+    Raises SourceUnavailable when a transaction's block is not the range's block at its
+    height: the chain moved between the reads.
+    """
+    start = links[0].height
+    found: dict[str, tuple[UtxoTx, ChainHead]] = {}
+    for history in histories:
+        for item in history.confirmed:
+            if not start <= item.height <= links[-1].height:
+                continue
+            link = links[item.height - start]
+            if item.block_hash != link.hash:
+                raise SourceUnavailable(
+                    source, f"the chain moved during the scan: {item.tx.txid} is in block "
+                    f"{item.block_hash} at height {item.height}, the scan read {link.hash}")
+            found[item.tx.txid] = (item.tx, ChainHead(link.height, link.hash, link.timestamp))
+    return sorted(found.values(), key=lambda pair: (pair[1].height, pair[0].txid))
+
+
+def mempool_txs(histories: Iterable[AddressHistory]) -> list[UtxoTx]:
+    """Return the histories' unconfirmed transactions, each once, except those another
+    history already saw confirmed (mined between the reads)."""
+    histories = list(histories)
+    mined = {item.tx.txid for history in histories for item in history.confirmed}
+    unique = {tx.txid: tx for history in histories for tx in history.mempool}
+    return [tx for txid, tx in unique.items() if txid not in mined]
+
+
+def _input(raw: Any, source: str, network: str, field: str) -> TxInput | None:
+    """One input with its prevout's address and value; None for a coinbase input."""
+    if not isinstance(raw, dict):
+        raise DecodeError(source, field, "not a JSON object")
+    coinbase = raw.get("is_coinbase", False)
+    if not isinstance(coinbase, bool):
+        raise DecodeError(source, f"{field}.is_coinbase", "not a boolean")
+    if coinbase:
+        return None
+    prevout = raw.get("prevout")
+    if not isinstance(prevout, dict):
+        raise DecodeError(source, f"{field}.prevout", "missing or not a JSON object")
+    return TxInput(
+        prev_txid=_hex32(raw.get("txid"), source, f"{field}.txid"),
+        prev_vout=non_negative_int(raw.get("vout"), source, f"{field}.vout"),
+        address=_address(prevout.get("scriptpubkey_address"), network, source,
+                         f"{field}.prevout.scriptpubkey_address"),
+        value=non_negative_int(prevout.get("value"), source, f"{field}.prevout.value"),
+    )
+
+
+def _output(raw: Any, index: int, source: str, network: str, field: str) -> TxOutput:
+    if not isinstance(raw, dict):
+        raise DecodeError(source, field, "not a JSON object")
+    script = raw.get("scriptpubkey")
+    if not isinstance(script, str) or not is_hex(script):
+        raise DecodeError(source, f"{field}.scriptpubkey", f"not hex: {str(script)[:80]!r}")
+    return TxOutput(
+        index=index,
+        script=script.lower(),
+        value=non_negative_int(raw.get("value"), source, f"{field}.value"),
+        address=_address(raw.get("scriptpubkey_address"), network, source,
+                         f"{field}.scriptpubkey_address"),
+    )
+
+
+def _address(value: Any, network: str, source: str, field: str) -> Address | None:
+    """An optional address, canonical for `network` when it parses, else as given."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise DecodeError(source, field, f"not an address: {str(value)[:80]!r}")
+    return _canonical(value, network)
+
+
+@lru_cache(maxsize=65_536)
+def _canonical(text: str, network: str) -> Address:
+    try:
+        return canonical_utxo_address(text, network)
+    except InvalidAddress:
+        return Address(text)
+
+
+def _hex32(value: Any, source: str, field: str) -> str:
+    if not isinstance(value, str) or len(value) != 64 or not is_hex(value):
+        raise DecodeError(source, field, f"not a 32-byte hex txid: {str(value)[:80]!r}")
+    return value.lower()
+
+
+def _array(value: Any, source: str, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise DecodeError(source, field, "missing or not a JSON array")
+    return value
+
+
+def _gather(jobs: Iterable[Future[_T]]) -> list[_T]:
+    """The jobs' results in order; the first failure is raised."""
+    return [job.result() for job in jobs]
+
+
+def _cancel(*groups: Iterable[Future[Any]]) -> None:
+    for job in itertools.chain(*groups):
+        job.cancel()
 
 
 def _json(response: httpx.Response, source: str, field: str) -> Any:

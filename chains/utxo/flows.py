@@ -33,12 +33,13 @@ from chains.types import (
     BaseUnits,
     ChainHead,
     FeePayment,
+    SpentOutput,
     TrackedOutput,
     TransferObservation,
 )
 
 __all__ = ["UNCONFIRMED", "TxFlows", "TxInput", "TxOutput", "UtxoTx", "recipient_of",
-           "resolve_inputs", "tx_flows", "watched_outputs"]
+           "resolve_inputs", "tx_flows", "watched_outputs", "watched_spends"]
 
 OP_RETURN = Address("op_return")
 """The recipient named for a provably unspendable (OP_RETURN) output with value."""
@@ -146,3 +147,10 @@ def watched_outputs(tx: UtxoTx, watched: Collection[Address], height: int
     """Return the outputs of `tx` that pay watched addresses, to be tracked."""
     return [TrackedOutput(tx.txid, out.index, out.address, out.value, height)
             for out in tx.outputs if out.address is not None and out.address in watched]
+
+
+def watched_spends(tx: UtxoTx, watched: Collection[Address], height: int) -> list[SpentOutput]:
+    """Return the inputs of `tx` that spend watched addresses' outputs (a source that
+    knows prevouts reports them, so the tracked outputs stay right across failover)."""
+    return [SpentOutput(i.prev_txid, i.prev_vout, tx.txid, height)
+            for i in tx.inputs if i.address is not None and i.address in watched]

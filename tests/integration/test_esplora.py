@@ -186,12 +186,6 @@ def test_persistent_server_error_hides_the_urls_secrets(esplora_server: EsploraS
     assert esplora_server.paths == ["/api/blocks/tip/hash"] * FAST.attempts
 
 
-def test_scan_is_not_implemented_yet(adapter: EsploraAdapter) -> None:
-    """Transfer history is SourceUnavailable with a reason, never a crash."""
-    with pytest.raises(SourceUnavailable, match="not implemented for esplora"):
-        adapter.scan([], 0, 1)
-
-
 # -- answers served by a mock transport -------------------------------------------------
 
 HASH_A, HASH_B = "aa" * 32, "bb" * 32
@@ -241,3 +235,19 @@ def test_malformed_chain_stats_are_a_decode_error(stats: dict[str, object]) -> N
                         transport=mock_esplora([HASH_A], stats)) as adapter, \
             pytest.raises(DecodeError, match="chain_stats"):
         adapter.balances([Address("x")], [LTC], ChainHead(5, HASH_A))
+
+
+def test_rate_limit_spaces_the_requests_across_threads() -> None:
+    """`rate_limit` = 50/s: 20 address reads on 8 threads (plus 3 tip/block reads) take at
+    least 22 intervals of 20 ms; without it they take far less."""
+    stats = {"funded_txo_sum": 5, "spent_txo_sum": 0}
+    addresses = [Address(f"a{n}") for n in range(20)]
+    timings = {}
+    for limit in (None, 50.0):
+        with EsploraAdapter("http://esplora", network="litecoin", concurrency=8,
+                            rate_limit=limit, transport=mock_esplora([HASH_A], stats)) as adapter:
+            started = time.monotonic()
+            observed = adapter.balances(addresses, [LTC], ChainHead(5, HASH_A))
+            timings[limit] = time.monotonic() - started
+        assert [o.amount for o in observed] == [5] * 20
+    assert timings[50.0] >= 22 * 0.02 > 2 * timings[None]
