@@ -26,7 +26,7 @@ class FakeAdapter:
 
     balances_by_key: Mapping[tuple[str, str], int] = field(default_factory=dict)
     head_block: ChainHead = field(
-        default_factory=lambda: ChainHead(100, "0x" + "ab" * 32, 1_700_000_000))
+        default_factory=lambda: ChainHead(100, "0x" + "ab" * 32))
     network: int | str = 1
     name: str = "fake://source"
     fail: bool = False

@@ -152,3 +152,60 @@ def balance_finding(chain: str, wallet: WalletView, obs: BalanceObservation) -> 
         difference=difference,
         block=obs.block,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CrossCheck:
+    """Balances read from two sources at one block, compared."""
+
+    observations: tuple[BalanceObservation, ...]
+    """The primary's observations; a pair the sources disagree on (or the second could
+    not read) carries an error instead of an amount, so it raises no balance finding."""
+    findings: tuple[Finding, ...]
+    """One `source_disagreement` per client (wallet, asset) whose amounts differ."""
+
+
+def cross_check(ledger: LedgerView, primary: Iterable[BalanceObservation],
+                secondary: Iterable[BalanceObservation]) -> CrossCheck:
+    """Compare two sources' reads of the same (address, asset) pairs at the same block.
+
+    Agreement keeps the observation. Different amounts give a `source_disagreement`
+    (for wallets in the ledger; `onchain` the primary's amount, `difference` primary -
+    secondary, `counterparty` the second source) and an error observation; a pair
+    the second source could not read, or read at another block, is an error too.
+    """
+    others = {(o.address, o.asset.symbol): o for o in secondary}
+    kept: list[BalanceObservation] = []
+    findings: list[Finding] = []
+    for obs in primary:
+        other = others.get((obs.address, obs.asset.symbol))
+        if obs.amount is None:
+            kept.append(obs)
+            continue
+        reason = None
+        if other is None or other.amount is None:
+            reason = f"not verified: second source {other.source if other else '?'} " \
+                     f"could not read it ({other.error if other else 'missing'})"
+        elif other.block.hash != obs.block.hash:
+            reason = f"not verified: second source read block {other.block.height}"
+        elif other.amount != obs.amount:
+            reason = f"sources disagree: {obs.source} {obs.amount}, {other.source} {other.amount}"
+            wallet = ledger.wallets.get(obs.address)
+            if wallet is not None:
+                findings.append(Finding(
+                    type="source_disagreement", severity=SEVERITY["source_disagreement"],
+                    chain=ledger.chain, address=obs.address, asset=obs.asset.symbol,
+                    contract=obs.asset.contract, owners=wallet.owners(obs.asset.symbol),
+                    onchain=obs.amount, ledger=None, difference=obs.amount - other.amount,
+                    block=obs.block, counterparty=other.source))
+        kept.append(obs if reason is None else BalanceObservation(
+            obs.address, obs.asset, None, obs.block, obs.source, error=reason))
+    return CrossCheck(tuple(kept), tuple(findings))
+
+
+def stale_finding(chain: str, critical: bool) -> Finding:
+    """The chain-level `source_stale` finding (no address or asset): warning, critical
+    once the chain has been stale for three times its SLA."""
+    return Finding(type="source_stale", severity="critical" if critical else "warning",
+                   chain=chain, address=Address(""), asset="", contract=None, owners=(),
+                   onchain=None, ledger=None, difference=None)

@@ -4,6 +4,7 @@ over the store and the chain adapters. Callers only parse input and map errors.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import uuid
@@ -28,7 +29,15 @@ from daemon.calendar import add_business_day
 from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.errors import InputError
 from daemon.ledger import parse_ledger, summarize
-from daemon.reconcile import Finding, LedgerView, Reconciliation, reconcile
+from daemon.reconcile import (
+    CrossCheck,
+    Finding,
+    LedgerView,
+    Reconciliation,
+    cross_check,
+    reconcile,
+    stale_finding,
+)
 from daemon.scanning import plan_scan
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.models import OPEN_STATUSES
@@ -72,6 +81,10 @@ class ImportResult:
     rows: Sequence[object]
     summary: dict[str, object]
     snapshot_id: int | None
+
+
+class NoFreshSource(SourceUnavailable):
+    """Every source that answered is behind the best head or older than its SLA."""
 
 
 @dataclass(frozen=True)
@@ -191,12 +204,15 @@ class Service:
         ledger = self.store.ledger_view(chain.name)
         addresses = sorted(ledger.wallets)
         try:
-            adapter, head, block, observations = self._read(chain, addresses)
+            adapter, head, block, observations, disagreements = self._read(chain, ledger)
         except (SourceUnavailable, DecodeError) as exc:
-            self.store.record_source_error(chain.name, exc.user_message, self._clock())
-            bound.warning("cycle_failed", error=exc.user_message)
+            stale = self._stale(chain, exc)
+            opened = self.store.record_source_error(chain.name, exc.user_message, self._clock(),
+                                                    stale, self._deadline)
+            bound.warning("cycle_failed", error=exc.user_message,
+                          source_stale=stale.severity if stale else None, opened=int(opened))
             return CycleResult(chain.name, cycle_id, time.monotonic() - started,
-                               error=exc.user_message)
+                               findings=(stale,) if stale else (), error=exc.user_message)
         try:
             plan, scan_error, seed = self._scan(chain, adapter, head, addresses)
         finally:
@@ -204,6 +220,8 @@ class Service:
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
         result = reconcile(ledger, observations)
+        if disagreements:
+            result = dataclasses.replace(result, findings=(*result.findings, *disagreements))
         write = self.store.record_cycle(chain, CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
             seed=seed),
@@ -259,21 +277,117 @@ class Service:
             return None, None, seed
         return plan_scan(adapter, chain, state, head, addresses, tracked), None, seed
 
-    def _read(self, chain: ChainSettings, addresses: Sequence[Address]
-              ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation]]:
-        adapter = self.connect(chain)
+    def _read(self, chain: ChainSettings, ledger: LedgerView
+              ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation],
+                         tuple[Finding, ...]]:
+        """Read every wallet's balances at the pinned block from the first fresh source
+        that can (failing over in order), cross-checked by a second one with `verify = 2`.
+
+        Returns the adapter used (the caller closes it), its head, the block read, the
+        observations and any `source_disagreement` findings. Raises NoFreshSource,
+        SourceUnavailable.
+        """
+        addresses = sorted(ledger.wallets)
+        fresh = self._fresh_sources(chain)
+        failures: list[str] = []
         try:
-            head = adapter.head()
-            height = max(0, head.height - chain.confirmations)
-            block = head if height == head.height else adapter.block_at(height)
-            observations = adapter.balances(addresses, chain.assets, block) if addresses else []
-            seen = {o.block for o in observations if o.amount is not None}
-            if len(seen) == 1:
-                block = seen.pop()  # a UTXO source reads at its tip, not at `block`
+            while fresh:
+                adapter, head = fresh.pop(0)
+                try:
+                    block, observations = self._balances(chain, adapter, head, addresses)
+                except (SourceUnavailable, DecodeError) as exc:
+                    failures.append(exc.user_message)
+                    adapter.close()
+                    continue
+                disagreements: tuple[Finding, ...] = ()
+                if chain.verify >= 2 and observations:
+                    checked = self._verify(chain, ledger, fresh, block, observations)
+                    observations, disagreements = list(checked.observations), checked.findings
+                return adapter, head, block, observations, disagreements
+            raise SourceUnavailable(chain.name, "; ".join(failures))
+        finally:
+            for other, _ in fresh:
+                other.close()
+
+    def _balances(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
+                  addresses: Sequence[Address]) -> tuple[ChainHead, list[BalanceObservation]]:
+        height = max(0, head.height - chain.confirmations)
+        block = head if height == head.height else adapter.block_at(height)
+        observations = adapter.balances(addresses, chain.assets, block) if addresses else []
+        seen = {o.block for o in observations if o.amount is not None}
+        if len(seen) == 1:
+            block = seen.pop()  # a UTXO source reads at its tip, not at `block`
+        return block, observations
+
+    def _verify(self, chain: ChainSettings, ledger: LedgerView,
+                others: Sequence[tuple[ChainAdapter, ChainHead]], block: ChainHead,
+                observations: list[BalanceObservation]) -> CrossCheck:
+        """Read the same pairs at `block` from the next fresh source that can; without
+        one, nothing is verified (every pair becomes a read error)."""
+        addresses = sorted({o.address for o in observations})
+        for adapter, _ in others:
+            try:
+                second = adapter.balances(addresses, chain.assets, block)
+            except (SourceUnavailable, DecodeError) as exc:
+                log.warning("verify_source_failed", chain=chain.name, error=exc.user_message)
+                continue
+            return cross_check(ledger, observations, second)
+        return cross_check(ledger, observations, ())
+
+    def _fresh_sources(self, chain: ChainSettings) -> list[tuple[ChainAdapter, ChainHead]]:
+        """Return the sources whose head is fresh, in configured order, with their heads.
+
+        A source lagging the best head by more than `max_lag_blocks`, or whose newest
+        block is older than `head_age_limit`, is not used. Raises NoFreshSource when
+        sources answered but none is fresh, SourceUnavailable when none answered
+        (a source serving another chain counts as not answering).
+        """
+        answered: list[tuple[ChainAdapter, ChainHead]] = []
+        failures: list[str] = []
+        try:
+            for source in chain.sources:
+                adapter = self._adapters(chain, source)
+                try:
+                    self._check_chain(chain, adapter)
+                    answered.append((adapter, adapter.head()))
+                except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
+                    failures.append(exc.user_message)
+                    adapter.close()
         except BaseException:
-            adapter.close()
+            for adapter, _ in answered:
+                adapter.close()
             raise
-        return adapter, head, block, observations
+        if not answered:
+            raise SourceUnavailable(chain.name, "; ".join(failures) or "no source configured")
+        best = max(head.height for _, head in answered)
+        now = self._clock().timestamp()
+        fresh = []
+        for adapter, head in answered:
+            lag = best - head.height
+            age = None if head.timestamp is None else now - head.timestamp
+            if lag > chain.max_lag_blocks:
+                failures.append(f"source {adapter.source} is {lag} blocks behind")
+            elif age is not None and age > chain.head_age_limit:
+                failures.append(f"source {adapter.source}: newest block {head.height} is "
+                                f"{age:.0f} s old")
+            else:
+                fresh.append((adapter, head))
+                continue
+            adapter.close()
+        if not fresh:
+            raise NoFreshSource(chain.name, "no fresh source: " + "; ".join(failures))
+        return fresh
+
+    def _stale(self, chain: ChainSettings, exc: SegwatchError) -> Finding | None:
+        """The `source_stale` finding a failed cycle raises: at once when the sources
+        answered with stale heads, else once the last good cycle is older than the
+        chain's freshness SLA; critical past three times the SLA."""
+        checkpoint = self.store.last_checkpoint(chain.name)
+        since = (self._clock() - checkpoint.finished_at).total_seconds() if checkpoint \
+            else None
+        if not isinstance(exc, NoFreshSource) and (since is None or since <= chain.freshness):
+            return None
+        return stale_finding(chain.name, since is not None and since > 3 * chain.freshness)
 
     def connect(self, chain: ChainSettings, only: SourceSettings | None = None) -> ChainAdapter:
         """Return an adapter on the first source of `chain` that answers with the right chain.

@@ -89,6 +89,27 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings))
 
 
+_PAIR_TYPES = (*BALANCE_TYPES, "source_disagreement")
+"""Findings about one (wallet, asset) that a verified read of it clears."""
+
+
+def record_stale(session: Session, chain_id: int, finding: Finding, now: datetime,
+                 deadline: Callable[[datetime], datetime]) -> bool:
+    """Open the chain's `source_stale` finding, or refresh the open one (its severity
+    may have risen). Returns True when it was opened."""
+    audit = AuditLog(session)
+    row = session.exec(select(m.Discrepancy).where(
+        m.Discrepancy.chain_id == chain_id, m.Discrepancy.fingerprint == finding.fingerprint,
+        col(m.Discrepancy.status).in_(m.OPEN_STATUSES))).first()
+    if row is None:
+        _open(session, audit, chain_id, finding, now, deadline(now))
+        return True
+    row.severity = finding.severity
+    _refresh(row, finding, now)
+    session.add(row)
+    return False
+
+
 def _store_observations(session: Session, chain_id: int,
                         observations: Sequence[BalanceObservation], now: datetime) -> int:
     """Append an observation for every (wallet, asset) whose balance or error changed."""
@@ -146,7 +167,8 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
             updated += 1
     cleared = 0
     for row in open_rows.values():
-        if row.type in BALANCE_TYPES and (row.address, row.asset) in result.verified:
+        if row.type == "source_stale" or (
+                row.type in _PAIR_TYPES and (row.address, row.asset) in result.verified):
             row.status, row.closed_at = "self_cleared", now
             session.add(row)
             audit.append(now, ENGINE_ACTOR, "self_cleared", row.id,
@@ -223,8 +245,9 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
 def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
           now: datetime, cure_deadline: datetime) -> None:
     row = m.Discrepancy(fingerprint=finding.fingerprint, chain_id=chain_id, type=finding.type,
-                        severity=finding.severity, status="open", address=finding.address,
-                        asset=finding.asset, contract=finding.contract,
+                        severity=finding.severity, status="open",
+                        address=finding.address or None, asset=finding.asset or None,
+                        contract=finding.contract,
                         owners=list(finding.owners), tx_hash=finding.tx_hash,
                         event=finding.event,
                         detected_at=now, last_seen_at=now, cure_deadline=cure_deadline)

@@ -22,10 +22,10 @@ from daemon.audit import AuditLog
 from daemon.config import ChainSettings, Settings
 from daemon.errors import InputError
 from daemon.ledger import AllocationRow
-from daemon.reconcile import LedgerView, WalletView
+from daemon.reconcile import Finding, LedgerView, WalletView
 from daemon.store import models as m
 from daemon.store import transfers as tx
-from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record
+from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record, record_stale
 from daemon.store.db import session_scope
 from daemon.withdrawals import ApprovedWithdrawal as ApprovedInstruction
 
@@ -164,13 +164,21 @@ class Store:
             return (tx.seeded_addresses(session, row.id),
                     tx.tracked_rows(session, row.id, spent_after))
 
-    def record_source_error(self, chain: str, message: str, now: datetime) -> None:
-        """Remember that `chain` could not be read (shown by `status`)."""
+    def record_source_error(self, chain: str, message: str, now: datetime,
+                            stale: Finding | None = None,
+                            deadline: Callable[[datetime], datetime] | None = None) -> bool:
+        """Remember that `chain` could not be read (shown by `status`) and, with `stale`,
+        open or refresh its `source_stale` finding in the same transaction. Returns True
+        when the finding was opened."""
+        opened = False
         with session_scope(self.engine) as session:
             row = _chain_row(session, chain)
-            if row is not None:
+            if row is not None and row.id is not None:
                 row.last_error, row.last_error_at = message[:500], now
                 session.add(row)
+                if stale is not None and deadline is not None:
+                    opened = record_stale(session, row.id, stale, now, deadline)
+        return opened
 
     def last_checkpoint(self, chain: str) -> m.Checkpoint | None:
         """Return the newest completed cycle of `chain`, or None."""

@@ -200,13 +200,18 @@ def test_huge_amounts_round_trip_exactly(world) -> None:  # type: ignore[no-unty
 
 
 def test_source_with_wrong_chain_id_is_a_configuration_error(world) -> None:  # type: ignore[no-untyped-def]
-    """A source that serves another chain is refused before anything is read."""
+    """A source that serves another chain is refused at start (a configuration error);
+    once running, a source that switches chains is failed over like any broken source
+    and nothing is read from it."""
     from chains.errors import ChainMismatch
 
     service, adapter, _ = world
     adapter.network = 5
     with pytest.raises(ChainMismatch, match="serves chain 5"):
-        service.run_cycle(chain(service))
+        service.run_once()
+    result = service.run_cycle(chain(service))
+    assert result.error is not None and "serves chain 5" in result.error
+    assert result.block is None and service.store.last_checkpoint("ethereum") is None
 
 
 _ = SourceSettings

@@ -1,0 +1,167 @@
+"""Source selection through the service on fake sources and a real store (SQLite and
+PostgreSQL): failover of balance reads, lagging and old heads, `source_stale`,
+`verify = 2` and `source_disagreement`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from chains.evm.address import canonical_evm_address
+from chains.fake import FakeAdapter
+from chains.types import ChainHead
+from daemon.bootstrap import open_store
+from daemon.config import ChainSettings, Settings, SourceSettings
+from daemon.service import Service
+from daemon.store.db import make_engine, upgrade
+
+ALICE = canonical_evm_address("0x" + "a1" * 20)
+BOB = canonical_evm_address("0x" + "b2" * 20)
+WEI = 10**18
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def head(height: int, age: float = 12.0) -> ChainHead:
+    return ChainHead(height, f"0x{height:064x}", int(NOW.timestamp() - age))
+
+
+class World:
+    def __init__(self, store_url: str, tmp_path: Path, sources: int, verify: int = 1) -> None:
+        self.fakes = {f"http://127.0.0.1:{9000 + n}/": FakeAdapter(
+            name=f"fake://{n}", head_block=head(100),
+            balances_by_key={(ALICE, "ETH"): 2 * WEI, (BOB, "ETH"): WEI})
+            for n in range(sources)}
+        config = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
+            "name": "ethereum", "family": "evm", "chain_id": 1, "confirmations": 0,
+            "poll_seconds": 10, "verify": verify,
+            "sources": [{"kind": "jsonrpc", "url": url} for url in self.fakes]}])
+        upgrade(make_engine(store_url))
+        self.clock = Clock()
+        self.service = Service(config, open_store(store_url), self.adapter, self.clock)
+        ledger = tmp_path / "ledger.csv"
+        ledger.write_text("chain,address,structure,owner,asset,amount\n"
+                          f"ethereum,{ALICE},segregated,alice,ETH,2\n"
+                          f"ethereum,{BOB},segregated,bob,ETH,1\n")
+        self.service.import_ledger(ledger, dry_run=False)
+
+    def adapter(self, _chain: ChainSettings, source: SourceSettings) -> FakeAdapter:
+        return self.fakes[source.url]
+
+    def fake(self, n: int) -> FakeAdapter:
+        return list(self.fakes.values())[n]
+
+    def cycle(self):  # type: ignore[no-untyped-def]
+        return self.service.run_cycle(self.service.settings.chains[0])
+
+    def open_types(self) -> list[tuple[str, str | None, str]]:
+        return sorted((r.row.type, r.row.address, r.row.severity)
+                      for r in self.service.discrepancies(status="open"))
+
+
+def test_balances_fail_over_to_the_next_source(store_url: str, tmp_path: Path) -> None:
+    """When the first source's balance reads fail, the second one's are used."""
+    world = World(store_url, tmp_path, 2)
+    world.fake(0).fail_balances = True
+    result = world.cycle()
+    assert result.error is None and result.source == "fake://1"
+    assert world.open_types() == []
+
+
+def test_a_lagging_or_old_source_is_not_used(store_url: str, tmp_path: Path) -> None:
+    """A source more than `max_lag_blocks` behind the best head, or whose newest block is
+    older than the head-age limit, is skipped for the next fresh one."""
+    world = World(store_url, tmp_path, 3)
+    world.fake(0).head_block = head(96)  # 4 behind the best (100): lagging
+    world.fake(1).head_block = head(100, age=3_600)  # an hour old on an EVM chain
+    world.fake(2).head_block = head(100)
+    result = world.cycle()
+    assert result.error is None and result.source == "fake://2"
+
+
+def test_no_fresh_source_raises_source_stale_which_clears_when_one_returns(
+        store_url: str, tmp_path: Path) -> None:
+    """Sources that answer with stale heads open one `source_stale` (warning) at once,
+    refreshed (not duplicated) while it lasts, critical once the chain has been stale for
+    three times its SLA, and self-cleared by the next good cycle."""
+    world = World(store_url, tmp_path, 1)
+    assert world.cycle().error is None
+    world.fake(0).head_block = head(101, age=3_600)
+    failed = world.cycle()
+    assert failed.error is not None and "no fresh source" in failed.error
+    assert world.open_types() == [("source_stale", None, "warning")]
+    world.clock.now += timedelta(seconds=30)
+    world.cycle()
+    assert world.open_types() == [("source_stale", None, "warning")]
+    world.clock.now += timedelta(seconds=200)  # > 3 x freshness (60 s) since the last good cycle
+    world.cycle()
+    assert world.open_types() == [("source_stale", None, "critical")]
+    world.clock.now = NOW
+    world.fake(0).head_block = head(102)
+    assert world.cycle().error is None
+    assert world.open_types() == []
+    (cleared,) = world.service.discrepancies(status="self_cleared")
+    assert cleared.row.type == "source_stale"
+
+
+def test_unreachable_sources_raise_source_stale_only_past_the_sla(
+        store_url: str, tmp_path: Path) -> None:
+    """Sources that do not answer make the cycle fail; `source_stale` opens once the last
+    good cycle is older than the chain's freshness SLA."""
+    world = World(store_url, tmp_path, 2)
+    assert world.cycle().error is None
+    for n in (0, 1):
+        world.fake(n).fail = True
+    world.clock.now += timedelta(seconds=30)
+    assert world.cycle().error is not None
+    assert world.open_types() == []
+    world.clock.now += timedelta(seconds=60)
+    assert world.cycle().error is not None
+    assert world.open_types() == [("source_stale", None, "warning")]
+
+
+def test_verify_two_keeps_agreeing_balances_and_flags_a_disagreement(
+        store_url: str, tmp_path: Path) -> None:
+    """With `verify = 2` two sources read the same block: agreement reconciles as usual;
+    a disagreement on bob's balance opens `source_disagreement` (difference primary -
+    secondary) and no balance finding for bob; agreement again clears it."""
+    world = World(store_url, tmp_path, 2, verify=2)
+    assert world.cycle().error is None and world.open_types() == []
+    world.fake(1).balances_by_key = {(ALICE, "ETH"): 2 * WEI, (BOB, "ETH"): WEI // 2}
+    result = world.cycle()
+    assert result.error is None and result.read_errors == 1
+    (row,) = world.service.discrepancies(status="open")
+    assert (row.row.type, row.row.address, row.row.difference) == (
+        "source_disagreement", BOB, WEI // 2)
+    world.fake(1).balances_by_key = {(ALICE, "ETH"): 2 * WEI, (BOB, "ETH"): WEI}
+    assert world.cycle().error is None and world.open_types() == []
+
+
+def test_verify_two_without_a_second_source_verifies_nothing(
+        store_url: str, tmp_path: Path) -> None:
+    """When the second source cannot read, no balance is vouched for: every pair is a read
+    error and no balance finding is raised, even for a real shortfall."""
+    world = World(store_url, tmp_path, 2, verify=2)
+    world.fake(0).balances_by_key = {(ALICE, "ETH"): WEI, (BOB, "ETH"): WEI}
+    world.fake(1).fail_balances = True
+    result = world.cycle()
+    assert result.error is None and result.read_errors == 2
+    assert world.open_types() == []
+
+
+@pytest.mark.parametrize("verify", [3])
+def test_verify_needs_as_many_sources(verify: int, store_url: str) -> None:
+    """`verify` is 1 or 2 and never more than the chain's sources."""
+    with pytest.raises(ValueError, match="verify"):
+        Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
+            "name": "ethereum", "family": "evm", "chain_id": 1, "verify": verify,
+            "sources": [{"kind": "jsonrpc", "url": "http://127.0.0.1:1/"}]}])
