@@ -18,6 +18,10 @@ BUILTIN_CHAINS: dict[str, dict[str, Any]] = {
     "anvil": {"family": "evm", "chain_id": 31337, "confirmations": 0},
     "bitcoin": {"family": "utxo", "network": "bitcoin", "confirmations": 3},
     "litecoin": {"family": "utxo", "network": "litecoin", "confirmations": 6},
+    "testnet": {"family": "utxo", "network": "testnet", "confirmations": 3},
+    "signet": {"family": "utxo", "network": "signet", "confirmations": 3},
+    "regtest": {"family": "utxo", "network": "regtest", "confirmations": 0},
+    "litecoin-regtest": {"family": "utxo", "network": "litecoin-regtest", "confirmations": 0},
 }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -22,6 +22,9 @@ from daemon.builtin import BUILTIN_CHAINS
 from daemon.config import config_path, load_settings
 from daemon.errors import InputError
 from daemon.logs import configure
+
+if TYPE_CHECKING:
+    from chains.utxo.esplora import EsploraAdapter
 
 MAX_COUNT = 10_000
 """Deriving costs about 2 ms an address; larger sets go through several windows."""
@@ -44,20 +47,34 @@ def derive_command(
     start: Annotated[int, typer.Option("--start", min=0, help="First index.")] = 0,
     count: Annotated[int, typer.Option("--count", min=1, max=MAX_COUNT,
                                        help="How many addresses.")] = 20,
+    gap: Annotated[int | None, typer.Option(
+        "--gap", min=1, max=1000,
+        help="Discover instead: every address up to the last used one, stopping after GAP "
+             "unused in a row (reads the chain's esplora source).")] = None,
+    source: Annotated[str | None, typer.Option(
+        "--source", help="Esplora URL for --gap (default: the chain's first esplora source).")
+                      ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")
                        ] = False,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")] = False,
 ) -> None:
     """Derive the addresses of an HD key (watch-only; private keys are refused)."""
-    from chains.utxo.hd import HARDENED, derive, parse_watch_key
+    from chains.utxo.hd import HARDENED, derive, discover, parse_watch_key
 
     config, log_format = _root_options(ctx)
     configure(log_format, verbose)
     network = chain_network(config, chain)
     watch = parse_watch_key(key, network)
-    if start + count > HARDENED:
-        raise InputError(f"--start/--count: indices must stay below 2^31 ({HARDENED})")
-    addresses = derive(watch, start, count)
+    if gap is not None:
+        if start:
+            raise InputError("--start does not apply to --gap discovery (it starts at 0)")
+        with _esplora(config, chain, network, source) as adapter:
+            addresses = discover(watch, adapter.used, gap_limit=gap, max_addresses=MAX_COUNT)
+        start, count = 0, len(addresses)
+    else:
+        if start + count > HARDENED:
+            raise InputError(f"--start/--count: indices must stay below 2^31 ({HARDENED})")
+        addresses = derive(watch, start, count)
     indexed = list(enumerate(addresses, start))
     if as_json:
         rows = [{"index": index, "address": address} for index, address in indexed]
@@ -71,6 +88,26 @@ def derive_command(
     for index, address in indexed:
         table.add_row(str(index), f"{branch}{index}", address)
     out.print(table)
+
+
+def _esplora(config: str | None, name: str, network: str, url: str | None) -> EsploraAdapter:
+    """The Esplora source discovery reads: `url`, else the chain's first esplora source.
+    Raises InputError when there is none."""
+    from chains.utxo.esplora import EsploraAdapter
+
+    if url is None:
+        explicit = config or os.environ.get("SEGWATCH_CONFIG")
+        configured = load_settings(config_path(config), required=explicit is not None) \
+            .chain(name)
+        urls = [s.url for s in configured.sources if s.kind == "esplora"] if configured else []
+        if not urls:
+            raise InputError(f"--gap needs an esplora source: chain {name!r} has none "
+                             "configured; give one with --source URL")
+        url = urls[0]
+    try:
+        return EsploraAdapter(url, network=network)
+    except ValueError as exc:
+        raise InputError(f"--source: {exc}") from None
 
 
 def _root_options(ctx: typer.Context) -> tuple[str | None, str | None]:

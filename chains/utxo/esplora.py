@@ -384,6 +384,19 @@ class EsploraAdapter:
         raw = _json(self._get(path), self.source, path[1:])
         return decode_history_page(raw, self.source, self._network, path[1:])
 
+    def used(self, addresses: Sequence[Address]) -> set[Address]:
+        """Return the addresses with any transaction, confirmed or pending (HD discovery
+        with a gap limit). Raises SourceUnavailable, DecodeError."""
+        def touched(address: Address) -> bool:
+            field = f"address/{address}"
+            raw = _json(self._get(f"/address/{quote(address, safe='')}"), self.source, field)
+            confirmed = decode_tx_count(raw, self.source, address)
+            pending = raw.get("mempool_stats") or {}
+            return confirmed > 0 or (isinstance(pending, dict) and
+                                     bool(pending.get("tx_count")))
+        unique = list(dict.fromkeys(addresses))
+        return {a for a, hit in zip(unique, self._pool.map(touched, unique), strict=True) if hit}
+
     def _tx_count(self, address: Address) -> int:
         field = f"address/{address}"
         raw = _json(self._get(f"/address/{quote(address, safe='')}"), self.source, field)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.e2e.cli import Result, segwatch
+from tests.litecoind import LitecoinNode
 
 ZPUB = ("zpub6rFR7y4Q2AijBEqTUquhVz398htDFrtymD9xYYfG1m4wAcvPhXNfE3EfH1r1ADqtfSdVCToUG868RvUU"
         "kgDKf31mGDtKsAYz2oz2AGutZYs")
@@ -123,3 +124,38 @@ def test_named_config_must_exist_and_count_is_bounded(tmp_path: Path) -> None:
                                  cwd=tmp_path), "configuration file not found")
     assert_one_line_error(derive("derive", "bitcoin", ZPUB, "--count", "0", cwd=tmp_path),
                           "--count")
+
+
+LTC_REGTEST_KEY = TPUB_DESCRIPTOR.split("#")[0].replace("/0/*)", "/7/*)")
+"""A key of this test alone (branch 7), so that no other test pays its addresses."""
+
+
+def test_gap_discovery_finds_every_used_address_through_esplora(
+        litecoind: LitecoinNode, esplora: str, tmp_path: Path) -> None:
+    """`derive CHAIN KEY --gap 5` reads the chain's Esplora source: with addresses 0 and 3
+    of the key used on the node, it lists addresses 0..3 and stops after five unused in
+    a row (the node here has no descriptor wallets, so segwatch's own derivation, tested
+    against published vectors elsewhere, names the addresses to pay)."""
+    config = tmp_path / "segwatch.toml"
+    config.write_text(f"""
+[[chains]]
+name = "ltc"
+family = "utxo"
+network = "litecoin-regtest"
+sources = [{{ kind = "esplora", url = "{esplora}" }}]
+""")
+    listed = derive("derive", "ltc", LTC_REGTEST_KEY, "--count", "4", "--json", cwd=tmp_path)
+    expected = [row["address"] for row in listed.json()]
+    for index in (0, 3):
+        litecoind.send(expected[index], "0.01")
+    litecoind.mine(1)
+    result = derive("derive", "ltc", LTC_REGTEST_KEY, "--gap", "5", "--json", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert [row["address"] for row in result.json()] == expected
+
+
+def test_gap_discovery_without_an_esplora_source_is_a_usage_error(tmp_path: Path) -> None:
+    """--gap on a chain without an esplora source (and no --source) is one line, exit 2."""
+    (tmp_path / "segwatch.toml").write_text(CONFIG.replace('kind = "esplora"', 'kind = "core-rpc"'))
+    result = derive("derive", "btc-regtest", TPUB_DESCRIPTOR, "--gap", "5", cwd=tmp_path)
+    assert_one_line_error(result, "--gap needs an esplora source")

@@ -99,3 +99,27 @@ def test_check_on_a_utxo_chain_lists_the_deposits_with_output_indexes(env: Env) 
     assert [deposit["log_index"]] == paying and deposit["to"] == [env.bob]
     assert isinstance(deposit["from"], list) and deposit["confirmations"] == 1
     assert any("core-rpc" in note for note in doc["notes"])
+
+
+def test_ad_hoc_check_through_esplora_lists_confirmed_and_pending_transfers(
+        litecoind: LitecoinNode, esplora: str, tmp_path: Path) -> None:
+    """`check litecoin-regtest ADDRESS --source ESPLORA` needs no configuration: it reads
+    the balance and lists the address's transfers, a mined deposit with its confirmations
+    and output index, and a pending one with no block and 0 confirmations."""
+    wallet = litecoind.create_wallet()
+    address = litecoind.new_address(wallet)
+    mined = litecoind.send(address, "0.4")
+    litecoind.mine(2)
+    pending = litecoind.send(address, "0.1")
+    result = segwatch("check", "litecoin-regtest", address, "--source", esplora, "--json",
+                      cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    doc = result.json()
+    assert doc["balances"][0]["onchain"] == "40000000"
+    by_tx = {t["tx_hash"]: t for t in doc["transfers"]}
+    assert set(by_tx) == {mined, pending}
+    assert (by_tx[mined]["confirmations"], by_tx[mined]["direction"], by_tx[mined]["to"]) == (
+        2, "in", [address])
+    assert by_tx[mined]["block_number"] == litecoind.height() - 1
+    assert (by_tx[pending]["block_number"], by_tx[pending]["confirmations"]) == (None, 0)
+    assert by_tx[pending]["amount"] == "10000000" and by_tx[mined]["from"]
