@@ -1,5 +1,5 @@
-"""UTXO transfer history on a real regtest litecoind through a `core-rpc` source, via the
-service: seeding the tracked outputs, withdrawals with and without approval, change and
+"""UTXO transfer history on a real regtest litecoind through a `core-rpc` source and an
+Esplora server over the same node, via the service: seeding the tracked outputs, withdrawals with and without approval, change and
 fees, client → house, two owners' coins in one transaction, a reorg that replaces a
 transaction (RBF) and voids its finding.
 
@@ -24,6 +24,7 @@ from daemon.bootstrap import build_service
 from daemon.config import Settings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
+from tests.esplora_server import EsploraServer
 from tests.litecoind import LitecoinNode, require_litecoind, start_litecoind
 
 pytestmark = pytest.mark.litecoind
@@ -82,8 +83,25 @@ def sats(coins: str) -> int:
     return coins_to_sats(Decimal(coins), "test", "amount")
 
 
+@pytest.fixture(scope="module")
+def esplora_url(node: LitecoinNode) -> Iterator[str]:
+    server = EsploraServer(node).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["core-rpc", "esplora"])
+def source(request: pytest.FixtureRequest, node: LitecoinNode) -> dict[str, str]:
+    """Each scenario runs through a Core node and through an Esplora server over it."""
+    if request.param == "core-rpc":
+        return {"kind": "core-rpc", "url": node.url}
+    return {"kind": "esplora", "url": request.getfixturevalue("esplora_url")}
+
+
 @pytest.fixture
-def world(node: LitecoinNode, store_url: str, tmp_path: Path) -> World:
+def world(node: LitecoinNode, store_url: str, tmp_path: Path, source: dict[str, str]) -> World:
     wa, wb, wh, wx = (node.create_wallet() for _ in range(4))
     alice, alice2 = node.new_address(wa), node.new_address(wa, "legacy")
     bob, house, outside = node.new_address(wb), node.new_address(wh), node.new_address(wx)
@@ -92,7 +110,7 @@ def world(node: LitecoinNode, store_url: str, tmp_path: Path) -> World:
     node.mine(1)
     settings = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
         "name": "litecoin", "family": "utxo", "network": "litecoin-regtest",
-        "confirmations": 0, "sources": [{"kind": "core-rpc", "url": node.url}]}])
+        "confirmations": 0, "sources": [source]}])
     upgrade(make_engine(store_url))
     service = build_service(settings)
     ledger = tmp_path / "ledger.csv"
