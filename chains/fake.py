@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +37,11 @@ class FakeAdapter:
     reads: int = 0
     transfers: list[TransferObservation] = field(default_factory=list)
     fees: list[FeePayment] = field(default_factory=list)
+    delay: float = 0.0
+    """Seconds each balances() call takes (a slow or hanging source)."""
+    active: int = 0
+    most_active: int = 0
+    """balances() calls running at once, now and at most (overlap checks)."""
 
     @property
     def source(self) -> str:
@@ -68,6 +74,11 @@ class FakeAdapter:
         if self.fail_balances:
             raise SourceUnavailable(self.name, "missing trie node (pruned state)")
         self.reads += 1
+        if self.delay:
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            time.sleep(self.delay)
+            self.active -= 1
         out = []
         for address in addresses:
             for asset in assets:

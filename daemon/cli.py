@@ -7,6 +7,7 @@ configuration or input error, 3 data source unavailable, 70 internal error (a bu
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -243,9 +244,15 @@ def run(
     g = _setup(ctx, verbose)
     service = g.service()
     if not once:
+        from daemon.lock import single_daemon
         from daemon.scheduler import run_forever
 
-        run_forever(service)
+        with single_daemon(g.db or service.settings.store.url):
+            clean = run_forever(service)
+        if not clean:  # a cycle still running past the bound: abandon it (nothing commits)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_OK)
         return
     with _progress("reconciling…"):
         results = service.run_once()

@@ -38,16 +38,30 @@ def configure(fmt: str | None = None, verbose: bool = False) -> None:
     fmt = fmt or ("console" if sys.stderr.isatty() else "json")
     renderer: Any = (structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
                      if fmt == "console" else structlog.processors.JSONRenderer())
+    shared: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact,
+    ]
+    _route_stdlib_logging(shared, renderer)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact,
-            renderer,
-        ],
+        processors=[structlog.contextvars.merge_contextvars, *shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.DEBUG if verbose else logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def _route_stdlib_logging(shared: list[Any], renderer: Any) -> None:
+    """Send the libraries' stdlib logging (APScheduler, httpx, SQLAlchemy) through the
+    same redaction and renderer, warnings and above only; APScheduler's notices about
+    skipped runs of a cycle still in progress are expected, so only its errors pass."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

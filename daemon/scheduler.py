@@ -1,9 +1,19 @@
-"""`segwatch run`: each chain on its own interval; cycles of one chain never overlap."""
+"""`segwatch run`: each chain's poll + reconcile on its own interval, plus housekeeping.
+
+Each chain runs in an executor of its own (one thread), so a slow, failing or hanging
+chain never delays another, and `max_instances = 1` keeps one chain's cycles from
+overlapping. Housekeeping jobs (alert delivery, escalation) share a third executor.
+SIGTERM/SIGINT stop scheduling; cycles in flight get `shutdown_timeout` seconds to
+finish (their writes are one transaction: a cycle cut short commits nothing).
+"""
 
 from __future__ import annotations
 
 import signal
 import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import FrameType
 
@@ -11,24 +21,119 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from daemon.config import ChainSettings
+from daemon.health import HealthServer
+from daemon.metrics import Metrics
 from daemon.service import Service
 
 log = structlog.get_logger("segwatch")
 
+SHUTDOWN_TIMEOUT = 15.0
+"""Seconds the cycles in flight get to finish after SIGTERM/SIGINT."""
 
-def run_forever(service: Service, stop: threading.Event | None = None) -> None:
-    """Run every chain's cycle on its `poll_seconds` until SIGTERM/SIGINT (or `stop`),
-    then let the cycles in flight finish and return.
+
+@dataclass(frozen=True)
+class Job:
+    """A housekeeping job: `run` every `seconds`."""
+
+    name: str
+    seconds: float
+    run: Callable[[], object]
+
+
+class Daemon:
+    """The scheduler, the health server and the bookkeeping of jobs in flight."""
+
+    def __init__(self, service: Service, metrics: Metrics, jobs: Sequence[Job] = (),
+                 shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+                 chains: Sequence[ChainSettings] | None = None) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.shutdown_timeout = shutdown_timeout
+        self._chains = list(service.settings.chains if chains is None else chains)
+        self._jobs = list(jobs)
+        self._in_flight = 0
+        self._idle = threading.Condition()
+        executors = {f"chain:{c.name}": ThreadPoolExecutor(1) for c in self._chains}
+        executors["default"] = ThreadPoolExecutor(1)
+        self.scheduler = BackgroundScheduler(
+            executors=executors, timezone=UTC,
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
+
+    def start(self) -> None:
+        """Schedule every chain (first cycle at once) and housekeeping job, and start."""
+        for chain in self._chains:
+            self.scheduler.add_job(self._tracked, "interval", args=[self._cycle, chain],
+                                   id=chain.name, seconds=chain.poll_seconds,
+                                   next_run_time=_now(), executor=f"chain:{chain.name}")
+        for job in self._jobs:
+            self.scheduler.add_job(self._tracked, "interval", args=[self._housekeeping, job],
+                                   id=f"job:{job.name}", seconds=job.seconds,
+                                   next_run_time=_now())
+        self.scheduler.start()
+
+    def stop(self) -> bool:
+        """Stop scheduling and wait up to `shutdown_timeout` for the jobs in flight.
+        Returns True when none is left running."""
+        self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + self.shutdown_timeout
+        with self._idle:
+            while self._in_flight and time.monotonic() < deadline:
+                self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
+            return self._in_flight == 0
+
+    def _tracked(self, run: Callable[..., None], *args: object) -> None:
+        with self._idle:
+            self._in_flight += 1
+        try:
+            run(*args)
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
+
+    def _cycle(self, chain: ChainSettings) -> None:
+        """One cycle of `chain`; nothing it raises stops the daemon."""
+        started = time.monotonic()
+        try:
+            result = self.service.run_cycle(chain)
+        except Exception as exc:  # a bug or a store failure: logged, the next cycle retries
+            log.error("cycle_crashed", chain=chain.name, error=f"{type(exc).__name__}: {exc}")
+            self.metrics.cycle(chain.name, time.monotonic() - started, False, None, None,
+                               time.time())
+            return
+        self.metrics.cycle(chain.name, result.duration, result.error is None,
+                           result.head.height if result.head else None,
+                           result.block.height if result.block else None, time.time())
+        try:
+            self.metrics.findings(self.service.store.open_counts())
+        except Exception as exc:
+            log.warning("metrics_failed", error=type(exc).__name__)
+
+    def _housekeeping(self, job: Job) -> None:
+        try:
+            job.run()
+        except Exception as exc:
+            log.error("job_failed", job=job.name, error=f"{type(exc).__name__}: {exc}")
+
+
+def run_forever(service: Service, stop: threading.Event | None = None,
+                jobs: Sequence[Job] = (), metrics: Metrics | None = None,
+                shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> bool:
+    """Run the daemon until SIGTERM/SIGINT (or `stop`): check the sources, serve
+    `/healthz` and `/metrics`, schedule every chain and job. Returns True when every
+    cycle in flight finished within `shutdown_timeout`.
+
+    Raises ConfigError (listen address unusable), ChainMismatch (a source serves another
+    chain) before anything runs.
     """
     stop = stop or threading.Event()
+    metrics = metrics or Metrics()
+    service.observer = service.observer or metrics
     service.store.sync_catalog(service.settings)
     service.verify_sources()
-    workers = max(1, len(service.settings.chains))
-    scheduler = BackgroundScheduler(executors={"default": ThreadPoolExecutor(workers)},
-                                    job_defaults={"max_instances": 1, "coalesce": True})
-    for chain in service.settings.chains:
-        scheduler.add_job(service.run_cycle, "interval", args=[chain], id=chain.name,
-                          seconds=chain.poll_seconds, next_run_time=_now())
+    health = HealthServer(service.settings.daemon.listen, service.status, metrics).start()
+    daemon = Daemon(service, metrics, jobs, shutdown_timeout)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
@@ -37,11 +142,16 @@ def run_forever(service: Service, stop: threading.Event | None = None) -> None:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
-    scheduler.start()
-    log.info("started", chains=[c.name for c in service.settings.chains])
-    stop.wait()
-    scheduler.shutdown(wait=True)
-    log.info("stopped")
+    daemon.start()
+    log.info("started", chains=[c.name for c in service.settings.chains],
+             listen=health.address)
+    try:
+        stop.wait()
+    finally:
+        clean = daemon.stop()
+        health.stop()
+    log.info("stopped", clean=clean)
+    return clean
 
 
 def _now() -> datetime:

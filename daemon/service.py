@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -118,15 +119,25 @@ class ChainStatus:
     scan_error: str | None = None
 
 
+class SourceObserver(Protocol):
+    """Told how much each source was used and how it failed (the daemon's metrics)."""
+
+    def requests(self, chain: str, source: str, count: int) -> None: ...
+
+    def source_error(self, chain: str, source: str, error: SegwatchError) -> None: ...
+
+
 class Service:
     """segwatch's use cases over one store and an adapter factory."""
 
     def __init__(self, settings: Settings, store: Store, adapters: AdapterFactory,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 observer: SourceObserver | None = None) -> None:
         self.settings = settings
         self.store = store
         self._adapters = adapters
         self._clock = clock
+        self.observer = observer
         self._verified_sources: set[tuple[str, str]] = set()
 
     # --- ledger -------------------------------------------------------------------------
@@ -216,7 +227,7 @@ class Service:
         try:
             plan, scan_error, seed = self._scan(chain, adapter, head, addresses)
         finally:
-            adapter.close()
+            self._release(chain, adapter)
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
         result = reconcile(ledger, observations)
@@ -249,7 +260,7 @@ class Service:
         try:
             return self._scan_result(chain, adapter, state, head, addresses, seeded, tracked)
         except (SourceUnavailable, DecodeError) as exc:
-            failures.append(exc.user_message)
+            failures.append(self._failed(chain, adapter.source, exc))
         for source in chain.sources:
             other = self._adapters(chain, source)
             try:
@@ -257,10 +268,10 @@ class Service:
                     continue
                 self._check_chain(chain, other)
                 return self._scan_result(chain, other, state, head, addresses, seeded, tracked)
-            except (SourceUnavailable, DecodeError) as exc:
-                failures.append(exc.user_message)
+            except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
+                failures.append(self._failed(chain, other.source, exc))
             finally:
-                other.close()
+                self._release(chain, other)
         return None, "; ".join(failures), None
 
     def _scan_result(self, chain: ChainSettings, adapter: ChainAdapter, state: ScanState | None,
@@ -296,8 +307,8 @@ class Service:
                 try:
                     block, observations = self._balances(chain, adapter, head, addresses)
                 except (SourceUnavailable, DecodeError) as exc:
-                    failures.append(exc.user_message)
-                    adapter.close()
+                    failures.append(self._failed(chain, adapter.source, exc))
+                    self._release(chain, adapter)
                     continue
                 disagreements: tuple[Finding, ...] = ()
                 if chain.verify >= 2 and observations:
@@ -307,7 +318,7 @@ class Service:
             raise SourceUnavailable(chain.name, "; ".join(failures))
         finally:
             for other, _ in fresh:
-                other.close()
+                self._release(chain, other)
 
     def _balances(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
                   addresses: Sequence[Address]) -> tuple[ChainHead, list[BalanceObservation]]:
@@ -329,7 +340,8 @@ class Service:
             try:
                 second = adapter.balances(addresses, chain.assets, block)
             except (SourceUnavailable, DecodeError) as exc:
-                log.warning("verify_source_failed", chain=chain.name, error=exc.user_message)
+                log.warning("verify_source_failed", chain=chain.name,
+                            error=self._failed(chain, adapter.source, exc))
                 continue
             return cross_check(ledger, observations, second)
         return cross_check(ledger, observations, ())
@@ -351,11 +363,11 @@ class Service:
                     self._check_chain(chain, adapter)
                     answered.append((adapter, adapter.head()))
                 except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
-                    failures.append(exc.user_message)
-                    adapter.close()
+                    failures.append(self._failed(chain, adapter.source, exc))
+                    self._release(chain, adapter)
         except BaseException:
             for adapter, _ in answered:
-                adapter.close()
+                self._release(chain, adapter)
             raise
         if not answered:
             raise SourceUnavailable(chain.name, "; ".join(failures) or "no source configured")
@@ -366,17 +378,30 @@ class Service:
             lag = best - head.height
             age = None if head.timestamp is None else now - head.timestamp
             if lag > chain.max_lag_blocks:
-                failures.append(f"source {adapter.source} is {lag} blocks behind")
+                reason = f"{lag} blocks behind"
             elif age is not None and age > chain.head_age_limit:
-                failures.append(f"source {adapter.source}: newest block {head.height} is "
-                                f"{age:.0f} s old")
+                reason = f"newest block {head.height} is {age:.0f} s old"
             else:
                 fresh.append((adapter, head))
                 continue
-            adapter.close()
+            failures.append(self._failed(chain, adapter.source,
+                                         NoFreshSource(adapter.source, reason)))
+            self._release(chain, adapter)
         if not fresh:
             raise NoFreshSource(chain.name, "no fresh source: " + "; ".join(failures))
         return fresh
+
+    def _release(self, chain: ChainSettings, adapter: ChainAdapter) -> None:
+        """Close an adapter the cycle is done with, reporting its requests."""
+        if self.observer is not None:
+            self.observer.requests(chain.name, adapter.source, adapter.requests_made)
+        adapter.close()
+
+    def _failed(self, chain: ChainSettings, source: str, error: SegwatchError) -> str:
+        """Report a source failure; return its message."""
+        if self.observer is not None:
+            self.observer.source_error(chain.name, source, error)
+        return error.user_message
 
     def _stale(self, chain: ChainSettings, exc: SegwatchError) -> Finding | None:
         """The `source_stale` finding a failed cycle raises: at once when the sources

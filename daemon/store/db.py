@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -17,6 +18,7 @@ from sqlmodel import Session
 from daemon.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+_SQLITE_WRITES = threading.RLock()
 
 
 def make_engine(url: str) -> Engine:
@@ -91,8 +93,14 @@ def ensure_schema(engine: Engine) -> None:
 
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """Yield a session whose work is one transaction: committed on success, else rolled back."""
-    with Session(engine, expire_on_commit=False) as session:
+    """Yield a session whose work is one transaction: committed on success, else rolled back.
+
+    On SQLite the daemon's threads (one per chain) take turns: SQLite has one writer at
+    a time anyway, and a transaction that read before another thread committed would
+    otherwise fail to upgrade to a write (SQLITE_BUSY) instead of waiting.
+    """
+    with _SQLITE_WRITES if engine.dialect.name == "sqlite" else nullcontext(), \
+            Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

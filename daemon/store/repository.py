@@ -193,6 +193,15 @@ class Store:
             row = _chain_row(session, chain)
             return (row.last_error, row.last_error_at) if row else (None, None)
 
+    def open_counts(self) -> dict[tuple[str, str], int]:
+        """Open discrepancies counted by (type, severity), for metrics."""
+        with Session(self.engine) as session:
+            rows = session.exec(
+                select(m.Discrepancy.type, m.Discrepancy.severity, func.count())
+                .where(col(m.Discrepancy.status).in_(m.OPEN_STATUSES))
+                .group_by(col(m.Discrepancy.type), col(m.Discrepancy.severity))).all()
+        return {(type_, severity): count for type_, severity, count in rows}
+
     def discrepancies(self, *, status: Sequence[str] | None = None, chain: str | None = None,
                       type_: str | None = None) -> list[DiscrepancyRecord]:
         """Return discrepancies matching the filters, oldest first."""
