@@ -209,6 +209,8 @@ class DaemonSettings(_Frozen):
     timezone: str = "America/New_York"
     calendar: str = "NYSE"
     firm_owner: str = Field(default="FIRM", min_length=1)
+    lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
+    """PostgreSQL scale-out: how long a replica's chain lease lasts without renewal."""
 
     @field_validator("listen")
     @classmethod

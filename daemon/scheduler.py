@@ -4,7 +4,8 @@ Each chain runs in an executor of its own (one thread), so a slow, failing or ha
 chain never delays another, and `max_instances = 1` keeps one chain's cycles from
 overlapping. Housekeeping jobs (alert delivery, escalation) share a third executor.
 SIGTERM/SIGINT stop scheduling; cycles in flight get `shutdown_timeout` seconds to
-finish (their writes are one transaction: a cycle cut short commits nothing).
+finish (their writes are one transaction: a cycle cut short commits nothing). On
+PostgreSQL, replicas share the chains through leases (daemon/leases.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.config import ChainSettings
 from daemon.health import HealthServer
+from daemon.leases import LeaseLost, Leases
 from daemon.metrics import Metrics
 from daemon.service import Service
 
@@ -46,9 +48,11 @@ class Daemon:
 
     def __init__(self, service: Service, metrics: Metrics, jobs: Sequence[Job] = (),
                  shutdown_timeout: float = SHUTDOWN_TIMEOUT,
-                 chains: Sequence[ChainSettings] | None = None) -> None:
+                 chains: Sequence[ChainSettings] | None = None,
+                 leases: Leases | None = None) -> None:
         self.service = service
         self.metrics = metrics
+        self.leases = leases
         self.shutdown_timeout = shutdown_timeout
         self._chains = list(service.settings.chains if chains is None else chains)
         self._jobs = list(jobs)
@@ -56,6 +60,7 @@ class Daemon:
         self._idle = threading.Condition()
         executors = {f"chain:{c.name}": ThreadPoolExecutor(1) for c in self._chains}
         executors["default"] = ThreadPoolExecutor(1)
+        executors["leases"] = ThreadPoolExecutor(1)  # never queued behind slow housekeeping
         self.scheduler = BackgroundScheduler(
             executors=executors, timezone=UTC,
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
@@ -70,6 +75,12 @@ class Daemon:
             self.scheduler.add_job(self._tracked, "interval", args=[self._housekeeping, job],
                                    id=f"job:{job.name}", seconds=job.seconds,
                                    next_run_time=_now())
+        if self.leases is not None:
+            leases = self.leases
+            self.scheduler.add_job(self._housekeeping, "interval",
+                                   args=[Job("leases", leases.period / 3, leases.tick)],
+                                   id="job:leases", seconds=leases.period / 3,
+                                   executor="leases")
         self.scheduler.start()
 
     def stop(self) -> bool:
@@ -93,10 +104,16 @@ class Daemon:
                 self._idle.notify_all()
 
     def _cycle(self, chain: ChainSettings) -> None:
-        """One cycle of `chain`; nothing it raises stops the daemon."""
+        """One cycle of `chain` (when this replica holds it); nothing it raises stops the
+        daemon."""
+        if self.leases is not None and not self.leases.holds(chain.name):
+            return
         started = time.monotonic()
         try:
             result = self.service.run_cycle(chain)
+        except LeaseLost as exc:
+            log.info("lease_lost", chain=chain.name, error=str(exc))
+            return
         except Exception as exc:  # a bug or a store failure: logged, the next cycle retries
             log.error("cycle_crashed", chain=chain.name, error=f"{type(exc).__name__}: {exc}")
             self.metrics.cycle(chain.name, time.monotonic() - started, False, None, None,
@@ -133,7 +150,13 @@ def run_forever(service: Service, stop: threading.Event | None = None,
     service.store.sync_catalog(service.settings)
     service.verify_sources()
     health = HealthServer(service.settings.daemon.listen, service.status, metrics).start()
-    daemon = Daemon(service, metrics, jobs, shutdown_timeout)
+    leases = None
+    if service.store.engine.dialect.name == "postgresql":
+        leases = Leases(service.store.engine, [c.name for c in service.settings.chains],
+                        service.settings.daemon.lease_seconds)
+        service.fence = leases.fence
+        leases.tick()
+    daemon = Daemon(service, metrics, jobs, shutdown_timeout, leases=leases)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         log.info("stopping", signal=signal.Signals(signum).name)
@@ -149,6 +172,8 @@ def run_forever(service: Service, stop: threading.Event | None = None,
         stop.wait()
     finally:
         clean = daemon.stop()
+        if leases is not None:
+            leases.release_all()
         health.stop()
     log.info("stopped", clean=clean)
     return clean

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 import structlog
+from sqlmodel import Session
 
 from chains.addresses import canonical_address
 from chains.base import ChainAdapter, OutputTracker
@@ -138,6 +139,8 @@ class Service:
         self._adapters = adapters
         self._clock = clock
         self.observer = observer
+        self.fence: Callable[[Session, str], None] | None = None
+        """Runs first in every cycle's transaction (scale-out: the lease check)."""
         self._verified_sources: set[tuple[str, str]] = set()
 
     # --- ledger -------------------------------------------------------------------------
@@ -236,7 +239,7 @@ class Service:
         write = self.store.record_cycle(chain, CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
             seed=seed),
-            self._clock(), self._deadline)
+            self._clock(), self._deadline, self.fence)
         duration = time.monotonic() - started
         bound.info("cycle", head=head.height, block=block.height, wallets=len(addresses),
                    findings=len(write.findings), opened=write.opened, cleared=write.cleared,

@@ -258,3 +258,37 @@ class UtxoSeed(SQLModel, table=True):
     chain_id: int = Field(foreign_key="chain.id", primary_key=True)
     address: str = Field(max_length=100, primary_key=True)
     height: int
+
+
+class AlertCursor(SQLModel, table=True):
+    """How far one alert sink has been served (daemon/alerts.py): every alert-worthy audit
+    entry up to `last_seq` was delivered. `sink` is the sink's kind and a hash of its URL,
+    never the URL."""
+
+    __tablename__ = "alert_cursor"
+    sink: str = Field(primary_key=True, max_length=64)
+    last_seq: int = 0
+    delivered: int = 0
+    failures: int = 0  # consecutive failed runs on the entry after `last_seq`
+    next_attempt_at: datetime | None = _time(nullable=True)
+    last_error: str | None = Field(default=None, max_length=500)
+    last_error_at: datetime | None = _time(nullable=True)
+    updated_at: datetime = _time()
+
+
+class Lease(SQLModel, table=True):
+    """Work one replica holds until `expires_at` (PostgreSQL scale-out, daemon/leases.py):
+    `chain:<name>` for a chain's cycles."""
+
+    __tablename__ = "lease"
+    name: str = Field(primary_key=True, max_length=120)
+    holder: str = Field(max_length=120)
+    expires_at: datetime = _time()
+
+
+class Replica(SQLModel, table=True):
+    """A running daemon replica and when it last said so (to share work fairly)."""
+
+    __tablename__ = "replica"
+    id: str = Field(primary_key=True, max_length=120)
+    seen_at: datetime = _time()

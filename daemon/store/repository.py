@@ -136,9 +136,13 @@ class Store:
             return _build_view(chain, session.execute(query))
 
     def record_cycle(self, chain: ChainSettings, cycle: CycleInput, now: datetime,
-                     deadline: Callable[[datetime], datetime]) -> CycleWrite:
-        """Persist one cycle in one transaction (see `daemon.store.cycle.record`)."""
+                     deadline: Callable[[datetime], datetime],
+                     fence: Callable[[Session, str], None] | None = None) -> CycleWrite:
+        """Persist one cycle in one transaction (see `daemon.store.cycle.record`); `fence`
+        runs first inside it (a replica checks it still holds the chain's lease)."""
         with session_scope(self.engine) as session:
+            if fence is not None:
+                fence(session, chain.name)
             chain_row = _chain_row(session, chain.name)
             if chain_row is None or chain_row.id is None:
                 raise LookupError(f"chain {chain.name} is not in the store")
