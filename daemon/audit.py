@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import text
 from sqlmodel import Session, col, select
 
 from daemon.store.models import AuditEntry
 
 GENESIS = "0" * 64
+_APPEND_LOCK = 0x5E6A0D17
+"""PostgreSQL advisory lock key serializing appends (each needs the previous hash)."""
 
 
 def entry_hash(seq: int, at: datetime, actor: str, action: str,
@@ -39,6 +43,9 @@ class AuditLog:
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        bind = session.get_bind()
+        if bind.dialect.name == "postgresql":  # one appender at a time across transactions
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK})
         last = session.exec(select(AuditEntry).order_by(col(AuditEntry.seq).desc())).first()
         self._seq = (last.seq or 0) if last else 0
         self._prev = last.hash if last else GENESIS
@@ -54,3 +61,39 @@ class AuditLog:
         self._session.add(entry)
         self._prev = digest
         return entry
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """The outcome of checking the whole chain: entries checked, first broken one."""
+
+    checked: int
+    broken_seq: int | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_seq is None
+
+
+def verify(session: Session) -> Verification:
+    """Recompute the chain in sequence order and name the first entry that breaks it: a
+    gap in the sequence (a deleted row), a `prev_hash` that is not the previous entry's
+    hash (a deleted or reordered row), or a hash that does not match the entry's own
+    fields (an edited row)."""
+    prev, expected_seq, checked = GENESIS, 1, 0
+    for entry in session.exec(select(AuditEntry).order_by(col(AuditEntry.seq))):
+        seq = entry.seq or 0
+        if seq != expected_seq:
+            return Verification(checked, seq, f"sequence jumps from {expected_seq - 1} to "
+                                              f"{seq} (entries deleted)")
+        if entry.prev_hash != prev:
+            return Verification(checked, seq, "its prev_hash is not the previous entry's hash "
+                                              "(an entry before it was removed or reordered)")
+        digest = entry_hash(seq, entry.at, entry.actor, entry.action, entry.discrepancy_id,
+                            entry.payload, entry.prev_hash)
+        if digest != entry.hash:
+            return Verification(checked, seq, "its content does not match its hash "
+                                              "(the entry was edited)")
+        prev, expected_seq, checked = entry.hash, expected_seq + 1, checked + 1
+    return Verification(checked)

@@ -53,10 +53,12 @@ ledger_app = typer.Typer(help="Sub-ledger import.", no_args_is_help=True)
 withdrawals_app = typer.Typer(help="Approved withdrawal instructions.", no_args_is_help=True)
 disc_app = typer.Typer(help="Review discrepancies.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+audit_app = typer.Typer(help="The hash-chained audit log.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(withdrawals_app, name="withdrawals")
 app.add_typer(disc_app, name="discrepancies")
 app.add_typer(db_app, name="db")
+app.add_typer(audit_app, name="audit")
 app.add_typer(derive_app)  # `segwatch derive CHAIN KEY`
 
 out = Console()
@@ -245,10 +247,11 @@ def run(
     service = g.service()
     if not once:
         from daemon.lock import single_daemon
-        from daemon.scheduler import run_forever
+        from daemon.scheduler import ESCALATION_SECONDS, Job, run_forever
 
+        jobs = [Job("escalate", ESCALATION_SECONDS, service.escalate)]
         with single_daemon(g.db or service.settings.store.url):
-            clean = run_forever(service)
+            clean = run_forever(service, jobs=jobs)
         if not clean:  # a cycle still running past the bound: abandon it (nothing commits)
             sys.stdout.flush()
             sys.stderr.flush()
@@ -294,6 +297,8 @@ def disc_list(
     status_: Annotated[DiscrepancyStatus | None, typer.Option("--status")] = None,
     chain: Annotated[str | None, typer.Option("--chain")] = None,
     type_: Annotated[str | None, typer.Option("--type")] = None,
+    overdue: Annotated[bool, typer.Option(
+        "--overdue", help="Only open or proposed items past their cure deadline.")] = False,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """List discrepancies (oldest first)."""
@@ -302,7 +307,7 @@ def disc_list(
     g = _setup(ctx, verbose)
     service = g.service()
     records = service.discrepancies(status=status_.value if status_ else None, chain=chain,
-                                    type_=type_)
+                                    type_=type_, overdue=overdue)
     now = utcnow()
     depths = {c.name: c.confirmations for c in service.settings.chains}
     if as_json:
@@ -333,6 +338,66 @@ def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID
     for entry in doc["history"]:
         out.print(f"  #{entry['seq']} {entry['at']} {entry['actor']} {entry['action']} "
                   f"{json.dumps(entry['payload'])}")
+
+
+AsUser = Annotated[str, typer.Option("--as", help="The acting user (from [[users]]).")]
+IdArg = Annotated[int, typer.Argument(metavar="ID")]
+
+
+def _act(ctx: typer.Context, id_: int, action: str, user: str, as_json: bool, verbose: bool,
+         reason: str | None = None, note: str | None = None) -> None:
+    from daemon.present import discrepancy_json
+
+    g = _setup(ctx, verbose)
+    record = g.service().act(id_, action, user, reason=reason, note=note)  # type: ignore[arg-type]
+    doc = discrepancy_json(record, utcnow())
+    if as_json:
+        _emit(doc)
+    else:
+        out.print(f"discrepancy {id_}: {doc['status']} ({action} by {user})")
+
+
+@disc_app.command("propose")
+def disc_propose(ctx: typer.Context, id_: IdArg,
+                 reason: Annotated[str, typer.Option("--reason", help="Reason code.")],
+                 note: Annotated[str, typer.Option("--note", help="Why (required).")],
+                 user: AsUser, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Propose a resolution (maker): open → proposed."""
+    _act(ctx, id_, "propose", user, as_json, verbose, reason, note)
+
+
+@disc_app.command("approve")
+def disc_approve(ctx: typer.Context, id_: IdArg, user: AsUser, as_json: JsonOpt = False,
+                 verbose: VerboseOpt = False) -> None:
+    """Approve a proposed resolution (checker, not the proposer): proposed → resolved."""
+    _act(ctx, id_, "approve", user, as_json, verbose)
+
+
+@disc_app.command("reject")
+def disc_reject(ctx: typer.Context, id_: IdArg, user: AsUser,
+                note: Annotated[str, typer.Option("--note", help="Why (required).")],
+                as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Reject a proposed resolution (checker): proposed → open."""
+    _act(ctx, id_, "reject", user, as_json, verbose, note=note)
+
+
+@audit_app.command("verify")
+def audit_verify(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False
+                 ) -> None:
+    """Recompute the audit log's hash chain; name the first broken entry (exit 1)."""
+    g = _setup(ctx, verbose)
+    result = g.service().store.verify_audit()
+    doc = {"ok": result.ok, "verified": result.checked, "broken_seq": result.broken_seq,
+           "reason": result.reason}
+    if as_json:
+        _emit(doc)
+    elif result.ok:
+        out.print(f"audit log intact: {result.checked} entries verified")
+    else:
+        out.print(f"audit log broken at entry {result.broken_seq}: {result.reason} "
+                  f"({result.checked} entries before it verified)")
+    if not result.ok:
+        raise typer.Exit(EXIT_DISCREPANCY)
 
 
 # --- entry point ------------------------------------------------------------------------

@@ -155,6 +155,12 @@ def discrepancy_json(record: DiscrepancyRecord, now: datetime,
         "detected_at": _iso(row.detected_at), "last_seen_at": _iso(row.last_seen_at),
         "cure_deadline": _iso(row.cure_deadline), "closed_at": _iso(row.closed_at),
         "cure_remaining_seconds": None if remaining is None else int(remaining),
+        "overdue": remaining is not None and remaining < 0,
+        "escalated_at": _iso(row.escalated_at),
+        "proposal": None if row.proposed_by is None else {
+            "by": row.proposed_by, "reason": row.proposed_reason, "note": row.proposed_note,
+            "at": _iso(row.proposed_at)},
+        "resolved_by": row.resolved_by,
     }
 
 
@@ -200,18 +206,22 @@ def status_json(statuses: Sequence[ChainStatus], overall: str) -> dict[str, Any]
     return {"status": overall, "chains": [
         {"chain": s.chain, "status": s.status, "open_findings": s.open_findings,
          "last_cycle_at": _iso(s.last_cycle_at), "block_number": s.block, "fresh": s.fresh,
-         "last_error": s.last_error, "scanned_to": s.scanned_to, "scan_error": s.scan_error}
+         "last_error": s.last_error, "scanned_to": s.scanned_to, "scan_error": s.scan_error,
+         "overdue": s.overdue, "next_cure_deadline": _iso(s.next_cure_deadline),
+         "next_cure_remaining_seconds": s.next_cure_remaining}
         for s in statuses]}
 
 
 def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
     """Return `segwatch status` as a table."""
     table = Table(title=f"overall: {overall}")
-    for column in ("chain", "status", "open findings", "last cycle", "block", "scanned to",
-                   "last error"):
+    for column in ("chain", "status", "open findings", "overdue", "next cure in", "last cycle",
+                   "block", "scanned to", "last error"):
         table.add_column(column)
     for s in statuses:
-        table.add_row(s.chain, s.status, str(s.open_findings), _iso(s.last_cycle_at) or "never",
+        cure = _remaining(s.next_cure_remaining)
+        table.add_row(s.chain, s.status, str(s.open_findings), str(s.overdue), cure,
+                      _iso(s.last_cycle_at) or "never",
                       "" if s.block is None else str(s.block),
                       "" if s.scanned_to is None else str(s.scanned_to),
                       s.last_error or s.scan_error or "")

@@ -30,6 +30,9 @@ from daemon.service import Service
 
 log = structlog.get_logger("segwatch")
 
+ESCALATION_SECONDS = 60.0
+"""How often open items past their cure deadline are looked for."""
+
 SHUTDOWN_TIMEOUT = 15.0
 """Seconds the cycles in flight get to finish after SIGTERM/SIGINT."""
 

@@ -46,6 +46,7 @@ from daemon.store.models import OPEN_STATUSES
 from daemon.store.repository import DiscrepancyRecord, Store
 from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
 from daemon.withdrawals import parse_withdrawals, summarize_withdrawals
+from daemon.workflow import Action, Request
 
 AdapterFactory = Callable[[ChainSettings, SourceSettings], ChainAdapter]
 log = structlog.get_logger("segwatch")
@@ -118,6 +119,10 @@ class ChainStatus:
     last_error: str | None
     scanned_to: int | None = None
     scan_error: str | None = None
+    overdue: int = 0
+    next_cure_deadline: datetime | None = None
+    next_cure_remaining: int | None = None
+    """Seconds to the nearest cure deadline of an open item (negative: overdue)."""
 
 
 class SourceObserver(Protocol):
@@ -503,21 +508,56 @@ class Service:
             error, _ = self.store.chain_error(chain.name)
             last = checkpoint.finished_at if checkpoint else None
             fresh = last is not None and (now - last).total_seconds() <= chain.freshness
-            count = sum(1 for d in open_items if d.chain == chain.name)
+            mine = [d for d in open_items if d.chain == chain.name]
+            count = len(mine)
             signal = "discrepancy" if count else ("compliant" if fresh else "stale")
             scan = self.store.scan_state(chain.name)
-            out.append(ChainStatus(chain.name, signal, count, last,
-                                   checkpoint.block_height if checkpoint else None, fresh, error,
-                                   scan.height if scan else None, scan.error if scan else None))
+            nearest = min((d.row.cure_deadline for d in mine), default=None)
+            out.append(ChainStatus(
+                chain.name, signal, count, last, checkpoint.block_height if checkpoint else None,
+                fresh, error, scan.height if scan else None, scan.error if scan else None,
+                overdue=sum(1 for d in mine if d.row.cure_deadline < now),
+                next_cure_deadline=nearest,
+                next_cure_remaining=None if nearest is None
+                else int((nearest - now).total_seconds())))
         return out
 
     def discrepancies(self, *, status: str | None = None, chain: str | None = None,
-                      type_: str | None = None) -> list[DiscrepancyRecord]:
-        """Return the discrepancies matching the filters. Raises InputError for a bad filter."""
+                      type_: str | None = None, overdue: bool = False
+                      ) -> list[DiscrepancyRecord]:
+        """Return the discrepancies matching the filters (`overdue`: open or proposed past
+        the cure deadline). Raises InputError for a bad filter."""
         if chain and self.settings.chain(chain) is None:
             raise InputError(f"unknown chain {chain!r}")
-        return self.store.discrepancies(status=[status] if status else None, chain=chain,
-                                        type_=type_)
+        records = self.store.discrepancies(status=[status] if status else None, chain=chain,
+                                           type_=type_)
+        if overdue:
+            now = self._clock()
+            records = [r for r in records
+                       if r.row.status in OPEN_STATUSES and r.row.cure_deadline < now]
+        return records
+
+    # --- exception workflow ---------------------------------------------------------------
+    def act(self, id_: int, action: Action, user: str, *, reason: str | None = None,
+            note: str | None = None) -> DiscrepancyRecord:
+        """Apply a maker-checker action as `user` (roles from the configuration's users).
+
+        Raises InputError (one line) for a refused action; the refusal is audited.
+        """
+        roles = {u.name: list(u.roles) for u in self.settings.users}
+        self.store.act(id_, Request(action, user, reason, note), roles, self._clock())
+        found = self.store.discrepancy(id_)
+        assert found is not None
+        log.info("discrepancy_action", id=id_, action=action, user=user,
+                 status=found[0].row.status)
+        return found[0]
+
+    def escalate(self) -> list[int]:
+        """Escalate open items past their cure deadline (once each); return their ids."""
+        ids = self.store.escalate_overdue(self._clock())
+        if ids:
+            log.warning("escalated", ids=ids)
+        return ids
 
 
 CHECK_WINDOW = 128

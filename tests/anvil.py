@@ -36,8 +36,14 @@ def anvil() -> Iterator[AnvilNode]:
 
 @pytest.fixture
 def anvil_node(anvil: AnvilNode) -> Iterator[AnvilNode]:
-    """The session's anvil node, with its state reverted after the test."""
+    """The session's anvil node, with its state reverted after the test.
+
+    One block is mined first: a revert goes back to a block mined when the snapshot was
+    taken, possibly many minutes ago, and the daemon rightly refuses a source whose
+    newest block is older than the chain's head-age limit.
+    """
     snapshot_id = anvil.snapshot()
+    anvil.mine(1)
     try:
         yield anvil
     finally:

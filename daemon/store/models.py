@@ -136,6 +136,12 @@ class Discrepancy(SQLModel, table=True):
     last_seen_at: datetime = _time()
     cure_deadline: datetime = _time()
     closed_at: datetime | None = _time(nullable=True)
+    escalated_at: datetime | None = _time(nullable=True)
+    proposed_by: str | None = Field(default=None, max_length=200)
+    proposed_reason: str | None = Field(default=None, max_length=40)
+    proposed_note: str | None = Field(default=None, max_length=2000)
+    proposed_at: datetime | None = _time(nullable=True)
+    resolved_by: str | None = Field(default=None, max_length=200)
 
 
 class AuditEntry(SQLModel, table=True):

@@ -7,7 +7,7 @@ recorded twice leaves one open discrepancy per condition.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,7 +18,7 @@ from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
 
 from chains.types import Address
-from daemon.audit import AuditLog
+from daemon.audit import AuditLog, Verification, verify
 from daemon.config import ChainSettings, Settings
 from daemon.errors import InputError
 from daemon.ledger import AllocationRow
@@ -28,6 +28,9 @@ from daemon.store import transfers as tx
 from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record, record_stale
 from daemon.store.db import session_scope
 from daemon.withdrawals import ApprovedWithdrawal as ApprovedInstruction
+from daemon.workflow import RAISED, Refused, Request, check
+
+_AUDIT_ACTION = {"propose": "proposed", "approve": "resolved", "reject": "rejected"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,69 @@ class Store:
             rows = session.exec(query.order_by(col(m.Discrepancy.id))).all()
             tips = _tips(session)
             return [DiscrepancyRecord(row, name, tips.get(name)) for row, name in rows]
+
+    def act(self, id_: int, request: Request, roles: Mapping[str, Sequence[str]],
+            now: datetime) -> m.Discrepancy:
+        """Apply a maker-checker action to discrepancy `id_` with its audit entry, in one
+        transaction. A refused action writes only a `refused` audit entry (committed),
+        then raises InputError with the one-line reason."""
+        refused: str | None = None
+        with session_scope(self.engine) as session:
+            row = session.exec(select(m.Discrepancy).where(m.Discrepancy.id == id_)
+                               .with_for_update()).first()
+            audit = AuditLog(session)
+            try:
+                if row is None:
+                    raise Refused(f"no discrepancy with id {id_}")
+                status = check(request, row.status, row.proposed_by, roles)
+            except Refused as exc:
+                refused = str(exc)
+                audit.append(now, request.user, "refused", row.id if row else None,
+                             {"action": request.action, "discrepancy": id_,
+                              "reason_code": request.reason, "refusal": refused})
+            else:
+                assert row is not None
+                previous = row.status
+                row.status = status
+                if request.action == "propose":
+                    row.proposed_by, row.proposed_at = request.user, now
+                    row.proposed_reason, row.proposed_note = request.reason, request.note
+                elif request.action == "approve":
+                    row.resolved_by, row.closed_at = request.user, now
+                session.add(row)
+                audit.append(now, request.user, _AUDIT_ACTION[request.action], row.id,
+                             {"from": previous, "to": status, "reason_code": row.proposed_reason,
+                              "note": request.note if request.action != "approve"
+                              else row.proposed_note})
+                result = row
+        if refused is not None:
+            raise InputError(refused)
+        return result
+
+    def escalate_overdue(self, now: datetime) -> list[int]:
+        """Raise the severity of every open or proposed discrepancy past its cure deadline
+        that was not escalated yet (once each, with an audit entry); return their ids."""
+        with session_scope(self.engine) as session:
+            rows = session.exec(select(m.Discrepancy).where(
+                col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
+                col(m.Discrepancy.escalated_at).is_(None),
+                col(m.Discrepancy.cure_deadline) < now).with_for_update()).all()
+            audit = AuditLog(session) if rows else None
+            for row in rows:
+                before, row.severity = row.severity, RAISED.get(row.severity, "critical")
+                row.escalated_at = now
+                session.add(row)
+                assert audit is not None
+                audit.append(now, ENGINE_ACTOR, "escalated", row.id,
+                             {"from_severity": before, "to_severity": row.severity,
+                              "cure_deadline": row.cure_deadline.isoformat(),
+                              "status": row.status})
+            return [row.id for row in rows if row.id is not None]
+
+    def verify_audit(self) -> Verification:
+        """Check the audit log's hash chain end to end."""
+        with Session(self.engine) as session:
+            return verify(session)
 
     def discrepancy(self, id_: int) -> tuple[DiscrepancyRecord, list[m.AuditEntry]] | None:
         """Return one discrepancy and its audit history, or None."""
