@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from chains.base import ChainAdapter
 from chains.registry import make_adapter
 from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
 from daemon.store.db import ensure_schema, make_engine
 from daemon.store.repository import Store
+
+if TYPE_CHECKING:
+    from daemon.alerts import AlertDispatcher
 
 
 def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
@@ -28,3 +33,10 @@ def open_store(url: str) -> Store:
 def build_service(settings: Settings, db_url: str | None = None) -> Service:
     """Return the service wired to the configured store and real adapters."""
     return Service(settings, open_store(db_url or settings.store.url), adapter_for)
+
+
+def build_alerts(settings: Settings, store: Store) -> AlertDispatcher | None:
+    """The alert dispatcher of the configured sinks, or None without sinks."""
+    from daemon.alerts import AlertDispatcher
+
+    return AlertDispatcher(settings.alerts, store.engine) if settings.alerts else None

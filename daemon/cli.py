@@ -25,6 +25,7 @@ from daemon.builtin import builtin_chain
 from daemon.config import ChainSettings, Settings, SourceSettings, config_path, load_settings
 from daemon.derive import app as derive_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
+from daemon.export_cli import export_app, keys_app
 from daemon.logs import configure, redact_text
 from daemon.service import Service, overall, utcnow
 
@@ -60,6 +61,8 @@ app.add_typer(disc_app, name="discrepancies")
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(derive_app)  # `segwatch derive CHAIN KEY`
+app.add_typer(export_app, name="export")
+app.add_typer(keys_app, name="keys")
 
 out = Console()
 if not out.is_terminal:
@@ -241,17 +244,25 @@ def run(
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Poll every chain, reconcile, persist (the daemon)."""
+    from daemon.bootstrap import build_alerts
     from daemon.present import cycle_json
 
     g = _setup(ctx, verbose)
     service = g.service()
     if not once:
         from daemon.lock import single_daemon
-        from daemon.scheduler import ESCALATION_SECONDS, Job, run_forever
+        from daemon.scheduler import ALERT_SECONDS, ESCALATION_SECONDS, Job, run_forever
 
         jobs = [Job("escalate", ESCALATION_SECONDS, service.escalate)]
-        with single_daemon(g.db or service.settings.store.url):
-            clean = run_forever(service, jobs=jobs)
+        alerts = build_alerts(service.settings, service.store)
+        if alerts is not None:
+            jobs.append(Job("alerts", ALERT_SECONDS, alerts.deliver_pending))
+        try:
+            with single_daemon(g.db or service.settings.store.url):
+                clean = run_forever(service, jobs=jobs)
+        finally:
+            if alerts is not None:
+                alerts.close()
         if not clean:  # a cycle still running past the bound: abandon it (nothing commits)
             sys.stdout.flush()
             sys.stderr.flush()
@@ -259,6 +270,13 @@ def run(
         return
     with _progress("reconciling…"):
         results = service.run_once()
+        service.escalate()
+        alerts = build_alerts(service.settings, service.store)
+        if alerts is not None:  # failures are logged; they do not change the exit code
+            try:
+                alerts.deliver_pending()
+            finally:
+                alerts.close()
     if as_json:
         _emit([cycle_json(r) for r in results])
     else:

@@ -30,6 +30,9 @@ from daemon.service import Service
 
 log = structlog.get_logger("segwatch")
 
+ALERT_SECONDS = 10.0
+"""How often pending alerts are delivered to the sinks."""
+
 ESCALATION_SECONDS = 60.0
 """How often open items past their cure deadline are looked for."""
 
@@ -63,6 +66,8 @@ class Daemon:
         self._idle = threading.Condition()
         executors = {f"chain:{c.name}": ThreadPoolExecutor(1) for c in self._chains}
         executors["default"] = ThreadPoolExecutor(1)
+        for job in self._jobs:  # a slow alert run never holds back escalation, and back
+            executors[f"job:{job.name}"] = ThreadPoolExecutor(1)
         executors["leases"] = ThreadPoolExecutor(1)  # never queued behind slow housekeeping
         self.scheduler = BackgroundScheduler(
             executors=executors, timezone=UTC,
@@ -77,7 +82,7 @@ class Daemon:
         for job in self._jobs:
             self.scheduler.add_job(self._tracked, "interval", args=[self._housekeeping, job],
                                    id=f"job:{job.name}", seconds=job.seconds,
-                                   next_run_time=_now())
+                                   next_run_time=_now(), executor=f"job:{job.name}")
         if self.leases is not None:
             leases = self.leases
             self.scheduler.add_job(self._housekeeping, "interval",

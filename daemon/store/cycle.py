@@ -104,7 +104,11 @@ def record_stale(session: Session, chain_id: int, finding: Finding, now: datetim
     if row is None:
         _open(session, audit, chain_id, finding, now, deadline(now))
         return True
-    row.severity = finding.severity
+    if row.severity != finding.severity:  # past three SLAs: an escalation, alerted
+        audit.append(now, ENGINE_ACTOR, "escalated", row.id,
+                     {"from_severity": row.severity, "to_severity": finding.severity,
+                      "status": row.status, "reason": "stale for more than three SLAs"})
+        row.severity = finding.severity
     _refresh(row, finding, now)
     session.add(row)
     return False
