@@ -256,7 +256,7 @@ def run(
         jobs = [Job("escalate", ESCALATION_SECONDS, service.escalate)]
         alerts = build_alerts(service.settings, service.store)
         if alerts is not None:
-            jobs.append(Job("alerts", ALERT_SECONDS, alerts.deliver_pending))
+            jobs.append(Job("alerts", ALERT_SECONDS, alerts.deliver_pending, wake_on_change=True))
         try:
             with single_daemon(g.db or service.settings.store.url):
                 clean = run_forever(service, jobs=jobs)

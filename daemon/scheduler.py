@@ -47,6 +47,8 @@ class Job:
     name: str
     seconds: float
     run: Callable[[], object]
+    wake_on_change: bool = False
+    """Also run at once after a cycle that opened, cleared or voided findings (alerts)."""
 
 
 class Daemon:
@@ -134,6 +136,20 @@ class Daemon:
             self.metrics.findings(self.service.store.open_counts())
         except Exception as exc:
             log.warning("metrics_failed", error=type(exc).__name__)
+        write = result.write
+        changed = bool(write.opened or write.cleared or write.voided) if write \
+            else bool(result.findings)  # a failed cycle may have opened source_stale
+        if changed:
+            self._wake()
+
+    def _wake(self) -> None:
+        """Run the wake-on-change jobs now instead of at their next interval."""
+        for job in self._jobs:
+            if job.wake_on_change:
+                try:
+                    self.scheduler.modify_job(f"job:{job.name}", next_run_time=_now())
+                except Exception as exc:  # stopping: the job is gone
+                    log.debug("wake_failed", job=job.name, error=type(exc).__name__)
 
     def _housekeeping(self, job: Job) -> None:
         try:

@@ -178,3 +178,18 @@ def test_an_unusable_listen_address_is_a_configuration_error() -> None:
             HealthServer(first.address, list, Metrics())
     finally:
         first.stop()
+
+
+def test_a_cycle_that_opens_findings_wakes_the_alert_job(store_url: str,
+                                                         tmp_path: Path) -> None:
+    """A wake-on-change job (alert delivery) with a long interval runs again right after
+    a cycle opens a finding, instead of at its next interval."""
+    runs: list[float] = []
+    short = FakeAdapter(balances_by_key={(ALICE, "ETH"): 1})  # a shortfall: opened at once
+    service = make_service(store_url, tmp_path, {"one": short}, poll=60)
+    daemon = Daemon(service, Metrics(), [Job("alerts", 60, lambda: runs.append(time.time()),
+                                             wake_on_change=True)])
+    daemon.start()
+    time.sleep(1.0)
+    assert daemon.stop()
+    assert len(runs) == 2  # the start-up run, and the wake after the first cycle
