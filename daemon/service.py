@@ -148,6 +148,10 @@ class Service:
         """Runs first in every cycle's transaction (scale-out: the lease check)."""
         self._verified_sources: set[tuple[str, str]] = set()
 
+    def now(self) -> datetime:
+        """The service's clock (aware UTC)."""
+        return self._clock()
+
     # --- ledger -------------------------------------------------------------------------
     def import_ledger(self, path: Path, *, dry_run: bool) -> ImportResult:
         """Validate `path` and, unless `dry_run`, store it as the new allocation snapshot.

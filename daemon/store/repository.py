@@ -124,10 +124,14 @@ class Store:
                                       "known": len(rows) - len(new)})
             return len(new), len(rows) - len(new)
 
-    def ledger_view(self, chain: str) -> LedgerView:
-        """Return the current snapshot's wallets and allocations on `chain`."""
+    def ledger_view(self, chain: str, as_of: datetime | None = None) -> LedgerView:
+        """Return the wallets and allocations on `chain` of the current snapshot (or of
+        the newest one imported by `as_of`)."""
         with Session(self.engine) as session:
-            snapshot = session.exec(select(func.max(m.AllocationSnapshot.id))).one()
+            newest = select(func.max(m.AllocationSnapshot.id))
+            if as_of is not None:
+                newest = newest.where(m.AllocationSnapshot.imported_at <= as_of)
+            snapshot = session.exec(newest).one()
             query = (
                 sa_select(col(m.Wallet.address), col(m.Wallet.structure), col(m.Asset.symbol),
                           col(m.Allocation.owner), col(m.Allocation.amount))
@@ -199,6 +203,11 @@ class Store:
         with Session(self.engine) as session:
             row = _chain_row(session, chain)
             return (row.last_error, row.last_error_at) if row else (None, None)
+
+    def first_observation_at(self) -> datetime | None:
+        """When the store recorded its first balance observation (None: never)."""
+        with Session(self.engine) as session:
+            return session.exec(select(func.min(m.BalanceObservation.observed_at))).one()
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         """Open discrepancies counted by (type, severity), for metrics."""

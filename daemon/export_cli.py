@@ -1,0 +1,204 @@
+"""`segwatch export …` and `segwatch keys generate`: thin shells over daemon/exporting.py
+and daemon/export.py. Registered on the root app by daemon/cli.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from daemon.errors import EXIT_DISCREPANCY, InputError
+
+export_app = typer.Typer(help="Auditor proof package: build, verify, prove.")
+keys_app = typer.Typer(help="Signing keys for export packages.", no_args_is_help=True)
+out = Console()
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")]
+
+
+def _globals(ctx: typer.Context, verbose: bool) -> Any:
+    from daemon.logs import configure
+
+    root = ctx.find_root().obj
+    configure(getattr(root, "log_format", None), verbose)
+    return root
+
+
+def _emit(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time with an offset (or Z), as aware UTC. Raises InputError."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"--as-of {text!r}: not an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        raise InputError(f"--as-of {text!r}: give a timezone (e.g. Z or +00:00)")
+    return moment.astimezone(UTC)
+
+
+@export_app.callback(invoke_without_command=True)
+def export_command(
+    ctx: typer.Context,
+    out_path: Annotated[Path | None, typer.Option(
+        "--out", help="New directory (or FILE.zip) to write the package to.")] = None,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="Pin each chain's newest block at confirmation depth at or before "
+                        "this time (ISO-8601 with offset).")] = None,
+    sign_key: Annotated[Path | None, typer.Option(
+        "--sign-key", help="Ed25519 private key (PEM) to sign the manifest.")] = None,
+    pseudonymize: Annotated[bool, typer.Option(
+        "--pseudonymize", help="Replace owner ids by salted hashes (salt written beside "
+                               "the package as OUT.owner-salt).")] = False,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Write the signed package: manifest.json, wallets.csv, allocations.csv,
+    discrepancies.csv, report.html."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from daemon.export import load_private_key
+    from daemon.exporting import export
+
+    if out_path is None:
+        raise InputError("export needs --out DIR (or --out FILE.zip)")
+    if sign_key is None:
+        raise InputError("export needs --sign-key FILE (`segwatch keys generate --out FILE` "
+                         "makes one; `openssl genpkey -algorithm ed25519` keys work too)")
+    key = load_private_key(sign_key)
+    moment = parse_time(as_of) if as_of else None
+    root = _globals(ctx, verbose)
+    package = export(root.service(), out_path, key, as_of=moment, pseudonymize=pseudonymize)
+    manifest = json.loads(package.files["manifest.json"])
+    summary = {"out": str(out_path), "chains": [
+        {"name": c["name"], "block": c["block"]} for c in manifest["chains"]],
+        "liabilities": manifest["liabilities"],
+        "salt_file": f"{out_path}.owner-salt" if pseudonymize else None}
+    if as_json:
+        _emit(summary)
+    else:
+        out.print(f"wrote {out_path}: {len(manifest['chains'])} chains, "
+                  f"{len(manifest['liabilities'])} Merkle roots")
+
+
+@export_app.command("verify")
+def verify_command(
+    ctx: typer.Context,
+    package: Annotated[Path, typer.Argument(help="Package directory or .zip.")],
+    recheck: Annotated[bool, typer.Option(
+        "--recheck", help="Also re-read every balance at the pinned blocks.")] = False,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="Require the manifest to be signed by this key (PEM).")] = None,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Check file hashes, the signature, the Merkle roots and totals, wallets.csv against
+    allocations.csv (and, with --recheck, the chain). Exit 0 only when all hold."""
+    from daemon.export import read_package, verify_package
+
+    root = _globals(ctx, verbose)
+    files = read_package(package)
+    trusted = public_key.read_text() if public_key else None
+    problems = verify_package(files, trusted)
+    if recheck and not problems:
+        from daemon.exporting import recheck as recheck_chain
+
+        problems = recheck_chain(root.service(), files)
+    if as_json:
+        _emit({"ok": not problems, "problems": problems})
+    elif problems:
+        for problem in problems:
+            out.print(f"FAIL {problem}", highlight=False)
+    else:
+        out.print(f"{package}: intact (hashes, signature, roots, totals"
+                  f"{', balances at the pinned blocks' if recheck else ''})")
+    if problems:
+        raise typer.Exit(EXIT_DISCREPANCY)
+
+
+@export_app.command("proof")
+def proof_command(
+    package: Annotated[Path, typer.Argument(help="Package directory or .zip.")],
+    owner: Annotated[str, typer.Option("--owner", help="The owner id.")],
+    salt_file: Annotated[Path | None, typer.Option(
+        "--salt-file", help="Pseudonymized packages: the salt (default: PACKAGE.owner-salt).")
+    ] = None,
+) -> None:
+    """Print the owner's inclusion proofs (JSON) against the package's Merkle roots."""
+    from daemon.export import SALT_SUFFIX, owner_proofs, read_package
+
+    files = read_package(package)
+    salt = None
+    if json.loads(files["manifest.json"]).get("pseudonymized"):
+        path = salt_file or package.with_name(package.name + SALT_SUFFIX)
+        try:
+            salt = bytes.fromhex(path.read_text().strip())
+        except (OSError, ValueError):
+            raise InputError(f"--salt-file {path}: missing or not hex") from None
+    _emit(owner_proofs(files, owner, salt))
+
+
+@export_app.command("verify-proof")
+def verify_proof_command(
+    proof_file: Annotated[Path, typer.Argument(metavar="PROOF.json")],
+    package: Annotated[Path | None, typer.Option(
+        "--package", help="Check against this package's signed manifest roots.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check inclusion proofs (one, or a list as `export proof` prints) against their
+    root, or against a package's published root and total. Exit 0 only when all hold."""
+    from daemon.export import read_package, verify_package
+    from daemon.merkle import verify_proof
+
+    try:
+        loaded = json.loads(proof_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{proof_file}: not readable JSON ({type(exc).__name__})") from None
+    proofs = loaded if isinstance(loaded, list) else [loaded]
+    roots: dict[tuple[str, str], dict[str, Any]] = {}
+    problems: list[str] = []
+    if package is not None:
+        files = read_package(package)
+        problems += verify_package(files)
+        roots = {(r["chain"], r["asset"]): r
+                 for r in json.loads(files["manifest.json"]).get("liabilities", [])}
+    results = []
+    for n, proof in enumerate(proofs):
+        key = (proof.get("chain"), proof.get("asset")) if isinstance(proof, dict) else None
+        root = roots.get(key) if key else None  # type: ignore[arg-type]
+        reason: str | None
+        if package is not None and root is None:
+            result_ok, reason = False, "no root for its chain and asset in the package"
+        else:
+            result = verify_proof(proof, root["root"] if root else None,
+                                  int(root["total"]) if root else None)
+            result_ok, reason = result.ok, result.reason
+        results.append({"proof": n, "ok": result_ok, "reason": reason})
+        if not result_ok:
+            problems.append(f"proof {n}: {reason}")
+    if as_json:
+        _emit({"ok": not problems, "proofs": results, "problems": problems})
+    else:
+        for problem in problems:
+            out.print(f"FAIL {problem}", highlight=False)
+        if not problems:
+            out.print(f"{len(proofs)} proof(s) verified"
+                      + (" against the package's signed roots" if package else ""))
+    if problems:
+        raise typer.Exit(EXIT_DISCREPANCY)
+
+
+@keys_app.command("generate")
+def keys_generate(
+    key_path: Annotated[Path, typer.Option("--out", help="Where to write the private key.")],
+) -> None:
+    """Write a new Ed25519 signing key (PEM, mode 0600); print its public key."""
+    from daemon.export import generate_key
+
+    sys.stdout.write(generate_key(key_path))

@@ -1,0 +1,122 @@
+"""The export use cases over the service: gather the pinned balances, the ledger and
+the findings, then build, write, verify (with `--recheck`) or prove (daemon/export.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chains.types import Address
+from daemon.config import ChainSettings
+from daemon.errors import InputError
+from daemon.export import (
+    ChainPin,
+    Package,
+    PackageInput,
+    WalletLedger,
+    build_package,
+    check_destination,
+    write_package,
+)
+from daemon.pinning import pinned_balances
+from daemon.present import discrepancy_json
+from daemon.service import Service
+
+log = structlog.get_logger("segwatch")
+CLOCK_SKEW = timedelta(minutes=2)
+
+
+def export(service: Service, out: Path, key: Ed25519PrivateKey, *,
+           as_of: datetime | None = None, pseudonymize: bool = False) -> Package:
+    """Build the package of every configured chain and write it to `out` (all or nothing).
+
+    Raises InputError (bad destination, `as_of` in the future or before the first
+    observation, a block a source cannot reach), SourceUnavailable, DecodeError.
+    """
+    check_destination(out)
+    now = service.now()
+    if as_of is not None:
+        if as_of > now + CLOCK_SKEW:
+            raise InputError(f"--as-of {as_of.isoformat()} is in the future")
+        first = service.store.first_observation_at()
+        if first is None or as_of < first:
+            raise InputError(f"--as-of {as_of.isoformat()} is before the store's first "
+                             f"observation ({first.isoformat() if first else 'none yet'})")
+    moment = as_of or now
+    pins, wallets = [], []
+    for chain in service.settings.chains:
+        ledger = service.store.ledger_view(chain.name, as_of)
+        addresses = sorted(ledger.wallets)
+        pins.append(_pin(service, chain, addresses, as_of=as_of))
+        wallets += [WalletLedger(chain.name, w.address, w.structure,
+                                 {a: dict(o) for a, o in w.allocations.items()})
+                    for w in ledger.wallets.values()]
+    open_then = [_discrepancy_row(r.chain, discrepancy_json(r, moment))
+                 for r in service.store.discrepancies()
+                 if r.row.detected_at <= moment and (r.row.closed_at is None
+                                                     or r.row.closed_at > moment)]
+    data = PackageInput(
+        generated_at=now, as_of=moment, chains=pins, wallets=wallets,
+        discrepancies=open_then,
+        decimals={(c.name, a.symbol): a.decimals for c in service.settings.chains
+                  for a in c.assets},
+        assets={c.name: [a.symbol for a in c.assets] for c in service.settings.chains})
+    package = build_package(data, key, pseudonymize=pseudonymize)
+    write_package(package, out)
+    log.info("exported", out=str(out), chains=len(pins), wallets=len(wallets),
+             allocations=sum(r["leaves"] for r in package.roots))
+    return package
+
+
+def _pin(service: Service, chain: ChainSettings, addresses: list[Address], *,
+         as_of: datetime | None = None, height: int | None = None) -> ChainPin:
+    adapter = service.connect(chain)
+    try:
+        block, observations = pinned_balances(adapter, chain, service.store, addresses,
+                                              height=height, as_of=as_of)
+    finally:
+        adapter.close()
+    return ChainPin(chain.name, chain.family, chain.chain_id, chain.network, block.height,
+                    block.hash, block.timestamp, (adapter.source,),
+                    {(o.address, o.asset.symbol): o.amount for o in observations})
+
+
+def _discrepancy_row(chain: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {**doc, "chain": chain}
+
+
+def recheck(service: Service, files: Mapping[str, bytes]) -> list[str]:
+    """Re-read every wallet's balance at each pinned block from the configured sources
+    and compare with wallets.csv; return the differences (and unreachable chains)."""
+    import csv
+    import io
+
+    manifest = json.loads(files["manifest.json"])
+    rows = list(csv.DictReader(io.StringIO(files["wallets.csv"].decode())))
+    problems: list[str] = []
+    for pinned in manifest.get("chains", []):
+        chain = service.settings.chain(pinned["name"])
+        if chain is None:
+            problems.append(f"--recheck: chain {pinned['name']!r} is not configured here")
+            continue
+        mine = [r for r in rows if r["chain"] == chain.name]
+        addresses = sorted({Address(r["address"]) for r in mine})
+        pin = _pin(service, chain, addresses, height=pinned["block"]["height"])
+        if pin.hash != pinned["block"]["hash"]:
+            problems.append(f"{chain.name}: block {pin.height} is now {pin.hash}, the package "
+                            f"pinned {pinned['block']['hash']} (reorganized?)")
+            continue
+        for row in mine:
+            now = pin.balances.get((row["address"], row["asset"]))
+            if ("" if now is None else str(now)) != row["onchain"]:
+                problems.append(f"{chain.name} {row['address']} {row['asset']}: the source "
+                                f"reads {now} at block {pin.height}, wallets.csv says "
+                                f"{row['onchain'] or 'unreadable'}")
+    return problems
+

@@ -1,0 +1,318 @@
+"""The auditor package on a real store (SQLite and PostgreSQL) with fake sources:
+export → verify holds; every tampering is caught and named; pseudonymized packages hold
+no owner id; proofs verify for every owner and fail when altered; bad input is refused
+with nothing written."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import csv
+import io
+import json
+import subprocess
+import zipfile
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from chains.evm.address import canonical_evm_address
+from chains.fake import FakeAdapter
+from chains.types import ChainHead
+from daemon.bootstrap import open_store
+from daemon.config import Settings
+from daemon.errors import InputError
+from daemon.export import (
+    canonical,
+    generate_key,
+    load_private_key,
+    owner_proofs,
+    read_package,
+    verify_package,
+)
+from daemon.exporting import export, recheck
+from daemon.merkle import verify_proof
+from daemon.service import Service
+from daemon.store.db import make_engine, upgrade
+
+ALICE = canonical_evm_address("0x" + "a1" * 20)
+OMNI = canonical_evm_address("0x" + "b2" * 20)
+HOUSE = canonical_evm_address("0x" + "c3" * 20)
+USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+ETH = 10**18
+OWNERS = ("alice", "bob", "carol-the-client")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def service(store_url: str, tmp_path: Path) -> Service:
+    fake = FakeAdapter(head_block=ChainHead(100, "0x" + "ab" * 32, int(NOW.timestamp()) - 5),
+                       balances_by_key={(ALICE, "ETH"): 15 * ETH // 10,
+                                        (ALICE, "USDC"): 100_000_000,
+                                        (OMNI, "ETH"): 4 * ETH, (HOUSE, "ETH"): 7 * ETH})
+    settings = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
+        "name": "ethereum", "family": "evm", "chain_id": 1, "confirmations": 2,
+        "sources": [{"kind": "jsonrpc", "url": "http://127.0.0.1:1/"}],
+        "tokens": [{"symbol": "USDC", "contract": USDC, "decimals": 6}]}])
+    upgrade(make_engine(store_url))
+    svc = Service(settings, open_store(store_url), lambda _c, _s: fake, Clock())
+    ledger = tmp_path / "ledger.csv"
+    ledger.write_text("chain,address,structure,owner,asset,amount\n"
+                      f"ethereum,{ALICE},segregated,alice,ETH,1.5\n"
+                      f"ethereum,{ALICE},segregated,alice,USDC,100\n"
+                      f"ethereum,{OMNI},omnibus,bob,ETH,2\n"
+                      f"ethereum,{OMNI},omnibus,carol-the-client,ETH,3\n"
+                      f"ethereum,{HOUSE},house,FIRM,ETH,7\n")
+    svc.import_ledger(ledger, dry_run=False)
+    assert svc.run_cycle(settings.chains[0]).error is None  # omni: 1 ETH shortfall
+    return svc
+
+
+@pytest.fixture
+def key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def rows(files: dict[str, bytes], name: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(files[name].decode())))
+
+
+def test_export_then_verify_holds(service: Service, key: Ed25519PrivateKey,
+                                  tmp_path: Path) -> None:
+    """The package pins the block at confirmation depth, lists every wallet and asset with
+    its status, one open discrepancy, one root per (chain, asset) whose total is the
+    allocation total, and verifies clean."""
+    out = tmp_path / "package"
+    export(service, out, key)
+    files = read_package(out)
+    assert sorted(files) == ["allocations.csv", "discrepancies.csv", "manifest.json",
+                             "report.html", "wallets.csv"]
+    assert verify_package(files) == []
+    manifest = json.loads(files["manifest.json"])
+    (chain,) = manifest["chains"]
+    assert chain["block"]["height"] == 98 and chain["sources"] == ["fake://source"]
+    totals = {(r["chain"], r["asset"]): r["total"] for r in manifest["liabilities"]}
+    assert totals == {("ethereum", "ETH"): str(15 * ETH // 10 + 5 * ETH + 7 * ETH),
+                      ("ethereum", "USDC"): "100000000"}
+    statuses = {(r["address"], r["asset"]): r["status"] for r in rows(files, "wallets.csv")}
+    assert statuses[(OMNI, "ETH")] == "shortfall" and statuses[(ALICE, "ETH")] == "ok"
+    assert statuses[(HOUSE, "ETH")] == "house"
+    (item,) = rows(files, "discrepancies.csv")
+    assert (item["type"], item["address"]) == ("balance_shortfall", OMNI)
+    html = files["report.html"].decode()
+    assert "balance_shortfall" in html and "98" in html
+
+
+def test_a_zip_package_verifies_and_proofs_hold_for_every_owner(
+        service: Service, key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    """A .zip package verifies like a directory; each owner's proofs verify against the
+    manifest's roots and totals, and fail with an altered amount or path."""
+    out = tmp_path / "package.zip"
+    export(service, out, key)
+    files = read_package(out)
+    assert verify_package(files) == []
+    manifest = json.loads(files["manifest.json"])
+    roots = {(r["chain"], r["asset"]): r for r in manifest["liabilities"]}
+    for owner in (*OWNERS, "FIRM"):
+        for proof in owner_proofs(files, owner, None):
+            root = roots[(proof["chain"], proof["asset"])]
+            assert verify_proof(proof, root["root"], int(root["total"])).ok
+            lower = copy.deepcopy(proof)
+            lower["leaf"]["amount"] = str(int(lower["leaf"]["amount"]) - 1)
+            assert not verify_proof(lower, root["root"], int(root["total"])).ok
+            if proof["path"]:
+                moved = copy.deepcopy(proof)
+                moved["path"][0]["sum"] = str(int(moved["path"][0]["sum"]) + 1)
+                assert not verify_proof(moved, root["root"], int(root["total"])).ok
+    with pytest.raises(InputError, match="no allocation"):
+        owner_proofs(files, "mallory", None)
+
+
+def edit_csv_cell(files: dict[str, bytes], name: str, row: int, column: str,
+                  value: str) -> None:
+    table = rows(files, name)
+    table[row][column] = value
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(table)
+    files[name] = buffer.getvalue().encode()
+
+
+def resign(files: dict[str, bytes], key: Ed25519PrivateKey, change: dict[str, object]) -> None:
+    """What a forger with the key's *public* half cannot do, but a holder of a key can:
+    change the manifest and sign it again (used to show the recomputation still catches)."""
+    import hashlib
+
+    manifest = json.loads(files["manifest.json"])
+    manifest.update(change)
+    manifest["files"] = {n: hashlib.sha256(files[n]).hexdigest() for n in manifest["files"]}
+    manifest["signature"]["value"] = base64.b64encode(key.sign(canonical(manifest))).decode()
+    files["manifest.json"] = json.dumps(manifest).encode()
+
+
+def test_every_tampering_is_caught_and_named(service: Service, key: Ed25519PrivateKey,
+                                            tmp_path: Path) -> None:
+    """A changed CSV cell, a dropped line, two swapped leaves, a changed root, a forged
+    signature and an edited manifest are each detected, with the file named."""
+    out = tmp_path / "package"
+    export(service, out, key)
+    clean = read_package(out)
+
+    def problems(tamper):  # type: ignore[no-untyped-def]
+        files = dict(clean)
+        tamper(files)
+        found = verify_package(files)
+        assert found, "tampering not detected"
+        return " | ".join(found)
+
+    assert "wallets.csv: SHA-256 differs" in problems(
+        lambda f: edit_csv_cell(f, "wallets.csv", 0, "onchain", "1"))
+    assert "allocations.csv: SHA-256 differs" in problems(
+        lambda f: f.__setitem__("allocations.csv", b"\n".join(
+            f["allocations.csv"].split(b"\n")[:-2]) + b"\n"))
+
+    def swap(files: dict[str, bytes]) -> None:
+        table = rows(files, "allocations.csv")
+        eth = [i for i, r in enumerate(table) if r["asset"] == "ETH"]
+        a, b = eth[0], eth[1]
+        table[a]["amount"], table[b]["amount"] = table[b]["amount"], table[a]["amount"]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table)
+        files["allocations.csv"] = buffer.getvalue().encode()
+        resign(files, key, {})
+    swapped = problems(swap)
+    assert "leaf_hash does not match" in swapped and "Merkle root" in swapped
+    manifest = json.loads(clean["manifest.json"])
+    manifest["liabilities"][0]["root"] = "0" * 64
+    assert "signature does not match" in problems(
+        lambda f: f.__setitem__("manifest.json", json.dumps(manifest).encode()))
+    assert "differs from the manifest" in problems(
+        lambda f: resign(f, key, {"liabilities": manifest["liabilities"]}))
+    forged = json.loads(clean["manifest.json"])
+    other = Ed25519PrivateKey.generate()
+    forged["signature"]["value"] = base64.b64encode(other.sign(canonical(forged))).decode()
+    assert "signature does not match" in problems(
+        lambda f: f.__setitem__("manifest.json", json.dumps(forged).encode()))
+    edited = json.loads(clean["manifest.json"])
+    edited["as_of"] = "2020-01-01T00:00:00Z"
+    assert "signature does not match" in problems(
+        lambda f: f.__setitem__("manifest.json", json.dumps(edited).encode()))
+    assert "not listed in the manifest" in problems(
+        lambda f: f.__setitem__("extra.csv", b"x"))
+
+
+def test_a_trusted_key_rejects_a_package_signed_by_another(
+        service: Service, key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    """A package re-signed by another key passes only the embedded-key check: pinning the
+    expected public key catches it."""
+    from daemon.export import public_pem
+    out = tmp_path / "package"
+    export(service, out, key)
+    files = read_package(out)
+    assert verify_package(files, public_pem(key.public_key())) == []
+    other = Ed25519PrivateKey.generate()
+    assert verify_package(files, public_pem(other.public_key())) == [
+        "manifest.json: signed by another key than the trusted one"]
+
+
+def test_a_pseudonymized_package_holds_no_owner_id(service: Service, key: Ed25519PrivateKey,
+                                                   tmp_path: Path) -> None:
+    """No owner id appears in any file; the salt beside the package lets the operator
+    produce each owner's proof."""
+    out = tmp_path / "package"
+    export(service, out, key, pseudonymize=True)
+    files = read_package(out)
+    assert verify_package(files) == []
+    blob = b"".join(files.values())
+    for owner in OWNERS:
+        assert owner.encode() not in blob
+    salt = bytes.fromhex((tmp_path / "package.owner-salt").read_text().strip())
+    (proof,) = owner_proofs(files, "carol-the-client", salt)
+    assert proof["leaf"]["owner_ref"].startswith("p:") and proof["leaf"]["amount"] == str(
+        3 * ETH)
+
+
+def test_recheck_reads_the_pinned_block_again(service: Service, key: Ed25519PrivateKey,
+                                              tmp_path: Path) -> None:
+    """--recheck finds nothing while the source agrees, and names a wallet whose balance
+    at the pinned block now reads differently."""
+    out = tmp_path / "package"
+    export(service, out, key)
+    files = read_package(out)
+    assert recheck(service, files) == []
+    fake = service._adapters(service.settings.chains[0], service.settings.chains[0].sources[0])
+    assert isinstance(fake, FakeAdapter)
+    fake.balances_by_key = {**fake.balances_by_key, (OMNI, "ETH"): 5 * ETH}
+    (problem,) = recheck(service, files)
+    assert OMNI in problem and "ETH" in problem
+
+
+def test_bad_input_is_refused_with_nothing_written(service: Service, key: Ed25519PrivateKey,
+                                                   tmp_path: Path) -> None:
+    """A non-empty output directory, an existing zip, --as-of in the future or before the
+    first observation: one clear error, nothing written."""
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "x").write_text("keep")
+    with pytest.raises(InputError, match="not an empty directory"):
+        export(service, busy, key)
+    assert sorted(p.name for p in busy.iterdir()) == ["x"]
+    (tmp_path / "old.zip").write_bytes(b"zip")
+    with pytest.raises(InputError, match="exists"):
+        export(service, tmp_path / "old.zip", key)
+    with pytest.raises(InputError, match="in the future"):
+        export(service, tmp_path / "p1", key, as_of=NOW + timedelta(days=1))
+    with pytest.raises(InputError, match="before the store's first observation"):
+        export(service, tmp_path / "p2", key, as_of=NOW - timedelta(days=1))
+    assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".segwatch-export")]
+    assert leftovers == []
+
+
+def test_keys_load_from_openssl_and_from_keys_generate(tmp_path: Path) -> None:
+    """An `openssl genpkey -algorithm ed25519` key and a generated key both load; a
+    missing, garbage or RSA key is refused with the file named."""
+    openssl = tmp_path / "openssl.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(openssl)],
+                   check=True, capture_output=True, timeout=30)
+    assert isinstance(load_private_key(openssl), Ed25519PrivateKey)
+    generated = tmp_path / "gen.pem"
+    assert "BEGIN PUBLIC KEY" in generate_key(generated)
+    assert generated.stat().st_mode & 0o777 == 0o600
+    assert isinstance(load_private_key(generated), Ed25519PrivateKey)
+    with pytest.raises(InputError, match="exists"):
+        generate_key(generated)
+    with pytest.raises(InputError, match="cannot read"):
+        load_private_key(tmp_path / "missing.pem")
+    (tmp_path / "junk.pem").write_text("junk")
+    with pytest.raises(InputError, match="not an unencrypted PEM"):
+        load_private_key(tmp_path / "junk.pem")
+    rsa = tmp_path / "rsa.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt",
+                    "rsa_keygen_bits:1024", "-out", str(rsa)], check=True,
+                   capture_output=True, timeout=60)
+    with pytest.raises(InputError, match="not an Ed25519 key"):
+        load_private_key(rsa)
+
+
+def test_zip_members_are_exactly_the_package(service: Service, key: Ed25519PrivateKey,
+                                             tmp_path: Path) -> None:
+    """The zip holds the five files at its root, nothing else."""
+    out = tmp_path / "p.zip"
+    export(service, out, key)
+    with zipfile.ZipFile(out) as zf:
+        assert sorted(zf.namelist()) == ["allocations.csv", "discrepancies.csv",
+                                         "manifest.json", "report.html", "wallets.csv"]
