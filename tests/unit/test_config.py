@@ -117,3 +117,12 @@ def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "segwatch.toml"
     path.write_text(text)
     return path
+
+
+def test_daemon_start_up_errors_in_the_configuration(tmp_path: Path) -> None:
+    """Two chains with one name and an unknown alert kind are each one named line."""
+    twice = BASE + BASE[BASE.index("[[chains]]"):]
+    assert any("duplicate chain name 'ethereum'" in line for line in problems(tmp_path, twice))
+    sink = BASE + '[[alerts]]\nkind = "pager"\nurl = "https://hooks.example/x"\n'
+    assert any("alerts[0].kind" in line and "pager" in line
+               for line in problems(tmp_path, sink)), problems(tmp_path, sink)
