@@ -5,7 +5,7 @@ PY      := $(VENV)/bin/python
 ANVIL_VERSION := 1.7.1
 ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
 
-.PHONY: install demo test lint typecheck unit bench postgres litecoind clean
+.PHONY: install demo test lint typecheck unit bench postgres litecoind chromium clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ litecoind:
 	  command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq litecoind); } \
 	  || echo "warning: litecoind could not be installed (UTXO node tests will fail under CI)"
 
+# Headless Chromium for the report.html test, from Debian's packages.
+chromium:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); } \
+	  || echo "warning: chromium could not be installed (the report.html test will fail under CI)"
+
 install: $(VENV)/.installed $(ANVIL_STAMP)
 
 # The local PostgreSQL server the store tests use (already running on this machine kind).
@@ -43,7 +49,7 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
-test: install litecoind postgres lint typecheck
+test: install litecoind chromium postgres lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider
 
 unit: $(VENV)/.installed
@@ -53,6 +59,7 @@ bench: install
 	$(PY) tests/bench/bench_balances.py --wallets 2000
 	$(PY) tests/bench/bench_cycle.py --wallets 100000
 	$(PY) tests/bench/bench_utxo.py --addresses 2000 --esplora-addresses 500 --latency-ms 20 --concurrency 8,16
+	$(PY) tests/bench/bench_detection.py --trials 20 --wallets 10000 --idle-seconds 60
 
 clean:
 	rm -rf $(VENV) .tools demo .mypy_cache .ruff_cache .pytest_cache

@@ -7,6 +7,7 @@ each test). Without an anvil binary the tests skip; with `CI=true` they fail.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -34,6 +35,10 @@ def anvil() -> Iterator[AnvilNode]:
         node.stop()
 
 
+def _head_time(node: AnvilNode) -> int:
+    return int(node.call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+
+
 @pytest.fixture
 def anvil_node(anvil: AnvilNode) -> Iterator[AnvilNode]:
     """The session's anvil node, with its state reverted after the test.
@@ -43,6 +48,7 @@ def anvil_node(anvil: AnvilNode) -> Iterator[AnvilNode]:
     newest block is older than the chain's head-age limit.
     """
     snapshot_id = anvil.snapshot()
+    anvil.call("evm_setNextBlockTimestamp", [max(int(time.time()), _head_time(anvil) + 1)])
     anvil.mine(1)
     try:
         yield anvil
