@@ -27,7 +27,6 @@ from daemon.amounts import format_amount
 
 Row = Mapping[str, Any]
 
-CLIENT_STRUCTURES = ("segregated", "omnibus")
 STATUS_ORDER = ("shortfall", "unreadable", "surplus")
 """A (chain, asset) takes the first of these that any client wallet has, else compliant:
 a shortfall is a known breach, an unreadable balance hides one, a surplus breaches nothing."""
@@ -83,7 +82,7 @@ class _Summary:
     def add(self, wallet: Row) -> None:
         onchain = _units(wallet.get("onchain"), "onchain")
         status = _text(wallet.get("status")) or "unreadable"
-        if _text(wallet.get("structure")) not in CLIENT_STRUCTURES:
+        if _is_house(wallet):
             self.house = None if onchain is None or self.house is None else self.house + onchain
             return
         if onchain is None:
@@ -261,8 +260,7 @@ def _liabilities_section(liabilities: Sequence[Row], order: Mapping[str, int],
 def _wallets_section(wallets: Sequence[Row], order: Mapping[str, int], fmt: _Formatter) -> str:
     def key(w: Row) -> tuple[int, str, bool, str]:
         chain = _text(w.get("chain"))
-        house = _text(w.get("structure")) not in CLIENT_STRUCTURES
-        return order.get(chain, 0), _text(w.get("asset")), house, _text(w.get("address"))
+        return order.get(chain, 0), _text(w.get("asset")), _is_house(w), _text(w.get("address"))
 
     rows = []
     for w in sorted(wallets, key=key):
@@ -320,6 +318,11 @@ def _section(title: str, head: Sequence[str], rows: Sequence[str], note: str) ->
     body = "\n".join(rows) or f'<tr><td colspan="{len(head)}">None.</td></tr>'
     return (f"<section>\n<h2>{_e(title)}</h2>\n{note}\n<table>\n<thead><tr>{header}</tr></thead>"
             f"\n<tbody>\n{body}\n</tbody>\n</table>\n</section>")
+
+
+def _is_house(wallet: Row) -> bool:
+    """House wallets are left out of the comparison; any other structure is compared."""
+    return _text(wallet.get("structure")) == "house"
 
 
 def _status_cell(status: str) -> str:
