@@ -401,7 +401,30 @@ class Service:
             self._release(chain, adapter)
         if not fresh:
             raise NoFreshSource(chain.name, "no fresh source: " + "; ".join(failures))
-        return fresh
+        return self._not_behind_last_read(chain, fresh)
+
+    def _not_behind_last_read(self, chain: ChainSettings,
+                              fresh: list[tuple[ChainAdapter, ChainHead]]
+                              ) -> list[tuple[ChainAdapter, ChainHead]]:
+        """Drop fresh sources whose pinned block would be below the last checkpoint's:
+        reading older balances could self-clear a finding that still holds (and reopen it
+        a cycle later). When every fresh source is behind, the cycle fails (no finding:
+        a reorg to a shorter branch does that too, briefly)."""
+        checkpoint = self.store.last_checkpoint(chain.name)
+        if checkpoint is None:
+            return fresh
+        depth = chain.confirmations if chain.family == "evm" else 0
+        ahead = [(a, h) for a, h in fresh if h.height - depth >= checkpoint.block_height]
+        for adapter, head in fresh:
+            if (adapter, head) not in ahead:
+                self._failed(chain, adapter.source, NoFreshSource(
+                    adapter.source, f"head {head.height} is behind the last reconciled block "
+                                    f"{checkpoint.block_height}"))
+                self._release(chain, adapter)
+        if not ahead:
+            raise SourceUnavailable(chain.name, "every fresh source is behind the last "
+                                                f"reconciled block {checkpoint.block_height}")
+        return ahead
 
     def _release(self, chain: ChainSettings, adapter: ChainAdapter) -> None:
         """Close an adapter the cycle is done with, reporting its requests."""

@@ -85,7 +85,7 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
         wallets=len({o.address for o in cycle.observations}),
         observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
-        findings=len(findings), finished_at=now))
+        findings=len(findings), finished_at=now, scanned=not cycle.scan_error))
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings))
 
 
@@ -140,13 +140,21 @@ def _store_observations(session: Session, chain_id: int,
     return stored + len(values)
 
 
-def _latest_observations(session: Session,
-                         chain_id: int) -> dict[tuple[int | None, int | None], tuple[Any, Any]]:
-    newest = (select(func.max(m.BalanceObservation.id).label("id"))
-              .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
-              .where(m.Wallet.chain_id == chain_id)
-              .group_by(col(m.BalanceObservation.wallet_id), col(m.BalanceObservation.asset_id))
-              .subquery())
+def _latest_observations(session: Session, chain_id: int,
+                         upto: tuple[datetime, int] | None = None
+                         ) -> dict[tuple[int | None, int | None], tuple[Any, Any]]:
+    """The newest observation per (wallet, asset), or, with `upto` = (time, height) of a
+    past checkpoint, the newest stored by then at or below its block (the balances that
+    checkpoint read)."""
+    query = (select(func.max(m.BalanceObservation.id).label("id"))
+             .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
+             .where(m.Wallet.chain_id == chain_id))
+    if upto is not None:
+        moment, height = upto
+        query = query.where(m.BalanceObservation.observed_at <= moment,
+                            m.BalanceObservation.block_height <= height)
+    newest = query.group_by(col(m.BalanceObservation.wallet_id),
+                            col(m.BalanceObservation.asset_id)).subquery()
     rows = session.exec(select(m.BalanceObservation.wallet_id, m.BalanceObservation.asset_id,
                                m.BalanceObservation.amount, m.BalanceObservation.error)
                         .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
@@ -226,8 +234,9 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
     """Balance continuity since the previous checkpoint, when the scan covers the span and
     the checkpoint's block is still on the scanned chain."""
     state = tx.scan_state(session, chain_id)
-    previous = session.exec(select(m.Checkpoint).where(m.Checkpoint.chain_id == chain_id)
-                            .order_by(col(m.Checkpoint.id).desc())).first()
+    previous = session.exec(select(m.Checkpoint).where(
+        m.Checkpoint.chain_id == chain_id, col(m.Checkpoint.scanned).is_(True))
+        .order_by(col(m.Checkpoint.id).desc())).first()
     if state is None or previous is None or cycle.scan_error or \
             not state.start_height <= previous.block_height < cycle.block.height <= state.height:
         return []
@@ -238,7 +247,8 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
     assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
                                .where(m.Asset.chain_id == chain_id)).all())
     amounts = {(Address(wallets[w]), assets[a]): amount
-               for (w, a), (amount, _) in _latest_observations(session, chain_id).items()
+               for (w, a), (amount, _) in _latest_observations(
+                   session, chain_id, upto=(previous.finished_at, previous.block_height)).items()
                if amount is not None and w in wallets and a in assets}
     flows, fees = tx.flows_between(session, chain_id, previous.block_height, cycle.block.height)
     since = ChainHead(previous.block_height, previous.block_hash)

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -53,13 +54,36 @@ def upgrade(engine: Engine) -> str:
     Raises ConfigError when the database cannot be reached.
     """
     config = _alembic_config()
+    migrating = _transactional_sqlite(engine) if engine.dialect.name == "sqlite" else engine
     try:
-        with engine.begin() as connection:
+        with migrating.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
-            return current_revision(engine, connection) or ""
+            return current_revision(migrating, connection) or ""
     except OperationalError as exc:
         raise ConfigError(f"store: cannot open the database: {_first_line(exc)}") from None
+    finally:
+        if migrating is not engine:
+            migrating.dispose()
+
+
+def _transactional_sqlite(engine: Engine) -> Engine:
+    """An engine on the same SQLite file whose transactions include DDL: pysqlite commits
+    before every CREATE/ALTER by itself, so a migration killed midway would leave tables
+    without their revision stamp. Here the driver's own transaction handling is off and
+    SQLAlchemy emits BEGIN: the whole migration commits, or none of it."""
+    migrating = create_engine(engine.url)
+
+    @event.listens_for(migrating, "connect")
+    def _connect(dbapi_connection: Any, _record: object) -> None:
+        _sqlite_pragmas(dbapi_connection, _record)
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(migrating, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return migrating
 
 
 def current_revision(engine: Engine, connection: object | None = None) -> str | None:

@@ -101,6 +101,9 @@ class Checkpoint(SQLModel, table=True):
     read_errors: int
     findings: int
     finished_at: datetime = _time()
+    scanned: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})
+    """False when the cycle's transfer scan failed: balance continuity is checked from
+    the last checkpoint whose scan succeeded, never from this one."""
 
 
 class Discrepancy(SQLModel, table=True):
