@@ -7,20 +7,37 @@ the transport or of the server as a whole becomes `SourceUnavailable` naming the
 Providers cap batch sizes in different ways (HTTP 413 or 400, one error object in
 place of the array, or silently fewer answers than requests). The client halves its
 batch size on any of these, retries what is left, and keeps the smaller size.
+
+Providers also throttle with HTTP 200 and a JSON-RPC error body (Alchemy's code 429,
+Infura's "request rate limited", QuickNode's "request limit reached"). A body that is
+only such errors (one object, or an array of nothing else) is treated like HTTP 429:
+retried with backoff, then `SourceUnavailable`, so the caller fails over instead of
+shrinking batches or taking it for an answer about the request. One throttled item
+among answers comes back as an `RpcError` whose `rate_limited` is true.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from functools import cache
 from typing import Any, TypeAlias
 
 import httpx
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from chains.errors import SourceUnavailable
 from chains.urls import redact_url, url_secrets
@@ -43,6 +60,13 @@ class RpcError:
     def __str__(self) -> str:
         return f"rpc error {self.code}: {self.message}"
 
+    @property
+    def rate_limited(self) -> bool:
+        """Whether the error says the source is throttling the client: a failure of the
+        source (worth another source), not an answer about the request."""
+        text = self.message.lower()
+        return self.code == 429 or any(hint in text for hint in _RATE_LIMIT_HINTS)
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
@@ -61,8 +85,49 @@ class RpcErrorResponse(SourceUnavailable):
         self.error = error
 
 
-class _Transient(SourceUnavailable):
-    """A failure worth retrying: transport errors, 429, 5xx, unreadable bodies."""
+class Transient(SourceUnavailable):
+    """A failure worth retrying: transport errors, 429, 5xx, unreadable bodies;
+    `retry_after` is the server's Retry-After in seconds, when it sent one."""
+
+    def __init__(self, source: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(source, reason)
+        self.retry_after = retry_after
+
+
+_Transient = Transient
+
+RETRY_AFTER_CAP = 30.0
+"""The longest `Retry-After` (seconds) honoured; a longer one is waited for this long."""
+
+
+def retry_after_seconds(header: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if
+    absent or unreadable. A wait time, not an amount."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(header).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class BackoffOrRetryAfter:
+    """tenacity wait: exponential backoff, or the server's Retry-After (capped) when it is
+    longer."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self._backoff = wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
+
+    def __call__(self, state: RetryCallState) -> float:
+        backoff = float(self._backoff(state))
+        failure = state.outcome.exception() if state.outcome else None
+        if isinstance(failure, Transient) and failure.retry_after is not None:
+            return max(backoff, min(failure.retry_after, RETRY_AFTER_CAP))
+        return backoff
 
 
 class _Refused(Exception):
@@ -71,6 +136,8 @@ class _Refused(Exception):
 
 _MISSING: Any = object()
 _REFUSED_STATUSES = frozenset({400, 413})
+_RATE_LIMIT_HINTS = ("rate limit", "too many requests", "request rate", "request limit",
+                     "request count exceeded", "compute units per second")
 
 
 class JsonRpcClient:
@@ -94,7 +161,7 @@ class JsonRpcClient:
         self._source = redact_url(url)
         self._secrets = url_secrets(url)
         self._retry = retry or RetryPolicy()
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self._http = httpx.Client(timeout=timeout, transport=transport, verify=tls_context())
         self._parse_float = parse_float
         self._ids = itertools.count(1)
         self.batch_size = max_batch
@@ -194,7 +261,7 @@ class JsonRpcClient:
         policy = self._retry
         retrying = Retrying(
             stop=stop_after_attempt(max(1, policy.attempts)),
-            wait=wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait),
+            wait=BackoffOrRetryAfter(policy),
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )
@@ -215,13 +282,20 @@ class JsonRpcClient:
         if status in _REFUSED_STATUSES and is_batch:
             raise _Refused(f"HTTP {status}")
         if status == 429 or status >= 500:
-            raise _Transient(self._source, f"HTTP {status}")
+            raise _Transient(self._source, f"HTTP {status}",
+                             retry_after_seconds(response.headers.get("Retry-After")))
         if status >= 300:
             raise SourceUnavailable(self._source, f"HTTP {status}")
         try:
-            return json.loads(response.content, parse_float=self._parse_float)
+            body = json.loads(response.content, parse_float=self._parse_float)
         except ValueError:
             raise _Transient(self._source, "response body is not valid JSON") from None
+        except RecursionError:  # garbage such as "[[[[..." nested past the parser's limit
+            raise _Transient(self._source, "response body is nested too deeply") from None
+        throttled = _throttled(body)
+        if throttled is not None:
+            raise _Transient(self._source, f"rate limited: {throttled}")
+        return body
 
     def _item_value(self, item: dict[str, Any]) -> Any:
         """Return the item's result or RpcError. Raises SourceUnavailable if it has neither."""
@@ -247,6 +321,13 @@ class JsonRpcClient:
         return f"{type(exc).__name__}: {text}"
 
 
+@cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS settings every client shares (httpx's defaults). Building them loads the CA
+    bundle, ~50 ms of CPU, and the daemon creates a client per source per cycle."""
+    return httpx.create_ssl_context()
+
+
 def _envelope(request_id: int, method: str, params: Params) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
 
@@ -260,6 +341,16 @@ def _to_rpc_error(error: Any) -> RpcError:
         message=str(error.get("message", ""))[:500],
         data=error.get("data"),
     )
+
+
+def _throttled(body: Any) -> RpcError | None:
+    """The rate-limit error of a body made only of rate-limit errors, else None."""
+    items = body if isinstance(body, list) else [body]
+    errors = [_to_rpc_error(item["error"]) for item in items
+              if isinstance(item, dict) and item.get("error") is not None]
+    if errors and len(errors) == len(items) and all(e.rate_limited for e in errors):
+        return errors[0]
+    return None
 
 
 def _describe_error_body(body: dict[str, Any]) -> str:

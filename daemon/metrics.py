@@ -30,7 +30,8 @@ def error_kind(error: SegwatchError) -> str:
     if type(error).__name__ == "NoFreshSource":
         return "stale"
     reason = error.reason.lower()
-    for needle, kind in (("429", "rate_limited"), ("timed out", "timeout"),
+    for needle, kind in (("429", "rate_limited"), ("rate limited", "rate_limited"),
+                         ("timed out", "timeout"),
                          ("timeout", "timeout"), ("http 5", "http_5xx"),
                          ("connect", "connection"), ("behind", "stale"), ("s old", "stale")):
         if needle in reason:

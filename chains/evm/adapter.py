@@ -234,7 +234,7 @@ class EvmAdapter:
                 if not isinstance(reply, RpcError):
                     results[start:end] = self._decode_aggregate(reply, end - start)
                     continue
-                self._raise_if_block_gone(reply)
+                self._raise_if_source_failed(reply)
                 if end - start == 1:
                     results[start] = f"aggregate3 failed: {reply.message}"
                 else:
@@ -274,18 +274,21 @@ class EvmAdapter:
     def _direct_outcome(self, reply: Any, native: bool) -> Outcome:
         method = "eth_getBalance" if native else "balanceOf"
         if isinstance(reply, RpcError):
-            self._raise_if_block_gone(reply)
+            self._raise_if_source_failed(reply)
             return f"{method} failed: {reply.message}"
         try:
             return _hex_int(reply) if native else decode_uint256(_hex_bytes(reply))
         except ValueError as exc:
             return f"{method} failed: {exc}"
 
-    def _raise_if_block_gone(self, error: RpcError) -> None:
-        """Raise SourceUnavailable when `error` says the pinned block's state is missing."""
+    def _raise_if_source_failed(self, error: RpcError) -> None:
+        """Raise SourceUnavailable when `error` is about the source, not the call: the pinned
+        block's state is missing, or the source throttles (another source can read it)."""
         text = error.message.lower()
         if error.code == 3 or "revert" in text:
             return
+        if error.rate_limited:
+            raise SourceUnavailable(self.source, f"rate limited: {error}")
         if error.code in _BLOCK_GONE_CODES or any(hint in text for hint in _BLOCK_GONE_HINTS):
             raise SourceUnavailable(self.source, f"pinned block unavailable: {error.message}")
 

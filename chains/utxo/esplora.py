@@ -43,18 +43,16 @@ from collections.abc import Collection, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from functools import lru_cache
-from time import monotonic, sleep, time
+from time import monotonic, sleep
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import quote
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
-from tenacity.wait import wait_exponential
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from chains.errors import DecodeError, InvalidAddress, SourceUnavailable
-from chains.jsonrpc import RetryPolicy
+from chains.jsonrpc import BackoffOrRetryAfter, RetryPolicy, Transient, retry_after_seconds
 from chains.types import (
     Address,
     AssetRef,
@@ -86,8 +84,6 @@ from chains.utxo.networks import GENESIS_NETWORK
 TIP_ATTEMPTS = 3
 """How often balances() reads all addresses again when the tip moved meanwhile."""
 
-RETRY_AFTER_CAP = 30.0
-"""The longest `Retry-After` (seconds) honoured; a longer one is waited for this long."""
 
 HISTORY_PAGE = 25
 """Confirmed transactions per address-history page; a shorter page ends the history."""
@@ -133,12 +129,7 @@ class AddressHistory:
     gap: str | None = None
 
 
-class _Transient(SourceUnavailable):
-    """A failure worth retrying; `retry_after` is the server's Retry-After in seconds."""
-
-    def __init__(self, source: str, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(source, reason)
-        self.retry_after = retry_after
+_Transient = Transient
 
 
 class _NotFound(Exception):
@@ -482,7 +473,7 @@ class EsploraAdapter:
         policy = self._retry
         retrying = Retrying(
             stop=stop_after_attempt(max(1, policy.attempts)),
-            wait=_Wait(policy),
+            wait=BackoffOrRetryAfter(policy),
             retry=retry_if_exception_type(_Transient),
             reraise=True,
         )
@@ -506,7 +497,7 @@ class EsploraAdapter:
             raise _Transient(self.source, self._describe(exc)) from None
         status = response.status_code
         if status == 429 or status >= 500:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise _Transient(self.source, f"HTTP {status} for {path}", retry_after)
         if status == 404:
             raise _NotFound(f"HTTP 404: {_short(response.text)}")
@@ -522,20 +513,6 @@ class EsploraAdapter:
         if not text or "://" in text or any(secret in text for secret in self._secrets):
             return type(exc).__name__
         return f"{type(exc).__name__}: {text}"
-
-
-class _Wait:
-    """Exponential backoff, or the server's Retry-After (capped) when it is longer."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self._backoff = wait_exponential(multiplier=policy.initial_wait, max=policy.max_wait)
-
-    def __call__(self, state: RetryCallState) -> float:
-        backoff = float(self._backoff(state))
-        failure = state.outcome.exception() if state.outcome else None
-        if isinstance(failure, _Transient) and failure.retry_after is not None:
-            return max(backoff, min(failure.retry_after, RETRY_AFTER_CAP))
-        return backoff
 
 
 # -- decoding (pure) ----------------------------------------------------------------------
@@ -811,21 +788,8 @@ def _json(response: httpx.Response, source: str, field: str) -> Any:
         return response.json()
     except ValueError:
         raise DecodeError(source, field, "response body is not valid JSON") from None
-
-
-def _retry_after(header: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date); None if
-    absent. A wait time, not an amount."""
-    if not header:
-        return None
-    try:
-        return max(0.0, float(header))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(header).timestamp() - time())
-    except (TypeError, ValueError):
-        return None
+    except RecursionError:  # garbage such as "[[[[..." nested past the parser's limit
+        raise DecodeError(source, field, "response body is nested too deeply") from None
 
 
 def _short(text: str) -> str:
