@@ -54,7 +54,9 @@ def upgrade(engine: Engine) -> str:
     Raises ConfigError when the database cannot be reached.
     """
     config = _alembic_config()
-    migrating = _transactional_sqlite(engine) if engine.dialect.name == "sqlite" else engine
+    on_file = engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
+    migrating = _transactional_sqlite(engine) if on_file else engine  # in memory: nothing
+    # survives a crash, and a second engine would open another, empty database
     try:
         with migrating.begin() as connection:
             config.attributes["connection"] = connection
