@@ -528,10 +528,13 @@ class Service:
     def status(self) -> list[ChainStatus]:
         """Return one signal per configured chain: compliant, discrepancy or stale."""
         now = self._clock()
+        # checkpoints first: a cycle committing between the two reads then shows as not
+        # yet done (stale), never as done without its findings (a false "compliant")
+        checkpoints = {c.name: self.store.last_checkpoint(c.name) for c in self.settings.chains}
         open_items = self.store.discrepancies(status=OPEN_STATUSES)
         out = []
         for chain in self.settings.chains:
-            checkpoint = self.store.last_checkpoint(chain.name)
+            checkpoint = checkpoints[chain.name]
             error, _ = self.store.chain_error(chain.name)
             last = checkpoint.finished_at if checkpoint else None
             fresh = last is not None and (now - last).total_seconds() <= chain.freshness
