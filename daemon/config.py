@@ -112,6 +112,9 @@ class ChainSettings(_Frozen):
     max_lag_blocks: int = Field(default=3, ge=0)
     max_head_age_seconds: float | None = Field(default=None, gt=0)
     verify: int = Field(default=1, ge=1, le=2)
+    shards: int = Field(default=1, ge=1, le=64)
+    """Wallet shards of this chain: on PostgreSQL, replicas lease them one by one
+    (daemon/shards.py)."""
     withdrawal_window_seconds: float = Field(default=86_400.0, gt=0)
     multicall: str | None = CANONICAL_MULTICALL3
     sources: list[SourceSettings] = Field(min_length=1)

@@ -1,4 +1,6 @@
-"""Scale-out on PostgreSQL: replicas share the chains through lease rows with expiry.
+"""Scale-out on PostgreSQL: replicas share the chains, or the wallet shards of chains
+split into `shards` (daemon/shards.py), through lease rows with expiry. Below, "chain"
+is a unit of work: a chain's name, or a shard's key.
 
 Every replica, each `period / 3` seconds (`tick`):
 

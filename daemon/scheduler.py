@@ -1,11 +1,12 @@
 """`segwatch run`: each chain's poll + reconcile on its own interval, plus housekeeping.
 
-Each chain runs in an executor of its own (one thread), so a slow, failing or hanging
-chain never delays another, and `max_instances = 1` keeps one chain's cycles from
-overlapping. Housekeeping jobs (alert delivery, escalation) share a third executor.
+Each chain (each wallet shard of a chain split into `shards`) runs in an executor of its
+own (one thread), so a slow, failing or hanging chain never delays another, and
+`max_instances = 1` keeps one chain's cycles from overlapping. Housekeeping jobs (alert
+delivery, escalation) each have an executor too.
 SIGTERM/SIGINT stop scheduling; cycles in flight get `shutdown_timeout` seconds to
 finish (their writes are one transaction: a cycle cut short commits nothing). On
-PostgreSQL, replicas share the chains through leases (daemon/leases.py).
+PostgreSQL, replicas share the chains and wallet shards through leases (daemon/leases.py).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from daemon.health import HealthServer
 from daemon.leases import LeaseLost, Leases
 from daemon.metrics import Metrics
 from daemon.service import Service
+from daemon.shards import Shard, shards
 
 log = structlog.get_logger("segwatch")
 
@@ -66,7 +68,8 @@ class Daemon:
         self._jobs = list(jobs)
         self._in_flight = 0
         self._idle = threading.Condition()
-        executors = {f"chain:{c.name}": ThreadPoolExecutor(1) for c in self._chains}
+        self._shards = [s for c in self._chains for s in shards(c)]
+        executors = {f"chain:{s.key}": ThreadPoolExecutor(1) for s in self._shards}
         executors["default"] = ThreadPoolExecutor(1)
         for job in self._jobs:  # a slow alert run never holds back escalation, and back
             executors[f"job:{job.name}"] = ThreadPoolExecutor(1)
@@ -76,11 +79,14 @@ class Daemon:
             job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None})
 
     def start(self) -> None:
-        """Schedule every chain (first cycle at once) and housekeeping job, and start."""
-        for chain in self._chains:
-            self.scheduler.add_job(self._tracked, "interval", args=[self._cycle, chain],
-                                   id=chain.name, seconds=chain.poll_seconds,
-                                   next_run_time=_now(), executor=f"chain:{chain.name}")
+        """Schedule every chain's shards (first cycle at once) and housekeeping job, and
+        start."""
+        by_name = {c.name: c for c in self._chains}
+        for shard in self._shards:
+            chain = by_name[shard.chain]
+            self.scheduler.add_job(self._tracked, "interval", args=[self._cycle, chain, shard],
+                                   id=shard.key, seconds=chain.poll_seconds,
+                                   next_run_time=_now(), executor=f"chain:{shard.key}")
         for job in self._jobs:
             self.scheduler.add_job(self._tracked, "interval", args=[self._housekeeping, job],
                                    id=f"job:{job.name}", seconds=job.seconds,
@@ -113,14 +119,14 @@ class Daemon:
                 self._in_flight -= 1
                 self._idle.notify_all()
 
-    def _cycle(self, chain: ChainSettings) -> None:
-        """One cycle of `chain` (when this replica holds it); nothing it raises stops the
-        daemon."""
-        if self.leases is not None and not self.leases.holds(chain.name):
+    def _cycle(self, chain: ChainSettings, shard: Shard) -> None:
+        """One cycle of `shard` of `chain` (when this replica holds it); nothing it raises
+        stops the daemon."""
+        if self.leases is not None and not self.leases.holds(shard.key):
             return
         started = time.monotonic()
         try:
-            result = self.service.run_cycle(chain)
+            result = self.service.run_cycle(chain, shard)
         except LeaseLost as exc:
             log.info("lease_lost", chain=chain.name, error=str(exc))
             return
@@ -176,7 +182,8 @@ def run_forever(service: Service, stop: threading.Event | None = None,
     health = HealthServer(service.settings.daemon.listen, service.status, metrics).start()
     leases = None
     if service.store.engine.dialect.name == "postgresql":
-        leases = Leases(service.store.engine, [c.name for c in service.settings.chains],
+        leases = Leases(service.store.engine,
+                        [s.key for c in service.settings.chains for s in shards(c)],
                         service.settings.daemon.lease_seconds)
         service.fence = leases.fence
         leases.tick()

@@ -41,8 +41,9 @@ from daemon.reconcile import (
     stale_finding,
 )
 from daemon.scanning import plan_scan
+from daemon.shards import Shard, shards
 from daemon.store.cycle import CycleInput, CycleWrite
-from daemon.store.models import OPEN_STATUSES
+from daemon.store.models import OPEN_STATUSES, Checkpoint
 from daemon.store.repository import DiscrepancyRecord, Store
 from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
 from daemon.withdrawals import parse_withdrawals, summarize_withdrawals
@@ -75,6 +76,8 @@ class CycleResult:
     rpc_requests: int = 0
     scanned_to: int | None = None
     scan_error: str | None = None
+    shard: str = ""
+    """The wallet shard's key (daemon/shards.py); the chain's name when it is not split."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,8 @@ class Service:
         self._clock = clock
         self.observer = observer
         self.fence: Callable[[Session, str], None] | None = None
-        """Runs first in every cycle's transaction (scale-out: the lease check)."""
+        """Runs first in every cycle's transaction with the shard's key (scale-out: the
+        lease check)."""
         self._verified_sources: set[tuple[str, str]] = set()
 
     def now(self) -> datetime:
@@ -202,64 +206,84 @@ class Service:
 
     def run_once(self, on_done: Callable[[CycleResult], None] | None = None
                  ) -> list[CycleResult]:
-        """Run one cycle of every configured chain; a failing chain does not stop the others."""
+        """Run one cycle of every configured chain (of each of its wallet shards, shard 0
+        first); a failing chain does not stop the others."""
         self.store.sync_catalog(self.settings)
         self.verify_sources()
         results = []
         for chain in self.settings.chains:
-            result = self.run_cycle(chain)
-            results.append(result)
-            if on_done:
-                on_done(result)
+            for shard in shards(chain):
+                result = self.run_cycle(chain, shard)
+                results.append(result)
+                if on_done:
+                    on_done(result)
         return results
 
-    def run_cycle(self, chain: ChainSettings) -> CycleResult:
+    def run_cycle(self, chain: ChainSettings, shard: Shard | None = None) -> CycleResult:
         """Scan new blocks for transfers, read every watched wallet at the pinned block,
-        reconcile, persist — one transaction.
+        reconcile, persist — one transaction. With `shard`, only that wallet shard's
+        balances are read; only shard 0 scans (for every wallet of the chain).
 
         Source failures are caught and returned as `error` (and remembered for `status`);
         a scan that fails stops the cursor but the balances are still reconciled.
         Configuration errors (a source serving another chain) propagate.
         """
+        shard = shard or Shard(chain.name)
         cycle_id = uuid.uuid4().hex[:12]
         started = time.monotonic()
         bound = log.bind(chain=chain.name, cycle_id=cycle_id)
+        if shard.count > 1:
+            bound = bound.bind(shard=shard.key)
         ledger = self.store.ledger_view(chain.name)
         addresses = sorted(ledger.wallets)
+        mine = LedgerView(chain.name, {a: w for a, w in ledger.wallets.items()
+                                       if shard.owns(a)})
         try:
-            adapter, head, block, observations, disagreements = self._read(chain, ledger)
+            adapter, head, block, observations, disagreements = self._read(chain, mine, shard)
         except (SourceUnavailable, DecodeError) as exc:
-            stale = self._stale(chain, exc)
+            stale = self._stale(chain, shard, exc)
             opened = self.store.record_source_error(chain.name, exc.user_message, self._clock(),
                                                     stale, self._deadline)
             bound.warning("cycle_failed", error=exc.user_message,
                           source_stale=stale.severity if stale else None, opened=int(opened))
             return CycleResult(chain.name, cycle_id, time.monotonic() - started,
-                               findings=(stale,) if stale else (), error=exc.user_message)
+                               findings=(stale,) if stale else (), error=exc.user_message,
+                               shard=shard.key)
+        plan: ScanPlan | None = None
+        scan_error = seed = None
         try:
-            plan, scan_error, seed = self._scan(chain, adapter, head, addresses)
+            if shard.scans:
+                plan, scan_error, seed = self._scan(chain, adapter, head, addresses)
         finally:
             self._release(chain, adapter)
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
-        result = reconcile(ledger, observations)
+        result = reconcile(mine, observations)
         if disagreements:
             result = dataclasses.replace(result, findings=(*result.findings, *disagreements))
         write = self.store.record_cycle(chain, CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
-            seed=seed),
-            self._clock(), self._deadline, self.fence)
+            seed=seed, shard=shard.index, shards=shard.count),
+            self._clock(), self._deadline,
+            self._fence_for(shard))
         duration = time.monotonic() - started
-        bound.info("cycle", head=head.height, block=block.height, wallets=len(addresses),
+        bound.info("cycle", head=head.height, block=block.height, wallets=len(mine.wallets),
                    findings=len(write.findings), opened=write.opened, cleared=write.cleared,
                    voided=write.voided, read_errors=len(result.read_errors),
                    scanned=len(plan.result.blocks) if plan else 0,
                    rpc_requests=adapter.requests_made, duration=round(duration, 3))
         return CycleResult(chain.name, cycle_id, duration, head, block, adapter.source,
-                           len(addresses), write.findings, len(result.read_errors), write,
+                           len(mine.wallets), write.findings, len(result.read_errors), write,
                            rpc_requests=adapter.requests_made,
                            scanned_to=plan.result.blocks[-1].height
-                           if plan and plan.result.blocks else None, scan_error=scan_error)
+                           if plan and plan.result.blocks else None, scan_error=scan_error,
+                           shard=shard.key)
+
+    def _fence_for(self, shard: Shard) -> Callable[[Session], None] | None:
+        fence = self.fence
+        if fence is None:
+            return None
+        return lambda session: fence(session, shard.key)
 
     def _scan(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
               addresses: Sequence[Address]) -> tuple[ScanPlan | None, str | None, Seed | None]:
@@ -300,7 +324,7 @@ class Service:
             return None, None, seed
         return plan_scan(adapter, chain, state, head, addresses, tracked), None, seed
 
-    def _read(self, chain: ChainSettings, ledger: LedgerView
+    def _read(self, chain: ChainSettings, ledger: LedgerView, shard: Shard
               ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation],
                          tuple[Finding, ...]]:
         """Read every wallet's balances at the pinned block from the first fresh source
@@ -311,13 +335,14 @@ class Service:
         SourceUnavailable.
         """
         addresses = sorted(ledger.wallets)
-        fresh = self._fresh_sources(chain)
+        fresh = self._fresh_sources(chain, shard)
         failures: list[str] = []
         try:
             while fresh:
                 adapter, head = fresh.pop(0)
                 try:
-                    block, observations = self._balances(chain, adapter, head, addresses)
+                    block, observations = self._balances(chain, adapter, head, addresses,
+                                                         shard)
                 except (SourceUnavailable, DecodeError) as exc:
                     failures.append(self._failed(chain, adapter.source, exc))
                     self._release(chain, adapter)
@@ -333,14 +358,34 @@ class Service:
                 self._release(chain, other)
 
     def _balances(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
-                  addresses: Sequence[Address]) -> tuple[ChainHead, list[BalanceObservation]]:
+                  addresses: Sequence[Address], shard: Shard
+                  ) -> tuple[ChainHead, list[BalanceObservation]]:
         height = max(0, head.height - chain.confirmations)
         block = head if height == head.height else adapter.block_at(height)
+        if not shard.scans and chain.family == "evm":
+            block = self._scanned_block(chain, adapter, shard, block)
         observations = adapter.balances(addresses, chain.assets, block) if addresses else []
         seen = {o.block for o in observations if o.amount is not None}
         if len(seen) == 1:
             block = seen.pop()  # a UTXO source reads at its tip, not at `block`
         return block, observations
+
+    def _scanned_block(self, chain: ChainSettings, adapter: ChainAdapter, shard: Shard,
+                       block: ChainHead) -> ChainHead:
+        """The block a shard that does not scan reads at: the newest block shard 0 has
+        scanned, when it is below `block` by at most `max_lag_blocks` and not below the
+        shard's last checkpoint, so that its balance continuity always has the flows it
+        needs; else `block` itself."""
+        state = self.store.scan_state(chain.name)
+        if state is None or state.height >= block.height or \
+                block.height - state.height > chain.max_lag_blocks:
+            return block
+        last = self.store.last_checkpoint(chain.name, (shard.index, shard.count))
+        scanned = adapter.block_at(state.height)
+        if (last is not None and scanned.height < last.block_height) or \
+                state.recent.get(scanned.height, scanned.hash) != scanned.hash:
+            return block
+        return scanned
 
     def _verify(self, chain: ChainSettings, ledger: LedgerView,
                 others: Sequence[tuple[ChainAdapter, ChainHead]], block: ChainHead,
@@ -358,7 +403,8 @@ class Service:
             return cross_check(ledger, observations, second)
         return cross_check(ledger, observations, ())
 
-    def _fresh_sources(self, chain: ChainSettings) -> list[tuple[ChainAdapter, ChainHead]]:
+    def _fresh_sources(self, chain: ChainSettings, shard: Shard
+                       ) -> list[tuple[ChainAdapter, ChainHead]]:
         """Return the sources whose head is fresh, in configured order, with their heads.
 
         A source lagging the best head by more than `max_lag_blocks`, or whose newest
@@ -401,16 +447,16 @@ class Service:
             self._release(chain, adapter)
         if not fresh:
             raise NoFreshSource(chain.name, "no fresh source: " + "; ".join(failures))
-        return self._not_behind_last_read(chain, fresh)
+        return self._not_behind_last_read(chain, shard, fresh)
 
-    def _not_behind_last_read(self, chain: ChainSettings,
+    def _not_behind_last_read(self, chain: ChainSettings, shard: Shard,
                               fresh: list[tuple[ChainAdapter, ChainHead]]
                               ) -> list[tuple[ChainAdapter, ChainHead]]:
         """Drop fresh sources whose pinned block would be below the last checkpoint's:
         reading older balances could self-clear a finding that still holds (and reopen it
         a cycle later). When every fresh source is behind, the cycle fails (no finding:
         a reorg to a shorter branch does that too, briefly)."""
-        checkpoint = self.store.last_checkpoint(chain.name)
+        checkpoint = self.store.last_checkpoint(chain.name, (shard.index, shard.count))
         if checkpoint is None:
             return fresh
         depth = chain.confirmations if chain.family == "evm" else 0
@@ -438,11 +484,12 @@ class Service:
             self.observer.source_error(chain.name, source, error)
         return error.user_message
 
-    def _stale(self, chain: ChainSettings, exc: SegwatchError) -> Finding | None:
+    def _stale(self, chain: ChainSettings, shard: Shard, exc: SegwatchError
+               ) -> Finding | None:
         """The `source_stale` finding a failed cycle raises: at once when the sources
-        answered with stale heads, else once the last good cycle is older than the
-        chain's freshness SLA; critical past three times the SLA."""
-        checkpoint = self.store.last_checkpoint(chain.name)
+        answered with stale heads, else once the shard's last good cycle is older than
+        the chain's freshness SLA; critical past three times the SLA."""
+        checkpoint = self.store.last_checkpoint(chain.name, (shard.index, shard.count))
         since = (self._clock() - checkpoint.finished_at).total_seconds() if checkpoint \
             else None
         if not isinstance(exc, NoFreshSource) and (since is None or since <= chain.freshness):
@@ -530,7 +577,7 @@ class Service:
         now = self._clock()
         # checkpoints first: a cycle committing between the two reads then shows as not
         # yet done (stale), never as done without its findings (a false "compliant")
-        checkpoints = {c.name: self.store.last_checkpoint(c.name) for c in self.settings.chains}
+        checkpoints = {c.name: self._oldest_shard_checkpoint(c) for c in self.settings.chains}
         open_items = self.store.discrepancies(status=OPEN_STATUSES)
         out = []
         for chain in self.settings.chains:
@@ -551,6 +598,17 @@ class Service:
                 next_cure_remaining=None if nearest is None
                 else int((nearest - now).total_seconds())))
         return out
+
+    def _oldest_shard_checkpoint(self, chain: ChainSettings) -> Checkpoint | None:
+        """The newest checkpoint of the chain's least recently reconciled wallet shard
+        (None while a shard has none): a chain is only as fresh as its stalest shard."""
+        if chain.shards == 1:
+            return self.store.last_checkpoint(chain.name)
+        newest = [self.store.last_checkpoint(chain.name, (s.index, s.count))
+                  for s in shards(chain)]
+        if any(c is None for c in newest):
+            return None
+        return min((c for c in newest if c is not None), key=lambda c: c.finished_at)
 
     def discrepancies(self, *, status: str | None = None, chain: str | None = None,
                       type_: str | None = None, overdue: bool = False

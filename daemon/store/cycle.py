@@ -53,6 +53,10 @@ class CycleInput:
     scan_error: str | None = None
     window: timedelta = timedelta(days=1)
     seed: tx.Seed | None = None
+    shard: int = 0
+    shards: int = 1
+    """The wallet shard read (daemon/shards.py): shard 0 scans the chain's transfers,
+    the others only read and reconcile their wallets' balances."""
 
 
 def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
@@ -72,7 +76,8 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         new_flows = _record_scan(session, chain_id, cycle.scan, now)
         findings += _judge_transfers(session, chain, chain_id, cycle.ledger, new_flows)
         voided = _void_orphaned(session, audit, chain_id, now)
-    elif tx.scan_state(session, chain_id) is None and not cycle.scan_error:
+    elif cycle.shard == 0 and tx.scan_state(session, chain_id) is None and \
+            not cycle.scan_error:
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
     if cycle.scan_error:
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
@@ -85,7 +90,9 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
         wallets=len({o.address for o in cycle.observations}),
         observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
-        findings=len(findings), finished_at=now, scanned=not cycle.scan_error))
+        findings=len(findings), finished_at=now, shard=cycle.shard, shards=cycle.shards,
+        scanned=not cycle.scan_error if cycle.shard == 0
+        else _scanned_through(session, chain_id, cycle.block)))
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings))
 
 
@@ -229,13 +236,21 @@ def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: dateti
     return len(rows)
 
 
+def _scanned_through(session: Session, chain_id: int, block: ChainHead) -> bool:
+    """Whether the chain's transfer scan has covered `block` (another shard scans)."""
+    state = tx.scan_state(session, chain_id)
+    return state is not None and state.start_height <= block.height <= state.height and \
+        state.recent.get(block.height, block.hash) == block.hash
+
+
 def _continuity(session: Session, chain: ChainSettings, chain_id: int,
                 cycle: CycleInput) -> list[Finding]:
-    """Balance continuity since the previous checkpoint, when the scan covers the span and
-    the checkpoint's block is still on the scanned chain."""
+    """Balance continuity since the shard's previous scanned checkpoint, when the scan
+    covers the span and the checkpoint's block is still on the scanned chain."""
     state = tx.scan_state(session, chain_id)
     previous = session.exec(select(m.Checkpoint).where(
-        m.Checkpoint.chain_id == chain_id, col(m.Checkpoint.scanned).is_(True))
+        m.Checkpoint.chain_id == chain_id, col(m.Checkpoint.scanned).is_(True),
+        m.Checkpoint.shard == cycle.shard, m.Checkpoint.shards == cycle.shards)
         .order_by(col(m.Checkpoint.id).desc())).first()
     if state is None or previous is None or cycle.scan_error or \
             not state.start_height <= previous.block_height < cycle.block.height <= state.height:

@@ -87,8 +87,10 @@ class BalanceObservation(SQLModel, table=True):
 
 
 class Checkpoint(SQLModel, table=True):
-    """One completed reconciliation cycle of a chain: every watched wallet read at one block."""
+    """One completed reconciliation cycle of a chain (or of one wallet shard of it): every
+    watched wallet read at one block."""
 
+    __table_args__ = (Index("ix_checkpoint_chain_shard", "chain_id", "shards", "shard", "id"),)
     id: int | None = Field(default=None, primary_key=True)
     chain_id: int = Field(foreign_key="chain.id", index=True)
     cycle_id: str = Field(max_length=40)
@@ -102,8 +104,12 @@ class Checkpoint(SQLModel, table=True):
     findings: int
     finished_at: datetime = _time()
     scanned: bool = Field(default=True, sa_column_kwargs={"server_default": text("true")})
-    """False when the cycle's transfer scan failed: balance continuity is checked from
-    the last checkpoint whose scan succeeded, never from this one."""
+    """False when the transfers up to this checkpoint's block were not scanned (its
+    cycle's scan failed, or another shard's scan had not reached the block): balance
+    continuity is checked from the last checkpoint whose block was scanned."""
+    shard: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
+    shards: int = Field(default=1, sa_column_kwargs={"server_default": text("1")})
+    """Which wallet shard of the chain the cycle read (daemon/shards.py), of how many."""
 
 
 class Discrepancy(SQLModel, table=True):

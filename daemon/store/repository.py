@@ -144,12 +144,13 @@ class Store:
 
     def record_cycle(self, chain: ChainSettings, cycle: CycleInput, now: datetime,
                      deadline: Callable[[datetime], datetime],
-                     fence: Callable[[Session, str], None] | None = None) -> CycleWrite:
+                     fence: Callable[[Session], None] | None = None) -> CycleWrite:
         """Persist one cycle in one transaction (see `daemon.store.cycle.record`); `fence`
-        runs first inside it (a replica checks it still holds the chain's lease)."""
+        runs first inside it (a replica checks it still holds the lease of the chain or
+        wallet shard)."""
         with session_scope(self.engine) as session:
             if fence is not None:
-                fence(session, chain.name)
+                fence(session)
             chain_row = _chain_row(session, chain.name)
             if chain_row is None or chain_row.id is None:
                 raise LookupError(f"chain {chain.name} is not in the store")
@@ -191,11 +192,16 @@ class Store:
                     opened = record_stale(session, row.id, stale, now, deadline)
         return opened
 
-    def last_checkpoint(self, chain: str) -> m.Checkpoint | None:
-        """Return the newest completed cycle of `chain`, or None."""
+    def last_checkpoint(self, chain: str, shard: tuple[int, int] | None = None
+                        ) -> m.Checkpoint | None:
+        """Return the newest completed cycle of `chain` (of wallet shard `shard` = (index,
+        count) when given), or None."""
         with Session(self.engine) as session:
             query = (select(m.Checkpoint).join(m.Chain, col(m.Checkpoint.chain_id) == m.Chain.id)
                      .where(m.Chain.name == chain).order_by(col(m.Checkpoint.id).desc()))
+            if shard is not None:
+                query = query.where(m.Checkpoint.shard == shard[0],
+                                    m.Checkpoint.shards == shard[1])
             return session.exec(query).first()
 
     def chain_error(self, chain: str) -> tuple[str | None, datetime | None]:

@@ -1,6 +1,7 @@
 """Scale-out as operators run it: three `segwatch run` replicas on one PostgreSQL store
-share three chains (one each); one replica killed with SIGKILL has its chain taken over
-within two lease periods, and that chain keeps being reconciled."""
+share three units of work, one each: the chain `alpha` and the two wallet shards of the
+chain `beta` (`shards = 2`). One replica killed with SIGKILL has its unit taken over
+within two lease periods, and that unit keeps being reconciled."""
 
 from __future__ import annotations
 
@@ -20,7 +21,10 @@ from tests.realdeps import postgres_schema
 pytestmark = pytest.mark.anvil
 LEASE = 2.0
 ALICE = "0x1000000000000000000000000000000000000001"
-CHAINS = ("alpha", "beta", "gamma")
+BOB = "0x1000000000000000000000000000000000000005"  # in beta shard 0, ALICE in shard 1
+CHAINS = {"alpha": 1, "beta": 2}
+"""Chain -> wallet shards."""
+UNITS = ("alpha", "beta/0-of-2", "beta/1-of-2")
 
 
 def config(url: str, rpc: str) -> str:
@@ -31,8 +35,9 @@ family = "evm"
 chain_id = 31337
 confirmations = 0
 poll_seconds = 0.3
+shards = {count}
 sources = [{{ kind = "jsonrpc", url = "{rpc}" }}]
-""" for name in CHAINS)
+""" for name, count in CHAINS.items())
     return f'[store]\nurl = "{url}"\n[daemon]\nlease_seconds = {LEASE}\n{chains}'
 
 
@@ -47,13 +52,18 @@ def holders(url: str) -> dict[str, str]:
     return {name.removeprefix("chain:"): holder for name, holder in rows}
 
 
-def checkpoints(url: str, chain: str) -> int:
+def checkpoints(url: str, unit: str) -> int:
+    """Checkpoints written for a chain (`alpha`) or one of its shards (`beta/1-of-2`)."""
+    chain, _, shard = unit.partition("/")
+    index, count = (int(shard.split("-of-")[0]), int(shard.split("-of-")[1])) if shard \
+        else (0, 1)
     engine = create_engine(url)
     try:
         with engine.connect() as db:
             return int(db.execute(text(
                 "SELECT count(*) FROM checkpoint JOIN chain ON chain.id = checkpoint.chain_id "
-                "WHERE chain.name = :c"), {"c": chain}).scalar_one())
+                "WHERE chain.name = :c AND shard = :i AND shards = :n"),
+                {"c": chain, "i": index, "n": count}).scalar_one())
     finally:
         engine.dispose()
 
@@ -65,7 +75,8 @@ def test_replicas_share_chains_and_take_over_a_killed_ones(anvil_node: AnvilNode
         env = {k: v for k, v in os.environ.items() if not k.startswith("SEGWATCH_")}
         ledger = tmp_path / "ledger.csv"
         ledger.write_text("chain,address,structure,owner,asset,amount\n" + "".join(
-            f"{c},{ALICE},segregated,alice,ETH,0\n" for c in CHAINS))
+            f"{c},{w},segregated,{o},ETH,0\n" for c in CHAINS
+            for w, o in ((ALICE, "alice"), (BOB, "bob"))))
         processes = []
         for n in range(3):
             cfg = tmp_path / f"r{n}.toml"
@@ -85,10 +96,12 @@ def test_replicas_share_chains_and_take_over_a_killed_ones(anvil_node: AnvilNode
             held: dict[str, str] = {}
             while time.monotonic() < deadline:
                 held = holders(url)
-                if len(held) == 3 and len(set(held.values())) == 3:
+                if set(held) == set(UNITS) and len(set(held.values())) == 3:
                     break
                 time.sleep(0.2)
-            assert len(held) == 3 and len(set(held.values())) == 3, held
+            assert set(held) == set(UNITS) and len(set(held.values())) == 3, held
+            time.sleep(1.0)
+            assert all(checkpoints(url, unit) > 0 for unit in UNITS)
             victim = processes[0]
             (orphan,) = [c for c, h in held.items() if f"-{victim.pid}-" in h]
             victim.send_signal(signal.SIGKILL)
