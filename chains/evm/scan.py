@@ -146,23 +146,37 @@ class RangeScanner:
 
     # --- logs ---------------------------------------------------------------------------
     def _logs(self, watch: frozenset[Address], start: int, end: int) -> list[Any]:
+        """The Transfer logs of `watch` in start..end. Every address chunk's filter goes
+        out in one JSON-RPC batch (one round trip for 10,000 wallets, not 40 one after
+        the other); a filter the provider refuses is retried alone, halving its range."""
         if not watch:
             return []
+        filters = _topic_filters(sorted(watch))
+        replies = self._client.batch([("eth_getLogs", [_log_query(topics, start, end)])
+                                      for topics in filters])
         found: dict[tuple[str, str], Any] = {}
-        for topics in _topic_filters(sorted(watch)):
-            for log in self._logs_in_range(topics, start, end):
+        for topics, reply in zip(filters, replies, strict=True):
+            logs = self._logs_in_range(topics, start, end, reply) \
+                if isinstance(reply, RpcError) else _log_objects(reply, self.source)
+            for log in logs:
                 found[(str(log.get("blockHash")), str(log.get("logIndex")))] = log
         return list(found.values())
 
-    def _logs_in_range(self, topics: list[Any], start: int, end: int) -> list[Any]:
-        """eth_getLogs over start..end, halving the range while the provider refuses it."""
+    def _logs_in_range(self, topics: list[Any], start: int, end: int,
+                       refused: RpcError | None = None) -> list[Any]:
+        """eth_getLogs over start..end, halving the range while the provider refuses it
+        (`refused`: its answer to the whole range, already asked in a batch)."""
         pending = [(start, end)]
+        if refused is not None:
+            if start == end:
+                raise RpcErrorResponse(self.source, refused)
+            middle = _split_point(refused.message, start, end)
+            pending = [(middle + 1, end), (start, middle)]
         logs: list[Any] = []
         while pending:
             first, last = pending.pop()
-            query = {"fromBlock": hex(first), "toBlock": hex(last), "topics": topics}
             try:
-                result = self._client.call("eth_getLogs", [query])
+                result = self._client.call("eth_getLogs", [_log_query(topics, first, last)])
             except RpcErrorResponse as exc:
                 if first == last:
                     raise
@@ -290,6 +304,10 @@ def _parity_relevant(traces: Any, watched_lower: set[str]) -> Any:
         if ends & watched_lower:
             keep.append(trace)
     return keep
+
+
+def _log_query(topics: list[Any], first: int, last: int) -> dict[str, Any]:
+    return {"fromBlock": hex(first), "toBlock": hex(last), "topics": topics}
 
 
 def _log_objects(result: Any, source: str) -> list[dict[str, Any]]:

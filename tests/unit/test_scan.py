@@ -276,11 +276,12 @@ def test_empty_range_or_watch_list_asks_for_no_logs() -> None:
                                      "block range too large"])
 def test_refused_log_ranges_are_halved_down_to_single_blocks(refusal: str) -> None:
     """A node that refuses eth_getLogs over more than one block still yields the same scan,
-    each filter's range asked whole and then one block at a time."""
+    each filter's range asked whole (both filters in one batch) and then one block at a
+    time."""
     node = FakeNode(max_log_blocks=1, refusal=refusal)
     assert scan(node) == baseline()
-    per_filter = [(FIRST, LAST), (FIRST, FIRST), (LAST, LAST)]
-    assert node.log_ranges() == per_filter * 2
+    halves = [(FIRST, FIRST), (LAST, LAST)]
+    assert node.log_ranges() == [(FIRST, LAST)] * 2 + halves * 2
 
 
 def test_refused_log_range_is_split_at_the_suggested_range() -> None:
@@ -291,9 +292,8 @@ def test_refused_log_range_is_split_at_the_suggested_range() -> None:
         node.add_empty_blocks(3)
     end = LAST + 3
     assert scan(limited, end=end) == scan(unlimited, end=end)
-    per_filter = [(FIRST, end), (FIRST, LAST), (LAST + 1, end), (LAST + 1, LAST + 2),
-                  (end, end)]
-    assert limited.log_ranges() == per_filter * 2
+    splits = [(FIRST, LAST), (LAST + 1, end), (LAST + 1, LAST + 2), (end, end)]
+    assert limited.log_ranges() == [(FIRST, end)] * 2 + splits * 2
 
 
 def test_log_refusal_for_a_single_block_fails_the_scan() -> None:
