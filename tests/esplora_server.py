@@ -39,13 +39,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 from chains.utxo.core_rpc import coins_to_sats
+from tests.httpserve import LoopbackServer, QuietHandler, answer
 from tests.litecoind import LitecoinNode, NodeRpcError
 
 _PREFIX = r"^(?:/api)?"
@@ -220,7 +221,7 @@ class Mempool:
                 for txid in order]
 
 
-class EsploraServer:
+class EsploraServer(LoopbackServer):
     """The server, its node, and the faults to inject; `url` is its base URL."""
 
     def __init__(self, node: LitecoinNode) -> None:
@@ -243,23 +244,7 @@ class EsploraServer:
             (re.compile(_PREFIX + r"/address/([A-Za-z0-9]+)/txs/chain(?:/([0-9a-fA-F]{64}))?$"),
              self._address_chain_txs),
         ]
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._http.daemon_threads = True
-        self._thread = threading.Thread(target=self._http.serve_forever, name="esplora",
-                                        daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    def start(self) -> EsploraServer:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=10)
+        super().__init__(_handler_for(self), name="esplora")
 
     # -- faults ------------------------------------------------------------------------
 
@@ -429,22 +414,10 @@ def _mempool_stats(address: str, pending: list[Json]) -> dict[str, int]:
 
 
 def _handler_for(server: EsploraServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             status, content_type, body, headers = server.handle(urlsplit(self.path).path)
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+            answer(self, status, body.encode(), {"Content-Type": content_type, **headers})
 
     return Handler
 

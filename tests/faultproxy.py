@@ -61,6 +61,9 @@ from typing import Any
 
 import httpx
 
+from tests.httpserve import LoopbackServer, QuietHandler, send_head
+from tests.httpserve import answer as _answer
+
 TRANSPORT = ("latency", "stall", "http_500", "http_502", "http_503", "http_429", "drop", "cut",
              "truncate", "garbage")
 """Kinds that fit a single call and a batch alike."""
@@ -129,7 +132,7 @@ class _Request:
         return [item.get("id") if isinstance(item, dict) else None for item in items]
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     """The proxy server; start() it (or use it as a context manager), stop() it after."""
 
     def __init__(self, upstream: str, *, seed: int, rate: float, timeout: float,
@@ -157,23 +160,11 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._forced: list[_Forced] = []
         self._client = httpx.Client(timeout=10.0)
-        self._http = _Server(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._http.serve_forever,
-                                        name=f"faultproxy-{seed}", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    def start(self) -> FaultProxy:
-        self._thread.start()
-        return self
+        super().__init__(_handler_for(self), name=f"faultproxy-{seed}", server_class=_Server)
 
     def stop(self) -> None:
         """Stop serving (a stalled handler thread ends on its own, within its stall)."""
-        self._http.shutdown()
-        self._http.server_close()
-        self._thread.join(timeout=10)
+        super().stop()
         self._client.close()
 
     def __enter__(self) -> FaultProxy:
@@ -300,11 +291,7 @@ class FaultProxy:
                     kind: str) -> None:
         self._count(kind)
         status, content, headers = self._forward(request.body)
-        handler.send_response(status)
-        for name, value in headers.items():
-            handler.send_header(name, value)
-        handler.send_header("Content-Length", str(len(content)))
-        handler.end_headers()
+        send_head(handler, status, headers, len(content))
         handler.wfile.write(content[: self._pick(max(1, len(content)))])
         handler.wfile.flush()
         _close(handler, reset=False)
@@ -381,7 +368,6 @@ class FaultProxy:
         answer["result"] = hex(int(answer["result"], 16) + 1)
         _answer_json(handler, answer)
 
-
     def _inject_stale(self, handler: BaseHTTPRequestHandler, request: _Request,
                       kind: str) -> None:
         call = request.parsed
@@ -408,16 +394,12 @@ class _Server(ThreadingHTTPServer):
 
 
 def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    class Handler(QuietHandler):
         disable_nagle_algorithm = True  # headers and body leave in two writes
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             proxy.handle(self, self.rfile.read(length))
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
 
     return Handler
 
@@ -430,16 +412,6 @@ def _parse(body: bytes) -> _Request:
     items = parsed if isinstance(parsed, list) else [parsed]
     methods = tuple(str(item.get("method")) for item in items if isinstance(item, dict))
     return _Request(body, parsed, methods)
-
-
-def _answer(handler: BaseHTTPRequestHandler, status: int, content: bytes,
-            headers: Mapping[str, str]) -> None:
-    handler.send_response(status)
-    for name, value in headers.items():
-        handler.send_header(name, value)
-    handler.send_header("Content-Length", str(len(content)))
-    handler.end_headers()
-    handler.wfile.write(content)
 
 
 def _answer_json(handler: BaseHTTPRequestHandler, value: Any) -> None:

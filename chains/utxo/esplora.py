@@ -40,10 +40,7 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Collection, Iterable, Sequence
-from collections.abc import Set as AbstractSet
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import lru_cache
 from time import monotonic, sleep
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import quote
@@ -51,7 +48,7 @@ from urllib.parse import quote
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from chains.errors import DecodeError, InvalidAddress, SourceUnavailable
+from chains.errors import DecodeError, SourceUnavailable
 from chains.jsonrpc import BackoffOrRetryAfter, RetryPolicy, Transient, retry_after_seconds
 from chains.types import (
     Address,
@@ -60,73 +57,53 @@ from chains.types import (
     BaseUnits,
     BlockLink,
     ChainHead,
-    FeePayment,
     ScanResult,
-    SpentOutput,
     TrackedOutput,
-    TransferObservation,
 )
 from chains.urls import redact_url, url_secrets
-from chains.utxo.address import NETWORKS, canonical_utxo_address
+from chains.utxo.address import NETWORKS
 from chains.utxo.core_rpc import TOKENS_UNSUPPORTED
-from chains.utxo.decode import block_hash, is_hex, non_negative_int
-from chains.utxo.flows import (
-    UNCONFIRMED,
-    TxInput,
-    TxOutput,
-    UtxoTx,
-    tx_flows,
-    watched_outputs,
-    watched_spends,
+from chains.utxo.decode import block_hash
+from chains.utxo.esplora_decode import (
+    HISTORY_PAGE,
+    NO_PARENT,
+    AddressHistory,
+    ConfirmedTx,
+    HistoryPage,
+    chain_links,
+    check_next_page,
+    decode_address_balance,
+    decode_block,
+    decode_block_link,
+    decode_block_page,
+    decode_history_page,
+    decode_status,
+    decode_tx,
+    decode_tx_count,
+    json_body,
+    mempool_txs,
+    range_txs,
+    scan_result,
 )
 from chains.utxo.networks import GENESIS_NETWORK
+
+# The decoders live in chains.utxo.esplora_decode; their names stay importable from here.
+__all__ = ["BLOCKS_PAGE", "HISTORY_PAGE", "NO_PARENT", "TIP_ATTEMPTS", "AddressHistory",
+           "ConfirmedTx", "EsploraAdapter", "HistoryPage", "Outcome", "chain_links",
+           "check_next_page", "decode_address_balance", "decode_block", "decode_block_link",
+           "decode_block_page", "decode_history_page", "decode_status", "decode_tx",
+           "decode_tx_count", "mempool_txs", "range_txs", "scan_result"]
 
 TIP_ATTEMPTS = 3
 """How often balances() reads all addresses again when the tip moved meanwhile."""
 
-
-HISTORY_PAGE = 25
-"""Confirmed transactions per address-history page; a shorter page ends the history."""
-
 BLOCKS_PAGE = 10
 """Blocks per `/blocks/:height` answer: that block and the nine below it."""
-
-NO_PARENT = "0" * 64
-"""The parent hash of a genesis block."""
 
 Outcome: TypeAlias = int | str
 """A native balance read: satoshis, or why the address could not be read."""
 
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class ConfirmedTx:
-    """A transaction of an address history and the block (height, hash) that holds it."""
-
-    tx: UtxoTx
-    height: int
-    block_hash: str
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPage:
-    """One page of an address history: its mempool and its confirmed transactions."""
-
-    mempool: tuple[UtxoTx, ...]
-    confirmed: tuple[ConfirmedTx, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AddressHistory:
-    """What `scan` read of one address: its mempool transactions and its confirmed ones,
-    newest first, down to the first below the range or to the end of its history; `gap`
-    says why that history is incomplete, if it is."""
-
-    address: Address
-    mempool: tuple[UtxoTx, ...]
-    confirmed: tuple[ConfirmedTx, ...]
-    gap: str | None = None
 
 
 _Transient = Transient
@@ -304,7 +281,7 @@ class EsploraAdapter:
         finally:
             _cancel(pages, reads)  # after a failure, the reads not yet started are moot
         self._settle(tip, links[-1], histories)
-        return self._result(links, histories, frozenset(addresses))
+        return scan_result(links, histories, frozenset(addresses), self.source)
 
     # -- blocks -------------------------------------------------------------------------
 
@@ -326,7 +303,7 @@ class EsploraAdapter:
                 response = self._get(f"/block/{block_hash}", rejectable=True)
             except (_NotFound, _BadRequest):
                 raise SourceUnavailable(self.source, f"block {block_hash} vanished") from None
-            known = decode_block(_json(response, self.source, "block"), self.source)
+            known = decode_block(json_body(response, self.source, "block"), self.source)
             if known.hash != block_hash:
                 raise DecodeError(self.source, "block.id", f"asked for {block_hash}")
             self._headers[block_hash] = known
@@ -340,7 +317,7 @@ class EsploraAdapter:
             response = self._get(f"/blocks/{top}", rejectable=True)
         except (_NotFound, _BadRequest):
             raise SourceUnavailable(self.source, f"no block {top} yet") from None
-        return decode_block_page(_json(response, self.source, f"blocks/{top}"), self.source,
+        return decode_block_page(json_body(response, self.source, f"blocks/{top}"), self.source,
                                  top)
 
     def _history(self, address: Address, start: int) -> AddressHistory:
@@ -372,7 +349,7 @@ class EsploraAdapter:
         return AddressHistory(address, first.mempool, tuple(confirmed), gap)
 
     def _history_page(self, path: str) -> HistoryPage:
-        raw = _json(self._get(path), self.source, path[1:])
+        raw = json_body(self._get(path), self.source, path[1:])
         return decode_history_page(raw, self.source, self._network, path[1:])
 
     def used(self, addresses: Sequence[Address]) -> set[Address]:
@@ -380,7 +357,7 @@ class EsploraAdapter:
         with a gap limit). Raises SourceUnavailable, DecodeError."""
         def touched(address: Address) -> bool:
             field = f"address/{address}"
-            raw = _json(self._get(f"/address/{quote(address, safe='')}"), self.source, field)
+            raw = json_body(self._get(f"/address/{quote(address, safe='')}"), self.source, field)
             confirmed = decode_tx_count(raw, self.source, address)
             pending = raw.get("mempool_stats") or {}
             return confirmed > 0 or (isinstance(pending, dict) and
@@ -390,7 +367,7 @@ class EsploraAdapter:
 
     def _tx_count(self, address: Address) -> int:
         field = f"address/{address}"
-        raw = _json(self._get(f"/address/{quote(address, safe='')}"), self.source, field)
+        raw = json_body(self._get(f"/address/{quote(address, safe='')}"), self.source, field)
         return decode_tx_count(raw, self.source, address)
 
     def _settle(self, tip: str, last: BlockLink, histories: Sequence[AddressHistory]) -> None:
@@ -409,24 +386,6 @@ class EsploraAdapter:
             raise SourceUnavailable(
                 self.source, f"the chain moved during the scan and the history of "
                 f"{gaps[0].address} changed meanwhile ({gaps[0].gap})")
-
-    def _result(self, links: tuple[BlockLink, ...], histories: Sequence[AddressHistory],
-                watched: frozenset[Address]) -> ScanResult:
-        transfers: list[TransferObservation] = []
-        fees: list[FeePayment] = []
-        created: list[TrackedOutput] = []
-        spent: list[SpentOutput] = []
-        for tx, block in range_txs(histories, links, self.source):
-            flows = tx_flows(tx, block, watched, self.source)
-            transfers += flows.transfers
-            if flows.fee is not None:
-                fees.append(flows.fee)
-            created += watched_outputs(tx, watched, block.height)
-            spent += watched_spends(tx, watched, block.height)
-        mempool = [transfer for tx in mempool_txs(histories)
-                   for transfer in tx_flows(tx, UNCONFIRMED, watched, self.source).transfers]
-        return ScanResult(links, tuple(transfers), tuple(fees), "none", 0,
-                          mempool=tuple(mempool), created=tuple(created), spent=tuple(spent))
 
     # -- balances -----------------------------------------------------------------------
 
@@ -450,7 +409,7 @@ class EsploraAdapter:
             response = self._get(f"/address/{quote(address, safe='')}", rejectable=True)
         except (_BadRequest, _NotFound) as rejected:
             return f"not a valid address on the source's network: {rejected}"
-        raw = _json(response, self.source, f"address/{address}")
+        raw = json_body(response, self.source, f"address/{address}")
         return decode_address_balance(raw, self.source, address)
 
     def _observation(self, address: Address, asset: AssetRef, block: ChainHead,
@@ -515,264 +474,6 @@ class EsploraAdapter:
         return f"{type(exc).__name__}: {text}"
 
 
-# -- decoding (pure) ----------------------------------------------------------------------
-
-def decode_block(raw: Any, source: str) -> ChainHead:
-    """Return an Esplora `/block/:hash` answer as a ChainHead. Raises DecodeError."""
-    if not isinstance(raw, dict):
-        raise DecodeError(source, "block", "not a JSON object")
-    return ChainHead(
-        height=non_negative_int(raw.get("height"), source, "block.height"),
-        hash=block_hash(raw.get("id"), source, "block.id"),
-        timestamp=non_negative_int(raw.get("timestamp"), source, "block.timestamp"),
-    )
-
-
-def decode_address_balance(raw: Any, source: str, address: str) -> int:
-    """Return the confirmed satoshis of an `/address/:a` answer (funded minus spent sums of
-    `chain_stats`; `mempool_stats` is ignored). Raises DecodeError, also when the answer
-    is for another address or spends more than it funded."""
-    field = f"address/{address}"
-    if not isinstance(raw, dict) or not isinstance(raw.get("chain_stats"), dict):
-        raise DecodeError(source, f"{field}.chain_stats", "missing or not a JSON object")
-    if raw.get("address", address) != address:
-        raise DecodeError(source, f"{field}.address", f"answers for {raw.get('address')!r}")
-    stats = raw["chain_stats"]
-    funded = non_negative_int(stats.get("funded_txo_sum"), source,
-                              f"{field}.chain_stats.funded_txo_sum")
-    spent = non_negative_int(stats.get("spent_txo_sum"), source,
-                             f"{field}.chain_stats.spent_txo_sum")
-    if spent > funded:
-        raise DecodeError(source, f"{field}.chain_stats", f"spent {spent} > funded {funded}")
-    return funded - spent
-
-
-def decode_tx_count(raw: Any, source: str, address: str) -> int:
-    """Return `chain_stats.tx_count` of an `/address/:a` answer: how many confirmed
-    transactions touch the address. Raises DecodeError, also for another address."""
-    field = f"address/{address}"
-    if not isinstance(raw, dict) or not isinstance(raw.get("chain_stats"), dict):
-        raise DecodeError(source, f"{field}.chain_stats", "missing or not a JSON object")
-    if raw.get("address", address) != address:
-        raise DecodeError(source, f"{field}.address", f"answers for {raw.get('address')!r}")
-    return non_negative_int(raw["chain_stats"].get("tx_count"), source,
-                            f"{field}.chain_stats.tx_count")
-
-
-def decode_block_page(raw: Any, source: str, top: int) -> list[BlockLink]:
-    """Return a `/blocks/:top` answer as block links, newest first, starting at `top`.
-
-    Raises DecodeError naming the field for a malformed block, a page that does not
-    start at `top`, or blocks that do not each extend the one below them.
-    """
-    field = f"blocks/{top}"
-    if not isinstance(raw, list) or not raw:
-        raise DecodeError(source, field, "not a non-empty JSON array")
-    links = [decode_block_link(item, source, f"{field}[{n}]") for n, item in enumerate(raw)]
-    if links[0].height != top:
-        raise DecodeError(source, f"{field}[0].height", f"{links[0].height}, asked for {top}")
-    for n, (upper, lower) in enumerate(itertools.pairwise(links), start=1):
-        if lower.height != upper.height - 1 or upper.parent_hash != lower.hash:
-            raise DecodeError(source, f"{field}[{n}]", "is not the parent of the block above")
-    return links
-
-
-def decode_block_link(raw: Any, source: str, field: str) -> BlockLink:
-    """Return one block of a `/blocks` answer (`id`, `height`, `previousblockhash`,
-    `timestamp`) as a BlockLink; genesis has no parent. Raises DecodeError."""
-    if not isinstance(raw, dict):
-        raise DecodeError(source, field, "not a JSON object")
-    height = non_negative_int(raw.get("height"), source, f"{field}.height")
-    parent = raw.get("previousblockhash")
-    return BlockLink(
-        height=height,
-        hash=block_hash(raw.get("id"), source, f"{field}.id"),
-        parent_hash=NO_PARENT if height == 0 and parent is None
-        else block_hash(parent, source, f"{field}.previousblockhash"),
-        timestamp=non_negative_int(raw.get("timestamp"), source, f"{field}.timestamp"),
-    )
-
-
-def chain_links(pages: Iterable[Sequence[BlockLink]], start: int, end: int, source: str
-                ) -> tuple[BlockLink, ...]:
-    """Return the links of blocks start..end, oldest first, from decoded block pages.
-
-    Raises DecodeError when a height is missing, SourceUnavailable when a block does not
-    extend the one below it (pages read before and after the chain moved).
-    """
-    by_height = {link.height: link for page in pages for link in page}
-    links: list[BlockLink] = []
-    for height in range(start, end + 1):
-        link = by_height.get(height)
-        if link is None:
-            raise DecodeError(source, "blocks", f"no block at height {height} in the pages")
-        if links and link.parent_hash != links[-1].hash:
-            raise SourceUnavailable(source, f"the chain moved during the scan (block {height} "
-                                    f"does not extend block {height - 1})")
-        links.append(link)
-    return tuple(links)
-
-
-def decode_history_page(raw: Any, source: str, network: str, field: str) -> HistoryPage:
-    """Return an address-history page (`/address/:a/txs[/chain/:txid]`), its addresses
-    canonical for `network` where they parse.
-
-    Raises DecodeError naming the field for a malformed transaction or a page with more
-    than HISTORY_PAGE confirmed transactions.
-    """
-    if not isinstance(raw, list):
-        raise DecodeError(source, field, "not a JSON array")
-    mempool: list[UtxoTx] = []
-    confirmed: list[ConfirmedTx] = []
-    for n, item in enumerate(raw):
-        tx = decode_tx(item, source, network, f"{field}[{n}]")
-        status = decode_status(item.get("status"), source, f"{field}[{n}].status")
-        if status is None:
-            mempool.append(tx)
-        else:
-            confirmed.append(ConfirmedTx(tx, *status))
-    if len(confirmed) > HISTORY_PAGE:
-        raise DecodeError(source, field, f"{len(confirmed)} confirmed transactions on one "
-                          f"page (at most {HISTORY_PAGE})")
-    return HistoryPage(tuple(mempool), tuple(confirmed))
-
-
-def decode_tx(raw: Any, source: str, network: str, field: str) -> UtxoTx:
-    """Return an Esplora transaction (`txid`, `vin`, `vout`) as a UtxoTx; a coinbase
-    has no inputs. Raises DecodeError naming the field."""
-    if not isinstance(raw, dict):
-        raise DecodeError(source, field, "not a JSON object")
-    txid = _hex32(raw.get("txid"), source, f"{field}.txid")
-    vin = _array(raw.get("vin"), source, f"{field}.vin")
-    vout = _array(raw.get("vout"), source, f"{field}.vout")
-    inputs = [_input(item, source, network, f"{field}.vin[{n}]") for n, item in enumerate(vin)]
-    outputs = tuple(_output(item, n, source, network, f"{field}.vout[{n}]")
-                    for n, item in enumerate(vout))
-    return UtxoTx(txid, tuple(i for i in inputs if i is not None), outputs)
-
-
-def decode_status(raw: Any, source: str, field: str) -> tuple[int, str] | None:
-    """Return a transaction `status` as (block height, block hash), None when it is
-    unconfirmed. Raises DecodeError naming the field."""
-    if not isinstance(raw, dict) or not isinstance(raw.get("confirmed"), bool):
-        raise DecodeError(source, f"{field}.confirmed", "missing or not a boolean")
-    if not raw["confirmed"]:
-        return None
-    return (non_negative_int(raw.get("block_height"), source, f"{field}.block_height"),
-            block_hash(raw.get("block_hash"), source, f"{field}.block_hash"))
-
-
-def check_next_page(history: Sequence[ConfirmedTx], page: Sequence[ConfirmedTx],
-                    seen: AbstractSet[str], source: str, field: str) -> None:
-    """Raise DecodeError unless `page` continues `history` (whose txids are `seen`) newest
-    first, with no transaction twice: where paging stops depends on that order, and a
-    source that repeated a page would otherwise be paged through for ever."""
-    for newer, older in itertools.pairwise([*history[-1:], *page]):
-        if older.height > newer.height:
-            raise DecodeError(source, field, f"not newest first: {older.tx.txid} at "
-                              f"{older.height} after {newer.tx.txid} at {newer.height}")
-    txids = [item.tx.txid for item in page]
-    if len(set(txids)) != len(txids) or not seen.isdisjoint(txids):
-        raise DecodeError(source, field, "lists a transaction twice")
-
-
-def range_txs(histories: Iterable[AddressHistory], links: Sequence[BlockLink], source: str
-              ) -> list[tuple[UtxoTx, ChainHead]]:
-    """Return the histories' confirmed transactions in the range of `links` (each once),
-    with their blocks, ordered by height, then txid.
-
-    Raises SourceUnavailable when a transaction's block is not the range's block at its
-    height: the chain moved between the reads.
-    """
-    start = links[0].height
-    found: dict[str, tuple[UtxoTx, ChainHead]] = {}
-    for history in histories:
-        for item in history.confirmed:
-            if not start <= item.height <= links[-1].height:
-                continue
-            link = links[item.height - start]
-            if item.block_hash != link.hash:
-                raise SourceUnavailable(
-                    source, f"the chain moved during the scan: {item.tx.txid} is in block "
-                    f"{item.block_hash} at height {item.height}, the scan read {link.hash}")
-            found[item.tx.txid] = (item.tx, ChainHead(link.height, link.hash, link.timestamp))
-    return sorted(found.values(), key=lambda pair: (pair[1].height, pair[0].txid))
-
-
-def mempool_txs(histories: Iterable[AddressHistory]) -> list[UtxoTx]:
-    """Return the histories' unconfirmed transactions, each once, except those another
-    history already saw confirmed (mined between the reads)."""
-    histories = list(histories)
-    mined = {item.tx.txid for history in histories for item in history.confirmed}
-    unique = {tx.txid: tx for history in histories for tx in history.mempool}
-    return [tx for txid, tx in unique.items() if txid not in mined]
-
-
-def _input(raw: Any, source: str, network: str, field: str) -> TxInput | None:
-    """One input with its prevout's address and value; None for a coinbase input."""
-    if not isinstance(raw, dict):
-        raise DecodeError(source, field, "not a JSON object")
-    coinbase = raw.get("is_coinbase", False)
-    if not isinstance(coinbase, bool):
-        raise DecodeError(source, f"{field}.is_coinbase", "not a boolean")
-    if coinbase:
-        return None
-    prevout = raw.get("prevout")
-    if not isinstance(prevout, dict):
-        raise DecodeError(source, f"{field}.prevout", "missing or not a JSON object")
-    return TxInput(
-        prev_txid=_hex32(raw.get("txid"), source, f"{field}.txid"),
-        prev_vout=non_negative_int(raw.get("vout"), source, f"{field}.vout"),
-        address=_address(prevout.get("scriptpubkey_address"), network, source,
-                         f"{field}.prevout.scriptpubkey_address"),
-        value=non_negative_int(prevout.get("value"), source, f"{field}.prevout.value"),
-    )
-
-
-def _output(raw: Any, index: int, source: str, network: str, field: str) -> TxOutput:
-    if not isinstance(raw, dict):
-        raise DecodeError(source, field, "not a JSON object")
-    script = raw.get("scriptpubkey")
-    if not isinstance(script, str) or not is_hex(script):
-        raise DecodeError(source, f"{field}.scriptpubkey", f"not hex: {str(script)[:80]!r}")
-    return TxOutput(
-        index=index,
-        script=script.lower(),
-        value=non_negative_int(raw.get("value"), source, f"{field}.value"),
-        address=_address(raw.get("scriptpubkey_address"), network, source,
-                         f"{field}.scriptpubkey_address"),
-    )
-
-
-def _address(value: Any, network: str, source: str, field: str) -> Address | None:
-    """An optional address, canonical for `network` when it parses, else as given."""
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value:
-        raise DecodeError(source, field, f"not an address: {str(value)[:80]!r}")
-    return _canonical(value, network)
-
-
-@lru_cache(maxsize=65_536)
-def _canonical(text: str, network: str) -> Address:
-    try:
-        return canonical_utxo_address(text, network)
-    except InvalidAddress:
-        return Address(text)
-
-
-def _hex32(value: Any, source: str, field: str) -> str:
-    if not isinstance(value, str) or len(value) != 64 or not is_hex(value):
-        raise DecodeError(source, field, f"not a 32-byte hex txid: {str(value)[:80]!r}")
-    return value.lower()
-
-
-def _array(value: Any, source: str, field: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise DecodeError(source, field, "missing or not a JSON array")
-    return value
-
-
 def _gather(jobs: Iterable[Future[_T]]) -> list[_T]:
     """The jobs' results in order; the first failure is raised."""
     return [job.result() for job in jobs]
@@ -781,15 +482,6 @@ def _gather(jobs: Iterable[Future[_T]]) -> list[_T]:
 def _cancel(*groups: Iterable[Future[Any]]) -> None:
     for job in itertools.chain(*groups):
         job.cancel()
-
-
-def _json(response: httpx.Response, source: str, field: str) -> Any:
-    try:
-        return response.json()
-    except ValueError:
-        raise DecodeError(source, field, "response body is not valid JSON") from None
-    except RecursionError:  # garbage such as "[[[[..." nested past the parser's limit
-        raise DecodeError(source, field, "response body is nested too deeply") from None
 
 
 def _short(text: str) -> str:
