@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
 
 import structlog
 from sqlmodel import Session
@@ -31,17 +30,10 @@ from daemon.calendar import add_business_day
 from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.errors import InputError
 from daemon.ledger import parse_ledger, summarize
-from daemon.reconcile import (
-    CrossCheck,
-    Finding,
-    LedgerView,
-    Reconciliation,
-    cross_check,
-    reconcile,
-    stale_finding,
-)
+from daemon.reconcile import Finding, LedgerView, Reconciliation, reconcile, stale_finding
 from daemon.scanning import plan_scan
 from daemon.shards import Shard, shards
+from daemon.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.models import OPEN_STATUSES, Checkpoint
 from daemon.store.repository import DiscrepancyRecord, Store
@@ -49,7 +41,6 @@ from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
 from daemon.withdrawals import parse_withdrawals, summarize_withdrawals
 from daemon.workflow import Action, Request
 
-AdapterFactory = Callable[[ChainSettings, SourceSettings], ChainAdapter]
 log = structlog.get_logger("segwatch")
 
 
@@ -89,10 +80,6 @@ class ImportResult:
     snapshot_id: int | None
 
 
-class NoFreshSource(SourceUnavailable):
-    """Every source that answered is behind the best head or older than its SLA."""
-
-
 @dataclass(frozen=True)
 class CheckReport:
     """A spot check of one wallet: live balances, ledger comparison, findings."""
@@ -128,14 +115,6 @@ class ChainStatus:
     """Seconds to the nearest cure deadline of an open item (negative: overdue)."""
 
 
-class SourceObserver(Protocol):
-    """Told how much each source was used and how it failed (the daemon's metrics)."""
-
-    def requests(self, chain: str, source: str, count: int) -> None: ...
-
-    def source_error(self, chain: str, source: str, error: SegwatchError) -> None: ...
-
-
 class Service:
     """segwatch's use cases over one store and an adapter factory."""
 
@@ -146,11 +125,21 @@ class Service:
         self.store = store
         self._adapters = adapters
         self._clock = clock
-        self.observer = observer
+        self.sources = Sources(store, adapters, clock, observer)
+        """Source selection: fresh sources, failover of balance reads, cross-checks."""
         self.fence: Callable[[Session, str], None] | None = None
         """Runs first in every cycle's transaction with the shard's key (scale-out: the
         lease check)."""
-        self._verified_sources: set[tuple[str, str]] = set()
+
+    @property
+    def observer(self) -> SourceObserver | None:
+        """Told each source's requests and failures (the daemon's metrics); assignable
+        after construction (the scheduler does), and shared with `sources`."""
+        return self.sources.observer
+
+    @observer.setter
+    def observer(self, observer: SourceObserver | None) -> None:
+        self.sources.observer = observer
 
     def now(self) -> datetime:
         """The service's clock (aware UTC)."""
@@ -196,7 +185,7 @@ class Service:
             for source in chain.sources:
                 adapter = self._adapters(chain, source)
                 try:
-                    self._check_chain(chain, adapter)
+                    self.sources.check_chain(chain, adapter)
                 except SourceUnavailable as exc:
                     unavailable.append(exc.user_message)
                     log.warning("source_unavailable", chain=chain.name, error=exc.user_message)
@@ -239,7 +228,8 @@ class Service:
         mine = LedgerView(chain.name, {a: w for a, w in ledger.wallets.items()
                                        if shard.owns(a)})
         try:
-            adapter, head, block, observations, disagreements = self._read(chain, mine, shard)
+            adapter, head, block, observations, disagreements = self.sources.read(
+                chain, mine, shard)
         except (SourceUnavailable, DecodeError) as exc:
             stale = self._stale(chain, shard, exc)
             opened = self.store.record_source_error(chain.name, exc.user_message, self._clock(),
@@ -255,7 +245,7 @@ class Service:
             if shard.scans:
                 plan, scan_error, seed = self._scan(chain, adapter, head, addresses)
         finally:
-            self._release(chain, adapter)
+            self.sources.release(chain, adapter)
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
         result = reconcile(mine, observations)
@@ -296,18 +286,18 @@ class Service:
         try:
             return self._scan_result(chain, adapter, state, head, addresses, seeded, tracked)
         except (SourceUnavailable, DecodeError) as exc:
-            failures.append(self._failed(chain, adapter.source, exc))
+            failures.append(self.sources.failed(chain, adapter.source, exc))
         for source in chain.sources:
             other = self._adapters(chain, source)
             try:
                 if other.source == adapter.source:
                     continue
-                self._check_chain(chain, other)
+                self.sources.check_chain(chain, other)
                 return self._scan_result(chain, other, state, head, addresses, seeded, tracked)
             except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
-                failures.append(self._failed(chain, other.source, exc))
+                failures.append(self.sources.failed(chain, other.source, exc))
             finally:
-                self._release(chain, other)
+                self.sources.release(chain, other)
         return None, "; ".join(failures), None
 
     def _scan_result(self, chain: ChainSettings, adapter: ChainAdapter, state: ScanState | None,
@@ -324,166 +314,6 @@ class Service:
             return None, None, seed
         return plan_scan(adapter, chain, state, head, addresses, tracked), None, seed
 
-    def _read(self, chain: ChainSettings, ledger: LedgerView, shard: Shard
-              ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation],
-                         tuple[Finding, ...]]:
-        """Read every wallet's balances at the pinned block from the first fresh source
-        that can (failing over in order), cross-checked by a second one with `verify = 2`.
-
-        Returns the adapter used (the caller closes it), its head, the block read, the
-        observations and any `source_disagreement` findings. Raises NoFreshSource,
-        SourceUnavailable.
-        """
-        addresses = sorted(ledger.wallets)
-        fresh = self._fresh_sources(chain, shard)
-        failures: list[str] = []
-        try:
-            while fresh:
-                adapter, head = fresh.pop(0)
-                try:
-                    block, observations = self._balances(chain, adapter, head, addresses,
-                                                         shard)
-                except (SourceUnavailable, DecodeError) as exc:
-                    failures.append(self._failed(chain, adapter.source, exc))
-                    self._release(chain, adapter)
-                    continue
-                disagreements: tuple[Finding, ...] = ()
-                if chain.verify >= 2 and observations:
-                    checked = self._verify(chain, ledger, fresh, block, observations)
-                    observations, disagreements = list(checked.observations), checked.findings
-                return adapter, head, block, observations, disagreements
-            raise SourceUnavailable(chain.name, "; ".join(failures))
-        finally:
-            for other, _ in fresh:
-                self._release(chain, other)
-
-    def _balances(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
-                  addresses: Sequence[Address], shard: Shard
-                  ) -> tuple[ChainHead, list[BalanceObservation]]:
-        height = max(0, head.height - chain.confirmations)
-        block = head if height == head.height else adapter.block_at(height)
-        if not shard.scans and chain.family == "evm":
-            block = self._scanned_block(chain, adapter, shard, block)
-        observations = adapter.balances(addresses, chain.assets, block) if addresses else []
-        seen = {o.block for o in observations if o.amount is not None}
-        if len(seen) == 1:
-            block = seen.pop()  # a UTXO source reads at its tip, not at `block`
-        return block, observations
-
-    def _scanned_block(self, chain: ChainSettings, adapter: ChainAdapter, shard: Shard,
-                       block: ChainHead) -> ChainHead:
-        """The block a shard that does not scan reads at: the newest block shard 0 has
-        scanned, when it is below `block` by at most `max_lag_blocks` and not below the
-        shard's last checkpoint, so that its balance continuity always has the flows it
-        needs; else `block` itself."""
-        state = self.store.scan_state(chain.name)
-        if state is None or state.height >= block.height or \
-                block.height - state.height > chain.max_lag_blocks:
-            return block
-        last = self.store.last_checkpoint(chain.name, (shard.index, shard.count))
-        scanned = adapter.block_at(state.height)
-        if (last is not None and scanned.height < last.block_height) or \
-                state.recent.get(scanned.height, scanned.hash) != scanned.hash:
-            return block
-        return scanned
-
-    def _verify(self, chain: ChainSettings, ledger: LedgerView,
-                others: Sequence[tuple[ChainAdapter, ChainHead]], block: ChainHead,
-                observations: list[BalanceObservation]) -> CrossCheck:
-        """Read the same pairs at `block` from the next fresh source that can; without
-        one, nothing is verified (every pair becomes a read error)."""
-        addresses = sorted({o.address for o in observations})
-        for adapter, _ in others:
-            try:
-                second = adapter.balances(addresses, chain.assets, block)
-            except (SourceUnavailable, DecodeError) as exc:
-                log.warning("verify_source_failed", chain=chain.name,
-                            error=self._failed(chain, adapter.source, exc))
-                continue
-            return cross_check(ledger, observations, second)
-        return cross_check(ledger, observations, ())
-
-    def _fresh_sources(self, chain: ChainSettings, shard: Shard
-                       ) -> list[tuple[ChainAdapter, ChainHead]]:
-        """Return the sources whose head is fresh, in configured order, with their heads.
-
-        A source lagging the best head by more than `max_lag_blocks`, or whose newest
-        block is older than `head_age_limit`, is not used. Raises NoFreshSource when
-        sources answered but none is fresh, SourceUnavailable when none answered
-        (a source serving another chain counts as not answering).
-        """
-        answered: list[tuple[ChainAdapter, ChainHead]] = []
-        failures: list[str] = []
-        try:
-            for source in chain.sources:
-                adapter = self._adapters(chain, source)
-                try:
-                    self._check_chain(chain, adapter)
-                    answered.append((adapter, adapter.head()))
-                except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
-                    failures.append(self._failed(chain, adapter.source, exc))
-                    self._release(chain, adapter)
-        except BaseException:
-            for adapter, _ in answered:
-                self._release(chain, adapter)
-            raise
-        if not answered:
-            raise SourceUnavailable(chain.name, "; ".join(failures) or "no source configured")
-        best = max(head.height for _, head in answered)
-        now = self._clock().timestamp()
-        fresh = []
-        for adapter, head in answered:
-            lag = best - head.height
-            age = None if head.timestamp is None else now - head.timestamp
-            if lag > chain.max_lag_blocks:
-                reason = f"{lag} blocks behind"
-            elif age is not None and age > chain.head_age_limit:
-                reason = f"newest block {head.height} is {age:.0f} s old"
-            else:
-                fresh.append((adapter, head))
-                continue
-            failures.append(self._failed(chain, adapter.source,
-                                         NoFreshSource(adapter.source, reason)))
-            self._release(chain, adapter)
-        if not fresh:
-            raise NoFreshSource(chain.name, "no fresh source: " + "; ".join(failures))
-        return self._not_behind_last_read(chain, shard, fresh)
-
-    def _not_behind_last_read(self, chain: ChainSettings, shard: Shard,
-                              fresh: list[tuple[ChainAdapter, ChainHead]]
-                              ) -> list[tuple[ChainAdapter, ChainHead]]:
-        """Drop fresh sources whose pinned block would be below the last checkpoint's:
-        reading older balances could self-clear a finding that still holds (and reopen it
-        a cycle later). When every fresh source is behind, the cycle fails (no finding:
-        a reorg to a shorter branch does that too, briefly)."""
-        checkpoint = self.store.last_checkpoint(chain.name, (shard.index, shard.count))
-        if checkpoint is None:
-            return fresh
-        depth = chain.confirmations if chain.family == "evm" else 0
-        ahead = [(a, h) for a, h in fresh if h.height - depth >= checkpoint.block_height]
-        for adapter, head in fresh:
-            if (adapter, head) not in ahead:
-                self._failed(chain, adapter.source, NoFreshSource(
-                    adapter.source, f"head {head.height} is behind the last reconciled block "
-                                    f"{checkpoint.block_height}"))
-                self._release(chain, adapter)
-        if not ahead:
-            raise SourceUnavailable(chain.name, "every fresh source is behind the last "
-                                                f"reconciled block {checkpoint.block_height}")
-        return ahead
-
-    def _release(self, chain: ChainSettings, adapter: ChainAdapter) -> None:
-        """Close an adapter the cycle is done with, reporting its requests."""
-        if self.observer is not None:
-            self.observer.requests(chain.name, adapter.source, adapter.requests_made)
-        adapter.close()
-
-    def _failed(self, chain: ChainSettings, source: str, error: SegwatchError) -> str:
-        """Report a source failure; return its message."""
-        if self.observer is not None:
-            self.observer.source_error(chain.name, source, error)
-        return error.user_message
-
     def _stale(self, chain: ChainSettings, shard: Shard, exc: SegwatchError
                ) -> Finding | None:
         """The `source_stale` finding a failed cycle raises: at once when the sources
@@ -497,35 +327,13 @@ class Service:
         return stale_finding(chain.name, since is not None and since > 3 * chain.freshness)
 
     def connect(self, chain: ChainSettings, only: SourceSettings | None = None) -> ChainAdapter:
-        """Return an adapter on the first source of `chain` that answers with the right chain.
+        """Return an adapter on the first source of `chain` that answers with the right chain
+        (`Sources.connect`).
 
         Raises ChainMismatch (a configuration error) or SourceUnavailable naming every
         source's failure.
         """
-        failures: list[str] = []
-        for source in [only] if only else chain.sources:
-            adapter = self._adapters(chain, source)
-            try:
-                self._check_chain(chain, adapter)
-                return adapter
-            except SourceUnavailable as exc:
-                failures.append(exc.user_message)
-                adapter.close()
-            except BaseException:
-                adapter.close()
-                raise
-        raise SourceUnavailable(chain.name, "; ".join(failures) or "no source configured")
-
-    def _check_chain(self, chain: ChainSettings, adapter: ChainAdapter) -> None:
-        key = (chain.name, adapter.source)
-        if key in self._verified_sources:
-            return
-        expected = chain.chain_id if chain.family == "evm" else chain.network
-        actual = adapter.chain_id()
-        if actual != expected:
-            raise ChainMismatch(f"source {adapter.source} serves chain {actual}, "
-                                f"but chain {chain.name!r} is configured as {expected}")
-        self._verified_sources.add(key)
+        return self.sources.connect(chain, only)
 
     def _deadline(self, detected: datetime) -> datetime:
         return add_business_day(detected, self.settings.daemon.timezone,
@@ -680,4 +488,5 @@ def overall(statuses: Sequence[ChainStatus]) -> str:
     return "compliant"
 
 
-__all__ = ["CheckReport", "CycleResult", "ImportResult", "SegwatchError", "Service", "overall"]
+__all__ = ["CheckReport", "CycleResult", "ImportResult", "NoFreshSource", "SegwatchError",
+           "Service", "SourceObserver", "overall"]

@@ -1,0 +1,259 @@
+"""Source selection: which of a chain's configured sources a cycle reads, and at which block.
+
+- Fresh heads: every source is asked for its head; one lagging the best head by more than
+  `max_lag_blocks`, or whose newest block is older than `head_age_limit`, is not used
+  (`NoFreshSource` when sources answered but none is fresh).
+- Not behind the last checkpoint: a source whose pinned block is below the last
+  reconciled block is dropped, so older balances never self-clear a finding.
+- Failover of balance reads: balances are read from the first fresh source that can,
+  in configured order.
+- `verify = 2`: the same pairs are read again from the next fresh source and
+  cross-checked (`source_disagreement` findings).
+- A wallet shard that does not scan reads at the newest block shard 0 has scanned, so
+  that its balance continuity has the flows it needs.
+
+Every source is checked once to serve the configured chain (`ChainMismatch` otherwise);
+the observer is told each source's requests and failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import structlog
+
+from chains.base import ChainAdapter
+from chains.errors import ChainMismatch, DecodeError, SegwatchError, SourceUnavailable
+from chains.types import Address, BalanceObservation, ChainHead
+from daemon.config import ChainSettings, SourceSettings
+from daemon.reconcile import CrossCheck, Finding, LedgerView, cross_check
+from daemon.shards import Shard
+from daemon.store.repository import Store
+
+AdapterFactory = Callable[[ChainSettings, SourceSettings], ChainAdapter]
+log = structlog.get_logger("segwatch")
+
+
+class NoFreshSource(SourceUnavailable):
+    """Every source that answered is behind the best head or older than its SLA."""
+
+
+class SourceObserver(Protocol):
+    """Told how much each source was used and how it failed (the daemon's metrics)."""
+
+    def requests(self, chain: str, source: str, count: int) -> None: ...
+
+    def source_error(self, chain: str, source: str, error: SegwatchError) -> None: ...
+
+
+class Sources:
+    """Source selection over an adapter factory: fresh sources, failover, cross-checks."""
+
+    def __init__(self, store: Store, adapters: AdapterFactory,
+                 clock: Callable[[], datetime],
+                 observer: SourceObserver | None = None) -> None:
+        self.store = store
+        """Read for the scan state and the last checkpoint of a shard."""
+        self.adapters = adapters
+        self.clock = clock
+        self.observer = observer
+        self.verified: set[tuple[str, str]] = set()
+        """(chain, source) pairs already checked to serve the configured chain."""
+
+    def read(self, chain: ChainSettings, ledger: LedgerView, shard: Shard
+             ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation],
+                        tuple[Finding, ...]]:
+        """Read every wallet's balances at the pinned block from the first fresh source
+        that can (failing over in order), cross-checked by a second one with `verify = 2`.
+
+        Returns the adapter used (the caller closes it), its head, the block read, the
+        observations and any `source_disagreement` findings. Raises NoFreshSource,
+        SourceUnavailable.
+        """
+        addresses = sorted(ledger.wallets)
+        fresh = self.fresh(chain, shard)
+        failures: list[str] = []
+        try:
+            while fresh:
+                adapter, head = fresh.pop(0)
+                try:
+                    block, observations = self._balances(chain, adapter, head, addresses,
+                                                         shard)
+                except (SourceUnavailable, DecodeError) as exc:
+                    failures.append(self.failed(chain, adapter.source, exc))
+                    self.release(chain, adapter)
+                    continue
+                disagreements: tuple[Finding, ...] = ()
+                if chain.verify >= 2 and observations:
+                    checked = self._verify(chain, ledger, fresh, block, observations)
+                    observations, disagreements = list(checked.observations), checked.findings
+                return adapter, head, block, observations, disagreements
+            raise SourceUnavailable(chain.name, "; ".join(failures))
+        finally:
+            for other, _ in fresh:
+                self.release(chain, other)
+
+    def _balances(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
+                  addresses: Sequence[Address], shard: Shard
+                  ) -> tuple[ChainHead, list[BalanceObservation]]:
+        height = max(0, head.height - chain.confirmations)
+        block = head if height == head.height else adapter.block_at(height)
+        if not shard.scans and chain.family == "evm":
+            block = self._scanned_block(chain, adapter, shard, block)
+        observations = adapter.balances(addresses, chain.assets, block) if addresses else []
+        seen = {o.block for o in observations if o.amount is not None}
+        if len(seen) == 1:
+            block = seen.pop()  # a UTXO source reads at its tip, not at `block`
+        return block, observations
+
+    def _scanned_block(self, chain: ChainSettings, adapter: ChainAdapter, shard: Shard,
+                       block: ChainHead) -> ChainHead:
+        """The block a shard that does not scan reads at: the newest block shard 0 has
+        scanned, when it is below `block` by at most `max_lag_blocks` and not below the
+        shard's last checkpoint, so that its balance continuity always has the flows it
+        needs; else `block` itself."""
+        state = self.store.scan_state(chain.name)
+        if state is None or state.height >= block.height or \
+                block.height - state.height > chain.max_lag_blocks:
+            return block
+        last = self.store.last_checkpoint(chain.name, (shard.index, shard.count))
+        scanned = adapter.block_at(state.height)
+        if (last is not None and scanned.height < last.block_height) or \
+                state.recent.get(scanned.height, scanned.hash) != scanned.hash:
+            return block
+        return scanned
+
+    def _verify(self, chain: ChainSettings, ledger: LedgerView,
+                others: Sequence[tuple[ChainAdapter, ChainHead]], block: ChainHead,
+                observations: list[BalanceObservation]) -> CrossCheck:
+        """Read the same pairs at `block` from the next fresh source that can; without
+        one, nothing is verified (every pair becomes a read error)."""
+        addresses = sorted({o.address for o in observations})
+        for adapter, _ in others:
+            try:
+                second = adapter.balances(addresses, chain.assets, block)
+            except (SourceUnavailable, DecodeError) as exc:
+                log.warning("verify_source_failed", chain=chain.name,
+                            error=self.failed(chain, adapter.source, exc))
+                continue
+            return cross_check(ledger, observations, second)
+        return cross_check(ledger, observations, ())
+
+    def fresh(self, chain: ChainSettings, shard: Shard
+              ) -> list[tuple[ChainAdapter, ChainHead]]:
+        """Return the sources whose head is fresh, in configured order, with their heads.
+
+        A source lagging the best head by more than `max_lag_blocks`, or whose newest
+        block is older than `head_age_limit`, is not used. Raises NoFreshSource when
+        sources answered but none is fresh, SourceUnavailable when none answered
+        (a source serving another chain counts as not answering).
+        """
+        answered: list[tuple[ChainAdapter, ChainHead]] = []
+        failures: list[str] = []
+        try:
+            for source in chain.sources:
+                adapter = self.adapters(chain, source)
+                try:
+                    self.check_chain(chain, adapter)
+                    answered.append((adapter, adapter.head()))
+                except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
+                    failures.append(self.failed(chain, adapter.source, exc))
+                    self.release(chain, adapter)
+        except BaseException:
+            for adapter, _ in answered:
+                self.release(chain, adapter)
+            raise
+        if not answered:
+            raise SourceUnavailable(chain.name, "; ".join(failures) or "no source configured")
+        best = max(head.height for _, head in answered)
+        now = self.clock().timestamp()
+        fresh = []
+        for adapter, head in answered:
+            lag = best - head.height
+            age = None if head.timestamp is None else now - head.timestamp
+            if lag > chain.max_lag_blocks:
+                reason = f"{lag} blocks behind"
+            elif age is not None and age > chain.head_age_limit:
+                reason = f"newest block {head.height} is {age:.0f} s old"
+            else:
+                fresh.append((adapter, head))
+                continue
+            failures.append(self.failed(chain, adapter.source,
+                                        NoFreshSource(adapter.source, reason)))
+            self.release(chain, adapter)
+        if not fresh:
+            raise NoFreshSource(chain.name, "no fresh source: " + "; ".join(failures))
+        return self._not_behind_last_read(chain, shard, fresh)
+
+    def _not_behind_last_read(self, chain: ChainSettings, shard: Shard,
+                              fresh: list[tuple[ChainAdapter, ChainHead]]
+                              ) -> list[tuple[ChainAdapter, ChainHead]]:
+        """Drop fresh sources whose pinned block would be below the last checkpoint's:
+        reading older balances could self-clear a finding that still holds (and reopen it
+        a cycle later). When every fresh source is behind, the cycle fails (no finding:
+        a reorg to a shorter branch does that too, briefly)."""
+        checkpoint = self.store.last_checkpoint(chain.name, (shard.index, shard.count))
+        if checkpoint is None:
+            return fresh
+        depth = chain.confirmations if chain.family == "evm" else 0
+        ahead = [(a, h) for a, h in fresh if h.height - depth >= checkpoint.block_height]
+        for adapter, head in fresh:
+            if (adapter, head) not in ahead:
+                self.failed(chain, adapter.source, NoFreshSource(
+                    adapter.source, f"head {head.height} is behind the last reconciled block "
+                                    f"{checkpoint.block_height}"))
+                self.release(chain, adapter)
+        if not ahead:
+            raise SourceUnavailable(chain.name, "every fresh source is behind the last "
+                                                f"reconciled block {checkpoint.block_height}")
+        return ahead
+
+    def release(self, chain: ChainSettings, adapter: ChainAdapter) -> None:
+        """Close an adapter the cycle is done with, reporting its requests."""
+        if self.observer is not None:
+            self.observer.requests(chain.name, adapter.source, adapter.requests_made)
+        adapter.close()
+
+    def failed(self, chain: ChainSettings, source: str, error: SegwatchError) -> str:
+        """Report a source failure; return its message."""
+        if self.observer is not None:
+            self.observer.source_error(chain.name, source, error)
+        return error.user_message
+
+    def connect(self, chain: ChainSettings, only: SourceSettings | None = None) -> ChainAdapter:
+        """Return an adapter on the first source of `chain` that answers with the right chain.
+
+        Raises ChainMismatch (a configuration error) or SourceUnavailable naming every
+        source's failure.
+        """
+        failures: list[str] = []
+        for source in [only] if only else chain.sources:
+            adapter = self.adapters(chain, source)
+            try:
+                self.check_chain(chain, adapter)
+                return adapter
+            except SourceUnavailable as exc:
+                failures.append(exc.user_message)
+                adapter.close()
+            except BaseException:
+                adapter.close()
+                raise
+        raise SourceUnavailable(chain.name, "; ".join(failures) or "no source configured")
+
+    def check_chain(self, chain: ChainSettings, adapter: ChainAdapter) -> None:
+        """Raise ChainMismatch unless `adapter` serves the configured chain (checked once
+        per source; SourceUnavailable when it does not answer)."""
+        key = (chain.name, adapter.source)
+        if key in self.verified:
+            return
+        expected = chain.chain_id if chain.family == "evm" else chain.network
+        actual = adapter.chain_id()
+        if actual != expected:
+            raise ChainMismatch(f"source {adapter.source} serves chain {actual}, "
+                                f"but chain {chain.name!r} is configured as {expected}")
+        self.verified.add(key)
+
+
+__all__ = ["AdapterFactory", "NoFreshSource", "SourceObserver", "Sources"]
