@@ -8,7 +8,8 @@
 - Failover of balance reads: balances are read from the first fresh source that can,
   in configured order.
 - `verify = 2`: the same pairs are read again from the next fresh source and
-  cross-checked (`source_disagreement` findings).
+  cross-checked; a disagreement is read once more from both before it is raised
+  (`source_disagreement` findings).
 - A wallet shard that does not scan reads at the newest block shard 0 has scanned, so
   that its balance continuity has the flows it needs.
 
@@ -87,7 +88,8 @@ class Sources:
                     continue
                 disagreements: tuple[Finding, ...] = ()
                 if chain.verify >= 2 and observations:
-                    checked = self._verify(chain, ledger, fresh, block, observations)
+                    checked = self._verify(chain, ledger, adapter, fresh, block,
+                                           observations)
                     observations, disagreements = list(checked.observations), checked.findings
                 return adapter, head, block, observations, disagreements
             raise SourceUnavailable(chain.name, "; ".join(failures))
@@ -125,11 +127,12 @@ class Sources:
             return block
         return scanned
 
-    def _verify(self, chain: ChainSettings, ledger: LedgerView,
+    def _verify(self, chain: ChainSettings, ledger: LedgerView, primary: ChainAdapter,
                 others: Sequence[tuple[ChainAdapter, ChainHead]], block: ChainHead,
                 observations: list[BalanceObservation]) -> CrossCheck:
         """Read the same pairs at `block` from the next fresh source that can; without
-        one, nothing is verified (every pair becomes a read error)."""
+        one, nothing is verified (every pair becomes a read error). A disagreement is
+        read again from both sources before it is raised (`_recheck`)."""
         addresses = sorted({o.address for o in observations})
         for adapter, _ in others:
             try:
@@ -138,8 +141,31 @@ class Sources:
                 log.warning("verify_source_failed", chain=chain.name,
                             error=self.failed(chain, adapter.source, exc))
                 continue
-            return cross_check(ledger, observations, second)
+            checked = cross_check(ledger, observations, second)
+            if checked.findings:
+                checked = self._recheck(chain, ledger, primary, adapter, block, checked)
+            return checked
         return cross_check(ledger, observations, ())
+
+    def _recheck(self, chain: ChainSettings, ledger: LedgerView, primary: ChainAdapter,
+                 second: ChainAdapter, block: ChainHead, checked: CrossCheck) -> CrossCheck:
+        """Read the disputed wallets once more from both sources at `block`: only a
+        disagreement that repeats is raised. One that does not (a node answering with the
+        state of a block it is mining, a load-balanced provider whose backends briefly
+        differ) is no reason to wake anybody; the pairs both now agree on are kept with
+        the agreed amounts. When a re-read fails, the first comparison stands."""
+        disputed = sorted({f.address for f in checked.findings})
+        try:
+            again = cross_check(ledger, primary.balances(disputed, chain.assets, block),
+                                second.balances(disputed, chain.assets, block))
+        except (SourceUnavailable, DecodeError) as exc:
+            log.warning("verify_recheck_failed", chain=chain.name, error=exc.user_message)
+            return checked
+        fresh = {(o.address, o.asset.symbol): o for o in again.observations}
+        log.info("verify_rechecked", chain=chain.name, disputed=len(disputed),
+                 still=len(again.findings))
+        return CrossCheck(tuple(fresh.get((o.address, o.asset.symbol), o)
+                                for o in checked.observations), again.findings)
 
     def fresh(self, chain: ChainSettings, shard: Shard
               ) -> list[tuple[ChainAdapter, ChainHead]]:

@@ -4,6 +4,7 @@ PostgreSQL): failover of balance reads, lagging and old heads, `source_stale`,
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -144,6 +145,42 @@ def test_verify_two_keeps_agreeing_balances_and_flags_a_disagreement(
         "source_disagreement", BOB, WEI // 2)
     world.fake(1).balances_by_key = {(ALICE, "ETH"): 2 * WEI, (BOB, "ETH"): WEI}
     assert world.cycle().error is None and world.open_types() == []
+
+
+class Flapping(FakeAdapter):
+    """A fake source whose first `wrong` balance reads answer bob's balance as half."""
+
+    def __init__(self, base: FakeAdapter, wrong: int) -> None:
+        super().__init__(name=base.name, head_block=base.head_block,
+                         balances_by_key=dict(base.balances_by_key))
+        self.wrong = wrong
+
+    def balances(self, addresses, assets, block):  # type: ignore[no-untyped-def]
+        out = super().balances(addresses, assets, block)
+        if self.wrong > 0:
+            self.wrong -= 1
+            out = [o if o.address != BOB or o.amount is None
+                   else dataclasses.replace(o, amount=o.amount // 2) for o in out]
+        return out
+
+
+@pytest.mark.parametrize("wrong", [1, 2])
+def test_a_disagreement_is_read_again_and_raised_only_when_it_repeats(
+        wrong: int, store_url: str, tmp_path: Path) -> None:
+    """A second source that once answers another amount (a node mid-block, a load-balanced
+    backend) is read again with the first: agreeing now, the cycle reconciles with no
+    finding; disagreeing again, `source_disagreement` is raised."""
+    world = World(store_url, tmp_path, 2, verify=2)
+    url = list(world.fakes)[1]
+    world.fakes[url] = Flapping(world.fakes[url], wrong)
+    result = world.cycle()
+    assert result.error is None
+    if wrong == 1:
+        assert result.read_errors == 0 and world.open_types() == []
+    else:
+        assert result.read_errors == 1
+        assert world.open_types() == [("source_disagreement", BOB, "warning")]
+    assert world.fakes[url].reads == 2  # the first read and the recheck
 
 
 def test_verify_two_without_a_second_source_verifies_nothing(
