@@ -6,12 +6,13 @@ transaction, and the decisions (pure functions from `daemon.reconcile` and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import func, insert
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from chains.types import Address, BalanceObservation, ChainHead
@@ -81,8 +82,9 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
     if cycle.scan_error:
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
-    findings += _continuity(session, chain, chain_id, cycle)
-    stored = _store_observations(session, chain_id, cycle.observations, now)
+    latest = _latest_observations(session, chain_id)
+    findings += _continuity(session, chain, chain_id, cycle, latest)
+    stored = _store_observations(session, chain_id, cycle.observations, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline)
     session.add(m.Checkpoint(
@@ -122,18 +124,21 @@ def record_stale(session: Session, chain_id: int, finding: Finding, now: datetim
 
 
 def _store_observations(session: Session, chain_id: int,
-                        observations: Sequence[BalanceObservation], now: datetime) -> int:
-    """Append an observation for every (wallet, asset) whose balance or error changed."""
+                        observations: Sequence[BalanceObservation], now: datetime,
+                        latest: Mapping[Pair, Stored]) -> int:
+    """Append an observation for every (wallet, asset) whose balance or error changed
+    since `latest` (the newest stored per pair)."""
     wallets = dict(session.exec(select(m.Wallet.address, m.Wallet.id)
                                 .where(m.Wallet.chain_id == chain_id)).all())
     assets = dict(session.exec(select(m.Asset.symbol, m.Asset.id)
                                .where(m.Asset.chain_id == chain_id)).all())
-    latest = _latest_observations(session, chain_id)
     values: list[dict[str, Any]] = []
     stored = 0
     for obs in observations:
         key = (wallets.get(obs.address), assets.get(obs.asset.symbol))
-        if key[0] is None or key[1] is None or latest.get(key) == (obs.amount, obs.error):
+        known = latest.get(key)
+        if key[0] is None or key[1] is None or \
+                (known is not None and (known.amount, known.error) == (obs.amount, obs.error)):
             continue
         values.append({"wallet_id": key[0], "asset_id": key[1], "amount": obs.amount,
                        "error": (obs.error or None) and obs.error[:500],
@@ -147,9 +152,21 @@ def _store_observations(session: Session, chain_id: int,
     return stored + len(values)
 
 
+Pair = tuple[int | None, int | None]
+"""(wallet id, asset id)."""
+
+
+class Stored(NamedTuple):
+    """A stored observation's value, and when and at which block it was read."""
+
+    amount: Any
+    error: Any
+    observed_at: datetime
+    block_height: int
+
+
 def _latest_observations(session: Session, chain_id: int,
-                         upto: tuple[datetime, int] | None = None
-                         ) -> dict[tuple[int | None, int | None], tuple[Any, Any]]:
+                         upto: tuple[datetime, int] | None = None) -> dict[Pair, Stored]:
     """The newest observation per (wallet, asset), or, with `upto` = (time, height) of a
     past checkpoint, the newest stored by then at or below its block (the balances that
     checkpoint read)."""
@@ -162,10 +179,12 @@ def _latest_observations(session: Session, chain_id: int,
                             m.BalanceObservation.block_height <= height)
     newest = query.group_by(col(m.BalanceObservation.wallet_id),
                             col(m.BalanceObservation.asset_id)).subquery()
-    rows = session.exec(select(m.BalanceObservation.wallet_id, m.BalanceObservation.asset_id,
-                               m.BalanceObservation.amount, m.BalanceObservation.error)
-                        .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
-    return {(w, a): (amount, error) for w, a, amount, error in rows}
+    rows = session.execute(sa_select(
+        col(m.BalanceObservation.wallet_id), col(m.BalanceObservation.asset_id),
+        col(m.BalanceObservation.amount), col(m.BalanceObservation.error),
+        col(m.BalanceObservation.observed_at), col(m.BalanceObservation.block_height))
+        .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
+    return {(w, a): Stored(amount, error, at, height) for w, a, amount, error, at, height in rows}
 
 
 def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,
@@ -244,7 +263,7 @@ def _scanned_through(session: Session, chain_id: int, block: ChainHead) -> bool:
 
 
 def _continuity(session: Session, chain: ChainSettings, chain_id: int,
-                cycle: CycleInput) -> list[Finding]:
+                cycle: CycleInput, latest: Mapping[Pair, Stored]) -> list[Finding]:
     """Balance continuity since the shard's previous scanned checkpoint, when the scan
     covers the span and the checkpoint's block is still on the scanned chain."""
     state = tx.scan_state(session, chain_id)
@@ -261,10 +280,14 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
                                 .where(m.Wallet.chain_id == chain_id)).all())
     assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
                                .where(m.Asset.chain_id == chain_id)).all())
-    amounts = {(Address(wallets[w]), assets[a]): amount
-               for (w, a), (amount, _) in _latest_observations(
-                   session, chain_id, upto=(previous.finished_at, previous.block_height)).items()
-               if amount is not None and w in wallets and a in assets}
+    # The balances the previous checkpoint read: usually the newest stored (nothing was
+    # stored after it), which spares a second read of every pair's newest observation.
+    then = latest if all(o.observed_at <= previous.finished_at and
+                         o.block_height <= previous.block_height for o in latest.values()) \
+        else _latest_observations(session, chain_id,
+                                  upto=(previous.finished_at, previous.block_height))
+    amounts = {(Address(wallets[w]), assets[a]): o.amount for (w, a), o in then.items()
+               if o.amount is not None and w in wallets and a in assets}
     flows, fees = tx.flows_between(session, chain_id, previous.block_height, cycle.block.height)
     since = ChainHead(previous.block_height, previous.block_hash)
     return continuity(chain.name, cycle.ledger, since, amounts, cycle.observations, flows, fees,

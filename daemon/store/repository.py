@@ -55,6 +55,9 @@ class Store:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._ledgers: dict[str, tuple[int | None, LedgerView]] = {}
+        """The current snapshot's ledger view per chain, by snapshot id (a new import is a
+        new snapshot): a 10,000-wallet view costs 0.1-0.3 s to build every cycle."""
 
     def sync_catalog(self, settings: Settings) -> None:
         """Create or update the chain and asset rows of every configured chain."""
@@ -132,6 +135,9 @@ class Store:
             if as_of is not None:
                 newest = newest.where(m.AllocationSnapshot.imported_at <= as_of)
             snapshot = session.exec(newest).one()
+            cached = self._ledgers.get(chain) if as_of is None else None
+            if cached is not None and cached[0] == snapshot:
+                return cached[1]
             query = (
                 sa_select(col(m.Wallet.address), col(m.Wallet.structure), col(m.Asset.symbol),
                           col(m.Allocation.owner), col(m.Allocation.amount))
@@ -140,7 +146,10 @@ class Store:
                 .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
                 .where(col(m.Chain.name) == chain, col(m.Allocation.snapshot_id) == snapshot)
             )
-            return _build_view(chain, session.execute(query))
+            view = _build_view(chain, session.execute(query))
+        if as_of is None:
+            self._ledgers[chain] = (snapshot, view)
+        return view
 
     def record_cycle(self, chain: ChainSettings, cycle: CycleInput, now: datetime,
                      deadline: Callable[[datetime], datetime],
