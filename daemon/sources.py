@@ -153,14 +153,17 @@ class Sources:
         disagreement that repeats is raised. One that does not (a node answering with the
         state of a block it is mining, a load-balanced provider whose backends briefly
         differ) is no reason to wake anybody; the pairs both now agree on are kept with
-        the agreed amounts. When a re-read fails, the first comparison stands."""
+        the agreed amounts. When a re-read fails or is of another block (a UTXO source
+        reads at its tip), the first comparison stands."""
         disputed = sorted({f.address for f in checked.findings})
         try:
-            again = cross_check(ledger, primary.balances(disputed, chain.assets, block),
-                                second.balances(disputed, chain.assets, block))
+            first = primary.balances(disputed, chain.assets, block)
+            again = cross_check(ledger, first, second.balances(disputed, chain.assets, block))
         except (SourceUnavailable, DecodeError) as exc:
             log.warning("verify_recheck_failed", chain=chain.name, error=exc.user_message)
             return checked
+        if any(o.block.hash != block.hash for o in first if o.amount is not None):
+            return checked  # a UTXO source re-read at a newer tip: not the cycle's block
         fresh = {(o.address, o.asset.symbol): o for o in again.observations}
         log.info("verify_rechecked", chain=chain.name, disputed=len(disputed),
                  still=len(again.findings))
