@@ -8,6 +8,7 @@ key and the problem (`ConfigError.lines`).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import tomllib
@@ -16,7 +17,15 @@ from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from chains.errors import InvalidAddress
@@ -29,6 +38,11 @@ DEFAULT_CONFIG = "segwatch.toml"
 CANONICAL_MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 UTXO_NETWORKS = ("bitcoin", "testnet", "signet", "regtest", "litecoin", "litecoin-regtest")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_\-]*$")
+_SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~\-]{1,64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_FINGERPRINT = re.compile(r"^[0-9a-f]{64}$")
+MIB = 1024 * 1024
 
 
 class _Frozen(BaseModel):
@@ -37,24 +51,93 @@ class _Frozen(BaseModel):
 
 class SourceSettings(_Frozen):
     kind: Literal["jsonrpc", "esplora", "core-rpc"]
+    name: str = ""
+    """How the source is named in the database, logs, metrics, manifests and reports
+    (never its URL); default `KIND-N`, N its position among the chain's sources."""
     url: str = ""
     url_env: str | None = None
+    headers_env: dict[str, str] = Field(default_factory=dict)
+    """HTTP header → environment variable holding its value (API keys sent as headers)."""
+    allow_insecure: bool = False
+    """Allow plain http:// to a host that is not loopback."""
     timeout_seconds: float = Field(default=10.0, gt=0)
+    deadline_seconds: float = Field(default=30.0, gt=0)
+    """Overall limit for one request, however slowly the answer trickles in."""
+    max_response_bytes: int = Field(default=64 * MIB, ge=1024)
+    """A larger response body is a source error."""
     max_batch: int = Field(default=500, ge=1)
     concurrency: int = Field(default=16, ge=1, le=256)
     """Esplora: address requests in flight at once."""
     rate_limit: float | None = Field(default=None, gt=0)
     """Esplora: at most this many requests per second (a public instance's quota)."""
+    _headers: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return check_url(value) if value else value
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if value and not _SOURCE_NAME.match(value):
+            raise ValueError("source name must be 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         _resolve_url(self)
+        _check_transport(self.url, self.allow_insecure)
+        self._headers = _resolve_headers(self.headers_env)
+        if not self.name:
+            object.__setattr__(self, "name", self.kind)
         return self
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The extra HTTP headers (values from the environment: secrets, never logged)."""
+        return dict(self._headers)
+
+    @property
+    def host(self) -> str:
+        """The URL's host: with the name, the only part of a source shown anywhere."""
+        return urlsplit(self.url).hostname or ""
+
+
+def _resolve_headers(names: dict[str, str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for header, env in names.items():
+        if not _HEADER_NAME.match(header):
+            raise ValueError(f"headers_env: {header!r} is not an HTTP header name")
+        if not _ENV_NAME.match(env):
+            raise ValueError(f"headers_env.{header}: {env!r} is not an environment variable name")
+        value = os.environ.get(env, "")
+        if not value:
+            raise ValueError(f"environment variable {env} (headers_env.{header}) is not set")
+        if any(c in value for c in "\r\n\0"):
+            raise ValueError(f"environment variable {env} (headers_env.{header}) holds a "
+                             "line break")
+        headers[header] = value
+    return headers
+
+
+def _check_transport(url: str, allow_insecure: bool) -> None:
+    """Refuse plain http:// to a host that is not loopback unless `allow_insecure`."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or allow_insecure or is_loopback(parts.hostname or ""):
+        return
+    raise ValueError(f"plain http:// to {parts.hostname}, which is not loopback: use https:// "
+                     "or set allow_insecure = true")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names this machine (localhost or a loopback address)."""
+    if host.lower() in ("localhost", "localhost.") or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _resolve_url(model: SourceSettings | AlertSettings) -> None:
@@ -112,6 +195,9 @@ class ChainSettings(_Frozen):
     max_lag_blocks: int = Field(default=3, ge=0)
     max_head_age_seconds: float | None = Field(default=None, gt=0)
     verify: int = Field(default=1, ge=1, le=2)
+    max_future_seconds: float | None = Field(default=None, gt=0)
+    """A block stamped further than this in the future is refused (default 300 s for
+    evm chains; 7,200 s for utxo chains, whose consensus allows two hours)."""
     shards: int = Field(default=1, ge=1, le=64)
     """Wallet shards of this chain: on PostgreSQL, replicas lease them one by one
     (daemon/shards.py)."""
@@ -149,6 +235,7 @@ class ChainSettings(_Frozen):
             raise ValueError(f"duplicate asset symbol {dupes[0]!r}")
         if self.verify > len(self.sources):
             raise ValueError(f"verify = {self.verify} needs at least that many sources")
+        _name_sources(self.sources)
         return self
 
     @property
@@ -177,6 +264,22 @@ class ChainSettings(_Frozen):
         value, else 10 minutes for EVM chains and 3 hours for UTXO chains (Bitcoin
         blocks are sometimes an hour or more apart)."""
         return self.max_head_age_seconds or (600.0 if self.family == "evm" else 10_800.0)
+
+    @property
+    def future_limit(self) -> float:
+        """Seconds a block's timestamp may be ahead of this machine's clock."""
+        return self.max_future_seconds or (300.0 if self.family == "evm" else 7_200.0)
+
+
+def _name_sources(sources: list[SourceSettings]) -> None:
+    """Give each unnamed source its default name `KIND-N`; refuse duplicate names."""
+    for index, source in enumerate(sources, start=1):
+        if "name" not in source.model_fields_set:
+            object.__setattr__(source, "name", f"{source.kind}-{index}")
+    names = [s.name for s in sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate source name {dupes[0]!r}")
 
 
 def _check_evm_chain(chain: ChainSettings) -> None:
@@ -214,6 +317,20 @@ class DaemonSettings(_Frozen):
     firm_owner: str = Field(default="FIRM", min_length=1)
     lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
     """PostgreSQL scale-out: how long a replica's chain lease lasts without renewal."""
+    metrics_token_env: str | None = None
+    """Environment variable holding a bearer token that /metrics then requires."""
+
+    @field_validator("metrics_token_env")
+    @classmethod
+    def _metrics_token(cls, value: str | None) -> str | None:
+        if value is not None and not os.environ.get(value):
+            raise ValueError(f"environment variable {value} (metrics_token_env) is not set")
+        return value
+
+    @property
+    def metrics_token(self) -> str | None:
+        """The token /metrics requires, or None (a secret: never logged)."""
+        return os.environ.get(self.metrics_token_env) if self.metrics_token_env else None
 
     @field_validator("listen")
     @classmethod
@@ -245,6 +362,10 @@ class AlertSettings(_Frozen):
     kind: Literal["webhook", "slack"]
     url: str = ""
     url_env: str | None = None
+    secret_env: str | None = None
+    """Webhook: environment variable holding the HMAC-SHA256 signing secret."""
+    allow_insecure: bool = False
+    """Allow plain http:// to a host that is not loopback."""
 
     @field_validator("url")
     @classmethod
@@ -254,7 +375,33 @@ class AlertSettings(_Frozen):
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         _resolve_url(self)
+        _check_transport(self.url, self.allow_insecure)
+        if self.secret_env is not None:
+            if self.kind != "webhook":
+                raise ValueError("secret_env signs webhook alerts; Slack does not check it")
+            if len(os.environ.get(self.secret_env, "")) < 16:
+                raise ValueError(f"environment variable {self.secret_env} (secret_env) must "
+                                 "hold a secret of at least 16 characters")
         return self
+
+    @property
+    def secret(self) -> bytes | None:
+        """The webhook signing secret, or None (never logged)."""
+        return os.environ[self.secret_env].encode() if self.secret_env else None
+
+
+class ExportSettings(_Frozen):
+    trusted_keys: list[str] = Field(default_factory=list)
+    """SHA-256 fingerprints (hex) of the Ed25519 public keys whose packages verify."""
+
+    @field_validator("trusted_keys")
+    @classmethod
+    def _fingerprints(cls, value: list[str]) -> list[str]:
+        keys = [v.strip().lower().replace(":", "") for v in value]
+        bad = [v for v in keys if not _FINGERPRINT.match(v)]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a key fingerprint (64 hex digits)")
+        return keys
 
 
 class UserSettings(_Frozen):
@@ -274,6 +421,7 @@ class Settings(BaseSettings):
     chains: list[ChainSettings] = Field(default_factory=list)
     alerts: list[AlertSettings] = Field(default_factory=list)
     users: list[UserSettings] = Field(default_factory=list)
+    export: ExportSettings = ExportSettings()
 
     @classmethod
     def settings_customise_sources(
