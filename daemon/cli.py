@@ -10,6 +10,7 @@ import gc
 import json
 import os
 import sys
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
@@ -28,7 +29,7 @@ from daemon.derive import app as derive_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
 from daemon.export_cli import export_app, keys_app
 from daemon.logs import configure, redact_text
-from daemon.service import Service, overall, utcnow
+from daemon.service import CycleResult, Service, overall, utcnow
 
 EXIT_INTERNAL = 70
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
@@ -209,7 +210,8 @@ def check(
         for note in doc["notes"]:
             out.print(f"note: {note}")
         out.print(f"status: {doc['status']}")
-    raise typer.Exit(EXIT_DISCREPANCY if check_status(report) == "discrepancy" else EXIT_OK)
+    codes = {"discrepancy": EXIT_DISCREPANCY, "unverified": EXIT_SOURCE}
+    raise typer.Exit(codes.get(check_status(report), EXIT_OK))
 
 
 def _block_range(text: str | None) -> tuple[int, int] | None:
@@ -302,9 +304,19 @@ def run(
                     f"{len(r.findings)} findings ({r.write.opened if r.write else 0} new), "
                     f"{r.read_errors} read errors, {r.duration:.2f}s")
             out.print(line)
+    raise typer.Exit(run_exit_code(results))
+
+
+def run_exit_code(results: Sequence[CycleResult]) -> int:
+    """3 when a chain could not be read, 1 for findings, 3 when a balance could not be
+    read or verified (never reported as reconciled), else 0."""
     if any(r.error for r in results):
-        raise typer.Exit(EXIT_SOURCE)
-    raise typer.Exit(EXIT_DISCREPANCY if any(r.findings for r in results) else EXIT_OK)
+        return EXIT_SOURCE
+    if any(f.type != "balance_unverified" for r in results for f in r.findings):
+        return EXIT_DISCREPANCY
+    if any(r.read_errors or r.findings for r in results):
+        return EXIT_SOURCE
+    return EXIT_OK
 
 
 def _progress(message: str) -> AbstractContextManager[Any]:
@@ -321,7 +333,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = F
     statuses = g.service().status()
     signal = overall(statuses)
     _emit(status_json(statuses, signal)) if as_json else out.print(status_table(statuses, signal))
-    codes = {"compliant": EXIT_OK, "discrepancy": EXIT_DISCREPANCY, "stale": EXIT_SOURCE}
+    codes = {"compliant": EXIT_OK, "discrepancy": EXIT_DISCREPANCY, "stale": EXIT_SOURCE,
+             "unverified": EXIT_SOURCE}
     raise typer.Exit(codes[signal])
 
 

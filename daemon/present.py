@@ -108,10 +108,13 @@ def asset_label(chain: ChainSettings, contract: str | None) -> str:
 
 
 def check_status(report: CheckReport) -> str:
-    """Return `discrepancy`, `compliant`, or `unknown` (not in the ledger / unreadable)."""
+    """Return `discrepancy`, `unverified` (a balance could not be read), `unknown` (not
+    in the ledger), or `compliant`."""
     if report.result.findings:
         return "discrepancy"
-    if not report.in_ledger or report.result.read_errors:
+    if report.result.read_errors:
+        return "unverified"
+    if not report.in_ledger:
         return "unknown"
     return "compliant"
 

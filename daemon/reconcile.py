@@ -22,6 +22,7 @@ SEVERITY: Mapping[str, str] = {
     "unexplained_balance_change": "warning",
     "source_disagreement": "warning",
     "source_stale": "warning",
+    "balance_unverified": "warning",
 }
 BALANCE_TYPES = ("balance_shortfall", "balance_surplus")
 
@@ -201,6 +202,29 @@ def cross_check(ledger: LedgerView, primary: Iterable[BalanceObservation],
         kept.append(obs if reason is None else BalanceObservation(
             obs.address, obs.asset, None, obs.block, obs.source, error=reason))
     return CrossCheck(tuple(kept), tuple(findings))
+
+
+def unverified_findings(ledger: LedgerView, read_errors: Iterable[BalanceObservation],
+                        unverified_for: Mapping[tuple[Address, str], float],
+                        sla: float) -> tuple[Finding, ...]:
+    """One `balance_unverified` per client (wallet, asset) that has gone unread or
+    unverified for longer than `sla` seconds (`unverified_for`: seconds since it was last
+    verified, per pair). A pair that could not be read is never counted as compliant;
+    past the SLA that is a finding of its own (fail closed)."""
+    findings = []
+    for obs in read_errors:
+        wallet = ledger.wallets.get(obs.address)
+        if wallet is None or not wallet.is_client:
+            continue
+        if unverified_for.get((obs.address, obs.asset.symbol), 0.0) <= sla:
+            continue
+        findings.append(Finding(
+            type="balance_unverified", severity=SEVERITY["balance_unverified"],
+            chain=ledger.chain, address=obs.address, asset=obs.asset.symbol,
+            contract=obs.asset.contract, owners=wallet.owners(obs.asset.symbol),
+            onchain=None, ledger=wallet.ledger_total(obs.asset.symbol), difference=None,
+            block=obs.block))
+    return tuple(sorted(findings, key=lambda f: f.fingerprint))
 
 
 def stale_finding(chain: str, critical: bool) -> Finding:

@@ -257,11 +257,12 @@ class Service:
             self._clock(), self._deadline,
             self._fence_for(shard))
         duration = time.monotonic() - started
-        bound.info("cycle", head=head.height, block=block.height, wallets=len(mine.wallets),
-                   findings=len(write.findings), opened=write.opened, cleared=write.cleared,
-                   voided=write.voided, read_errors=len(result.read_errors),
-                   scanned=len(plan.result.blocks) if plan else 0,
-                   rpc_requests=adapter.requests_made, duration=round(duration, 3))
+        (bound.warning if result.read_errors else bound.info)(
+            "cycle", head=head.height, block=block.height, wallets=len(mine.wallets),
+            findings=len(write.findings), opened=write.opened, cleared=write.cleared,
+            voided=write.voided, read_errors=len(result.read_errors),
+            scanned=len(plan.result.blocks) if plan else 0,
+            rpc_requests=adapter.requests_made, duration=round(duration, 3))
         return CycleResult(chain.name, cycle_id, duration, head, block, adapter.source,
                            len(mine.wallets), write.findings, len(result.read_errors), write,
                            rpc_requests=adapter.requests_made,
@@ -381,25 +382,33 @@ class Service:
 
     # --- review -------------------------------------------------------------------------
     def status(self) -> list[ChainStatus]:
-        """Return one signal per configured chain: compliant, discrepancy or stale."""
+        """Return one signal per configured chain: `discrepancy` (open findings), `stale`
+        (no recent cycle), `unverified` (recent, but a balance or the transfer scan could
+        not be read or verified, or the newest cycle failed: not vouched for), or
+        `compliant`."""
         now = self._clock()
         # checkpoints first: a cycle committing between the two reads then shows as not
         # yet done (stale), never as done without its findings (a false "compliant")
-        checkpoints = {c.name: self._oldest_shard_checkpoint(c) for c in self.settings.chains}
+        checkpoints = {c.name: self._shard_checkpoints(c) for c in self.settings.chains}
         open_items = self.store.discrepancies(status=OPEN_STATUSES)
         out = []
         for chain in self.settings.chains:
-            checkpoint = checkpoints[chain.name]
+            newest = checkpoints[chain.name]
+            checkpoint = min(newest, key=lambda c: c.finished_at) if newest else None
             error, _ = self.store.chain_error(chain.name)
             last = checkpoint.finished_at if checkpoint else None
             fresh = last is not None and (now - last).total_seconds() <= chain.freshness
             mine = [d for d in open_items if d.chain == chain.name]
-            count = len(mine)
-            signal = "discrepancy" if count else ("compliant" if fresh else "stale")
+            unverified = error is not None or any(
+                c.read_errors or (c.shard == 0 and not c.scanned) for c in newest) or \
+                any(d.row.type == "balance_unverified" for d in mine)
+            signal = _signal(fresh, unverified,
+                             sum(1 for d in mine if d.row.type != "balance_unverified"))
             scan = self.store.scan_state(chain.name)
             nearest = min((d.row.cure_deadline for d in mine), default=None)
             out.append(ChainStatus(
-                chain.name, signal, count, last, checkpoint.block_height if checkpoint else None,
+                chain.name, signal, len(mine), last,
+                checkpoint.block_height if checkpoint else None,
                 fresh, error, scan.height if scan else None, scan.error if scan else None,
                 overdue=sum(1 for d in mine if d.row.cure_deadline < now),
                 next_cure_deadline=nearest,
@@ -407,16 +416,15 @@ class Service:
                 else int((nearest - now).total_seconds())))
         return out
 
-    def _oldest_shard_checkpoint(self, chain: ChainSettings) -> Checkpoint | None:
-        """The newest checkpoint of the chain's least recently reconciled wallet shard
-        (None while a shard has none): a chain is only as fresh as its stalest shard."""
+    def _shard_checkpoints(self, chain: ChainSettings) -> list[Checkpoint]:
+        """The newest checkpoint of each of the chain's wallet shards; empty while a shard
+        has none (a chain is only as fresh as its stalest shard)."""
         if chain.shards == 1:
-            return self.store.last_checkpoint(chain.name)
+            last = self.store.last_checkpoint(chain.name)
+            return [last] if last else []
         newest = [self.store.last_checkpoint(chain.name, (s.index, s.count))
                   for s in shards(chain)]
-        if any(c is None for c in newest):
-            return None
-        return min((c for c in newest if c is not None), key=lambda c: c.finished_at)
+        return [] if any(c is None for c in newest) else [c for c in newest if c is not None]
 
     def discrepancies(self, *, status: str | None = None, chain: str | None = None,
                       type_: str | None = None, overdue: bool = False
@@ -479,10 +487,22 @@ def _balances_or_errors(adapter: ChainAdapter, address: Address, chain: ChainSet
                 for asset in chain.assets]
 
 
+def _signal(fresh: bool, unverified: bool, discrepancies: int) -> str:
+    if discrepancies:
+        return "discrepancy"
+    if not fresh:
+        return "stale"
+    return "unverified" if unverified else "compliant"
+
+
+SIGNALS = ("discrepancy", "stale", "unverified", "compliant")
+"""The operational signals, worst first."""
+
+
 def overall(statuses: Sequence[ChainStatus]) -> str:
-    """Return the worst signal: discrepancy, then stale, then compliant."""
+    """Return the worst signal: discrepancy, then stale, then unverified, then compliant."""
     signals = {s.status for s in statuses}
-    for signal in ("discrepancy", "stale"):
+    for signal in SIGNALS[:-1]:
         if signal in signals:
             return signal
     return "compliant"

@@ -20,7 +20,7 @@ the observer is told each source's requests and failures.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 import structlog
@@ -31,6 +31,7 @@ from chains.types import Address, BalanceObservation, ChainHead
 from daemon.config import ChainSettings, SourceSettings
 from daemon.reconcile import CrossCheck, Finding, LedgerView, cross_check
 from daemon.shards import Shard
+from daemon.store.models import Checkpoint
 from daemon.store.repository import Store
 
 AdapterFactory = Callable[[ChainSettings, SourceSettings], ChainAdapter]
@@ -88,8 +89,12 @@ class Sources:
                     continue
                 disagreements: tuple[Finding, ...] = ()
                 if chain.verify >= 2 and observations:
-                    checked = self._verify(chain, ledger, adapter, fresh, block,
-                                           observations)
+                    try:
+                        checked = self._verify(chain, ledger, adapter, fresh, block,
+                                               observations)
+                    except BaseException:
+                        self.release(chain, adapter)
+                        raise
                     observations, disagreements = list(checked.observations), checked.findings
                 return adapter, head, block, observations, disagreements
             raise SourceUnavailable(chain.name, "; ".join(failures))
@@ -134,8 +139,16 @@ class Sources:
         one, nothing is verified (every pair becomes a read error). A disagreement is
         read again from both sources before it is raised (`_recheck`)."""
         addresses = sorted({o.address for o in observations})
+        split: list[str] = []
         for adapter, _ in others:
             try:
+                theirs = adapter.block_at(block.height).hash
+                if theirs != block.hash:
+                    split.append(f"{adapter.source} has {theirs}")
+                    self.failed(chain, adapter.source, SourceUnavailable(
+                        adapter.source, f"block {block.height} is {theirs} here, "
+                                        f"{block.hash} at {primary.source}"))
+                    continue
                 second = adapter.balances(addresses, chain.assets, block)
             except (SourceUnavailable, DecodeError) as exc:
                 log.warning("verify_source_failed", chain=chain.name,
@@ -145,6 +158,10 @@ class Sources:
             if checked.findings:
                 checked = self._recheck(chain, ledger, primary, adapter, block, checked)
             return checked
+        if split:  # no checkpoint at a block the sources do not agree on
+            raise SourceUnavailable(chain.name, f"sources disagree on block {block.height}: "
+                                                f"{primary.source} has {block.hash}, "
+                                                + ", ".join(split))
         return cross_check(ledger, observations, ())
 
     def _recheck(self, chain: ChainSettings, ledger: LedgerView, primary: ChainAdapter,
@@ -196,25 +213,80 @@ class Sources:
             raise
         if not answered:
             raise SourceUnavailable(chain.name, "; ".join(failures) or "no source configured")
-        best = max(head.height for _, head in answered)
         now = self.clock().timestamp()
-        fresh = []
+        usable = []
         for adapter, head in answered:
-            lag = best - head.height
-            age = None if head.timestamp is None else now - head.timestamp
-            if lag > chain.max_lag_blocks:
-                reason = f"{lag} blocks behind"
-            elif age is not None and age > chain.head_age_limit:
-                reason = f"newest block {head.height} is {age:.0f} s old"
-            else:
-                fresh.append((adapter, head))
+            reason = _implausible(chain, head, now)
+            if reason is None:
+                usable.append((adapter, head))
                 continue
             failures.append(self.failed(chain, adapter.source,
                                         NoFreshSource(adapter.source, reason)))
             self.release(chain, adapter)
+        fresh: list[tuple[ChainAdapter, ChainHead]] = []
+        if usable:
+            reference = self._reference(chain, usable)
+            for adapter, head in usable:
+                if reference is None or head.height > reference:
+                    reason = f"head {head.height} is not confirmed by any other source"
+                elif reference - head.height > chain.max_lag_blocks:
+                    reason = f"{reference - head.height} blocks behind"
+                else:
+                    fresh.append((adapter, head))
+                    continue
+                failures.append(self.failed(chain, adapter.source,
+                                            NoFreshSource(adapter.source, reason)))
+                self.release(chain, adapter)
         if not fresh:
             raise NoFreshSource(chain.name, "no fresh source: " + "; ".join(failures))
         return self._not_behind_last_read(chain, shard, fresh)
+
+    def _reference(self, chain: ChainSettings, heads: Sequence[tuple[ChainAdapter, ChainHead]]
+                   ) -> int | None:
+        """The agreed reference height, never taken from the highest claim alone.
+
+        One source: its head. Several: the highest head that another source confirms,
+        by height (within `max_lag_blocks`) and by the hash at their common height. When
+        no two heads are that close (a source claiming a head far ahead, or one far
+        behind), the highest head that another source has on its own chain with the same
+        hash: a lone claim nobody else has is never the reference. None when the sources
+        agree on no block at all."""
+        if len(heads) == 1:
+            return heads[0][1].height
+        cache: dict[tuple[int, int], str | None] = {}
+
+        def hash_at(index: int, height: int) -> str | None:
+            adapter, head = heads[index]
+            if height == head.height:
+                return head.hash
+            if height > head.height:
+                return None
+            if (index, height) not in cache:
+                try:
+                    cache[index, height] = adapter.block_at(height).hash
+                except (SourceUnavailable, DecodeError) as exc:
+                    self.failed(chain, adapter.source, exc)
+                    cache[index, height] = None
+            return cache[index, height]
+
+        def agree(i: int, j: int, height: int) -> bool:
+            mine = hash_at(i, height)
+            return mine is not None and mine == hash_at(j, height)
+
+        heights = [head.height for _, head in heads]
+        pairs = [(i, j) for i in range(len(heads)) for j in range(len(heads)) if i != j]
+        confirmed = [heights[i] for i, j in pairs
+                     if abs(heights[i] - heights[j]) <= chain.max_lag_blocks
+                     and agree(i, j, min(heights[i], heights[j]))]
+        if confirmed:
+            return max(confirmed)
+        held = [heights[i] for i, j in pairs if heights[j] >= heights[i]
+                and agree(i, j, heights[i])]
+        if held:
+            log.warning("heads_disagree", chain=chain.name,
+                        heads={a.source: h.height for a, h in heads}, reference=max(held))
+            return max(held)
+        return None
 
     def _not_behind_last_read(self, chain: ChainSettings, shard: Shard,
                               fresh: list[tuple[ChainAdapter, ChainHead]]
@@ -228,6 +300,11 @@ class Sources:
             return fresh
         depth = chain.confirmations if chain.family == "evm" else 0
         ahead = [(a, h) for a, h in fresh if h.height - depth >= checkpoint.block_height]
+        if not ahead and _implausible_checkpoint(checkpoint, fresh):
+            log.warning("checkpoint_implausible", chain=chain.name,
+                        checkpoint=checkpoint.block_height,
+                        heads={a.source: h.height for a, h in fresh})
+            return fresh
         for adapter, head in fresh:
             if (adapter, head) not in ahead:
                 self.failed(chain, adapter.source, NoFreshSource(
@@ -283,6 +360,38 @@ class Sources:
             raise ChainMismatch(f"source {adapter.source} serves chain {actual}, "
                                 f"but chain {chain.name!r} is configured as {expected}")
         self.verified.add(key)
+
+
+def _implausible_checkpoint(checkpoint: Checkpoint,
+                            fresh: Sequence[tuple[ChainAdapter, ChainHead]]) -> bool:
+    """Whether the last checkpoint cannot be a block of the chain the fresh sources
+    serve: it is higher than every fresh head, yet stamped before a lower one (block
+    times grow with height). A source that once claimed a head far ahead left it; the
+    honest sources must not stay "behind" it forever."""
+    if checkpoint.block_time is None:
+        return False
+    stamped = checkpoint.block_time.replace(tzinfo=checkpoint.block_time.tzinfo or UTC)
+    return all(h.timestamp is not None and h.height < checkpoint.block_height
+               and h.timestamp > stamped.timestamp() for _, h in fresh)
+
+
+MAX_HEIGHT = 2**31 - 1
+"""The highest block height stored (a 32-bit column: centuries of blocks on any chain)."""
+
+
+def _implausible(chain: ChainSettings, head: ChainHead, now: float) -> str | None:
+    """Why a source's head cannot be used (a height out of range, stamped in the future
+    beyond the allowed drift, or older than the chain's head age limit), or None."""
+    if not 0 <= head.height <= MAX_HEIGHT:
+        return f"head height {head.height} is out of range"
+    if head.timestamp is None:
+        return None
+    age = now - head.timestamp
+    if -age > chain.future_limit:
+        return f"block {head.height} is stamped {-age:.0f} s in the future"
+    if age > chain.head_age_limit:
+        return f"newest block {head.height} is {age:.0f} s old"
+    return None
 
 
 __all__ = ["AdapterFactory", "NoFreshSource", "SourceObserver", "Sources"]

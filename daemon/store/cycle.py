@@ -19,7 +19,13 @@ from chains.types import Address, BalanceObservation, ChainHead
 from daemon.audit import AuditLog
 from daemon.config import ChainSettings
 from daemon.flows import Flow, classify, continuity
-from daemon.reconcile import BALANCE_TYPES, Finding, LedgerView, Reconciliation
+from daemon.reconcile import (
+    BALANCE_TYPES,
+    Finding,
+    LedgerView,
+    Reconciliation,
+    unverified_findings,
+)
 from daemon.store import models as m
 from daemon.store import transfers as tx
 
@@ -84,6 +90,9 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
     latest = _latest_observations(session, chain_id)
     findings += _continuity(session, chain, chain_id, cycle, latest)
+    findings += unverified_findings(cycle.ledger, cycle.result.read_errors,
+                                    _unverified_for(session, chain_id, cycle, latest, now),
+                                    chain.freshness)
     stored = _store_observations(session, chain_id, cycle.observations, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline)
@@ -98,7 +107,7 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings))
 
 
-_PAIR_TYPES = (*BALANCE_TYPES, "source_disagreement")
+_PAIR_TYPES = (*BALANCE_TYPES, "source_disagreement", "balance_unverified")
 """Findings about one (wallet, asset) that a verified read of it clears."""
 
 
@@ -154,6 +163,60 @@ def _store_observations(session: Session, chain_id: int,
 
 Pair = tuple[int | None, int | None]
 """(wallet id, asset id)."""
+
+
+def _unverified_for(session: Session, chain_id: int, cycle: CycleInput,
+                    latest: Mapping[Pair, Stored], now: datetime
+                    ) -> dict[tuple[Address, str], float]:
+    """Seconds since each pair this cycle could not read was last verified.
+
+    Observations are stored only when a pair's amount or error changes, so a pair has
+    been unverified since the first error stored after its newest amount; a pair whose
+    newest stored observation has an amount fails for the first time now (0 s)."""
+    if not cycle.result.read_errors:
+        return {}
+    wallets = dict(session.exec(select(m.Wallet.address, m.Wallet.id)
+                                .where(m.Wallet.chain_id == chain_id)).all())
+    assets = dict(session.exec(select(m.Asset.symbol, m.Asset.id)
+                               .where(m.Asset.chain_id == chain_id)).all())
+    failing: dict[Pair, tuple[Address, str]] = {}
+    for obs in cycle.result.read_errors:
+        key = (wallets.get(obs.address), assets.get(obs.asset.symbol))
+        known = latest.get(key)
+        if known is not None and known.amount is None:
+            failing[key] = (obs.address, obs.asset.symbol)
+    since = _first_error_since_verified(session, [k for k in failing if None not in k])
+    return {pair: max(0.0, (now - _aware(since[key])).total_seconds())
+            for key, pair in failing.items() if key in since}
+
+
+def _first_error_since_verified(session: Session, pairs: Sequence[Pair]
+                                ) -> dict[Pair, datetime]:
+    """The time of the first error observation after the newest verified amount, per
+    (wallet id, asset id); the first observation when the pair was never verified."""
+    out: dict[Pair, datetime] = {}
+    obs = m.BalanceObservation
+    for start in range(0, len(pairs), 500):
+        chunk = pairs[start:start + 500]
+        wallet_ids = {w for w, _ in chunk}
+        verified = dict(((w, a), i) for w, a, i in session.execute(
+            sa_select(col(obs.wallet_id), col(obs.asset_id), func.max(obs.id))
+            .where(col(obs.wallet_id).in_(wallet_ids), col(obs.amount).is_not(None))
+            .group_by(col(obs.wallet_id), col(obs.asset_id))).all())
+        rows = session.execute(
+            sa_select(col(obs.wallet_id), col(obs.asset_id), col(obs.id), col(obs.observed_at))
+            .where(col(obs.wallet_id).in_(wallet_ids), col(obs.amount).is_(None))).all()
+        wanted = set(chunk)
+        for wallet, asset, id_, at in rows:
+            key = (wallet, asset)
+            if key in wanted and id_ > verified.get(key, 0) and \
+                    (key not in out or at < out[key]):
+                out[key] = at
+    return out
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Stored(NamedTuple):

@@ -79,14 +79,53 @@ def test_balances_fail_over_to_the_next_source(store_url: str, tmp_path: Path) -
 
 
 def test_a_lagging_or_old_source_is_not_used(store_url: str, tmp_path: Path) -> None:
-    """A source more than `max_lag_blocks` behind the best head, or whose newest block is
-    older than the head-age limit, is skipped for the next fresh one."""
-    world = World(store_url, tmp_path, 3)
-    world.fake(0).head_block = head(96)  # 4 behind the best (100): lagging
+    """A source more than `max_lag_blocks` behind the agreed head, or whose newest block
+    is older than the head-age limit, is skipped for the next fresh one."""
+    world = World(store_url, tmp_path, 4)
+    world.fake(0).head_block = head(96)  # 4 behind the agreed head (100): lagging
     world.fake(1).head_block = head(100, age=3_600)  # an hour old on an EVM chain
     world.fake(2).head_block = head(100)
+    world.fake(3).head_block = head(99)  # confirms 100: within the lag, same hash at 99
     result = world.cycle()
     assert result.error is None and result.source == "fake://2"
+
+
+def test_a_lone_head_far_ahead_is_not_used(store_url: str, tmp_path: Path) -> None:
+    """A source claiming a head no other source confirms (10**12, first in order) is not
+    used: the head the others hold is the reference, a real shortfall is raised, and no
+    checkpoint records the claimed height."""
+    world = World(store_url, tmp_path, 2)
+    world.fake(0).head_block = head(10**12)
+    world.fake(0).balances_by_key = {(ALICE, "ETH"): 2 * WEI, (BOB, "ETH"): WEI}
+    world.fake(1).balances_by_key = {(ALICE, "ETH"): WEI // 2, (BOB, "ETH"): WEI}
+    result = world.cycle()
+    assert result.error is None and result.source == "fake://1" and result.block
+    assert result.block.height == 100
+    assert world.open_types() == [("balance_shortfall", ALICE, "critical")]
+    assert world.service.status()[0].status == "discrepancy"
+
+
+def test_a_head_stamped_in_the_future_is_refused(store_url: str, tmp_path: Path) -> None:
+    """A head stamped an hour ahead of the clock is not used; the next source is."""
+    world = World(store_url, tmp_path, 2)
+    world.fake(0).head_block = head(100, age=-3_600)
+    result = world.cycle()
+    assert result.error is None and result.source == "fake://1"
+
+
+def test_a_checkpoint_left_by_a_liar_does_not_block_honest_sources(
+        store_url: str, tmp_path: Path) -> None:
+    """A checkpoint at a height the honest sources never reach, stamped before their
+    heads, is implausible: once the liar is the only source no longer, the honest
+    source reconciles again instead of staying "behind the last reconciled block"."""
+    world = World(store_url, tmp_path, 2)
+    world.fake(1).fail = True
+    world.fake(0).head_block = head(10**9, age=60)  # alone: nothing to agree with
+    assert world.cycle().error is None
+    world.fake(1).fail = False
+    world.fake(0).fail = True
+    result = world.cycle()
+    assert result.error is None and result.source == "fake://1"
 
 
 def test_no_fresh_source_raises_source_stale_which_clears_when_one_returns(
@@ -183,16 +222,56 @@ def test_a_disagreement_is_read_again_and_raised_only_when_it_repeats(
     assert world.fakes[url].reads == 2  # the first read and the recheck
 
 
-def test_verify_two_without_a_second_source_verifies_nothing(
+def test_verify_two_without_a_second_source_fails_closed(
         store_url: str, tmp_path: Path) -> None:
-    """When the second source cannot read, no balance is vouched for: every pair is a read
-    error and no balance finding is raised, even for a real shortfall."""
+    """With `verify = 2`, balances the second source cannot read are not vouched for: no
+    balance finding from one source alone, but the chain is `unverified` at once (never
+    compliant), and past the chain's SLA (60 s) each unverified client pair is a
+    `balance_unverified` finding, which a verified read clears."""
     world = World(store_url, tmp_path, 2, verify=2)
     world.fake(0).balances_by_key = {(ALICE, "ETH"): WEI, (BOB, "ETH"): WEI}
     world.fake(1).fail_balances = True
     result = world.cycle()
     assert result.error is None and result.read_errors == 2
     assert world.open_types() == []
+    assert world.service.status()[0].status == "unverified"
+    world.clock.now += timedelta(seconds=30)
+    assert world.cycle().read_errors == 2 and world.open_types() == []
+    world.clock.now += timedelta(seconds=40)  # 70 s unverified > 60 s SLA
+    world.cycle()
+    assert world.open_types() == [("balance_unverified", ALICE, "warning"),
+                                  ("balance_unverified", BOB, "warning")]
+    assert world.service.status()[0].status == "unverified"
+    world.fake(1).fail_balances = False
+    world.fake(1).balances_by_key = world.fake(0).balances_by_key
+    world.cycle()
+    assert world.open_types() == [("balance_shortfall", ALICE, "critical")]
+    assert world.service.status()[0].status == "discrepancy"
+
+
+def test_verify_two_refuses_a_block_the_sources_disagree_on(
+        store_url: str, tmp_path: Path) -> None:
+    """With `verify = 2`, a second source with another hash for the pinned block fails
+    the cycle: no checkpoint at a block the sources do not agree on, and the chain is
+    not compliant."""
+    world = World(store_url, tmp_path, 2, verify=2)
+    assert world.cycle().error is None
+    before = world.service.store.last_checkpoint("ethereum")
+    world.fake(0).head_block = head(101)
+
+    class Forked(FakeAdapter):
+        def block_at(self, height: int) -> ChainHead:
+            return ChainHead(height, f"0x{height + 7:064x}", self.head_block.timestamp)
+
+    url = list(world.fakes)[1]
+    world.fakes[url] = Forked(**{f.name: getattr(world.fake(1), f.name)
+                                 for f in dataclasses.fields(FakeAdapter)})
+    world.fakes[url].head_block = head(101)
+    result = world.cycle()
+    assert result.error is not None and "disagree on block 101" in result.error
+    after = world.service.store.last_checkpoint("ethereum")
+    assert before is not None and after is not None and after.id == before.id
+    assert world.service.status()[0].status == "unverified"
 
 
 @pytest.mark.parametrize("verify", [3])
