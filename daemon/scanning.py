@@ -7,6 +7,7 @@ it got form one chain with what was scanned before.
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from collections.abc import Collection, Sequence
 
 from chains.base import ChainAdapter
@@ -70,6 +71,29 @@ def flows_of(chain: ChainSettings, result: ScanResult) -> tuple[Flow, ...]:
     times = {b.height: block_time(b) for b in result.blocks}
     return tuple(Flow(t, symbols.get(t.contract) or str(t.contract), times.get(t.block.height))
                  for t in result.transfers)
+
+
+def compare_scans(first: ScanResult, second: ScanResult) -> str | None:
+    """PURE: why two sources' scans of the same range disagree (a block hash, or a
+    block's number of transfers of the watched wallets), or None when they agree.
+    Internal (traced) transfers are compared only when both sources trace the same way."""
+    theirs = {b.height: b.hash for b in second.blocks}
+    for block in first.blocks:
+        if theirs.get(block.height) != block.hash:
+            return f"block {block.height} is {block.hash} at one source and " \
+                   f"{theirs.get(block.height, 'missing')} at the other"
+    same_traces = first.traces == second.traces
+
+    def counts(result: ScanResult) -> Counter[int]:
+        return Counter(t.block.height for t in result.transfers
+                       if same_traces or t.kind != "internal")
+
+    mine, other = counts(first), counts(second)
+    for height in sorted(set(mine) | set(other)):
+        if mine[height] != other[height]:
+            return f"block {height} has {mine[height]} transfers of watched wallets at one " \
+                   f"source and {other[height]} at the other"
+    return None
 
 
 def _check_links(source: str, blocks: Sequence[BlockLink]) -> None:

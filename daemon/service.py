@@ -31,7 +31,7 @@ from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.errors import InputError
 from daemon.ledger import parse_ledger, summarize
 from daemon.reconcile import Finding, LedgerView, Reconciliation, reconcile, stale_finding
-from daemon.scanning import plan_scan
+from daemon.scanning import compare_scans, plan_scan
 from daemon.shards import Shard, shards
 from daemon.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
 from daemon.store.cycle import CycleInput, CycleWrite
@@ -285,7 +285,10 @@ class Service:
             chain.name, min(state.recent, default=state.height) if state else 0)
         failures: list[str] = []
         try:
-            return self._scan_result(chain, adapter, state, head, addresses, seeded, tracked)
+            scanned = self._scan_result(chain, adapter, state, head, addresses, seeded,
+                                        tracked)
+            refused = self._verify_scan(chain, adapter, scanned[0], addresses, tracked)
+            return scanned if refused is None else (None, refused, scanned[2])
         except (SourceUnavailable, DecodeError) as exc:
             failures.append(self.sources.failed(chain, adapter.source, exc))
         for source in chain.sources:
@@ -300,6 +303,36 @@ class Service:
             finally:
                 self.sources.release(chain, other)
         return None, "; ".join(failures), None
+
+    def _verify_scan(self, chain: ChainSettings, primary: ChainAdapter, plan: ScanPlan | None,
+                     addresses: Sequence[Address], tracked: Sequence[TrackedRow]) -> str | None:
+        """With `verify >= 2`, read the scanned range again from another source and compare
+        block hashes and each block's transfer count (`compare_scans`). Returns why the
+        scan is refused (the cursor then stays: never a silent pass), or None."""
+        if chain.verify < 2 or plan is None or not plan.result.blocks:
+            return None
+        start, end = plan.result.blocks[0].height, plan.result.blocks[-1].height
+        before = [row.output for row in tracked if row.unspent_after(start - 1)]
+        failures = []
+        for source in chain.sources:
+            other = self._adapters(chain, source)
+            try:
+                if other.source == primary.source:
+                    continue
+                self.sources.check_chain(chain, other)
+                differs = compare_scans(plan.result,
+                                        other.scan(addresses, start, end, before))
+                if differs is None:
+                    return None
+                failures.append(f"{other.source}: {differs}")
+                self.sources.failed(chain, other.source, SourceUnavailable(other.source,
+                                                                           differs))
+            except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
+                failures.append(self.sources.failed(chain, other.source, exc))
+            finally:
+                self.sources.release(chain, other)
+        return f"scan of blocks {start}-{end} not verified by a second source: " + \
+            "; ".join(failures or ["no other source"])
 
     def _scan_result(self, chain: ChainSettings, adapter: ChainAdapter, state: ScanState | None,
                      head: ChainHead, addresses: Sequence[Address], seeded: set[str],

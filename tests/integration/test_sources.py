@@ -12,7 +12,7 @@ import pytest
 
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
-from chains.types import ChainHead
+from chains.types import BaseUnits, ChainHead, TransferObservation
 from daemon.bootstrap import open_store
 from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
@@ -272,6 +272,30 @@ def test_verify_two_refuses_a_block_the_sources_disagree_on(
     after = world.service.store.last_checkpoint("ethereum")
     assert before is not None and after is not None and after.id == before.id
     assert world.service.status()[0].status == "unverified"
+
+
+def test_verify_two_refuses_a_scan_a_second_source_does_not_confirm(
+        store_url: str, tmp_path: Path) -> None:
+    """With `verify = 2`, the scanned range is read again from the second source: a
+    block whose watched transfers the sources count differently (one withholds a
+    withdrawal from alice) refuses the scan — the cursor stays, the chain is not
+    compliant — and the scan advances once both agree."""
+    world = World(store_url, tmp_path, 2, verify=2)
+    assert world.cycle().error is None  # starts the scan cursor at block 100
+    outflow = TransferObservation("native", ChainHead(101, f"0x{101:064x}"), "0x" + "cd" * 32,
+                                  None, ALICE, BOB, None, BaseUnits(WEI), "fake://0")
+    for n in (0, 1):
+        world.fake(n).head_block = head(102)
+    world.fake(0).transfers = [outflow]
+    result = world.cycle()
+    assert result.error is None and result.scan_error is not None
+    assert "block 101 has 1 transfers of watched wallets at one source and 0" \
+        in result.scan_error
+    assert world.service.store.scan_state("ethereum").height == 100  # type: ignore[union-attr]
+    assert world.service.status()[0].status == "unverified"
+    world.fake(1).transfers = [outflow]
+    result = world.cycle()
+    assert result.scan_error is None and result.scanned_to == 102
 
 
 @pytest.mark.parametrize("verify", [3])
