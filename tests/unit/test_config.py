@@ -126,3 +126,50 @@ def test_daemon_start_up_errors_in_the_configuration(tmp_path: Path) -> None:
     sink = BASE + '[[alerts]]\nkind = "pager"\nurl = "https://hooks.example/x"\n'
     assert any("alerts[0].kind" in line and "pager" in line
                for line in problems(tmp_path, sink)), problems(tmp_path, sink)
+
+
+def test_sources_are_named_kind_n_unless_named(tmp_path: Path) -> None:
+    """A source's name defaults to KIND-N (its position); an explicit name is kept, and a
+    duplicate or malformed name is refused in one line."""
+    text = BASE.replace('sources = [{ kind = "jsonrpc", url = "https://eth.example/rpc" }]',
+                        'sources = [{ kind = "jsonrpc", url = "https://a.example/rpc" },\n'
+                        '  { kind = "jsonrpc", url = "https://b.example/v3/KEY", '
+                        'name = "infura" }]')
+    chain = load_settings(_write(tmp_path, text)).chains[0]  # type: ignore[attr-defined]
+    assert [(s.name, s.host) for s in chain.sources] == [("jsonrpc-1", "a.example"),
+                                                         ("infura", "b.example")]
+    twice = text.replace('name = "infura"', 'name = "jsonrpc-1"')
+    assert problems(tmp_path, twice) == [
+        f"{tmp_path / 'segwatch.toml'}: chains['ethereum']: duplicate source name 'jsonrpc-1'"]
+    assert "source name must be" in problems(tmp_path, text.replace('"infura"', '"a b"'))[0]
+
+
+def test_plain_http_to_a_remote_host_is_refused_unless_allowed(tmp_path: Path) -> None:
+    """http:// to a host that is not loopback is refused (keys and answers would cross the
+    network in clear) unless the source or sink says `allow_insecure = true`; loopback
+    hosts are fine."""
+    remote = BASE.replace("https://eth.example/rpc", "http://10.1.2.3:8545")
+    (line,) = problems(tmp_path, remote)
+    assert "plain http:// to 10.1.2.3, which is not loopback" in line
+    allowed = remote.replace('url = "http://10.1.2.3:8545"',
+                             'url = "http://10.1.2.3:8545", allow_insecure = true')
+    assert load(tmp_path, allowed)
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        assert load(tmp_path, BASE.replace("https://eth.example/rpc", f"http://{host}:8545"))
+    sink = BASE + '[[alerts]]\nkind = "webhook"\nurl = "http://hooks.example/x"\n'
+    assert "plain http:// to hooks.example" in problems(tmp_path, sink)[0]
+
+
+def test_headers_come_from_the_environment_and_never_show(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`headers_env` maps a header to an environment variable: the value is sent, but it
+    is not part of the settings' repr; an unset variable is one line."""
+    text = BASE.replace('url = "https://eth.example/rpc"',
+                        'url = "https://eth.example/rpc", '
+                        'headers_env = { "x-api-key" = "ETH_KEY" }')
+    assert "environment variable ETH_KEY (headers_env.x-api-key) is not set" in \
+        problems(tmp_path, text)[0]
+    monkeypatch.setenv("ETH_KEY", "s3cr3t-header-value")
+    source = load_settings(_write(tmp_path, text)).chains[0].sources[0]
+    assert source.headers == {"x-api-key": "s3cr3t-header-value"}
+    assert "s3cr3t" not in repr(source) and "s3cr3t" not in source.model_dump_json()
