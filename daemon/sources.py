@@ -280,13 +280,19 @@ class Sources:
                      and agree(i, j, min(heights[i], heights[j]))]
         if confirmed:
             return max(confirmed)
-        held = [heights[i] for i, j in pairs if heights[j] >= heights[i]
-                and agree(i, j, heights[i])]
-        if held:
-            log.warning("heads_disagree", chain=chain.name,
-                        heads={a.source: h.height for a, h in heads}, reference=max(held))
-            return max(held)
-        return None
+        held = [(i, j) for i, j in pairs if heights[j] >= heights[i] and agree(i, j, heights[i])]
+        if not held:
+            return None
+        # The lower head is on the other's chain. The higher one is the reference when it
+        # extends that chain at a plausible pace (a source behind by a few blocks); a
+        # claim far beyond what the time between the two heads allows is not used.
+        reference = max(heights[i] for i, _ in held)
+        ahead = [heights[j] for i, j in held if heights[i] == reference and heights[j] > reference
+                 and _plausible_lead(chain, heads[i][1], heads[j][1])]
+        chosen = max(ahead, default=reference)
+        log.warning("heads_disagree", chain=chain.name,
+                    heads={a.source: h.height for a, h in heads}, reference=chosen)
+        return chosen
 
     def _not_behind_last_read(self, chain: ChainSettings, shard: Shard,
                               fresh: list[tuple[ChainAdapter, ChainHead]]
@@ -360,6 +366,21 @@ class Sources:
             raise ChainMismatch(f"source {adapter.source} serves chain {actual}, "
                                 f"but chain {chain.name!r} is configured as {expected}")
         self.verified.add(key)
+
+
+MAX_BLOCKS_PER_SECOND = 10
+"""The fastest block pace a head ahead of the others may claim (the fastest chains make
+about four blocks a second)."""
+
+
+def _plausible_lead(chain: ChainSettings, lower: ChainHead, higher: ChainHead) -> bool:
+    """Whether `higher` can be a real head extending `lower`'s chain: no more blocks
+    ahead than the time between their stamps allows at MAX_BLOCKS_PER_SECOND (plus the
+    allowed lag)."""
+    if lower.timestamp is None or higher.timestamp is None:
+        return False
+    seconds = max(higher.timestamp - lower.timestamp, 1)
+    return higher.height - lower.height <= chain.max_lag_blocks + MAX_BLOCKS_PER_SECOND * seconds
 
 
 def _implausible_checkpoint(checkpoint: Checkpoint,

@@ -91,11 +91,11 @@ def test_a_lagging_or_old_source_is_not_used(store_url: str, tmp_path: Path) -> 
 
 
 def test_a_lone_head_far_ahead_is_not_used(store_url: str, tmp_path: Path) -> None:
-    """A source claiming a head no other source confirms (10**12, first in order) is not
-    used: the head the others hold is the reference, a real shortfall is raised, and no
-    checkpoint records the claimed height."""
+    """A source claiming a head no other source confirms (a million blocks ahead, stamped
+    now, first in order) is not used: the head the others hold is the reference, a real
+    shortfall is raised, and no checkpoint records the claimed height."""
     world = World(store_url, tmp_path, 2)
-    world.fake(0).head_block = head(10**12)
+    world.fake(0).head_block = head(10**6)
     world.fake(0).balances_by_key = {(ALICE, "ETH"): 2 * WEI, (BOB, "ETH"): WEI}
     world.fake(1).balances_by_key = {(ALICE, "ETH"): WEI // 2, (BOB, "ETH"): WEI}
     result = world.cycle()
@@ -103,6 +103,19 @@ def test_a_lone_head_far_ahead_is_not_used(store_url: str, tmp_path: Path) -> No
     assert result.block.height == 100
     assert world.open_types() == [("balance_shortfall", ALICE, "critical")]
     assert world.service.status()[0].status == "discrepancy"
+    world.fake(0).head_block = head(10**12)  # beyond any stored height: refused outright
+    assert world.cycle().source == "fake://1"
+
+
+def test_a_source_a_few_blocks_ahead_is_the_reference(store_url: str, tmp_path: Path) -> None:
+    """Of two sources five blocks apart (more than `max_lag_blocks`), the one ahead is
+    used when its head extends the other's chain at a plausible pace: an honest source
+    that is behind is not mistaken for the truth."""
+    world = World(store_url, tmp_path, 2)
+    world.fake(0).head_block = head(95, age=60)
+    world.fake(1).head_block = head(100)
+    result = world.cycle()
+    assert result.error is None and result.source == "fake://1"
 
 
 def test_a_head_stamped_in_the_future_is_refused(store_url: str, tmp_path: Path) -> None:
