@@ -262,7 +262,7 @@ def run(
 ) -> None:
     """Poll every chain, reconcile, persist (the daemon)."""
     from daemon.bootstrap import build_alerts
-    from daemon.present import cycle_json
+    from daemon.present import cycle_json, untrusted
 
     g = _setup(ctx, verbose)
     service = g.service()
@@ -299,7 +299,7 @@ def run(
         _emit([cycle_json(r) for r in results])
     else:
         for r in results:
-            line = (f"{r.chain}: {r.error}" if r.error else
+            line = (f"{r.chain}: {untrusted(r.error)}" if r.error else
                     f"{r.chain}: block {r.block.height if r.block else '?'}, {r.wallets} wallets, "
                     f"{len(r.findings)} findings ({r.write.opened if r.write else 0} new), "
                     f"{r.read_errors} read errors, {r.duration:.2f}s")

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from chains.types import UNCONFIRMED, AssetRef, TransferObservation
@@ -130,8 +131,21 @@ def check_table(report: CheckReport) -> Table:
         decimals = assets[row["asset"]].decimals
         table.add_row(row["asset"], *(_display_text(row[k], decimals)
                                       for k in ("onchain", "ledger", "difference")),
-                      row["error"] or "")
+                      untrusted(row["error"]))
     return table
+
+
+UNTRUSTED_CHARS = 300
+"""At most this much of a source's text (an error a node answered) is shown."""
+
+
+def untrusted(text: str | None) -> str:
+    """`text` from outside (a node's error message), bounded and escaped for Rich, so
+    that it is shown as written: `[bold]` is not markup and `[/x]` cannot crash output."""
+    if not text:
+        return ""
+    short = text if len(text) <= UNTRUSTED_CHARS else text[:UNTRUSTED_CHARS] + "…"
+    return escape(short.replace("\r", " ").replace("\n", " "))
 
 
 def _display_text(value: str | None, decimals: int) -> str:
@@ -227,7 +241,7 @@ def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
                       _iso(s.last_cycle_at) or "never",
                       "" if s.block is None else str(s.block),
                       "" if s.scanned_to is None else str(s.scanned_to),
-                      s.last_error or s.scan_error or "")
+                      untrusted(s.last_error or s.scan_error))
     return table
 
 

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.anvil
 
 ETH = 10**18
 ALICE = "0x1000000000000000000000000000000000000001"
-REFUSAL = {"code": -32700, "message": 'Cannot wrap a "object" as a "QUANTITY"'}
+REFUSAL = {"code": -32700, "message": 'Cannot wrap a "object" as a "QUANTITY" [/bold] [red]'}
 
 
 class RefusingBalances(LoopbackServer):
@@ -50,7 +50,8 @@ class RefusingBalances(LoopbackServer):
 def test_unreadable_balances_are_never_reported_as_reconciled(
         anvil_node: AnvilNode, store_url: str, tmp_path: Path) -> None:
     """Every balance read refused: `run --once` exits 3 and logs the read errors as a
-    warning, `status` says `unverified` (exit 3), `check` says `unverified` (exit 3)."""
+    warning, `status` says `unverified` (exit 3), `check` says `unverified` (exit 3) and
+    shows the node's error text as written (its `[/bold]` is not Rich markup)."""
     set_balances(anvil_node, {ALICE: 10 * ETH})
     proxy = RefusingBalances(anvil_node.url).start()
     try:
@@ -81,5 +82,8 @@ sources = [{{ kind = "jsonrpc", url = "{proxy.url}" }}]
         check = segwatch("check", "devnet", ALICE, "--json", cwd=tmp_path)
         assert check.code == 3 and check.json()["status"] == "unverified"
         assert "Cannot wrap" in check.json()["balances"][0]["error"]
+        shown = segwatch("check", "devnet", ALICE, cwd=tmp_path, env={"COLUMNS": "300"})
+        assert shown.code == 3 and "[/bold] [red]" in shown.stdout  # as written, not markup
+        assert "status: unverified" in shown.stdout
     finally:
         proxy.stop()
