@@ -49,8 +49,10 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(VENV)/bin/mypy
 
+# Both cores: each pytest-xdist worker starts its own anvil and litecoind, and every
+# PostgreSQL test has its own schema.
 test: install litecoind chromium postgres lint typecheck
-	$(VENV)/bin/pytest -p no:cacheprovider
+	$(VENV)/bin/pytest -p no:cacheprovider -n auto
 
 unit: $(VENV)/.installed
 	$(VENV)/bin/pytest tests/unit
