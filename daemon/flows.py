@@ -24,6 +24,7 @@ class Instruction:
     amount: int
     approved_at: datetime
     tx_hash: str | None = None
+    approved_by: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +45,22 @@ class Classification:
 
 
 def classify(chain: str, ledger: LedgerView, flows: Sequence[Flow],
-             instructions: Sequence[Instruction], window: timedelta) -> Classification:
+             instructions: Sequence[Instruction], window: timedelta,
+             checkers: frozenset[str]) -> Classification:
     """Judge each flow out of (or into) a client wallet.
 
-    An outflow from a client wallet is authorized by an instruction with its tx hash,
-    else by one with the same source, destination, asset and exact amount approved at
-    most `window` before the block (each instruction authorizes one transfer). Without
-    one: a move to a house wallet or to another owner's wallet is `commingling`, to any
-    other address an `unauthorized_outflow`; moves between wallets of the same owners
-    are internal. A move from a house wallet into a client wallet without an
+    An outflow from a client wallet is authorized only by an instruction approved by one
+    of `checkers` that names the same source wallet, destination, asset and exact amount,
+    approved before the transfer's block and at most `window` before it — and, when the
+    instruction carries a tx hash, only the transaction with that hash (each instruction
+    authorizes one transfer; a transfer whose block time is unknown is not authorized).
+    Without one: a move to a house wallet or to another owner's wallet is `commingling`,
+    to any other address an `unauthorized_outflow`; moves between wallets of the same
+    owners are internal. A move from a house wallet into a client wallet without an
     instruction is `commingling` too. Returns findings in flow order.
     """
-    unused = sorted(instructions, key=lambda i: (i.approved_at, i.id))
+    unused = sorted((i for i in instructions if i.approved_by in checkers),
+                    key=lambda i: (i.approved_at, i.id))
     findings: list[Finding] = []
     matches: dict[tuple[str, str, int, str], int] = {}
     for flow in sorted(flows, key=lambda f: (f.transfer.block.height, f.transfer.key)):
@@ -89,20 +94,19 @@ def _judge(ledger: LedgerView, flow: Flow) -> tuple[str, WalletView] | None:
 
 
 def _match(flow: Flow, unused: Sequence[Instruction], window: timedelta) -> Instruction | None:
+    """The first instruction that authorizes `flow`: a tx-hash instruction for its own
+    transaction first, then one without a hash; both must match the transfer exactly."""
     t = flow.transfer
+    if flow.block_time is None:
+        return None  # when the transfer happened is unknown: nothing can authorize it
+    candidates = [i for i in unused if (i.from_address, i.to_address, i.asset, i.amount) ==
+                  (t.sender, t.recipient, flow.asset, t.amount)
+                  and i.approved_at <= flow.block_time <= i.approved_at + window]
     if t.tx_hash is not None:
-        for instruction in unused:
+        for instruction in candidates:
             if instruction.tx_hash and instruction.tx_hash.lower() == t.tx_hash.lower():
                 return instruction
-    for instruction in unused:
-        if instruction.tx_hash or (instruction.from_address, instruction.to_address,
-                                   instruction.asset, instruction.amount) != \
-                (t.sender, t.recipient, flow.asset, t.amount):
-            continue
-        if flow.block_time is None or \
-                instruction.approved_at <= flow.block_time <= instruction.approved_at + window:
-            return instruction
-    return None
+    return next((i for i in candidates if not i.tx_hash), None)
 
 
 def _finding(chain: str, kind: str, wallet: WalletView, flow: Flow) -> Finding:

@@ -38,7 +38,7 @@ from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.models import OPEN_STATUSES, Checkpoint
 from daemon.store.repository import DiscrepancyRecord, Store
 from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
-from daemon.withdrawals import parse_withdrawals, summarize_withdrawals
+from daemon.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
 from daemon.workflow import Action, Request
 
 log = structlog.get_logger("segwatch")
@@ -253,7 +253,8 @@ class Service:
             result = dataclasses.replace(result, findings=(*result.findings, *disagreements))
         write = self.store.record_cycle(chain, CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
-            seed=seed, shard=shard.index, shards=shard.count),
+            seed=seed, shard=shard.index, shards=shard.count,
+            checkers=checkers(self.settings)),
             self._clock(), self._deadline,
             self._fence_for(shard))
         duration = time.monotonic() - started

@@ -89,6 +89,9 @@ def _validate(record: Record, settings: Settings) -> tuple[ApprovedWithdrawal | 
             for name in (*_TEXT_FIELDS, "tx_hash")}
     problems += [f"{name} is longer than {MAX_TEXT} characters" for name in ("id", "approved_by")
                  if len(text[name]) > MAX_TEXT]
+    if text["approved_by"] and text["approved_by"] not in checkers(settings):
+        problems.append(f"approved_by {text['approved_by']!r} is not a configured user with "
+                        "the checker role")
     chain = parse.chain_named(settings, text["chain"], problems)
     sender = parse.address(chain, text["from_address"], "from_address", problems)
     recipient = parse.address(chain, text["to_address"], "to_address", problems)
@@ -103,6 +106,11 @@ def _validate(record: Record, settings: Settings) -> tuple[ApprovedWithdrawal | 
         return None, problems
     return ApprovedWithdrawal(record.line, text["id"], chain.name, sender, recipient, asset,
                               amount, text["approved_by"], approved_at, tx_hash or None), []
+
+
+def checkers(settings: Settings) -> frozenset[str]:
+    """The configured users who may approve a withdrawal (the `checker` role)."""
+    return frozenset(u.name for u in settings.users if "checker" in u.roles)
 
 
 def _with_text_id(fields: dict[str, object]) -> dict[str, object]:

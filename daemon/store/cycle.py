@@ -64,6 +64,8 @@ class CycleInput:
     shards: int = 1
     """The wallet shard read (daemon/shards.py): shard 0 scans the chain's transfers,
     the others only read and reconcile their wallets' balances."""
+    checkers: frozenset[str] = frozenset()
+    """The configured users whose approved withdrawals authorize transfers."""
 
 
 def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
@@ -81,7 +83,8 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
                         cycle.seed.outputs)
     if cycle.scan is not None:
         new_flows = _record_scan(session, chain_id, cycle.scan, now)
-        findings += _judge_transfers(session, chain, chain_id, cycle.ledger, new_flows)
+        findings += _judge_transfers(session, chain, chain_id, cycle.ledger, new_flows,
+                                     cycle.checkers)
         voided = _void_orphaned(session, audit, chain_id, now)
     elif cycle.shard == 0 and tx.scan_state(session, chain_id) is None and \
             not cycle.scan_error:
@@ -290,12 +293,12 @@ def _record_scan(session: Session, chain_id: int, plan: tx.ScanPlan,
 
 
 def _judge_transfers(session: Session, chain: ChainSettings, chain_id: int, ledger: LedgerView,
-                     new_flows: Sequence[Flow]) -> list[Finding]:
+                     new_flows: Sequence[Flow], checkers: frozenset[str]) -> list[Finding]:
     if not new_flows:
         return []
     instructions = tx.unused_instructions(session, chain_id)
     verdict = classify(chain.name, ledger, new_flows, instructions,
-                       timedelta(seconds=chain.withdrawal_window_seconds))
+                       timedelta(seconds=chain.withdrawal_window_seconds), checkers)
     tx.link_withdrawals(session, chain_id, dict(verdict.matches))
     return list(verdict.findings)
 

@@ -186,7 +186,7 @@ def unused_instructions(session: Session, chain_id: int) -> list[Instruction]:
         m.ApprovedWithdrawal.chain_id == chain_id,
         col(m.ApprovedWithdrawal.id).not_in(used))).all()
     return [Instruction(r.id or 0, r.from_address, r.to_address, r.asset, r.amount,
-                        r.approved_at, r.tx_hash) for r in rows]
+                        r.approved_at, r.tx_hash, r.approved_by) for r in rows]
 
 
 def orphaned_keys(session: Session, chain_id: int) -> set[str]:

@@ -57,6 +57,9 @@ chain_id = 31337
 confirmations = {confirmations}
 {mc}sources = [{{ kind = "jsonrpc", url = "{rpc_url}" }}]
 tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}{extra_tokens}]
+[[users]]
+name = "carol"
+roles = ["checker"]
 """)
 
 

@@ -292,6 +292,9 @@ confirmations = 0
 poll_seconds = {POLL_SECONDS}
 sources = [{{ kind = "jsonrpc", url = "{rpc_url}" }}]
 tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
+[[users]]
+name = "carol"
+roles = ["checker"]
 """)
     (cwd / "probe").mkdir()
     (cwd / "probe" / "sitecustomize.py").write_text(

@@ -65,6 +65,9 @@ from daemon.service import CycleResult, Service
 from daemon.store.db import make_engine, upgrade
 from tests.faultproxy import KINDS, FaultProxy
 
+CHECKERS = [{"name": "carol", "roles": ["checker"]}]
+"""The approver of the tests' withdrawals (SPEC §11: a configured checker)."""
+
 pytestmark = pytest.mark.anvil
 
 SEED = int(os.environ.get("SEGWATCH_FAULT_SEED", "1"))
@@ -392,7 +395,7 @@ def run(node: AnvilNode, store_url: str, tmp_path: Path, verify: int, confirmati
                           batch_rate=BATCH_FAULT_RATE, timeout=SOURCE_TIMEOUT).start()
                for n in range(2)]
     try:
-        settings = Settings(store={"url": store_url}, chains=[{
+        settings = Settings(store={"url": store_url}, users=CHECKERS, chains=[{
             "name": CHAIN, "family": "evm", "chain_id": 31337, "confirmations": confirmations,
             "poll_seconds": 1, "freshness_seconds": FRESHNESS, "verify": verify,
             "sources": [{"kind": "jsonrpc", "url": p.url, "timeout_seconds": SOURCE_TIMEOUT}

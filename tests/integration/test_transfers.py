@@ -26,8 +26,12 @@ from chains.evm.devnet import (
 )
 from daemon.bootstrap import build_service
 from daemon.config import Settings
+from daemon.errors import InputError
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
+
+CHECKERS = [{"name": "carol", "roles": ["checker"]}]
+"""The approver of the tests' withdrawals (SPEC §11: a configured checker)."""
 
 pytestmark = pytest.mark.anvil
 
@@ -79,7 +83,7 @@ def world(anvil_node: AnvilNode, store_url: str, tmp_path: Path) -> World:
         impersonate(anvil_node, wallet)
     set_balances(anvil_node, {ALICE: 10 * ETH, ALICE2: 0, BOB: 5 * ETH, HOUSE: 100 * ETH})
     mint(anvil_node, token, ALICE, 1_000 * 10**6)
-    settings = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
+    settings = Settings(store={"url": store_url}, users=CHECKERS, chains=[{  # type: ignore[arg-type, list-item]
         "name": "devnet", "family": "evm", "chain_id": 31337, "confirmations": 0,
         "sources": [{"kind": "jsonrpc", "url": anvil_node.url}],
         "tokens": [{"symbol": "USDC", "contract": token, "decimals": 6}]}])
@@ -190,3 +194,27 @@ def test_transfer_findings_count_in_the_cycle_result(world: World) -> None:
     tx = world.send(ALICE, OUTSIDE, ETH // 5)
     result = world.cycle()
     assert ("unauthorized_outflow", tx) in {(f.type, f.tx_hash) for f in result.findings}
+
+
+def test_a_tx_hash_alone_authorizes_nothing(world: World) -> None:
+    """The attack of issue 12: an instruction for 1 wei to a payee, naming the hash of a
+    9 ETH transfer to an attacker and approved a year after its block, does not
+    authorize it; neither does an exact instruction approved by someone who is not a
+    configured checker. The transfer is an `unauthorized_outflow`."""
+    stolen = world.send(ALICE, OUTSIDE, 9 * ETH)  # of her 10 ETH, leaving gas
+    later = (datetime.now(UTC) + timedelta(days=365)).isoformat()
+    now = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
+    path = world.tmp / "forged.csv"
+    path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,approved_at,"
+                    f"tx_hash\nw-forged,devnet,{ALICE},{PAYEE},ETH,0.000000000000000001,"
+                    f"carol,{later},{stolen}\n")
+    world.service.import_withdrawals(path, dry_run=False)
+    with pytest.raises(InputError) as refused:  # an approver who is not a checker
+        path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,"
+                        f"approved_at,tx_hash\nw-self,devnet,{ALICE},{OUTSIDE},ETH,9,mallory,"
+                        f"{now},{stolen}\n")
+        world.service.import_withdrawals(path, dry_run=False)
+    assert "approved_by 'mallory' is not a configured user with the checker role" in \
+        "\n".join(refused.value.lines)
+    world.cycle()
+    assert ("unauthorized_outflow", ALICE, stolen) in world.open_types()

@@ -27,6 +27,9 @@ from daemon.store.db import make_engine, upgrade
 from tests.esplora_server import EsploraServer
 from tests.litecoind import LitecoinNode, require_litecoind, start_litecoind
 
+CHECKERS = [{"name": "carol", "roles": ["checker"]}]
+"""The approver of the tests' withdrawals (SPEC §11: a configured checker)."""
+
 pytestmark = pytest.mark.litecoind
 
 
@@ -108,7 +111,7 @@ def world(node: LitecoinNode, store_url: str, tmp_path: Path, source: dict[str, 
     for address, amount in ((alice, "2"), (bob, "1"), (house, "5")):
         node.send(address, amount)
     node.mine(1)
-    settings = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
+    settings = Settings(store={"url": store_url}, users=CHECKERS, chains=[{  # type: ignore[arg-type, list-item]
         "name": "litecoin", "family": "utxo", "network": "litecoin-regtest",
         "confirmations": 0, "sources": [source]}])
     upgrade(make_engine(store_url))

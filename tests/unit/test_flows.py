@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from chains.types import (
     Address,
     AssetRef,
@@ -37,13 +39,17 @@ def flow(sender: Address, recipient: Address, amount: int, tx: str = "0x01",
     return Flow(t, "ETH", when)
 
 
+CHECKERS = frozenset({"carol"})
+
+
 def instruction(id_: int, to: Address = X, amount: int = 3, tx: str | None = None,
-                at: datetime = T0 - timedelta(hours=1)) -> Instruction:
-    return Instruction(id_, A, to, "ETH", amount, at, tx)
+                at: datetime = T0 - timedelta(hours=1), by: str = "carol",
+                source: Address = A, asset: str = "ETH") -> Instruction:
+    return Instruction(id_, source, to, asset, amount, at, tx, by)
 
 
 def types(flows: list[Flow], instructions: list[Instruction] = ()) -> list[str]:  # type: ignore[assignment]
-    result = classify("eth", LEDGER, flows, instructions, timedelta(days=1))
+    result = classify("eth", LEDGER, flows, instructions, timedelta(days=1), CHECKERS)
     return [f.type for f in result.findings]
 
 
@@ -55,14 +61,50 @@ def test_unapproved_outflow_is_unauthorized() -> None:
 def test_instruction_by_destination_amount_authorizes_once() -> None:
     """An instruction matching destination, asset and amount authorizes exactly one transfer."""
     result = classify("eth", LEDGER, [flow(A, X, 3, "0x01"), flow(A, X, 3, "0x02", 11)],
-                      [instruction(7)], timedelta(days=1))
+                      [instruction(7)], timedelta(days=1), CHECKERS)
     assert dict(result.matches) == {("0x01", "native", -1, ""): 7}
     assert [f.tx_hash for f in result.findings] == ["0x02"]
 
 
-def test_instruction_by_tx_hash_wins_over_amount() -> None:
-    """An instruction naming the tx hash authorizes that transfer whatever the amount."""
-    assert types([flow(A, X, 99, "0xabc")], [instruction(1, amount=5, tx="0xABC")]) == []
+def test_instruction_with_a_tx_hash_authorizes_only_that_exact_transfer() -> None:
+    """An instruction naming a tx hash authorizes that transaction only when source,
+    destination, asset and amount match too: the hash alone authorizes nothing (an
+    instruction for 1 wei to a payee must not authorize 10 ETH to an attacker)."""
+    assert types([flow(A, X, 3, "0xabc")], [instruction(1, tx="0xABC")]) == []
+    assert types([flow(A, X, 99, "0xabc")], [instruction(1, amount=1, tx="0xABC")]) == [
+        "unauthorized_outflow"]
+
+
+def test_an_instruction_with_a_tx_hash_does_not_authorize_another_transaction() -> None:
+    """An instruction bound to one tx hash does not match another transaction of the same
+    destination and amount."""
+    assert types([flow(A, X, 3, "0xdef")], [instruction(1, tx="0xabc")]) == [
+        "unauthorized_outflow"]
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"amount": 4}, "wrong amount"),
+    ({"to": B}, "wrong destination"),
+    ({"asset": "USDC"}, "wrong asset"),
+    ({"source": A2}, "wrong source wallet"),
+    ({"at": T0 + timedelta(minutes=1)}, "approved after the block"),
+    ({"at": T0 - timedelta(days=2)}, "approved longer ago than the window"),
+    ({"by": "mallory"}, "approver is not a configured checker"),
+    ({"by": ""}, "no approver"),
+])
+@pytest.mark.parametrize("tx", [None, "0x01"])
+def test_an_instruction_that_differs_in_anything_authorizes_nothing(
+        change: dict[str, object], why: str, tx: str | None) -> None:
+    """Each mismatch (with or without a tx hash) leaves the outflow unauthorized."""
+    fields: dict[str, object] = {"tx": tx, **change}
+    assert types([flow(A, X, 3, "0x01")], [instruction(1, **fields)]) == [  # type: ignore[arg-type]
+        "unauthorized_outflow"], why
+
+
+def test_a_transfer_whose_block_time_is_unknown_is_not_authorized() -> None:
+    """Without the block's time the approval window cannot be checked: fail closed."""
+    assert types([Flow(flow(A, X, 3).transfer, "ETH", None)], [instruction(1)]) == [
+        "unauthorized_outflow"]
 
 
 def test_instruction_outside_the_window_does_not_match() -> None:
@@ -88,7 +130,8 @@ def test_deposits_from_outside_raise_nothing() -> None:
 
 def test_findings_name_the_transfer() -> None:
     """A transfer finding carries tx hash, amount, counterparty and a per-transfer identity."""
-    (finding,) = classify("eth", LEDGER, [flow(A, X, 3, "0x01")], [], timedelta(1)).findings
+    (finding,) = classify("eth", LEDGER, [flow(A, X, 3, "0x01")], [], timedelta(1),
+                          CHECKERS).findings
     assert (finding.tx_hash, finding.amount, finding.counterparty) == ("0x01", 3, X)
     assert finding.fingerprint.endswith("0x01:native:-1:")
 

@@ -48,8 +48,11 @@ BAD_CHECKSUM = "0x5aaeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 
 
 def make_settings() -> Settings:
-    """An ethereum chain (ETH + USDC) and a bitcoin chain."""
-    return Settings(chains=[
+    """An ethereum chain (ETH + USDC) and a bitcoin chain; carol and dave are checkers,
+    mallory only a maker."""
+    return Settings(users=[{"name": "carol", "roles": ["checker"]},  # type: ignore[list-item]
+                           {"name": "dave", "roles": ["checker"]},
+                           {"name": "mallory", "roles": ["maker"]}], chains=[
         {"name": "ethereum", "family": "evm", "chain_id": 1,
          "sources": [{"kind": "jsonrpc", "url": "http://127.0.0.1:8545"}],
          "tokens": [{"symbol": "USDC", "contract": USDC, "decimals": 6}]},
@@ -140,6 +143,9 @@ BAD_LINES = [
     (_line(amount=""), "missing amount"),
     (_line(approved_by="  "), "missing approved_by"),
     (_line(approved_by="x" * 201), "approved_by is longer than 200 characters"),
+    (_line(approved_by="mallory"),
+     "approved_by 'mallory' is not a configured user with the checker role"),
+    (_line(approved_by="eve"), "approved_by 'eve' is not a configured user with the checker"),
     (_line(id="W" * 201), "id is longer than 200 characters"),
     (_line(approved_at=""), "missing approved_at"),
     (_line(approved_at="2024-05-01T14:30:00"), "has no timezone"),
