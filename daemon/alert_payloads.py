@@ -8,6 +8,8 @@ settings, so a sink's URL can never appear in one.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -192,3 +194,31 @@ def _text(value: int | None) -> str | None:
 
 def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+SIGNATURE_HEADER = "X-Segwatch-Signature"
+"""Webhook signature header: `t=<unix seconds>,v1=<hex HMAC-SHA256>` over
+`<t>.` followed by the exact body bytes, keyed by the sink's `secret_env` secret."""
+SIGNATURE_TOLERANCE = 300
+"""Seconds a receiver accepts a signature's timestamp away from its own clock."""
+
+
+def sign(secret: bytes, body: bytes, timestamp: int) -> str:
+    """Return the SIGNATURE_HEADER value for `body` sent at `timestamp`."""
+    mac = hmac.new(secret, f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def verify_signature(secret: bytes, header: str, body: bytes, now: float,
+                     tolerance: float = SIGNATURE_TOLERANCE) -> str | None:
+    """What a receiver checks: None when `header` signs exactly `body` with `secret` and
+    its timestamp is within `tolerance` of `now`; else why not ("malformed", "stale
+    timestamp" (a replay), "bad signature"). Never raises."""
+    parts = dict(item.partition("=")[::2] for item in header.split(",") if "=" in item)
+    stamp, given = parts.get("t", ""), parts.get("v1", "")
+    if not stamp.isdigit() or len(stamp) > 12 or len(given) != 64:
+        return "malformed"
+    if abs(now - int(stamp)) > tolerance:
+        return "stale timestamp"
+    expected = sign(secret, body, int(stamp)).partition(",v1=")[2]
+    return None if hmac.compare_digest(expected, given) else "bad signature"

@@ -62,9 +62,11 @@ from tenacity import (
 from chains.urls import redact_url, url_secrets
 from daemon.alert_payloads import (
     EVENTS,
+    SIGNATURE_HEADER,
     Alert,
     alert_from,
     build_payload,
+    sign,
     slack_payload,
     slack_summary,
     webhook_payload,
@@ -158,6 +160,8 @@ class _Sink:
     kind: str
     url: str = field(repr=False)
     target: str = ""
+    secret: bytes | None = field(default=None, repr=False)
+    """Webhook: the key its messages are signed with (SIGNATURE_HEADER)."""
 
 
 class AlertDispatcher:
@@ -173,7 +177,8 @@ class AlertDispatcher:
                  sleep: Callable[[float], None] = time.sleep,
                  rand: Callable[[], float] = random.random) -> None:
         unique = {sink_id(s): s for s in sinks}  # the same sink twice is served once
-        self._sinks = [_Sink(key, s.kind, s.url, redact_url(s.url)) for key, s in unique.items()]
+        self._sinks = [_Sink(key, s.kind, s.url, redact_url(s.url), s.secret)
+                       for key, s in unique.items()]
         self._engine = engine
         self._policy = policy or RetryPolicy()
         self._own_client = client is None
@@ -349,10 +354,13 @@ class AlertDispatcher:
         retrying(self._post_once, sink, body)
 
     def _post_once(self, sink: _Sink, body: str) -> None:
+        content = body.encode()
+        headers = {"Content-Type": "application/json", "User-Agent": "segwatch"}
+        if sink.secret is not None:  # signed afresh per attempt: a retry is not a replay
+            headers[SIGNATURE_HEADER] = sign(sink.secret, content,
+                                             int(self._clock().timestamp()))
         try:
-            response = self._client.post(sink.url, content=body.encode(),
-                                         headers={"Content-Type": "application/json",
-                                                  "User-Agent": "segwatch"})
+            response = self._client.post(sink.url, content=content, headers=headers)
         except (httpx.HTTPError, httpx.InvalidURL) as exc:
             raise _DeliveryFailed(_scrub(f"{type(exc).__name__}: {exc}", sink.url),
                                  transient=True) from None
@@ -390,6 +398,6 @@ def _scrub(text: str, url: str) -> str:
     return redact_text(text)[:500]
 
 
-__all__ = ["EVENTS", "Alert", "AlertDispatcher", "DeliveryReport", "RetryPolicy", "SinkReport",
-           "alert_from", "build_payload", "sink_id", "slack_payload", "slack_summary",
-           "webhook_payload"]
+__all__ = ["EVENTS", "SIGNATURE_HEADER", "Alert", "AlertDispatcher", "DeliveryReport",
+           "RetryPolicy", "SinkReport", "alert_from", "build_payload", "sink_id",
+           "slack_payload", "slack_summary", "webhook_payload"]

@@ -29,8 +29,10 @@ from structlog.testing import capture_logs
 
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
+from daemon.alert_payloads import verify_signature
 from daemon.alerts import (
     EVENTS,
+    SIGNATURE_HEADER,
     Alert,
     AlertDispatcher,
     DeliveryReport,
@@ -270,7 +272,8 @@ class Receiver:
         with self._lock:
             return self._lock.wait_for(lambda: len(self.attempts) >= count, timeout)
 
-    def _answer(self, path: str, body: str) -> tuple[int, dict[str, str]]:
+    def _answer(self, path: str, body: str, signature: str | None = None
+                ) -> tuple[int, dict[str, str]]:
         with self._lock:
             self.attempts.append(body)
             self._lock.notify_all()
@@ -281,7 +284,8 @@ class Receiver:
                 return 500, {}
             if self._failures:
                 return self._failures.pop(0)
-            self.accepted.append({"path": path, "body": json.loads(body)})
+            self.accepted.append({"path": path, "body": json.loads(body), "raw": body,
+                                  "signature": signature})
             self._lock.notify_all()
             return 204, {}
 
@@ -292,7 +296,8 @@ class Receiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length).decode()
-                status, headers = receiver._answer(self.path, body)
+                status, headers = receiver._answer(self.path, body,
+                                                   self.headers.get(SIGNATURE_HEADER))
                 self.send_response(status)
                 for name, value in headers.items():
                     self.send_header(name, value)
@@ -352,8 +357,10 @@ class World:
         self.clock.now += timedelta(seconds=1)
         assert self.service.run_cycle(self.service.settings.chains[0]).error is None
 
-    def dispatcher(self, *urls: str, kind: str = "webhook", **options: Any) -> AlertDispatcher:
-        sinks = [AlertSettings(kind=kind, url=url) for url in urls]  # type: ignore[arg-type]
+    def dispatcher(self, *urls: str, kind: str = "webhook", secret_env: str | None = None,
+                   **options: Any) -> AlertDispatcher:
+        sinks = [AlertSettings(kind=kind, url=url, secret_env=secret_env)  # type: ignore[arg-type]
+                 for url in urls]
         options.setdefault("sleep", self.sleeps.append)
         made = AlertDispatcher(sinks, self.service.store.engine, clock=self.clock,
                                policy=RetryPolicy(timeout=5.0), rand=lambda: 0.5, **options)
@@ -657,3 +664,35 @@ def test_migration_creates_the_alert_cursor_table_as_modelled(store_url: str) ->
     with engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert [d for d in diff if "alert_cursor" in repr(d)] == []
+
+
+def test_webhook_alerts_are_signed_and_a_receiver_can_check_them(
+        world: World, receiver: Receiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `secret_env`, every webhook carries an HMAC-SHA256 signature of its exact body
+    with a timestamp; the receiver's check (`verify_signature`) accepts each alert as
+    sent and rejects an altered body, a replay outside the tolerance and another key.
+    The secret is in no payload."""
+    secret = "whsec-0123456789abcdef"
+    monkeypatch.setenv("TEST_HOOK_SECRET", secret)
+    dispatcher = world.dispatcher(receiver.url(), secret_env="TEST_HOOK_SECRET")
+    world.cycle(alice_usdc=1, omni_eth=4 * WEI)
+    assert dispatcher.deliver_pending().delivered == 2
+    now = world.clock.now.timestamp()
+    for alert in receiver.accepted:
+        raw, header = alert["raw"].encode(), alert["signature"]
+        assert header and header.startswith("t=")
+        assert secret not in alert["raw"]
+        assert verify_signature(secret.encode(), header, raw, now) is None
+        assert verify_signature(secret.encode(), header, raw.replace(b"detected", b"recovered"),
+                                now) == "bad signature"
+        assert verify_signature(secret.encode(), header, raw, now + 3600) == "stale timestamp"
+        assert verify_signature(b"another-secret-value", header, raw, now) == "bad signature"
+        assert verify_signature(secret.encode(), "t=1,v1=zz", raw, now) == "malformed"
+
+
+def test_unsigned_sinks_send_no_signature(world: World, receiver: Receiver) -> None:
+    """Without `secret_env` no signature header is sent."""
+    dispatcher = world.dispatcher(receiver.url())
+    world.cycle(alice_usdc=1)
+    assert dispatcher.deliver_pending().delivered == 1
+    assert [a["signature"] for a in receiver.accepted] == [None]
