@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -30,8 +31,26 @@ def make_engine(url: str) -> Engine:
         raise ConfigError(f"store.url: cannot use this database URL ({type(exc).__name__})") \
             from None
     if engine.dialect.name == "sqlite":
+        _create_private(engine.url.database)
         event.listen(engine, "connect", _sqlite_pragmas)
     return engine
+
+
+def _create_private(database: str | None) -> None:
+    """Create a new SQLite file readable by its owner only (0600, its new directory 0700)
+    before SQLite does (with the umask's mode); SQLite gives the -wal and -shm files the
+    database file's mode. An existing file is left as it is. Raises ConfigError."""
+    if database in (None, "", ":memory:") or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigError(f"store.url: cannot create {path}: {exc.strerror or exc}") from None
+    os.close(fd)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

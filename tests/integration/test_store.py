@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,6 +76,24 @@ def test_empty_sqlite_store_is_migrated_on_first_use(tmp_path: Path) -> None:
     """Opening a new embedded store applies every migration."""
     store = open_store(f"sqlite:///{tmp_path / 'new.db'}")
     assert current_revision(store.engine) == head_revision()
+
+
+def test_a_new_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """A new embedded store (client allocations, findings) is created 0600, its new
+    directory 0700, and SQLite's -wal/-shm files take the same mode; an existing file
+    keeps its mode."""
+    store = open_store(f"sqlite:///{tmp_path / 'private' / 'new.db'}")
+    store.sync_catalog(Settings())
+    files = sorted((tmp_path / "private").iterdir())
+    assert [f.name for f in files][:1] == ["new.db"]
+    assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {
+        f.name: 0o600 for f in files}
+    assert stat.S_IMODE((tmp_path / "private").stat().st_mode) == 0o700
+    existing = tmp_path / "old.db"
+    existing.touch(mode=0o640)
+    existing.chmod(0o640)
+    open_store(f"sqlite:///{existing}")
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o640
 
 
 def test_server_store_must_be_upgraded_explicitly(store_url: str) -> None:
