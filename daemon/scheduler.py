@@ -179,7 +179,8 @@ def run_forever(service: Service, stop: threading.Event | None = None,
     service.observer = service.observer or metrics
     service.store.sync_catalog(service.settings)
     service.verify_sources()
-    health = HealthServer(service.settings.daemon.listen, service.status, metrics).start()
+    health = HealthServer(service.settings.daemon.listen, service.status, metrics,
+                          service.settings.daemon.metrics_token).start()
     leases = None
     if service.store.engine.dialect.name == "postgresql":
         leases = Leases(service.store.engine,
