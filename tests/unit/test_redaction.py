@@ -225,3 +225,15 @@ def test_settings_secrets_lists_every_configured_secret(monkeypatch: pytest.Monk
         assert expected in secrets
     for public in ("mainnet", "ethereum", "jsonrpc-1", "segwatch", "b.example"):
         assert public not in secrets
+
+
+def test_cli_error_lines_scrub_registered_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    """The CLI's one-line errors on stderr pass the registry too, not only URL redaction."""
+    from daemon.cli import _fail
+
+    register_secrets([KEYS[1]])
+    with pytest.raises(SystemExit) as exited:
+        _fail([f"source refused header value {KEYS[1]} for https://h.example/{KEYS[0]}"], 3)
+    assert exited.value.code == 3
+    err = capsys.readouterr().err
+    assert err == "segwatch: source refused header value *** for https://h.example/***\n"
