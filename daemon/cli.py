@@ -27,7 +27,7 @@ from daemon.config import ChainSettings, Settings, SourceSettings, config_path, 
 from daemon.derive import app as derive_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
 from daemon.export_cli import export_app, keys_app
-from daemon.logs import configure, redact_text, register_secrets, settings_secrets
+from daemon.logs import configure, redact_text
 from daemon.service import Service, overall, utcnow
 
 EXIT_INTERNAL = 70
@@ -78,6 +78,8 @@ class Globals:
     log_format: str | None
 
     def settings(self, required: bool = True) -> Settings:
+        from daemon.logs import register_secrets, settings_secrets
+
         settings = load_settings(config_path(self.config), required=required)
         # every secret in the settings is masked in all logs and messages from here on
         register_secrets(settings_secrets(settings, self.db))
