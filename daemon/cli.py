@@ -79,7 +79,12 @@ class Globals:
     log_format: str | None
 
     def settings(self, required: bool = True) -> Settings:
-        return load_settings(config_path(self.config), required=required)
+        from daemon.logs import register_secrets, settings_secrets
+
+        settings = load_settings(config_path(self.config), required=required)
+        # every secret in the settings is masked in all logs and messages from here on
+        register_secrets(settings_secrets(settings, self.db))
+        return settings
 
     def service(self, settings: Settings | None = None) -> Service:
         from daemon.bootstrap import build_service

@@ -515,10 +515,12 @@ def test_one_failing_sink_does_not_hold_up_another(world: World, receiver: Recei
     world.cycle(alice_usdc=1, omni_eth=1)
     report = dispatcher.deliver_pending()
     assert world.sleeps == [1.0, 1.0]  # the healthy sink finished during the retries
-    by_sink = {s.target: s for s in report.sinks}
-    assert (by_sink[healthy].delivered, by_sink[healthy].error) == (2, None)
-    assert (by_sink[broken].delivered, by_sink[broken].error) == (0, "HTTP 500")
-    assert by_sink[broken].backlog == 2 and world.cursor(broken).last_seq == 0
+    # keyed by sink id: both sinks share a host, and a redacted target keeps only that
+    by_sink = {s.sink: s for s in report.sinks}
+    healthy_id, broken_id = (sink_id(AlertSettings(kind="webhook", url=u)) for u in (healthy, broken))
+    assert (by_sink[healthy_id].delivered, by_sink[healthy_id].error) == (2, None)
+    assert (by_sink[broken_id].delivered, by_sink[broken_id].error) == (0, "HTTP 500")
+    assert by_sink[broken_id].backlog == 2 and world.cursor(broken).last_seq == 0
 
 
 def test_workflow_escalation_and_resolution_are_alerted_but_not_its_other_steps(
