@@ -9,7 +9,7 @@ JSON-RPC batch; without it, plain `eth_getBalance` / `balanceOf` calls are batch
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import httpx
@@ -29,6 +29,7 @@ from chains.evm.multicall import (
     get_eth_balance_call,
 )
 from chains.evm.scan import RangeScanner
+from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError
 from chains.types import (
     Address,
@@ -67,7 +68,13 @@ class EvmAdapter:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        """`name` labels the source everywhere (default: the URL's host); `headers` go with
+        every request; `max_response_bytes` and `deadline` bound each response."""
         if calls_per_multicall < 1:
             raise ValueError("calls_per_multicall must be at least 1")
         self._client = JsonRpcClient(
@@ -76,6 +83,10 @@ class EvmAdapter:
             max_batch=max_batch,
             retry=retry,
             transport=transport,
+            name=name,
+            headers=headers,
+            max_response_bytes=max_response_bytes,
+            deadline=deadline,
         )
         self._expected_chain_id = expected_chain_id
         self._multicall = to_checksum_address(multicall_address) if multicall_address else None
@@ -85,7 +96,7 @@ class EvmAdapter:
 
     @property
     def source(self) -> str:
-        """The source's redacted URL, safe to log."""
+        """The source's name, safe to log (never its URL)."""
         return self._client.source
 
     @property
@@ -116,7 +127,7 @@ class EvmAdapter:
     def check_chain_id(self) -> int:
         """Return the source's chain id.
 
-        Raises ChainMismatch (naming the redacted source) when it differs from the
+        Raises ChainMismatch (naming the source) when it differs from the
         expected chain id; SourceUnavailable, DecodeError when it cannot be read.
         """
         actual = self.chain_id()

@@ -21,7 +21,7 @@ them into `int` satoshis. They never pass through a float.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation
 from typing import Any, TypeAlias
@@ -29,6 +29,7 @@ from typing import Any, TypeAlias
 import httpx
 
 from chains.errors import DecodeError, SegwatchError, SourceUnavailable
+from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError, RpcErrorResponse
 from chains.types import (
     Address,
@@ -171,7 +172,7 @@ class CoreRpcAdapter:
     """Reads one Bitcoin or Litecoin chain through a Core JSON-RPC node (a ChainAdapter).
 
     `url` carries the RPC credentials as `http://user:password@host:port`; httpx sends
-    them as HTTP basic auth, and only the redacted form (`source`) appears in messages.
+    them as HTTP basic auth, and only the source's name (`source`) appears in messages.
     Two clients share the endpoint: one for quick calls (`timeout`, `retry`), one for
     `scantxoutset` (`scan_timeout`, never retried: a retry would find the first scan
     still running). `scan_chunk` addresses go into one scan.
@@ -189,22 +190,32 @@ class CoreRpcAdapter:
         scan_timeout: float = 600.0,
         scan_chunk: int = 1000,
         block_batch: int = 10,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        """`name` labels the source everywhere (default: the URL's host); `headers` go with
+        every request; `max_response_bytes` and `deadline` bound each response (the
+        `scantxoutset` client, whose scans take minutes, waits up to `scan_timeout`)."""
         if network not in NETWORKS:
             raise ValueError(f"unknown utxo network {network!r}")
         if scan_chunk < 1:
             raise ValueError("scan_chunk must be at least 1")
         self._coin = "litecoin" if network.startswith("litecoin") else "bitcoin"
+        bounds: dict[str, Any] = {"name": name, "headers": headers,
+                                  "max_response_bytes": max_response_bytes}
         self._client = JsonRpcClient(url, timeout=timeout, max_batch=max_batch, retry=retry,
-                                     transport=transport)
+                                     transport=transport, deadline=deadline, **bounds)
         self._scanner = JsonRpcClient(
             url, timeout=scan_timeout, max_batch=1, retry=RetryPolicy(attempts=1),
-            transport=transport, parse_float=Decimal,
+            transport=transport, parse_float=Decimal, deadline=max(deadline, scan_timeout),
+            **bounds,
         )
         self._scan_chunk = scan_chunk
         self._blocks = JsonRpcClient(
             url, timeout=max(timeout, 60.0), max_batch=max_batch, retry=retry,
-            transport=transport, parse_float=Decimal,
+            transport=transport, parse_float=Decimal, deadline=max(deadline, 60.0), **bounds,
         )
         self._block_scanner = CoreScanner(self._blocks, coins_to_sats, block_batch)
         self._scripts: dict[Address, str] = {}
@@ -213,7 +224,7 @@ class CoreRpcAdapter:
 
     @property
     def source(self) -> str:
-        """The source's redacted URL, safe to log."""
+        """The source's name, safe to log (never its URL)."""
         return self._client.source
 
     @property

@@ -16,15 +16,15 @@ pacing, concurrency, retries) is chains.utxo.esplora.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import httpx
-
 from chains.errors import DecodeError, InvalidAddress, SourceUnavailable
+from chains.http import BoundedResponse
 from chains.types import (
     Address,
     BlockLink,
@@ -361,10 +361,10 @@ def _array(value: Any, source: str, field: str) -> list[Any]:
     return value
 
 
-def json_body(response: httpx.Response, source: str, field: str) -> Any:
+def json_body(response: BoundedResponse, source: str, field: str) -> Any:
     """The response body as JSON. Raises DecodeError naming `field`."""
     try:
-        return response.json()
+        return json.loads(response.content)
     except ValueError:
         raise DecodeError(source, field, "response body is not valid JSON") from None
     except RecursionError:  # garbage such as "[[[[..." nested past the parser's limit
