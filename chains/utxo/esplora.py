@@ -427,7 +427,7 @@ class EsploraAdapter:
         except (_BadRequest, _NotFound) as rejected:
             return f"not a valid address on the source's network: {rejected}"
         raw = json_body(response, self.source, f"address/{address}")
-        return decode_address_balance(raw, self.source, address)
+        return decode_address_balance(raw, self.source, address, self._network)
 
     def _observation(self, address: Address, asset: AssetRef, block: ChainHead,
                      seen: ChainHead, outcome: Outcome) -> BalanceObservation:
