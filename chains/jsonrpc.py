@@ -2,7 +2,10 @@
 
 Shared by the EVM adapter and Bitcoin Core-compatible RPC sources. Every failure of
 the transport or of the server as a whole becomes `SourceUnavailable` naming the
-*redacted* URL; an error for one item of a batch is returned as an `RpcError` value.
+source by its configured *name* (never its URL); an error for one item of a batch is
+returned as an `RpcError` value. Configured headers (API keys) go with every request
+and never into a message. Bodies are read within `max_response_bytes` and an overall
+per-request `deadline` (see `chains.http`); either refusal is a source error.
 
 Providers cap batch sizes in different ways (HTTP 413 or 400, one error object in
 place of the array, or silently fewer answers than requests). The client halves its
@@ -40,7 +43,15 @@ from tenacity import (
 )
 
 from chains.errors import SourceUnavailable
-from chains.urls import redact_url, url_secrets
+from chains.http import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BodyRefused,
+    host_name,
+    merged_headers,
+    send_bounded,
+)
+from chains.urls import url_secrets
 
 Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
 """Positional or named JSON-RPC parameters."""
@@ -152,14 +163,25 @@ class JsonRpcClient:
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
         parse_float: Callable[[str], Any] | None = None,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
         """`parse_float` decodes the JSON numbers with a fraction (e.g. `decimal.Decimal`,
-        for nodes that send amounts as decimal numbers); default: Python floats."""
+        for nodes that send amounts as decimal numbers); default: Python floats. `name`
+        labels the source in every message (default: the URL's host); `headers` are sent
+        with every request and never shown."""
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if max_response_bytes < 1 or deadline <= 0:
+            raise ValueError("max_response_bytes and deadline must be positive")
         self._url = url
-        self._source = redact_url(url)
-        self._secrets = url_secrets(url)
+        self._source = name or host_name(url)
+        self._secrets = url_secrets(url) + [v for v in (headers or {}).values() if v]
+        self._headers = merged_headers(headers, {"Content-Type": "application/json"})
+        self._max_bytes = max_response_bytes
+        self._deadline = deadline
         self._retry = retry or RetryPolicy()
         self._http = httpx.Client(timeout=timeout, transport=transport, verify=tls_context())
         self._parse_float = parse_float
@@ -170,7 +192,7 @@ class JsonRpcClient:
 
     @property
     def source(self) -> str:
-        """The endpoint's redacted URL, safe to log."""
+        """The source's name, safe to log (never its URL)."""
         return self._source
 
     def close(self) -> None:
@@ -273,9 +295,12 @@ class JsonRpcClient:
         with self._count_lock:
             self.requests_made += 1
         try:
-            response = self._http.post(
-                self._url, content=content, headers={"Content-Type": "application/json"}
-            )
+            request = self._http.build_request("POST", self._url, content=content,
+                                               headers=self._headers)
+            response = send_bounded(self._http, request, max_bytes=self._max_bytes,
+                                    deadline=self._deadline)
+        except BodyRefused as exc:  # not retried: the same source would do it again
+            raise SourceUnavailable(self._source, str(exc)) from None
         except httpx.HTTPError as exc:
             raise _Transient(self._source, self._describe(exc)) from None
         status = response.status_code

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from chains.base import ChainAdapter
 from chains.errors import SegwatchError
+from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 
 
 class UnsupportedSource(SegwatchError):
@@ -22,8 +25,14 @@ def make_adapter(
     network: str | None = None,
     concurrency: int = 16,
     rate_limit: float | None = None,
+    name: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    deadline: float = DEFAULT_DEADLINE,
 ) -> ChainAdapter:
-    """Return an adapter reading `url`. Raises UnsupportedSource."""
+    """Return an adapter reading `url`, labelled `name` (default: the URL's host) in every
+    message, metric and stored observation; `headers` go with every request,
+    `max_response_bytes` and `deadline` bound each response. Raises UnsupportedSource."""
     if family == "evm" and kind == "jsonrpc":
         from chains.evm.adapter import EvmAdapter
 
@@ -33,14 +42,21 @@ def make_adapter(
             multicall_address=multicall,
             max_batch=max_batch,
             timeout=timeout,
+            name=name,
+            headers=headers,
+            max_response_bytes=max_response_bytes,
+            deadline=deadline,
         )
     if family == "utxo" and kind == "core-rpc" and network is not None:
         from chains.utxo.core_rpc import CoreRpcAdapter
 
-        return CoreRpcAdapter(url, network=network, timeout=timeout, max_batch=max_batch)
+        return CoreRpcAdapter(url, network=network, timeout=timeout, max_batch=max_batch,
+                              name=name, headers=headers,
+                              max_response_bytes=max_response_bytes, deadline=deadline)
     if family == "utxo" and kind == "esplora" and network is not None:
         from chains.utxo.esplora import EsploraAdapter
 
         return EsploraAdapter(url, network=network, timeout=timeout, concurrency=concurrency,
-                              rate_limit=rate_limit)
+                              rate_limit=rate_limit, name=name, headers=headers,
+                              max_response_bytes=max_response_bytes, deadline=deadline)
     raise UnsupportedSource(f"source kind {kind!r} for {family} chains is not supported yet")

@@ -20,7 +20,10 @@ def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
     return make_adapter(chain.family, source.kind, source.url, chain_id=chain.chain_id,
                         multicall=chain.multicall, max_batch=source.max_batch,
                         timeout=source.timeout_seconds, network=chain.network,
-                        concurrency=source.concurrency, rate_limit=source.rate_limit)
+                        concurrency=source.concurrency, rate_limit=source.rate_limit,
+                        name=source.name, headers=source.headers,
+                        max_response_bytes=source.max_response_bytes,
+                        deadline=source.deadline_seconds)
 
 
 def open_store(url: str) -> Store:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from chains.http import host_name
 from daemon.config import ChainSettings
 
 BUILTIN_CHAINS: dict[str, dict[str, Any]] = {
@@ -34,5 +36,13 @@ def builtin_chain(name: str, source_url: str) -> ChainSettings | None:
     if spec is None:
         return None
     kind = "jsonrpc" if spec["family"] == "evm" else "esplora"
-    return ChainSettings(name=name, sources=[{"kind": kind, "url": source_url}],
+    return ChainSettings(name=name, sources=[{"kind": kind, "url": source_url,
+                                              "name": source_name(source_url)}],
                          **spec)
+
+
+def source_name(url: str) -> str:
+    """The name of an ad-hoc `--source URL`: its host, in the characters a source name
+    allows (an IPv6 host's ':' become '-'), at most 64 of them."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]", "-", host_name(url)).lstrip("._-")[:64]
+    return name or "source"

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from chains.errors import SegwatchError
 from daemon import __version__
-from daemon.builtin import builtin_chain
+from daemon.builtin import builtin_chain, source_name
 from daemon.config import ChainSettings, Settings, SourceSettings, config_path, load_settings
 from daemon.derive import app as derive_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
@@ -239,7 +239,8 @@ def _resolve_chain(settings: Settings, name: str, source: str | None
                                  "chain with --source URL)")
             return chain, None
         kind = configured.sources[0].kind
-        return configured, SourceSettings(kind=kind, url=source) if source else None
+        return configured, (SourceSettings(kind=kind, url=source, name=source_name(source))
+                            if source else None)
     except ValidationError as exc:
         message = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise InputError(f"--source: {message}") from None

@@ -9,13 +9,14 @@ JSON-RPC batch; without it, plain `eth_getBalance` / `balanceOf` calls are batch
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import httpx
 from eth_utils.address import to_checksum_address
 
 from chains.errors import ChainMismatch, DecodeError, InvalidAddress, SourceUnavailable
+from chains.evm.decode import hex_quantity
 from chains.evm.multicall import (
     BalanceReadError,
     Call,
@@ -29,7 +30,9 @@ from chains.evm.multicall import (
     get_eth_balance_call,
 )
 from chains.evm.scan import RangeScanner
+from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError
+from chains.limits import MAX_HEIGHT, MAX_TIMESTAMP, UINT256_MAX
 from chains.types import (
     Address,
     AssetRef,
@@ -67,7 +70,13 @@ class EvmAdapter:
         timeout: float = 10.0,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        """`name` labels the source everywhere (default: the URL's host); `headers` go with
+        every request; `max_response_bytes` and `deadline` bound each response."""
         if calls_per_multicall < 1:
             raise ValueError("calls_per_multicall must be at least 1")
         self._client = JsonRpcClient(
@@ -76,6 +85,10 @@ class EvmAdapter:
             max_batch=max_batch,
             retry=retry,
             transport=transport,
+            name=name,
+            headers=headers,
+            max_response_bytes=max_response_bytes,
+            deadline=deadline,
         )
         self._expected_chain_id = expected_chain_id
         self._multicall = to_checksum_address(multicall_address) if multicall_address else None
@@ -85,7 +98,7 @@ class EvmAdapter:
 
     @property
     def source(self) -> str:
-        """The source's redacted URL, safe to log."""
+        """The source's name, safe to log (never its URL)."""
         return self._client.source
 
     @property
@@ -116,7 +129,7 @@ class EvmAdapter:
     def check_chain_id(self) -> int:
         """Return the source's chain id.
 
-        Raises ChainMismatch (naming the redacted source) when it differs from the
+        Raises ChainMismatch (naming the source) when it differs from the
         expected chain id; SourceUnavailable, DecodeError when it cannot be read.
         """
         actual = self.chain_id()
@@ -178,17 +191,15 @@ class EvmAdapter:
         if not _is_hash(block_hash):
             raise DecodeError(self.source, "block.hash", f"not a 32-byte hex hash: {block_hash!r}")
         return ChainHead(
-            height=self._quantity(raw.get("number"), "block.number"),
+            height=self._quantity(raw.get("number"), "block.number", MAX_HEIGHT),
             hash=str(block_hash),
-            timestamp=self._quantity(raw.get("timestamp"), "block.timestamp"),
+            timestamp=self._quantity(raw.get("timestamp"), "block.timestamp", MAX_TIMESTAMP),
         )
 
-    def _quantity(self, value: Any, field: str) -> int:
-        """Return a JSON-RPC hex quantity as int. Raises DecodeError naming `field`."""
-        try:
-            return _hex_int(value)
-        except ValueError as exc:
-            raise DecodeError(self.source, field, str(exc)) from None
+    def _quantity(self, value: Any, field: str, limit: int = UINT256_MAX) -> int:
+        """Return a JSON-RPC hex quantity ≤ `limit` as int. Raises DecodeError naming
+        `field` and the source."""
+        return hex_quantity(value, field, self.source, limit)
 
     # -- balances -----------------------------------------------------------------
 
@@ -276,8 +287,10 @@ class EvmAdapter:
         if isinstance(reply, RpcError):
             self._raise_if_source_failed(reply)
             return f"{method} failed: {reply.message}"
+        if native:  # a malformed or out-of-range balance is the source's fault: fail over
+            return hex_quantity(reply, "eth_getBalance result", self.source)
         try:
-            return _hex_int(reply) if native else decode_uint256(_hex_bytes(reply))
+            return decode_uint256(_hex_bytes(reply))
         except ValueError as exc:
             return f"{method} failed: {exc}"
 
@@ -324,13 +337,6 @@ def _is_hex(value: str) -> bool:
     except ValueError:
         return False
     return value.startswith("0x")
-
-
-def _hex_int(value: Any) -> int:
-    """Return a `0x`-prefixed hex quantity as int. Raises ValueError otherwise."""
-    if not isinstance(value, str) or not value.startswith("0x") or len(value) < 3:
-        raise ValueError(f"not a hex quantity: {str(value)[:80]!r}")
-    return int(value, 16)
 
 
 def _hex_bytes(value: Any) -> bytes:

@@ -17,6 +17,7 @@ from eth_hash.auto import keccak
 
 from chains.errors import DecodeError, InvalidAddress
 from chains.evm.address import canonical_evm_address
+from chains.limits import EVM_HEX_DIGITS, MAX_HEIGHT, MAX_TIMESTAMP, UINT64_MAX, UINT256_MAX
 from chains.types import Address, BaseUnits, ChainHead, FeePayment, TransferObservation
 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
@@ -37,14 +38,24 @@ def field(raw: Any, key: str, where: str, source: str) -> Any:
     return raw[key]
 
 
-def hex_quantity(value: Any, name: str, source: str) -> int:
-    """Return the integer of a JSON-RPC quantity ("0x" plus at least one hex digit).
+def hex_quantity(value: Any, name: str, source: str, limit: int = UINT256_MAX) -> int:
+    """Return the integer of a JSON-RPC quantity ("0x" plus 1 to 64 hex digits) that is at
+    most `limit` (default: a uint256; pass MAX_HEIGHT for heights and indices,
+    MAX_TIMESTAMP for block stamps). The one checked parser of EVM quantities.
 
-    Raises DecodeError for anything else (ints, decimals, empty "0x", null).
+    Raises DecodeError for anything else (ints, decimals, empty "0x", null, more than 64
+    digits, checked before any conversion, or a value above `limit`).
     """
-    if not isinstance(value, str) or not _QUANTITY.fullmatch(value):
-        raise DecodeError(source, name, f"not a hex quantity: {value!r:.80}")
-    return int(value, 16)
+    if (not isinstance(value, str) or len(value) > 2 + EVM_HEX_DIGITS
+            or not _QUANTITY.fullmatch(value)):
+        shown = f"{value!r:.80}" if not isinstance(value, str) or len(value) <= 80 else \
+            f"{value[:40]!r}... ({len(value)} characters)"
+        raise DecodeError(source, name, f"not a hex quantity of at most {EVM_HEX_DIGITS} "
+                          f"digits: {shown}")
+    number = int(value, 16)
+    if number > limit:
+        raise DecodeError(source, name, f"{number} is out of range (at most {limit})")
+    return number
 
 
 def hex_data(value: Any, name: str, source: str, length: int | None = None) -> bytes:
@@ -123,10 +134,11 @@ def decode_block(raw: Any, source: str) -> DecodedBlock:
     if not isinstance(raw, dict):
         raise DecodeError(source, "block", f"expected a JSON object, got {type(raw).__name__}")
     head = ChainHead(
-        height=hex_quantity(field(raw, "number", "block", source), "block.number", source),
+        height=hex_quantity(field(raw, "number", "block", source), "block.number", source,
+                            MAX_HEIGHT),
         hash=hex_hash(field(raw, "hash", "block", source), "block.hash", source),
         timestamp=hex_quantity(field(raw, "timestamp", "block", source), "block.timestamp",
-                               source))
+                               source, MAX_TIMESTAMP))
     txs = field(raw, "transactions", "block", source)
     if not isinstance(txs, list):
         raise DecodeError(source, "block.transactions", "not a list")
@@ -156,22 +168,25 @@ def _decode_tx(raw: Any, position: int, source: str) -> Tx:
     return Tx(
         hash=hex_hash(field(raw, "hash", where, source), f"{where}.hash", source),
         index=hex_quantity(field(raw, "transactionIndex", where, source),
-                           f"{where}.transactionIndex", source),
+                           f"{where}.transactionIndex", source, MAX_HEIGHT),
         sender=evm_address(field(raw, "from", where, source), f"{where}.from", source),
         recipient=optional_address(raw.get("to"), f"{where}.to", source),  # absent: creation
         value=BaseUnits(hex_quantity(field(raw, "value", where, source), f"{where}.value",
                                      source)),
         gas_price=None if price is None else hex_quantity(price, f"{where}.gasPrice", source),
-        nonce=hex_quantity(field(raw, "nonce", where, source), f"{where}.nonce", source))
+        nonce=hex_quantity(field(raw, "nonce", where, source), f"{where}.nonce", source,
+                           UINT64_MAX))
 
 
 def _decode_withdrawal(raw: Any, position: int, head: ChainHead,
                        source: str) -> TransferObservation:
     where = f"block.withdrawals[{position}]"
-    gwei = hex_quantity(field(raw, "amount", where, source), f"{where}.amount", source)
+    gwei = hex_quantity(field(raw, "amount", where, source), f"{where}.amount", source,
+                        UINT64_MAX)
     return TransferObservation(
         kind="withdrawal", block=head, tx_hash=None,
-        log_index=hex_quantity(field(raw, "index", where, source), f"{where}.index", source),
+        log_index=hex_quantity(field(raw, "index", where, source), f"{where}.index", source,
+                               MAX_HEIGHT),
         sender=None,
         recipient=evm_address(field(raw, "address", where, source), f"{where}.address",
                               source),
@@ -232,7 +247,7 @@ def _decode_receipt(raw: Any, position: int, block: ChainHead, source: str) -> R
         sender=evm_address(field(raw, "from", where, source), f"{where}.from", source),
         success=status is None or hex_quantity(status, f"{where}.status", source) == 1,
         gas_used=hex_quantity(field(raw, "gasUsed", where, source), f"{where}.gasUsed",
-                              source),
+                              source, UINT64_MAX),
         effective_gas_price=None if price is None else hex_quantity(
             price, f"{where}.effectiveGasPrice", source),
         contract_address=optional_address(raw.get("contractAddress"),
@@ -320,7 +335,8 @@ def token_transfers(raw_logs: Sequence[Any], expected_hashes: Expected,
         if isinstance(raw, dict) and raw.get("removed") is True:
             continue  # orphaned by a reorg: it may name a block that is no longer canonical
         head = _log_block(raw, where, expected_hashes, source)
-        index = hex_quantity(field(raw, "logIndex", where, source), f"{where}.logIndex", source)
+        index = hex_quantity(field(raw, "logIndex", where, source), f"{where}.logIndex", source,
+                             MAX_HEIGHT)
         transfer = _erc20_transfer(raw, where, head, index, source)
         if transfer is not None:
             out.setdefault((head.hash, index), transfer)
@@ -329,7 +345,7 @@ def token_transfers(raw_logs: Sequence[Any], expected_hashes: Expected,
 
 def _log_block(raw: Any, where: str, expected: Expected, source: str) -> ChainHead:
     height = hex_quantity(field(raw, "blockNumber", where, source), f"{where}.blockNumber",
-                          source)
+                          source, MAX_HEIGHT)
     block_hash = hex_hash(field(raw, "blockHash", where, source), f"{where}.blockHash", source)
     want = expected if isinstance(expected, str | ChainHead) else expected.get(height)
     if isinstance(want, ChainHead):

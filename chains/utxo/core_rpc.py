@@ -21,15 +21,18 @@ them into `int` satoshis. They never pass through a float.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, DecimalException, Inexact, InvalidOperation
+from functools import partial
 from typing import Any, TypeAlias
 
 import httpx
 
 from chains.errors import DecodeError, SegwatchError, SourceUnavailable
+from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
 from chains.jsonrpc import JsonRpcClient, Request, RetryPolicy, RpcError, RpcErrorResponse
+from chains.limits import max_supply_sats
 from chains.types import (
     Address,
     AssetRef,
@@ -41,7 +44,7 @@ from chains.types import (
 )
 from chains.utxo.address import NETWORKS
 from chains.utxo.core_scan import CoreScanner
-from chains.utxo.decode import block_hash, is_hex, non_negative_int
+from chains.utxo.decode import block_hash, checked_height, checked_time, is_hex
 from chains.utxo.networks import GENESIS_NETWORK, coin_of
 
 COIN_DECIMALS = 8
@@ -69,12 +72,13 @@ Outcome: TypeAlias = tuple[ChainHead, int] | str
 """A native balance read: (block the scan saw, satoshis), or why it could not be read."""
 
 
-def coins_to_sats(value: Any, source: str, field: str) -> int:
+def coins_to_sats(value: Any, source: str, field: str, network: str | None = None) -> int:
     """Return an amount in coins (a Decimal as the scan client parses it, a decimal string
     or an int) as int base units.
 
-    Raises DecodeError naming `field` for a float, a non-number, a negative amount or
-    one with more than 8 decimal places.
+    Raises DecodeError naming `field` for a float, a non-number, a negative amount, one
+    with more than 8 decimal places, or more than the coin's supply on `network` (the
+    larger coin's when None), checked before the conversion to int.
     """
     if isinstance(value, bool) or not isinstance(value, str | int | Decimal):
         raise DecodeError(source, field, f"not an exact decimal amount: {str(value)[:80]!r}")
@@ -86,7 +90,11 @@ def coins_to_sats(value: Any, source: str, field: str) -> int:
     except DecimalException:
         raise DecodeError(source, field, f"not a whole number of base units: {value!r}") from None
     if exact < 0:
-        raise DecodeError(source, field, f"negative amount: {value!r}")
+        raise DecodeError(source, field, f"negative amount: {str(value)[:80]!r}")
+    supply = max_supply_sats(network)
+    if exact > supply:
+        raise DecodeError(source, field, f"{str(value)[:80]!r} coins is out of range (at most "
+                          f"{supply} base units)")
     return int(exact)
 
 
@@ -112,18 +120,19 @@ class UtxoScan:
     unspents: tuple[Unspent, ...] = ()
 
 
-def decode_scan(raw: Any, source: str) -> UtxoScan:
+def decode_scan(raw: Any, source: str, network: str | None = None) -> UtxoScan:
     """Return a `scantxoutset start` answer as a UtxoScan.
 
     Raises SourceUnavailable when the scan did not complete (aborted on the node),
     DecodeError naming the field for anything malformed, including an answer without
-    `height`/`bestblock` (nodes older than Core 0.21 cannot pin the scan to a block).
+    `height`/`bestblock` (nodes older than Core 0.21 cannot pin the scan to a block), and
+    amounts, each or together, above the coin's supply on `network`.
     """
     if not isinstance(raw, dict):
         raise DecodeError(source, "scantxoutset", "not a JSON object")
     if raw.get("success") is not True:
         raise SourceUnavailable(source, "scantxoutset did not complete (aborted on the node)")
-    height = non_negative_int(raw.get("height"), source, "scantxoutset.height")
+    height = checked_height(raw.get("height"), source, "scantxoutset.height")
     best = block_hash(raw.get("bestblock"), source, "scantxoutset.bestblock")
     unspents = raw.get("unspents")
     if not isinstance(unspents, list):
@@ -131,13 +140,16 @@ def decode_scan(raw: Any, source: str) -> UtxoScan:
     totals: dict[str, int] = {}
     found = []
     for index, item in enumerate(unspents):
-        unspent = _unspent(item, source, f"scantxoutset.unspents[{index}]")
+        unspent = _unspent(item, source, f"scantxoutset.unspents[{index}]", network)
         totals[unspent.script] = totals.get(unspent.script, 0) + unspent.sats
         found.append(unspent)
+    if sum(totals.values()) > max_supply_sats(network):
+        raise DecodeError(source, "scantxoutset.unspents", "amounts sum to more than the "
+                          "coin's supply")
     return UtxoScan(height, best, totals, tuple(found))
 
 
-def _unspent(item: Any, source: str, field: str) -> Unspent:
+def _unspent(item: Any, source: str, field: str, network: str | None) -> Unspent:
     """Return one unspent output. Raises DecodeError."""
     if not isinstance(item, dict):
         raise DecodeError(source, field, "not a JSON object")
@@ -145,9 +157,9 @@ def _unspent(item: Any, source: str, field: str) -> Unspent:
     if not isinstance(script, str) or not is_hex(script):
         raise DecodeError(source, f"{field}.scriptPubKey", f"not hex: {str(script)[:80]!r}")
     return Unspent(script.lower(), block_hash(item.get("txid"), source, f"{field}.txid"),
-                   non_negative_int(item.get("vout"), source, f"{field}.vout"),
-                   coins_to_sats(item.get("amount"), source, f"{field}.amount"),
-                   non_negative_int(item.get("height"), source, f"{field}.height"))
+                   checked_height(item.get("vout"), source, f"{field}.vout"),
+                   coins_to_sats(item.get("amount"), source, f"{field}.amount", network),
+                   checked_height(item.get("height"), source, f"{field}.height"))
 
 
 def decode_header(raw: Any, source: str) -> ChainHead:
@@ -155,9 +167,9 @@ def decode_header(raw: Any, source: str) -> ChainHead:
     if not isinstance(raw, dict):
         raise DecodeError(source, "block header", "not a JSON object")
     return ChainHead(
-        height=non_negative_int(raw.get("height"), source, "header.height"),
+        height=checked_height(raw.get("height"), source, "header.height"),
         hash=block_hash(raw.get("hash"), source, "header.hash"),
-        timestamp=non_negative_int(raw.get("time"), source, "header.time"),
+        timestamp=checked_time(raw.get("time"), source, "header.time"),
     )
 
 
@@ -171,7 +183,7 @@ class CoreRpcAdapter:
     """Reads one Bitcoin or Litecoin chain through a Core JSON-RPC node (a ChainAdapter).
 
     `url` carries the RPC credentials as `http://user:password@host:port`; httpx sends
-    them as HTTP basic auth, and only the redacted form (`source`) appears in messages.
+    them as HTTP basic auth, and only the source's name (`source`) appears in messages.
     Two clients share the endpoint: one for quick calls (`timeout`, `retry`), one for
     `scantxoutset` (`scan_timeout`, never retried: a retry would find the first scan
     still running). `scan_chunk` addresses go into one scan.
@@ -189,31 +201,43 @@ class CoreRpcAdapter:
         scan_timeout: float = 600.0,
         scan_chunk: int = 1000,
         block_batch: int = 10,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        """`name` labels the source everywhere (default: the URL's host); `headers` go with
+        every request; `max_response_bytes` and `deadline` bound each response (the
+        `scantxoutset` client, whose scans take minutes, waits up to `scan_timeout`)."""
         if network not in NETWORKS:
             raise ValueError(f"unknown utxo network {network!r}")
         if scan_chunk < 1:
             raise ValueError("scan_chunk must be at least 1")
         self._coin = "litecoin" if network.startswith("litecoin") else "bitcoin"
+        self._network = network
+        bounds: dict[str, Any] = {"name": name, "headers": headers,
+                                  "max_response_bytes": max_response_bytes}
         self._client = JsonRpcClient(url, timeout=timeout, max_batch=max_batch, retry=retry,
-                                     transport=transport)
+                                     transport=transport, deadline=deadline, **bounds)
         self._scanner = JsonRpcClient(
             url, timeout=scan_timeout, max_batch=1, retry=RetryPolicy(attempts=1),
-            transport=transport, parse_float=Decimal,
+            transport=transport, parse_float=Decimal, deadline=max(deadline, scan_timeout),
+            **bounds,
         )
         self._scan_chunk = scan_chunk
         self._blocks = JsonRpcClient(
             url, timeout=max(timeout, 60.0), max_batch=max_batch, retry=retry,
-            transport=transport, parse_float=Decimal,
+            transport=transport, parse_float=Decimal, deadline=max(deadline, 60.0), **bounds,
         )
-        self._block_scanner = CoreScanner(self._blocks, coins_to_sats, block_batch)
+        self._block_scanner = CoreScanner(self._blocks, partial(coins_to_sats, network=network),
+                                          block_batch)
         self._scripts: dict[Address, str] = {}
         self._rejected: dict[Address, str] = {}
         self._headers: dict[str, ChainHead] = {}
 
     @property
     def source(self) -> str:
-        """The source's redacted URL, safe to log."""
+        """The source's name, safe to log (never its URL)."""
         return self._client.source
 
     @property
@@ -393,7 +417,7 @@ class CoreRpcAdapter:
             raise SourceUnavailable(self.source, f"scantxoutset failed: {exc.reason}") from None
         if isinstance(raw, RpcError):
             raise SourceUnavailable(self.source, _scan_error_reason(raw))
-        return decode_scan(raw, self.source)
+        return decode_scan(raw, self.source, self._network)
 
     def _abort_scan(self) -> None:
         """Best effort: stop a scan the node may still run for a request we gave up on

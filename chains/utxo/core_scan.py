@@ -32,7 +32,7 @@ from chains.types import (
     TrackedOutput,
     TransferObservation,
 )
-from chains.utxo.decode import block_hash, is_hex, non_negative_int
+from chains.utxo.decode import block_hash, checked_height, checked_time, is_hex
 from chains.utxo.flows import TxInput, TxOutput, UtxoTx, resolve_inputs, tx_flows, watched_outputs
 
 HASH_CHUNK = 500
@@ -49,13 +49,13 @@ def decode_block(raw: Any, source: str, coins: Coins) -> tuple[BlockLink, list[U
     """
     if not isinstance(raw, dict):
         raise DecodeError(source, "getblock", "not a JSON object")
-    height = non_negative_int(raw.get("height"), source, "block.height")
+    height = checked_height(raw.get("height"), source, "block.height")
     parent = raw.get("previousblockhash")
     link = BlockLink(
         height=height, hash=block_hash(raw.get("hash"), source, "block.hash"),
         parent_hash="" if height == 0 and parent is None
         else block_hash(parent, source, "block.previousblockhash"),
-        timestamp=non_negative_int(raw.get("time"), source, "block.time"))
+        timestamp=checked_time(raw.get("time"), source, "block.time"))
     txs = raw.get("tx")
     if not isinstance(txs, list):
         raise DecodeError(source, f"block {height}.tx", "not a JSON array")
@@ -81,8 +81,8 @@ def decode_tx(raw: Any, source: str, coins: Coins, field: str = "tx") -> UtxoTx:
         if "coinbase" in item:
             continue
         inputs.append(TxInput(_txid(item.get("txid"), source, f"{field}.vin[{n}].txid"),
-                              non_negative_int(item.get("vout"), source,
-                                               f"{field}.vin[{n}].vout")))
+                              checked_height(item.get("vout"), source,
+                                             f"{field}.vin[{n}].vout")))
     outputs = [_output(item, n, source, coins, f"{field}.vout[{n}]")
                for n, item in enumerate(vout)]
     return UtxoTx(txid, tuple(inputs), tuple(outputs))
@@ -91,7 +91,7 @@ def decode_tx(raw: Any, source: str, coins: Coins, field: str = "tx") -> UtxoTx:
 def _output(raw: Any, position: int, source: str, coins: Coins, field: str) -> TxOutput:
     if not isinstance(raw, dict) or not isinstance(raw.get("scriptPubKey"), dict):
         raise DecodeError(source, field, "not an output object with a scriptPubKey")
-    index = non_negative_int(raw.get("n"), source, f"{field}.n")
+    index = checked_height(raw.get("n"), source, f"{field}.n")
     if index != position:
         raise DecodeError(source, f"{field}.n", f"{index} at position {position}")
     script = raw["scriptPubKey"]

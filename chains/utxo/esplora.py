@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from time import monotonic, sleep
 from typing import Any, TypeAlias, TypeVar
@@ -49,6 +49,14 @@ import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from chains.errors import DecodeError, SourceUnavailable
+from chains.http import (
+    DEFAULT_DEADLINE,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    BodyRefused,
+    BoundedResponse,
+    host_name,
+    send_bounded,
+)
 from chains.jsonrpc import BackoffOrRetryAfter, RetryPolicy, Transient, retry_after_seconds
 from chains.types import (
     Address,
@@ -60,7 +68,7 @@ from chains.types import (
     ScanResult,
     TrackedOutput,
 )
-from chains.urls import redact_url, url_secrets
+from chains.urls import url_secrets
 from chains.utxo.address import NETWORKS
 from chains.utxo.core_rpc import TOKENS_UNSUPPORTED
 from chains.utxo.decode import block_hash
@@ -144,7 +152,7 @@ class EsploraAdapter:
 
     `url` is the API's base (`https://blockstream.info/api`); user info becomes HTTP
     basic auth and a query string (API key) is sent with every request, but only the
-    redacted form (`source`) appears in messages. Up to `concurrency` address requests
+    source's name (`source`) appears in messages. Up to `concurrency` address requests
     run at once.
     """
 
@@ -158,7 +166,13 @@ class EsploraAdapter:
         rate_limit: float | None = None,
         retry: RetryPolicy | None = None,
         transport: httpx.BaseTransport | None = None,
+        name: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        deadline: float = DEFAULT_DEADLINE,
     ) -> None:
+        """`name` labels the source everywhere (default: the URL's host); `headers` go with
+        every request; `max_response_bytes` and `deadline` bound each response."""
         if network not in NETWORKS:
             raise ValueError(f"unknown utxo network {network!r}")
         if concurrency < 1:
@@ -167,9 +181,12 @@ class EsploraAdapter:
         try:
             self._base = httpx.URL(url)
         except httpx.InvalidURL:
-            raise ValueError(f"invalid esplora url {redact_url(url)}") from None
-        self._source = redact_url(url)
-        self._secrets = url_secrets(url)
+            raise ValueError(f"invalid esplora url for source {name or 'esplora'}") from None
+        self._source = name or host_name(url)
+        self._secrets = url_secrets(url) + [v for v in (headers or {}).values() if v]
+        self._send_headers = dict(headers or {})
+        self._max_bytes = max_response_bytes
+        self._deadline = deadline
         self._retry = retry or RetryPolicy()
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
         self._http = httpx.Client(timeout=timeout, transport=transport, limits=limits)
@@ -181,7 +198,7 @@ class EsploraAdapter:
 
     @property
     def source(self) -> str:
-        """The source's redacted URL, safe to log."""
+        """The source's name, safe to log (never its URL)."""
         return self._source
 
     @property
@@ -410,7 +427,7 @@ class EsploraAdapter:
         except (_BadRequest, _NotFound) as rejected:
             return f"not a valid address on the source's network: {rejected}"
         raw = json_body(response, self.source, f"address/{address}")
-        return decode_address_balance(raw, self.source, address)
+        return decode_address_balance(raw, self.source, address, self._network)
 
     def _observation(self, address: Address, asset: AssetRef, block: ChainHead,
                      seen: ChainHead, outcome: Outcome) -> BalanceObservation:
@@ -423,7 +440,7 @@ class EsploraAdapter:
     def _get_text(self, path: str) -> str:
         return self._get(path).text.strip()
 
-    def _get(self, path: str, *, rejectable: bool = False) -> httpx.Response:
+    def _get(self, path: str, *, rejectable: bool = False) -> BoundedResponse:
         """GET `path` below the base URL with bounded retries.
 
         Raises _NotFound (HTTP 404) and _BadRequest (HTTP 400) when `rejectable`, else
@@ -445,13 +462,17 @@ class EsploraAdapter:
                 raise
             raise SourceUnavailable(self.source, f"{exc.args[0]} for {path}") from None
 
-    def _get_once(self, path: str) -> httpx.Response:
+    def _get_once(self, path: str) -> BoundedResponse:
         self._pace.wait()
         with self._lock:
             self._requests += 1
         url = self._base.copy_with(path=self._base.path.rstrip("/") + path)
         try:
-            response = self._http.get(url)
+            request = self._http.build_request("GET", url, headers=self._send_headers)
+            response = send_bounded(self._http, request, max_bytes=self._max_bytes,
+                                    deadline=self._deadline)
+        except BodyRefused as exc:  # not retried: the same source would do it again
+            raise SourceUnavailable(self.source, f"{exc} for {path}") from None
         except httpx.HTTPError as exc:
             raise _Transient(self.source, self._describe(exc)) from None
         status = response.status_code

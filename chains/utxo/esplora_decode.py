@@ -16,15 +16,15 @@ pacing, concurrency, retries) is chains.utxo.esplora.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-import httpx
-
 from chains.errors import DecodeError, InvalidAddress, SourceUnavailable
+from chains.http import BoundedResponse
 from chains.types import (
     Address,
     BlockLink,
@@ -36,7 +36,14 @@ from chains.types import (
     TransferObservation,
 )
 from chains.utxo.address import canonical_utxo_address
-from chains.utxo.decode import block_hash, is_hex, non_negative_int
+from chains.utxo.decode import (
+    block_hash,
+    checked_height,
+    checked_sats,
+    checked_time,
+    is_hex,
+    non_negative_int,
+)
 from chains.utxo.flows import (
     UNCONFIRMED,
     TxInput,
@@ -88,16 +95,18 @@ def decode_block(raw: Any, source: str) -> ChainHead:
     if not isinstance(raw, dict):
         raise DecodeError(source, "block", "not a JSON object")
     return ChainHead(
-        height=non_negative_int(raw.get("height"), source, "block.height"),
+        height=checked_height(raw.get("height"), source, "block.height"),
         hash=block_hash(raw.get("id"), source, "block.id"),
-        timestamp=non_negative_int(raw.get("timestamp"), source, "block.timestamp"),
+        timestamp=checked_time(raw.get("timestamp"), source, "block.timestamp"),
     )
 
 
-def decode_address_balance(raw: Any, source: str, address: str) -> int:
+def decode_address_balance(raw: Any, source: str, address: str,
+                           network: str | None = None) -> int:
     """Return the confirmed satoshis of an `/address/:a` answer (funded minus spent sums of
     `chain_stats`; `mempool_stats` is ignored). Raises DecodeError, also when the answer
-    is for another address or spends more than it funded."""
+    is for another address, spends more than it funded, or holds more than the coin's
+    supply on `network`."""
     field = f"address/{address}"
     if not isinstance(raw, dict) or not isinstance(raw.get("chain_stats"), dict):
         raise DecodeError(source, f"{field}.chain_stats", "missing or not a JSON object")
@@ -110,7 +119,7 @@ def decode_address_balance(raw: Any, source: str, address: str) -> int:
                              f"{field}.chain_stats.spent_txo_sum")
     if spent > funded:
         raise DecodeError(source, f"{field}.chain_stats", f"spent {spent} > funded {funded}")
-    return funded - spent
+    return checked_sats(funded - spent, source, f"{field}.chain_stats balance", network)
 
 
 def decode_tx_count(raw: Any, source: str, address: str) -> int:
@@ -148,14 +157,14 @@ def decode_block_link(raw: Any, source: str, field: str) -> BlockLink:
     `timestamp`) as a BlockLink; genesis has no parent. Raises DecodeError."""
     if not isinstance(raw, dict):
         raise DecodeError(source, field, "not a JSON object")
-    height = non_negative_int(raw.get("height"), source, f"{field}.height")
+    at = checked_height(raw.get("height"), source, f"{field}.height")
     parent = raw.get("previousblockhash")
     return BlockLink(
-        height=height,
+        height=at,
         hash=block_hash(raw.get("id"), source, f"{field}.id"),
-        parent_hash=NO_PARENT if height == 0 and parent is None
+        parent_hash=NO_PARENT if at == 0 and parent is None
         else block_hash(parent, source, f"{field}.previousblockhash"),
-        timestamp=non_negative_int(raw.get("timestamp"), source, f"{field}.timestamp"),
+        timestamp=checked_time(raw.get("timestamp"), source, f"{field}.timestamp"),
     )
 
 
@@ -224,7 +233,7 @@ def decode_status(raw: Any, source: str, field: str) -> tuple[int, str] | None:
         raise DecodeError(source, f"{field}.confirmed", "missing or not a boolean")
     if not raw["confirmed"]:
         return None
-    return (non_negative_int(raw.get("block_height"), source, f"{field}.block_height"),
+    return (checked_height(raw.get("block_height"), source, f"{field}.block_height"),
             block_hash(raw.get("block_hash"), source, f"{field}.block_hash"))
 
 
@@ -310,10 +319,10 @@ def _input(raw: Any, source: str, network: str, field: str) -> TxInput | None:
         raise DecodeError(source, f"{field}.prevout", "missing or not a JSON object")
     return TxInput(
         prev_txid=_hex32(raw.get("txid"), source, f"{field}.txid"),
-        prev_vout=non_negative_int(raw.get("vout"), source, f"{field}.vout"),
+        prev_vout=checked_height(raw.get("vout"), source, f"{field}.vout"),
         address=_address(prevout.get("scriptpubkey_address"), network, source,
                          f"{field}.prevout.scriptpubkey_address"),
-        value=non_negative_int(prevout.get("value"), source, f"{field}.prevout.value"),
+        value=checked_sats(prevout.get("value"), source, f"{field}.prevout.value", network),
     )
 
 
@@ -326,7 +335,7 @@ def _output(raw: Any, index: int, source: str, network: str, field: str) -> TxOu
     return TxOutput(
         index=index,
         script=script.lower(),
-        value=non_negative_int(raw.get("value"), source, f"{field}.value"),
+        value=checked_sats(raw.get("value"), source, f"{field}.value", network),
         address=_address(raw.get("scriptpubkey_address"), network, source,
                          f"{field}.scriptpubkey_address"),
     )
@@ -361,10 +370,10 @@ def _array(value: Any, source: str, field: str) -> list[Any]:
     return value
 
 
-def json_body(response: httpx.Response, source: str, field: str) -> Any:
+def json_body(response: BoundedResponse, source: str, field: str) -> Any:
     """The response body as JSON. Raises DecodeError naming `field`."""
     try:
-        return response.json()
+        return json.loads(response.content)
     except ValueError:
         raise DecodeError(source, field, "response body is not valid JSON") from None
     except RecursionError:  # garbage such as "[[[[..." nested past the parser's limit

@@ -102,7 +102,7 @@ def test_unreachable_source_is_exit_3_without_secrets(tmp_path: Path) -> None:
     result = segwatch("check", "ethereum", GOOD.lower(), cwd=tmp_path)
     assert result.code == 3, result.stderr
     assert_one_line_error(result.stderr)
-    assert "127.0.0.1:9" in result.stderr
+    assert "source jsonrpc-1 unavailable" in result.stderr
     for secret in SECRETS:
         assert secret not in result.stderr + result.stdout
 
