@@ -3,15 +3,15 @@
 A package is a directory (or a .zip of one) holding `manifest.json`, `wallets.csv`,
 `allocations.csv`, `discrepancies.csv` and `report.html`. The manifest lists every
 file's SHA-256, each chain's pinned block and sources, one Merkle-sum root and total
-per (chain, asset) over `allocations.csv` (daemon/merkle.py), and an Ed25519 signature
-over its own canonical encoding (JSON, keys sorted, no spaces, UTF-8, without the
-`signature` member). Everything an auditor needs to recompute is in the package;
-nothing needs segwatch's database.
+per (chain, asset) over `allocations.csv` (daemon/merkle.py), and its signer's key
+fingerprint. `manifest.sig` holds a detached Ed25519 signature over the exact bytes of
+`manifest.json` (daemon/signing.py); a package verifies only against a trusted signer.
+Everything an auditor needs to recompute is in the package; nothing needs segwatch's
+database. Free text in its CSV files is neutralized against spreadsheet formulas.
 """
 
 from __future__ import annotations
 
-import base64
 import csv
 import hashlib
 import io
@@ -28,15 +28,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemon import __version__
+from daemon import __version__, signing
 from daemon.errors import InputError
 from daemon.merkle import Leaf, MerkleSumTree, build, owner_ref, system_nonce
 
-FORMAT = "segwatch-export-v1"
+FORMAT = "segwatch-export-v2"
+SIGNATURE = "manifest.sig"
 WALLET_COLUMNS = ("chain", "network", "address", "structure", "asset", "onchain",
                   "allocation_total", "difference", "status")
 ALLOCATION_COLUMNS = ("chain", "address", "asset", "owner_ref", "amount", "nonce", "leaf_hash")
@@ -44,52 +43,16 @@ DISCREPANCY_COLUMNS = ("id", "type", "severity", "status", "chain", "address", "
                        "onchain", "ledger", "difference", "tx_hash", "detected_at",
                        "cure_deadline")
 FILES = ("wallets.csv", "allocations.csv", "discrepancies.csv", "report.html")
+NUMERIC = frozenset({"onchain", "allocation_total", "difference", "amount", "ledger", "id"})
+"""CSV columns holding integers (a leading '-' is a sign, not a formula)."""
 SALT_SUFFIX = ".owner-salt"
 """Beside a pseudonymized package (never inside it): the salt that maps owners to refs."""
 
 
 # --- keys -----------------------------------------------------------------------------
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Read an Ed25519 private key (PEM, e.g. `openssl genpkey -algorithm ed25519`).
-    Raises InputError naming the file for a missing, unreadable or non-Ed25519 key."""
-    try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise InputError(f"--sign-key {path}: cannot read it ({exc.strerror})") from None
-    except (ValueError, TypeError) as exc:
-        raise InputError(f"--sign-key {path}: not an unencrypted PEM private key "
-                         f"({str(exc).splitlines()[0][:80]})") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise InputError(f"--sign-key {path}: not an Ed25519 key")
-    return key
-
-
-def generate_key(path: Path) -> str:
-    """Write a new Ed25519 private key (PEM, mode 0600) to `path`, refusing to overwrite;
-    return the public key (PEM)."""
-    key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        raise InputError(f"{path} exists; not overwriting a key") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot write ({exc.strerror})") from None
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    return public_pem(key.public_key())
-
-
-def public_pem(key: Ed25519PublicKey) -> str:
-    return key.public_bytes(serialization.Encoding.PEM,
-                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
-
-
-def canonical(manifest: Mapping[str, Any]) -> bytes:
-    """The signed bytes: the manifest without `signature`, canonical JSON."""
-    body = {k: v for k, v in manifest.items() if k != "signature"}
-    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The signing key at `path` (daemon/signing.py). Raises InputError."""
+    return signing.load_private_key(path)
 
 
 # --- inputs ---------------------------------------------------------------------------
@@ -175,12 +138,12 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
         manifest, wallet_rows, [dict(d) for d in data.discrepancies],
         dict(data.decimals)).encode()
     manifest["files"] = {name: hashlib.sha256(files[name]).hexdigest() for name in FILES}
-    signature = key.sign(canonical(manifest))
-    manifest["signature"] = {"algorithm": "ed25519",
-                             "public_key": public_pem(key.public_key()),
-                             "value": base64.b64encode(signature).decode()}
+    manifest["signer"] = {"algorithm": "ed25519",
+                          "fingerprint": signing.fingerprint(key.public_key()),
+                          "public_key": signing.raw_public(key.public_key()).hex()}
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True,
                                          ensure_ascii=False) + "\n").encode()
+    files[SIGNATURE] = signing.sign(key, files["manifest.json"])
     return Package(files, salt, liabilities)
 
 
@@ -219,7 +182,8 @@ def _allocations(wallets: Sequence[WalletLedger], salt: bytes | None,
     for wallet in sorted(wallets, key=lambda w: (w.chain, w.address)):
         for asset, owners in sorted(wallet.allocations.items()):
             for owner, amount in sorted(owners.items()):
-                leaf = Leaf(wallet.chain, asset, owner_ref(owner, salt), amount, nonce().hex())
+                ref = owner_ref(owner, salt) if salt is not None else neutralize(owner)
+                leaf = Leaf(wallet.chain, asset, ref, amount, nonce().hex())
                 leaves[(wallet.chain, asset)].append(leaf)
                 rows.append({"chain": wallet.chain, "address": wallet.address, "asset": asset,
                              "owner_ref": leaf.owner_ref, "amount": str(amount),
@@ -233,8 +197,15 @@ def _csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> bytes:
                             extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+        writer.writerow({k: "" if row.get(k) is None else
+                         row[k] if k in NUMERIC else neutralize(str(row[k])) for k in columns})
     return buffer.getvalue().encode()
+
+
+def neutralize(text: str) -> str:
+    """`text` safe for a spreadsheet: a cell starting with = + - @ TAB or CR is read as a
+    formula (`=HYPERLINK(...)`), so it is prefixed with an apostrophe."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _iso(moment: datetime) -> str:
@@ -261,58 +232,82 @@ def write_package(package: Package, out: Path) -> None:
     try:
         if out.suffix == ".zip":
             target = work / "package.zip"
+            signing.write_new(target, b"", "package")
             with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
                 for name, content in sorted(package.files.items()):
                     zf.writestr(name, content)
             os.replace(target, out)
         else:
             folder = work / "package"
-            folder.mkdir()
+            folder.mkdir(mode=0o700)
             for name, content in package.files.items():
-                (folder / name).write_bytes(content)
+                signing.write_new(folder / name, content, "package file")
             if out.exists():
                 out.rmdir()  # empty (checked)
             os.replace(folder, out)
         if package.salt is not None:
-            salt_file = out.with_name(out.name + SALT_SUFFIX)
-            fd = os.open(salt_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(package.salt.hex() + "\n")
+            signing.write_new(out.with_name(out.name + SALT_SUFFIX),
+                              package.salt.hex().encode() + b"\n", "salt file")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def read_package(path: Path) -> dict[str, bytes]:
-    """Return the files of a package directory or .zip. Raises InputError."""
+    """Return the files of a package directory or .zip. Raises InputError for an
+    unreadable package, a duplicate zip entry, an entry outside the package's top level
+    (a folder, an absolute or `..` path) or a link."""
     try:
         if path.is_dir():
-            return {p.name: p.read_bytes() for p in path.iterdir() if p.is_file()}
+            entries = sorted(path.iterdir())
+            odd = [p.name for p in entries if p.is_symlink() or not p.is_file()]
+            if odd:
+                raise InputError(f"{path}: {odd[0]} is not a plain file (a package holds "
+                                 "only its listed files)")
+            return {p.name: p.read_bytes() for p in entries}
         with zipfile.ZipFile(path) as zf:
-            return {name: zf.read(name) for name in zf.namelist() if not name.endswith("/")}
+            names = zf.namelist()
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise InputError(f"{path}: duplicate zip entry {twice[0]!r} (which one would "
+                                 "an auditor open?)")
+            nested = [n for n in names if "/" in n or "\\" in n or n.startswith(".")]
+            if nested:
+                raise InputError(f"{path}: zip entry {nested[0]!r} is not a top-level file")
+            return {name: zf.read(name) for name in names}
     except (OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable package ({exc})") from None
 
 
 # --- verifying --------------------------------------------------------------------------
-def verify_package(files: Mapping[str, bytes], trusted_key: str | None = None) -> list[str]:
-    """Return every problem found (empty: the package holds): file hashes, the signature
-    (and, with `trusted_key`, that the manifest was signed by it), every leaf hash, the
-    roots and totals recomputed from allocations.csv, and wallets.csv against them."""
+def verify_package(files: Mapping[str, bytes], trusted: Iterable[str] = ()) -> list[str]:
+    """Return every problem found (empty: the package holds): the manifest parses
+    without duplicate keys, its detached signature covers its exact bytes and comes from
+    a `trusted` signer (fingerprints; a valid signature by another key is UNTRUSTED),
+    exactly the listed files are present with their hashes, every leaf hash, the roots
+    and totals recomputed from allocations.csv, and wallets.csv against them."""
     problems: list[str] = []
     try:
-        manifest = json.loads(files["manifest.json"])
-    except (KeyError, ValueError) as exc:
-        return [f"manifest.json: missing or not JSON ({type(exc).__name__})"]
+        manifest = signing.strict_json(files["manifest.json"])
+    except KeyError:
+        return ["manifest.json: missing"]
+    except signing.DuplicateKey as exc:
+        return [f"manifest.json: {exc} (a second member could say something else)"]
+    except (ValueError, UnicodeDecodeError) as exc:
+        return [f"manifest.json: not JSON ({type(exc).__name__})"]
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        return ["manifest.json: not a segwatch export manifest"]
-    problems += _check_signature(manifest, trusted_key)
+        found = manifest.get("format") if isinstance(manifest, dict) else None
+        return [f"manifest.json: format {found!r} is not {FORMAT} (older packages were not "
+                "signed over their exact bytes: export again)"]
+    problems += _check_signer(manifest, files, trusted)
     listed = manifest.get("files") or {}
+    if not isinstance(listed, dict) or set(listed) != set(FILES):
+        problems.append(f"manifest.json: lists {sorted(listed)} instead of {list(FILES)}")
     for name in FILES:
         if name not in files:
             problems.append(f"{name}: missing")
         elif hashlib.sha256(files[name]).hexdigest() != listed.get(name):
             problems.append(f"{name}: SHA-256 differs from the manifest (the file was altered)")
-    for name in sorted(set(files) - set(FILES) - {"manifest.json"}):
+    for name in sorted(set(files) - set(FILES) - {"manifest.json", SIGNATURE}):
         problems.append(f"{name}: not listed in the manifest")
     allocations = _rows(files, "allocations.csv", ALLOCATION_COLUMNS, problems)
     wallets = _rows(files, "wallets.csv", WALLET_COLUMNS, problems)
@@ -321,21 +316,17 @@ def verify_package(files: Mapping[str, bytes], trusted_key: str | None = None) -
     return problems
 
 
-def _check_signature(manifest: Mapping[str, Any], trusted_key: str | None) -> list[str]:
-    signature = manifest.get("signature")
-    if not isinstance(signature, dict) or signature.get("algorithm") != "ed25519":
-        return ["manifest.json: no Ed25519 signature"]
-    try:
-        key = serialization.load_pem_public_key(str(signature.get("public_key", "")).encode())
-        if not isinstance(key, Ed25519PublicKey):
-            return ["manifest.json: the signature's key is not an Ed25519 key"]
-        key.verify(base64.b64decode(str(signature.get("value", "")), validate=True),
-                   canonical(manifest))
-    except (ValueError, TypeError, InvalidSignature):
-        return ["manifest.json: the signature does not match the manifest (altered or forged)"]
-    if trusted_key is not None and public_pem(key).strip() != trusted_key.strip():
-        return ["manifest.json: signed by another key than the trusted one"]
-    return []
+def _check_signer(manifest: Mapping[str, Any], files: Mapping[str, bytes],
+                  trusted: Iterable[str]) -> list[str]:
+    signer = manifest.get("signer")
+    if not isinstance(signer, dict) or signer.get("algorithm") != "ed25519" or \
+            not isinstance(signer.get("public_key"), str):
+        return ["manifest.json: names no Ed25519 signer"]
+    if SIGNATURE not in files:
+        return [f"{SIGNATURE}: missing (the package is unsigned)"]
+    problem = signing.check_signature(files["manifest.json"], files[SIGNATURE],
+                                      signer["public_key"], trusted)
+    return [problem] if problem else []
 
 
 def _rows(files: Mapping[str, bytes], name: str, columns: Sequence[str],
@@ -429,7 +420,7 @@ def owner_proofs(files: Mapping[str, bytes], owner: str, salt: bytes | None
     """Return `owner`'s inclusion proofs (one per allocation line), each with the root the
     manifest publishes. Raises InputError when the owner has no allocation."""
     manifest = json.loads(files["manifest.json"])
-    ref = owner_ref(owner, salt) if manifest.get("pseudonymized") else owner
+    ref = owner_ref(owner, salt) if manifest.get("pseudonymized") else neutralize(owner)
     problems: list[str] = []
     allocations = _rows(files, "allocations.csv", ALLOCATION_COLUMNS, problems)
     if problems:

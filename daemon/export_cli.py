@@ -19,6 +19,11 @@ keys_app = typer.Typer(help="Signing keys for export packages.", no_args_is_help
 out = Console()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
+PublicKeyOpt = Annotated[list[Path] | None, typer.Option(
+    "--public-key", help="Trust packages signed by this Ed25519 public key (PEM; repeatable).")]
+FingerprintOpt = Annotated[list[str] | None, typer.Option(
+    "--fingerprint", help="Trust packages signed by the key with this SHA-256 fingerprint "
+                          "(hex; repeatable).")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")]
 
 
@@ -32,6 +37,17 @@ def _globals(ctx: typer.Context, verbose: bool) -> Any:
 
 def _emit(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def _trusted(root: Any, public_keys: list[Path] | None,
+             fingerprints: list[str] | None) -> frozenset[str]:
+    """The trusted signers' fingerprints: given on the command line, else configured."""
+    from daemon.signing import trusted_fingerprints
+
+    configured: list[str] = []
+    if not public_keys and not fingerprints:
+        configured = list(root.settings(required=False).export.trusted_keys)
+    return trusted_fingerprints(public_keys or [], fingerprints or [], configured)
 
 
 def parse_time(text: str) -> datetime:
@@ -94,17 +110,18 @@ def verify_command(
     package: Annotated[Path, typer.Argument(help="Package directory or .zip.")],
     recheck: Annotated[bool, typer.Option(
         "--recheck", help="Also re-read every balance at the pinned blocks.")] = False,
-    public_key: Annotated[Path | None, typer.Option(
-        "--public-key", help="Require the manifest to be signed by this key (PEM).")] = None,
+    public_key: PublicKeyOpt = None, fingerprint: FingerprintOpt = None,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
-    """Check file hashes, the signature, the Merkle roots and totals, wallets.csv against
-    allocations.csv (and, with --recheck, the chain). Exit 0 only when all hold."""
+    """Check the signature (by a trusted signer: --public-key, --fingerprint or [export]
+    trusted_keys; a valid signature by another key is UNTRUSTED), file hashes, the Merkle
+    roots and totals, wallets.csv against allocations.csv (and, with --recheck, the
+    chain). Exit 0 only when all hold."""
     from daemon.export import read_package, verify_package
 
     root = _globals(ctx, verbose)
+    trusted = _trusted(root, public_key, fingerprint)
     files = read_package(package)
-    trusted = public_key.read_text() if public_key else None
     problems = verify_package(files, trusted)
     if recheck and not problems:
         from daemon.exporting import recheck as recheck_chain
@@ -114,7 +131,7 @@ def verify_command(
         _emit({"ok": not problems, "problems": problems})
     elif problems:
         for problem in problems:
-            out.print(f"FAIL {problem}", highlight=False)
+            out.print(f"FAIL {problem}", highlight=False, markup=False, soft_wrap=True)
     else:
         out.print(f"{package}: intact (hashes, signature, roots, totals"
                   f"{', balances at the pinned blocks' if recheck else ''})")
@@ -147,8 +164,10 @@ def proof_command(
 @export_app.command("verify-proof")
 def verify_proof_command(
     proof_file: Annotated[Path, typer.Argument(metavar="PROOF.json")],
+    ctx: typer.Context,
     package: Annotated[Path | None, typer.Option(
         "--package", help="Check against this package's signed manifest roots.")] = None,
+    public_key: PublicKeyOpt = None, fingerprint: FingerprintOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Check inclusion proofs (one, or a list as `export proof` prints) against their
@@ -165,7 +184,8 @@ def verify_proof_command(
     problems: list[str] = []
     if package is not None:
         files = read_package(package)
-        problems += verify_package(files)
+        problems += verify_package(files, _trusted(ctx.find_root().obj, public_key,
+                                                   fingerprint))
         roots = {(r["chain"], r["asset"]): r
                  for r in json.loads(files["manifest.json"]).get("liabilities", [])}
     results = []
@@ -186,7 +206,7 @@ def verify_proof_command(
         _emit({"ok": not problems, "proofs": results, "problems": problems})
     else:
         for problem in problems:
-            out.print(f"FAIL {problem}", highlight=False)
+            out.print(f"FAIL {problem}", highlight=False, markup=False, soft_wrap=True)
         if not problems:
             out.print(f"{len(proofs)} proof(s) verified"
                       + (" against the package's signed roots" if package else ""))
@@ -198,7 +218,10 @@ def verify_proof_command(
 def keys_generate(
     key_path: Annotated[Path, typer.Option("--out", help="Where to write the private key.")],
 ) -> None:
-    """Write a new Ed25519 signing key (PEM, mode 0600); print its public key."""
-    from daemon.export import generate_key
+    """Write a new Ed25519 signing key (PEM, mode 0600) and its public key beside it
+    (FILE.pub); print the public key and its fingerprint (what verifiers trust)."""
+    from daemon.signing import generate_key
 
-    sys.stdout.write(generate_key(key_path))
+    made = generate_key(key_path)
+    sys.stdout.write(made.public_pem)
+    sys.stdout.write(f"fingerprint: {made.fingerprint}\npublic key: {made.public}\n")

@@ -17,6 +17,7 @@ raises one InputError listing every bad line (SPEC §2). Rules across lines:
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ COLUMNS = ("chain", "address", "structure", "owner", "asset", "amount", "label",
 REQUIRED = COLUMNS[:6]
 _TEXT_FIELDS = COLUMNS[:5]
 _OPTIONAL = COLUMNS[6:]
+OWNER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
+"""SPEC §12: what an owner id may be (no spreadsheet formula, no separator, bounded)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,9 @@ def _validate(record: Record, settings: Settings) -> tuple[AllocationRow | None,
     problems += [f"missing {name}" for name in _TEXT_FIELDS if parse.blank(record.fields.get(name))]
     text = {name: parse.text(record.fields.get(name), name, problems) for name in _TEXT_FIELDS}
     extra = {name: parse.text(record.fields.get(name), name, problems) for name in _OPTIONAL}
+    if text["owner"] and not OWNER_ID.fullmatch(text["owner"]):
+        problems.append(f"owner {text['owner'][:40]!r} is not an owner id (1-128 letters, "
+                        "digits, '.', '_', ':', '@' or '-', starting with a letter or digit)")
     chain = parse.chain_named(settings, text["chain"], problems)
     structure = _structure(text["structure"], problems)
     address = parse.address(chain, text["address"], "address", problems)

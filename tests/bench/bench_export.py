@@ -38,6 +38,7 @@ from daemon.export import (
     write_package,
 )
 from daemon.merkle import Leaf, build, verify_proof
+from daemon.signing import fingerprint
 
 CHAINS = (("ethereum", "evm", 1, None, ("ETH", "USDC")), ("bitcoin", "utxo", None, "bitcoin",
                                                           ("BTC",)))
@@ -94,7 +95,7 @@ def main() -> int:
 
         started = time.perf_counter()
         files = read_package(work / "pkg")
-        problems = verify_package(files)
+        problems = verify_package(files, {fingerprint(key.public_key())})
         verify_s = time.perf_counter() - started
         if problems:
             print("verify found problems:", problems[:3])

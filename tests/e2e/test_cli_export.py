@@ -47,26 +47,36 @@ sources = [{{ kind = "jsonrpc", url = "{anvil_node.url}" }}]
                                          f"devnet,{OMNI},omnibus,bob,ETH,1\n"
                                          f"devnet,{OMNI},omnibus,carol,ETH,2\n")
     assert cli(tmp_path, "ledger", "import", "ledger.csv").code == 0
-    assert cli(tmp_path, "keys", "generate", "--out", "sign.pem").code == 0
+    generated = cli(tmp_path, "keys", "generate", "--out", "sign.pem")
+    assert generated.code == 0
+    fingerprint = generated.stdout.split("fingerprint: ")[1].split()[0]
     missing = cli(tmp_path, "export", "--out", "pkg")
     assert missing.code == 2 and "--sign-key" in missing.stderr
     made = cli(tmp_path, "export", "--out", "pkg", "--sign-key", "sign.pem", "--json")
     assert made.code == 0, made.stderr
     head = anvil_node.block_number()
     assert made.json()["chains"][0]["block"]["height"] == head - 2
-    verified = cli(tmp_path, "export", "verify", "pkg", "--recheck", "--json")
+    verified = cli(tmp_path, "export", "verify", "pkg", "--recheck", "--json",
+                   "--public-key", "sign.pem.pub")
     assert verified.code == 0 and verified.json() == {"ok": True, "problems": []}
+    unpinned = cli(tmp_path, "export", "verify", "pkg")  # no trusted signer given
+    assert unpinned.code == 1 and "UNTRUSTED: signed by key " + fingerprint in unpinned.stdout
+    by_print = cli(tmp_path, "export", "verify", "pkg", "--fingerprint", fingerprint)
+    assert by_print.code == 0, by_print.stdout
+    private = cli(tmp_path, "export", "verify", "pkg", "--public-key", "sign.pem")
+    assert private.code == 2 and "this is a private key" in private.stderr
     proofs = cli(tmp_path, "export", "proof", "pkg", "--owner", "carol")
     assert proofs.code == 0
     (tmp_path / "carol.json").write_text(proofs.stdout)
     assert json.loads(proofs.stdout)[0]["leaf"]["amount"] == str(2 * ETH)
-    checked = cli(tmp_path, "export", "verify-proof", "carol.json", "--package", "pkg")
+    checked = cli(tmp_path, "export", "verify-proof", "carol.json", "--package", "pkg",
+                  "--fingerprint", fingerprint)
     assert checked.code == 0, checked.stdout
     again = cli(tmp_path, "export", "--out", "pkg", "--sign-key", "sign.pem")
     assert again.code == 2 and len(again.stderr.strip().splitlines()) == 1
     wallets = tmp_path / "pkg" / "wallets.csv"
     wallets.write_text(wallets.read_text().replace(str(3 * ETH), str(4 * ETH)))
-    broken = cli(tmp_path, "export", "verify", "pkg")
+    broken = cli(tmp_path, "export", "verify", "pkg", "--fingerprint", fingerprint)
     assert broken.code == 1 and "wallets.csv" in broken.stdout
 
 
@@ -101,7 +111,8 @@ sources = [{{ kind = "core-rpc", url = "{litecoind.url}" }}]
     made = cli(tmp_path, "export", "--out", "pkg.zip", "--sign-key", "k.pem", "--json")
     assert made.code == 0, made.stderr
     assert made.json()["chains"][0]["block"]["height"] == litecoind.height() - 2
-    verified = cli(tmp_path, "export", "verify", "pkg.zip", "--recheck", "--json")
+    verified = cli(tmp_path, "export", "verify", "pkg.zip", "--recheck", "--json",
+                   "--public-key", "k.pem.pub")
     assert verified.json() == {"ok": True, "problems": []}, verified.stdout
     import zipfile
     with zipfile.ZipFile(tmp_path / "pkg.zip") as zf:

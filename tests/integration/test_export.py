@@ -5,7 +5,6 @@ with nothing written."""
 
 from __future__ import annotations
 
-import base64
 import copy
 import csv
 import io
@@ -25,8 +24,7 @@ from daemon.bootstrap import open_store
 from daemon.config import Settings
 from daemon.errors import InputError
 from daemon.export import (
-    canonical,
-    generate_key,
+    SIGNATURE,
     load_private_key,
     owner_proofs,
     read_package,
@@ -35,6 +33,7 @@ from daemon.export import (
 from daemon.exporting import export, recheck
 from daemon.merkle import verify_proof
 from daemon.service import Service
+from daemon.signing import fingerprint, generate_key, sign
 from daemon.store.db import make_engine, upgrade
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
@@ -83,6 +82,11 @@ def key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
 
 
+def trust(key: Ed25519PrivateKey) -> frozenset[str]:
+    """The trusted signers: this key's fingerprint only."""
+    return frozenset({fingerprint(key.public_key())})
+
+
 def rows(files: dict[str, bytes], name: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(files[name].decode())))
 
@@ -96,8 +100,8 @@ def test_export_then_verify_holds(service: Service, key: Ed25519PrivateKey,
     export(service, out, key)
     files = read_package(out)
     assert sorted(files) == ["allocations.csv", "discrepancies.csv", "manifest.json",
-                             "report.html", "wallets.csv"]
-    assert verify_package(files) == []
+                             "manifest.sig", "report.html", "wallets.csv"]
+    assert verify_package(files, trust(key)) == []
     manifest = json.loads(files["manifest.json"])
     (chain,) = manifest["chains"]
     assert chain["block"]["height"] == 98 and chain["sources"] == ["fake://source"]
@@ -120,7 +124,7 @@ def test_a_zip_package_verifies_and_proofs_hold_for_every_owner(
     out = tmp_path / "package.zip"
     export(service, out, key)
     files = read_package(out)
-    assert verify_package(files) == []
+    assert verify_package(files, trust(key)) == []
     manifest = json.loads(files["manifest.json"])
     roots = {(r["chain"], r["asset"]): r for r in manifest["liabilities"]}
     for owner in (*OWNERS, "FIRM"):
@@ -150,15 +154,20 @@ def edit_csv_cell(files: dict[str, bytes], name: str, row: int, column: str,
 
 
 def resign(files: dict[str, bytes], key: Ed25519PrivateKey, change: dict[str, object]) -> None:
-    """What a forger with the key's *public* half cannot do, but a holder of a key can:
-    change the manifest and sign it again (used to show the recomputation still catches)."""
+    """Change the manifest, list the files' new hashes, name `key` as the signer and sign
+    the new bytes with it: what the holder of a key can do (the original key: the
+    recomputation still catches the edit; another key: the signer is not trusted)."""
     import hashlib
+
+    from daemon.signing import raw_public
 
     manifest = json.loads(files["manifest.json"])
     manifest.update(change)
     manifest["files"] = {n: hashlib.sha256(files[n]).hexdigest() for n in manifest["files"]}
-    manifest["signature"]["value"] = base64.b64encode(key.sign(canonical(manifest))).decode()
+    manifest["signer"] = {"algorithm": "ed25519", "fingerprint": fingerprint(key.public_key()),
+                          "public_key": raw_public(key.public_key()).hex()}
     files["manifest.json"] = json.dumps(manifest).encode()
+    files[SIGNATURE] = sign(key, files["manifest.json"])
 
 
 def test_every_tampering_is_caught_and_named(service: Service, key: Ed25519PrivateKey,
@@ -172,7 +181,7 @@ def test_every_tampering_is_caught_and_named(service: Service, key: Ed25519Priva
     def problems(tamper):  # type: ignore[no-untyped-def]
         files = dict(clean)
         tamper(files)
-        found = verify_package(files)
+        found = verify_package(files, trust(key))
         assert found, "tampering not detected"
         return " | ".join(found)
 
@@ -201,31 +210,88 @@ def test_every_tampering_is_caught_and_named(service: Service, key: Ed25519Priva
         lambda f: f.__setitem__("manifest.json", json.dumps(manifest).encode()))
     assert "differs from the manifest" in problems(
         lambda f: resign(f, key, {"liabilities": manifest["liabilities"]}))
-    forged = json.loads(clean["manifest.json"])
     other = Ed25519PrivateKey.generate()
-    forged["signature"]["value"] = base64.b64encode(other.sign(canonical(forged))).decode()
-    assert "signature does not match" in problems(
-        lambda f: f.__setitem__("manifest.json", json.dumps(forged).encode()))
+
+    def shortfall_turned_ok(files: dict[str, bytes]) -> None:  # then re-signed by `other`
+        table = rows(files, "wallets.csv")
+        for row in table:
+            if row["status"] == "shortfall":
+                row["onchain"], row["difference"], row["status"] = \
+                    row["allocation_total"], "0", "ok"
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(table)
+        files["wallets.csv"] = buffer.getvalue().encode()
+        resign(files, other, {})
+    untrusted = problems(shortfall_turned_ok)
+    assert untrusted.startswith("UNTRUSTED: signed by key " + fingerprint(other.public_key()))
     edited = json.loads(clean["manifest.json"])
     edited["as_of"] = "2020-01-01T00:00:00Z"
     assert "signature does not match" in problems(
         lambda f: f.__setitem__("manifest.json", json.dumps(edited).encode()))
+    duplicated = b'{"liabilities": [], ' + clean["manifest.json"].lstrip()[1:]
+    assert "duplicate key 'liabilities'" in problems(
+        lambda f: f.__setitem__("manifest.json", duplicated))
     assert "not listed in the manifest" in problems(
         lambda f: f.__setitem__("extra.csv", b"x"))
+    assert "manifest.sig: missing" in problems(lambda f: f.pop(SIGNATURE))
 
 
-def test_a_trusted_key_rejects_a_package_signed_by_another(
-        service: Service, key: Ed25519PrivateKey, tmp_path: Path) -> None:
-    """A package re-signed by another key passes only the embedded-key check: pinning the
-    expected public key catches it."""
-    from daemon.export import public_pem
+def test_only_a_trusted_signer_verifies(service: Service, key: Ed25519PrivateKey,
+                                        tmp_path: Path) -> None:
+    """The same intact package verifies against its signer's fingerprint and is
+    UNTRUSTED (naming its signer) against any other set, the empty one included: the key
+    a package names proves nothing by itself."""
     out = tmp_path / "package"
     export(service, out, key)
     files = read_package(out)
-    assert verify_package(files, public_pem(key.public_key())) == []
+    assert verify_package(files, trust(key)) == []
     other = Ed25519PrivateKey.generate()
-    assert verify_package(files, public_pem(other.public_key())) == [
-        "manifest.json: signed by another key than the trusted one"]
+    for trusted in (trust(other), frozenset()):
+        (problem,) = verify_package(files, trusted)
+        assert problem.startswith(f"UNTRUSTED: signed by key {fingerprint(key.public_key())}")
+
+
+def test_a_zip_with_two_entries_of_one_name_or_a_nested_path_is_refused(
+        service: Service, key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    """A zip holding wallets.csv twice (the second one forged) is refused as such, and so
+    is an entry outside the top level; a directory package with a subfolder too."""
+    out = tmp_path / "p.zip"
+    export(service, out, key)
+    twice = tmp_path / "twice.zip"
+    with zipfile.ZipFile(out) as zin, zipfile.ZipFile(twice, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, zin.read(name))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            zout.writestr("wallets.csv", b"forged")
+    with pytest.raises(InputError, match=r"duplicate zip entry 'wallets\.csv'"):
+        read_package(twice)
+    nested = tmp_path / "nested.zip"
+    with zipfile.ZipFile(out) as zin, zipfile.ZipFile(nested, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, zin.read(name))
+        zout.writestr("../evil.csv", b"x")
+    with pytest.raises(InputError, match="is not a top-level file"):
+        read_package(nested)
+    folder = tmp_path / "dir"
+    export(service, folder, key)
+    (folder / "sub").mkdir()
+    with pytest.raises(InputError, match="sub is not a plain file"):
+        read_package(folder)
+
+
+def test_packages_and_salts_are_private(service: Service, key: Ed25519PrivateKey,
+                                        tmp_path: Path) -> None:
+    """A package directory is 0700 and its files 0600 (client allocations), a zip 0600,
+    the salt file beside a pseudonymized package 0600."""
+    out = tmp_path / "package"
+    export(service, out, key, pseudonymize=True)
+    assert out.stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o600}
+    assert (tmp_path / "package.owner-salt").stat().st_mode & 0o777 == 0o600
+    export(service, tmp_path / "p.zip", key)
+    assert (tmp_path / "p.zip").stat().st_mode & 0o777 == 0o600
 
 
 def test_a_pseudonymized_package_holds_no_owner_id(service: Service, key: Ed25519PrivateKey,
@@ -235,7 +301,7 @@ def test_a_pseudonymized_package_holds_no_owner_id(service: Service, key: Ed2551
     out = tmp_path / "package"
     export(service, out, key, pseudonymize=True)
     files = read_package(out)
-    assert verify_package(files) == []
+    assert verify_package(files, trust(key)) == []
     blob = b"".join(files.values())
     for owner in OWNERS:
         assert owner.encode() not in blob
@@ -288,9 +354,15 @@ def test_keys_load_from_openssl_and_from_keys_generate(tmp_path: Path) -> None:
     openssl = tmp_path / "openssl.pem"
     subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(openssl)],
                    check=True, capture_output=True, timeout=30)
+    openssl.chmod(0o644)
+    with pytest.raises(InputError, match="readable by group or others"):
+        load_private_key(openssl)
+    openssl.chmod(0o600)
     assert isinstance(load_private_key(openssl), Ed25519PrivateKey)
     generated = tmp_path / "gen.pem"
-    assert "BEGIN PUBLIC KEY" in generate_key(generated)
+    made = generate_key(generated)
+    assert "BEGIN PUBLIC KEY" in made.public_pem and len(made.fingerprint) == 64
+    assert (tmp_path / "gen.pem.pub").read_text() == made.public_pem
     assert generated.stat().st_mode & 0o777 == 0o600
     assert isinstance(load_private_key(generated), Ed25519PrivateKey)
     with pytest.raises(InputError, match="exists"):
@@ -298,12 +370,14 @@ def test_keys_load_from_openssl_and_from_keys_generate(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="cannot read"):
         load_private_key(tmp_path / "missing.pem")
     (tmp_path / "junk.pem").write_text("junk")
+    (tmp_path / "junk.pem").chmod(0o600)
     with pytest.raises(InputError, match="not an unencrypted PEM"):
         load_private_key(tmp_path / "junk.pem")
     rsa = tmp_path / "rsa.pem"
     subprocess.run(["openssl", "genpkey", "-algorithm", "rsa", "-pkeyopt",
                     "rsa_keygen_bits:1024", "-out", str(rsa)], check=True,
                    capture_output=True, timeout=60)
+    rsa.chmod(0o600)
     with pytest.raises(InputError, match="not an Ed25519 key"):
         load_private_key(rsa)
 
@@ -315,4 +389,5 @@ def test_zip_members_are_exactly_the_package(service: Service, key: Ed25519Priva
     export(service, out, key)
     with zipfile.ZipFile(out) as zf:
         assert sorted(zf.namelist()) == ["allocations.csv", "discrepancies.csv",
-                                         "manifest.json", "report.html", "wallets.csv"]
+                                         "manifest.json", "manifest.sig", "report.html",
+                                         "wallets.csv"]

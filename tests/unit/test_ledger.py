@@ -145,6 +145,12 @@ BAD_LINES = [
     (f"ethereum,{A1},segregated,FIRM,ETH,1,,", "firm owner 'FIRM' cannot hold"),
     (f"ethereum,{A1},omnibus,FIRM,ETH,1,,", "firm owner 'FIRM' cannot hold"),
     (f"ethereum,{A1},house,alice,ETH,1,,", "must be owned by the firm owner 'FIRM'"),
+    # SPEC §12: owner ids land in CSV files auditors open in spreadsheets
+    (f'ethereum,{A1},segregated,"=HYPERLINK(""http://x"",""y"")",ETH,1,,',
+     "is not an owner id"),
+    (f"ethereum,{A1},segregated,a|b,ETH,1,,", "owner 'a|b' is not an owner id"),
+    (f"ethereum,{A1},segregated,-alice,ETH,1,,", "owner '-alice' is not an owner id"),
+    (f"ethereum,{A1},segregated,{'x' * 129},ETH,1,,", "is not an owner id"),
 ]
 
 
