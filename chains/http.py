@@ -4,19 +4,27 @@ A source is untrusted input: its body is read as a stream, refused as soon as it
 `max_response_bytes` (by its Content-Length when it sends one, else by counting), and
 an overall per-request `deadline` is checked against a monotonic clock after every
 chunk, so a server that drips one byte a second (each within httpx's read timeout)
-cannot hold a cycle for longer than the deadline. Both refusals are raised as
-`BodyRefused`, which the clients turn into a source error (failed over, counted).
+cannot hold a cycle for longer than the deadline. With the clients' own transport
+(`bounded_transport`) the deadline also covers connecting, the TLS handshake and the
+response headers: every socket read and write waits at most the time left. Both
+refusals are raised as `BodyRefused`, which the clients turn into a source error
+(failed over, counted).
 
 Also here: the default source name (the URL's host), used when none is configured.
 """
 
 from __future__ import annotations
 
+import ssl
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
@@ -62,7 +70,13 @@ def send_bounded(client: httpx.Client, request: httpx.Request, *, max_bytes: int
     when the whole exchange outlasts `deadline`; httpx.HTTPError as httpx does.
     """
     started = time.monotonic()
-    response = client.send(request, stream=True)
+    previous = getattr(_request_deadline, "end", None)
+    _request_deadline.end = started + deadline
+    try:
+        response = client.send(request, stream=True)
+    except BaseException:
+        _request_deadline.end = previous
+        raise
     try:
         _check_clock(started, deadline)
         announced = response.headers.get("Content-Length")
@@ -79,6 +93,7 @@ def send_bounded(client: httpx.Client, request: httpx.Request, *, max_bytes: int
             _check_clock(started, deadline)
         return BoundedResponse(response.status_code, response.headers, b"".join(chunks))
     finally:
+        _request_deadline.end = previous
         response.close()
 
 
@@ -90,3 +105,89 @@ def _check_clock(started: float, deadline: float) -> None:
 def merged_headers(headers: Mapping[str, str] | None, extra: Mapping[str, str]) -> dict[str, str]:
     """The configured `headers` (API keys) plus the client's own `extra` ones."""
     return {**(headers or {}), **extra}
+
+
+# -- the deadline below httpx: every socket wait is cut to the time left ---------------
+
+_request_deadline = threading.local()
+"""`end`: the monotonic time the current thread's request must be done by (or None)."""
+
+
+def bounded_transport(*, verify: ssl.SSLContext, limits: httpx.Limits | None = None
+                      ) -> httpx.HTTPTransport:
+    """An httpx transport whose connects, TLS handshakes and socket reads and writes wait
+    at most the time left before the deadline `send_bounded` set for the request, so a
+    server dripping its headers is cut off too. Raises BodyRefused past the deadline."""
+    transport = httpx.HTTPTransport(verify=verify, limits=limits or httpx.Limits())
+    # httpx offers no public hook for the network backend; its pool keeps it here.
+    pool = transport._pool
+    pool._network_backend = _DeadlineBackend(pool._network_backend)
+    return transport
+
+
+def _time_left(timeout: float | None) -> float | None:
+    """`timeout` cut to the current request's time left. Raises BodyRefused when none is."""
+    end: float | None = getattr(_request_deadline, "end", None)
+    if end is None:
+        return timeout
+    left = end - time.monotonic()
+    if left <= 0:
+        raise BodyRefused("response not complete within the request deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+@contextmanager
+def _deadline_timeouts() -> Iterator[None]:
+    """A socket timeout that ran into the request deadline becomes BodyRefused (the
+    deadline, not the per-wait timeout, is what the source broke)."""
+    try:
+        yield
+    except httpcore.TimeoutException:
+        _time_left(None)  # raises BodyRefused when the deadline has passed
+        raise
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        with _deadline_timeouts():
+            return self._inner.read(max_bytes, _time_left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        with _deadline_timeouts():
+            self._inner.write(buffer, _time_left(timeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        with _deadline_timeouts():
+            return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname,
+                                                         _time_left(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    def __init__(self, inner: httpcore.NetworkBackend) -> None:
+        self._inner = inner
+
+    def connect_tcp(self, host: str, port: int, timeout: float | None = None,
+                    local_address: str | None = None,
+                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+        with _deadline_timeouts():
+            return _DeadlineStream(self._inner.connect_tcp(host, port, _time_left(timeout),
+                                                           local_address, socket_options))
+
+    def connect_unix_socket(self, path: str, timeout: float | None = None,
+                            socket_options: Iterable[Any] | None = None
+                            ) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._inner.connect_unix_socket(path, _time_left(timeout),
+                                                               socket_options))
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)

@@ -47,6 +47,7 @@ from chains.http import (
     DEFAULT_DEADLINE,
     DEFAULT_MAX_RESPONSE_BYTES,
     BodyRefused,
+    bounded_transport,
     host_name,
     merged_headers,
     send_bounded,
@@ -183,7 +184,8 @@ class JsonRpcClient:
         self._max_bytes = max_response_bytes
         self._deadline = deadline
         self._retry = retry or RetryPolicy()
-        self._http = httpx.Client(timeout=timeout, transport=transport, verify=tls_context())
+        self._http = httpx.Client(
+            timeout=timeout, transport=transport or bounded_transport(verify=tls_context()))
         self._parse_float = parse_float
         self._ids = itertools.count(1)
         self.batch_size = max_batch

@@ -54,10 +54,17 @@ from chains.http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     BodyRefused,
     BoundedResponse,
+    bounded_transport,
     host_name,
     send_bounded,
 )
-from chains.jsonrpc import BackoffOrRetryAfter, RetryPolicy, Transient, retry_after_seconds
+from chains.jsonrpc import (
+    BackoffOrRetryAfter,
+    RetryPolicy,
+    Transient,
+    retry_after_seconds,
+    tls_context,
+)
 from chains.types import (
     Address,
     AssetRef,
@@ -189,7 +196,8 @@ class EsploraAdapter:
         self._deadline = deadline
         self._retry = retry or RetryPolicy()
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        self._http = httpx.Client(timeout=timeout, transport=transport, limits=limits)
+        self._http = httpx.Client(timeout=timeout, transport=transport or bounded_transport(
+            verify=tls_context(), limits=limits))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="esplora")
         self._lock = threading.Lock()
         self._pace = _Pace(rate_limit)

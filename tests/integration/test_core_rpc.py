@@ -269,21 +269,22 @@ def mock_node(scan_answer: dict[str, object]) -> httpx.MockTransport:
     def handler(request: httpx.Request) -> httpx.Response:
         calls = json.loads(request.content)
         body = [{**reply(c["method"], c["params"]), "id": c["id"]} for c in calls]
-        text = json.dumps(body).replace('"AMOUNT"', "84000000.12345678")
+        text = json.dumps(body).replace('"AMOUNT"', "83999999.12345678")
         return httpx.Response(200, text=text)
 
     return httpx.MockTransport(handler)
 
 
 def test_amounts_are_exact_beyond_float_precision() -> None:
-    """84,000,000.12345678 coins (16 significant digits) become exactly 8400000012345678."""
+    """83,999,999.12345678 coins (16 significant digits; just under litecoin's supply, the
+    most a source may report) become exactly 8399999912345678."""
     scan: dict[str, object] = {"result": {"success": True, "height": 5, "bestblock": HASH_A, "unspents": [
         {"txid": HASH_A, "vout": 0, "height": 5, "scriptPubKey": SCRIPT,
          "amount": "AMOUNT"}]}, "error": None}
     adapter = CoreRpcAdapter("http://u:p@node", network="litecoin",
                              transport=mock_node(scan))
     (observed,) = adapter.balances([Address("x")], [LTC], ChainHead(5, HASH_A))
-    assert observed.amount == 8_400_000_012_345_678
+    assert observed.amount == 8_399_999_912_345_678
 
 
 def test_scan_already_in_progress_is_unavailable() -> None:

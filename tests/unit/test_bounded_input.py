@@ -66,6 +66,9 @@ class _Handler(QuietHandler):
             self.send_header("Content-Length", "100")
             self.end_headers()
             self._drip(100)
+        elif self.mode == "drip-headers":  # the status line, then a header byte a second
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            self._drip(100)
 
     def _stream_huge(self, *, announce: bool) -> None:
         self.send_response(200)
@@ -147,6 +150,17 @@ def test_a_one_byte_per_second_drip_is_refused_at_the_deadline(
     elapsed = time.monotonic() - started
     assert 1.9 < elapsed < 4.5, elapsed
     assert "deadline" in info.value.user_message and info.value.source == "alpha"
+
+
+@pytest.mark.parametrize("mode", ["drip", "drip-headers"])
+def test_a_drip_in_the_body_or_the_headers_is_refused_at_the_deadline(
+        server: LoopbackServer, mode: str) -> None:
+    _Handler.mode = mode
+    started = time.monotonic()
+    with _client(server.url, deadline=2.0) as client, pytest.raises(SourceUnavailable) as info:
+        client.call("eth_blockNumber")
+    assert time.monotonic() - started < 4.5
+    assert "deadline" in info.value.user_message
 
 
 def test_esplora_drip_is_refused_at_the_deadline(server: LoopbackServer) -> None:
