@@ -230,6 +230,11 @@ def _block_range(text: str | None) -> tuple[int, int] | None:
 
 def _resolve_chain(settings: Settings, name: str, source: str | None
                    ) -> tuple[ChainSettings, SourceSettings | None]:
+    if source:  # its key parts are masked in every message from here on
+        from chains.urls import url_secrets
+        from daemon.logs import register_secrets
+
+        register_secrets(url_secrets(source))
     configured = settings.chain(name)
     try:
         if configured is None:

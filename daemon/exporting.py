@@ -12,7 +12,8 @@ from typing import Any
 import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from chains.types import Address
+from chains.errors import DecodeError, SourceUnavailable
+from chains.types import Address, ChainHead
 from daemon.config import ChainSettings
 from daemon.errors import InputError
 from daemon.export import (
@@ -82,9 +83,46 @@ def _pin(service: Service, chain: ChainSettings, addresses: list[Address], *,
                                               height=height, as_of=as_of)
     finally:
         adapter.close()
+    balances: dict[tuple[str, str], int | None] = {
+        (o.address, o.asset.symbol): o.amount for o in observations}
+    sources: tuple[str, ...] = (adapter.source,)
+    if chain.verify >= 2:
+        second, theirs = _second_read(service, chain, adapter.source, addresses, block)
+        sources += (second,)
+        balances = {pair: amount if amount is not None and theirs.get(pair) == amount
+                    else None for pair, amount in balances.items()}
     return ChainPin(chain.name, chain.family, chain.chain_id, chain.network, block.height,
-                    block.hash, block.timestamp, (adapter.source,),
-                    {(o.address, o.asset.symbol): o.amount for o in observations})
+                    block.hash, block.timestamp, sources, balances)
+
+
+def _second_read(service: Service, chain: ChainSettings, first: str,
+                 addresses: list[Address], block: ChainHead
+                 ) -> tuple[str, dict[tuple[str, str], int | None]]:
+    """`verify = 2`: the same balances at the same block (same hash) from the next source
+    that can read them, as (its name, balances); a pair it reads otherwise, or every pair
+    when no other source can read the block, is then unreadable in the package (fail
+    closed: never `ok` on one source's word). Returns ("none", {}) without a reader."""
+    for source in chain.sources:
+        try:
+            adapter = service.connect(chain, source)
+        except SourceUnavailable as exc:
+            log.warning("export_second_source_failed", chain=chain.name, error=exc.user_message)
+            continue
+        try:
+            if adapter.source == first:
+                continue
+            pinned, observations = pinned_balances(adapter, chain, service.store, addresses,
+                                                   height=block.height)
+            if pinned.hash != block.hash:
+                log.warning("export_sources_disagree", chain=chain.name, block=block.height)
+                return adapter.source, {}
+            return adapter.source, {(o.address, o.asset.symbol): o.amount
+                                    for o in observations}
+        except (SourceUnavailable, DecodeError) as exc:
+            log.warning("export_second_source_failed", chain=chain.name, error=exc.user_message)
+        finally:
+            adapter.close()
+    return "none", {}
 
 
 def _discrepancy_row(chain: str, doc: Mapping[str, Any]) -> dict[str, Any]:

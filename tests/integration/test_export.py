@@ -391,3 +391,41 @@ def test_zip_members_are_exactly_the_package(service: Service, key: Ed25519Priva
         assert sorted(zf.namelist()) == ["allocations.csv", "discrepancies.csv",
                                          "manifest.json", "manifest.sig", "report.html",
                                          "wallets.csv"]
+
+
+def test_with_verify_two_the_export_reads_every_balance_from_two_sources(
+        store_url: str, tmp_path: Path, key: Ed25519PrivateKey) -> None:
+    """With `verify = 2` the pinned balances are read from two sources and both are named
+    in the manifest; a balance they read differently, or that the second cannot read, is
+    `unreadable` in wallets.csv, never `ok` on one source's word."""
+    head = ChainHead(100, "0x" + "ab" * 32, int(NOW.timestamp()) - 5)
+    balances = {(ALICE, "ETH"): 15 * ETH // 10, (OMNI, "ETH"): 5 * ETH, (HOUSE, "ETH"): 7 * ETH}
+    fakes = {"primary": FakeAdapter(name="primary", head_block=head, balances_by_key=balances),
+             "second": FakeAdapter(name="second", head_block=head,
+                                   balances_by_key={**balances, (OMNI, "ETH"): 9 * ETH})}
+    settings = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
+        "name": "ethereum", "family": "evm", "chain_id": 1, "confirmations": 2, "verify": 2,
+        "sources": [{"kind": "jsonrpc", "name": name, "url": f"http://127.0.0.1:{n}/"}
+                    for n, name in enumerate(fakes, start=1)]}])
+    upgrade(make_engine(store_url))
+    svc = Service(settings, open_store(store_url), lambda _c, s: fakes[s.name], Clock())
+    ledger = tmp_path / "ledger.csv"
+    ledger.write_text("chain,address,structure,owner,asset,amount\n"
+                      f"ethereum,{ALICE},segregated,alice,ETH,1.5\n"
+                      f"ethereum,{OMNI},omnibus,bob,ETH,5\n"
+                      f"ethereum,{HOUSE},house,FIRM,ETH,7\n")
+    svc.import_ledger(ledger, dry_run=False)
+    assert svc.run_cycle(settings.chains[0]).error is None
+    out = tmp_path / "package"
+    export(svc, out, key)
+    files = read_package(out)
+    assert verify_package(files, trust(key)) == []
+    (chain,) = json.loads(files["manifest.json"])["chains"]
+    assert chain["sources"] == ["primary", "second"]
+    statuses = {(r["address"], r["asset"]): r["status"] for r in rows(files, "wallets.csv")}
+    assert statuses[(ALICE, "ETH")] == "ok" and statuses[(OMNI, "ETH")] == "unreadable"
+    fakes["second"].fail_balances = True
+    export(svc, tmp_path / "p2", key)
+    statuses = {(r["address"], r["asset"]): r["status"]
+                for r in rows(read_package(tmp_path / "p2"), "wallets.csv")}
+    assert set(statuses.values()) == {"unreadable"}
