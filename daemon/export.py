@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import random
 import secrets
 import shutil
 import tempfile
@@ -32,7 +33,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from daemon import __version__, signing
 from daemon.errors import InputError
-from daemon.merkle import Leaf, MerkleSumTree, build, owner_ref, system_nonce
+from daemon.leaves import Allocation, checked_ref, owner_secret, private_trees
+from daemon.merkle import Leaf, MerkleSumTree, build, system_nonce
 
 FORMAT = "segwatch-export-v2"
 SIGNATURE = "manifest.sig"
@@ -102,19 +104,24 @@ class Package:
     files: dict[str, bytes] = field(default_factory=dict)
     salt: bytes | None = None
     roots: list[dict[str, Any]] = field(default_factory=list)
+    exposed: tuple[tuple[str, str], ...] = ()
+    """(chain, asset) trees in which some owner's balance could not be hidden."""
 
 
 # --- building -------------------------------------------------------------------------
 def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: bool,
                   nonce: Callable[[], bytes] = system_nonce,
-                  salt: bytes | None = None) -> Package:
-    """Return every file of the package (pure apart from `nonce`/`salt` randomness)."""
+                  salt: bytes | None = None, rng: random.Random | None = None) -> Package:
+    """Return every file of the package (pure apart from `nonce`/`salt`/`rng`
+    randomness). Pseudonymized: owners' leaves commit to owner-checkable refs derived
+    from the master `salt` (daemon/leaves.py); allocations are split and padded."""
     from daemon.report import render_report
 
     salt = (salt or secrets.token_bytes(32)) if pseudonymize else None
     pins = {c.name: c for c in data.chains}
     wallet_rows = _wallet_rows(data, pins)
-    allocation_rows, trees = _allocations(data.wallets, salt, nonce)
+    allocation_rows, trees, exposed = _allocations(data.wallets, salt, nonce,
+                                                   rng or random.SystemRandom())
     liabilities = [{"chain": chain, "asset": asset, "root": tree.root_hash,
                     "total": str(tree.total), "leaves": len(tree.leaves)}
                    for (chain, asset), tree in sorted(trees.items())]
@@ -128,6 +135,7 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
         "generator": {"name": "segwatch", "version": __version__},
         "generated_at": _iso(data.generated_at), "as_of": _iso(data.as_of),
         "pseudonymized": pseudonymize,
+        "leaves": {"scheme": "split-v1", "exposed": [list(k) for k in exposed]},
         "chains": [{"name": c.name, "family": c.family, "chain_id": c.chain_id,
                     "network": c.network,
                     "block": {"height": c.height, "hash": c.hash, "timestamp": c.timestamp},
@@ -144,7 +152,7 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True,
                                          ensure_ascii=False) + "\n").encode()
     files[SIGNATURE] = signing.sign(key, files["manifest.json"])
-    return Package(files, salt, liabilities)
+    return Package(files, salt, liabilities, exposed)
 
 
 def _wallet_rows(data: PackageInput, pins: Mapping[str, ChainPin]) -> list[dict[str, str]]:
@@ -175,20 +183,29 @@ def wallet_status(structure: str, onchain: int | None, total: int) -> str:
 
 
 def _allocations(wallets: Sequence[WalletLedger], salt: bytes | None,
-                 nonce: Callable[[], bytes]
-                 ) -> tuple[list[dict[str, str]], dict[tuple[str, str], MerkleSumTree]]:
-    rows: list[dict[str, str]] = []
-    leaves: dict[tuple[str, str], list[Leaf]] = defaultdict(list)
-    for wallet in sorted(wallets, key=lambda w: (w.chain, w.address)):
-        for asset, owners in sorted(wallet.allocations.items()):
-            for owner, amount in sorted(owners.items()):
-                ref = owner_ref(owner, salt) if salt is not None else neutralize(owner)
-                leaf = Leaf(wallet.chain, asset, ref, amount, nonce().hex())
-                leaves[(wallet.chain, asset)].append(leaf)
-                rows.append({"chain": wallet.chain, "address": wallet.address, "asset": asset,
-                             "owner_ref": leaf.owner_ref, "amount": str(amount),
-                             "nonce": leaf.nonce, "leaf_hash": leaf.hash})
-    return rows, {key: build(items) for key, items in leaves.items()}
+                 nonce: Callable[[], bytes], rng: random.Random
+                 ) -> tuple[list[dict[str, str]], dict[tuple[str, str], MerkleSumTree],
+                            tuple[tuple[str, str], ...]]:
+    allocations = [Allocation(wallet.chain, wallet.address, asset, leaf_ref(owner, salt),
+                              amount)
+                   for wallet in sorted(wallets, key=lambda w: (w.chain, w.address))
+                   for asset, owners in sorted(wallet.allocations.items())
+                   for owner, amount in sorted(owners.items())]
+    made = private_trees(allocations, nonce, rng)
+    rows = [{"chain": p.leaf.chain, "address": p.address, "asset": p.leaf.asset,
+             "owner_ref": p.leaf.owner_ref, "amount": str(p.leaf.amount),
+             "nonce": p.leaf.nonce, "leaf_hash": p.leaf.hash}
+            for key in sorted(made.leaves)
+            for p in sorted(made.leaves[key], key=lambda p: p.leaf.hash)]
+    return rows, made.trees, made.exposed
+
+
+def leaf_ref(owner: str, salt: bytes | None) -> str:
+    """What `owner`'s leaves commit to: with a master `salt`, the owner-checkable ref of
+    the secret derived for them; else their id (neutralized for spreadsheets)."""
+    if salt is None:
+        return neutralize(owner)
+    return checked_ref(owner_secret(salt, owner), owner)
 
 
 def _csv(columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> bytes:
@@ -420,7 +437,7 @@ def owner_proofs(files: Mapping[str, bytes], owner: str, salt: bytes | None
     """Return `owner`'s inclusion proofs (one per allocation line), each with the root the
     manifest publishes. Raises InputError when the owner has no allocation."""
     manifest = json.loads(files["manifest.json"])
-    ref = owner_ref(owner, salt) if manifest.get("pseudonymized") else neutralize(owner)
+    ref = leaf_ref(owner, salt if manifest.get("pseudonymized") else None)
     problems: list[str] = []
     allocations = _rows(files, "allocations.csv", ALLOCATION_COLUMNS, problems)
     if problems:

@@ -71,9 +71,13 @@ def export_command(
                         "this time (ISO-8601 with offset).")] = None,
     sign_key: Annotated[Path | None, typer.Option(
         "--sign-key", help="Ed25519 private key (PEM) to sign the manifest.")] = None,
+    reveal_owners: Annotated[bool, typer.Option(
+        "--reveal-owners", help="Name owners in the package. By default each owner's "
+                                "leaves commit to a ref only they can check (the master "
+                                "salt is written beside the package as OUT.owner-salt).")
+    ] = False,
     pseudonymize: Annotated[bool, typer.Option(
-        "--pseudonymize", help="Replace owner ids by salted hashes (salt written beside "
-                               "the package as OUT.owner-salt).")] = False,
+        "--pseudonymize", help="The default (kept for scripts that pass it).")] = False,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Write the signed package: manifest.json, wallets.csv, allocations.csv,
@@ -91,12 +95,16 @@ def export_command(
     key = load_private_key(sign_key)
     moment = parse_time(as_of) if as_of else None
     root = _globals(ctx, verbose)
-    package = export(root.service(), out_path, key, as_of=moment, pseudonymize=pseudonymize)
+    if reveal_owners and pseudonymize:
+        raise InputError("--reveal-owners and --pseudonymize contradict each other")
+    hidden = not reveal_owners
+    package = export(root.service(), out_path, key, as_of=moment, pseudonymize=hidden)
     manifest = json.loads(package.files["manifest.json"])
     summary = {"out": str(out_path), "chains": [
         {"name": c["name"], "block": c["block"]} for c in manifest["chains"]],
         "liabilities": manifest["liabilities"],
-        "salt_file": f"{out_path}.owner-salt" if pseudonymize else None}
+        "salt_file": f"{out_path}.owner-salt" if hidden else None,
+        "exposed": [list(k) for k in package.exposed]}
     if as_json:
         _emit(summary)
     else:
@@ -147,8 +155,10 @@ def proof_command(
         "--salt-file", help="Pseudonymized packages: the salt (default: PACKAGE.owner-salt).")
     ] = None,
 ) -> None:
-    """Print the owner's inclusion proofs (JSON) against the package's Merkle roots."""
+    """Print the owner's inclusion proofs (JSON) against the package's Merkle roots, with
+    the owner's secret when the package is pseudonymized: give it to that owner only."""
     from daemon.export import SALT_SUFFIX, owner_proofs, read_package
+    from daemon.leaves import owner_secret
 
     files = read_package(package)
     salt = None
@@ -158,7 +168,9 @@ def proof_command(
             salt = bytes.fromhex(path.read_text().strip())
         except (OSError, ValueError):
             raise InputError(f"--salt-file {path}: missing or not hex") from None
-    _emit(owner_proofs(files, owner, salt))
+    proofs = owner_proofs(files, owner, salt)
+    _emit({"owner": owner, "secret": owner_secret(salt, owner).hex(), "proofs": proofs}
+          if salt is not None else {"owner": owner, "proofs": proofs})
 
 
 @export_app.command("verify-proof")
@@ -179,9 +191,13 @@ def verify_proof_command(
         loaded = json.loads(proof_file.read_text())
     except (OSError, ValueError) as exc:
         raise InputError(f"{proof_file}: not readable JSON ({type(exc).__name__})") from None
+    owner_problems: list[str] = []
+    if isinstance(loaded, dict) and "proofs" in loaded:  # what `export proof` prints
+        owner_problems = _owner_check(loaded)
+        loaded = loaded["proofs"]
     proofs = loaded if isinstance(loaded, list) else [loaded]
     roots: dict[tuple[str, str], dict[str, Any]] = {}
-    problems: list[str] = []
+    problems: list[str] = list(owner_problems)
     if package is not None:
         files = read_package(package)
         problems += verify_package(files, _trusted(ctx.find_root().obj, public_key,
@@ -212,6 +228,27 @@ def verify_proof_command(
                       + (" against the package's signed roots" if package else ""))
     if problems:
         raise typer.Exit(EXIT_DISCREPANCY)
+
+
+def _owner_check(document: dict[str, Any]) -> list[str]:
+    """With an owner's secret, every leaf must commit to the ref that owner's id and
+    secret give (so that a leaf shown to two clients fails for one of them)."""
+    from daemon.leaves import checked_ref
+
+    owner, secret, proofs = (document.get("owner"), document.get("secret"),
+                             document.get("proofs"))
+    if not isinstance(proofs, list):
+        return ["proofs must be a list"]
+    if secret is None:
+        return []
+    try:
+        expected = checked_ref(bytes.fromhex(str(secret)), str(owner))
+    except ValueError:
+        return ["secret is not hex"]
+    return [f"proof {n}: its leaf is not {owner}'s (owner_ref differs)"
+            for n, proof in enumerate(proofs)
+            if not isinstance(proof, dict) or not isinstance(proof.get("leaf"), dict)
+            or proof["leaf"].get("owner_ref") != expected]
 
 
 @keys_app.command("generate")

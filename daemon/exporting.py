@@ -34,7 +34,7 @@ CLOCK_SKEW = timedelta(minutes=2)
 
 
 def export(service: Service, out: Path, key: Ed25519PrivateKey, *,
-           as_of: datetime | None = None, pseudonymize: bool = False) -> Package:
+           as_of: datetime | None = None, pseudonymize: bool = True) -> Package:
     """Build the package of every configured chain and write it to `out` (all or nothing).
 
     Raises InputError (bad destination, `as_of` in the future or before the first

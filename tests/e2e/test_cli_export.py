@@ -68,10 +68,18 @@ sources = [{{ kind = "jsonrpc", url = "{anvil_node.url}" }}]
     proofs = cli(tmp_path, "export", "proof", "pkg", "--owner", "carol")
     assert proofs.code == 0
     (tmp_path / "carol.json").write_text(proofs.stdout)
-    assert json.loads(proofs.stdout)[0]["leaf"]["amount"] == str(2 * ETH)
+    document = json.loads(proofs.stdout)
+    assert document["owner"] == "carol" and len(document["secret"]) == 64
+    assert sum(int(p["leaf"]["amount"]) for p in document["proofs"]) == 2 * ETH
     checked = cli(tmp_path, "export", "verify-proof", "carol.json", "--package", "pkg",
                   "--fingerprint", fingerprint)
     assert checked.code == 0, checked.stdout
+    alone = cli(tmp_path, "export", "verify-proof", "carol.json")  # only proof and secret
+    assert alone.code == 0, alone.stdout
+    bob = json.loads(cli(tmp_path, "export", "proof", "pkg", "--owner", "bob").stdout)
+    (tmp_path / "shown.json").write_text(json.dumps({**document, "proofs": bob["proofs"]}))
+    shown = cli(tmp_path, "export", "verify-proof", "shown.json")  # bob's leaves as carol's
+    assert shown.code == 1 and "is not carol's" in shown.stdout
     again = cli(tmp_path, "export", "--out", "pkg", "--sign-key", "sign.pem")
     assert again.code == 2 and len(again.stderr.strip().splitlines()) == 1
     wallets = tmp_path / "pkg" / "wallets.csv"

@@ -127,8 +127,9 @@ def test_a_zip_package_verifies_and_proofs_hold_for_every_owner(
     assert verify_package(files, trust(key)) == []
     manifest = json.loads(files["manifest.json"])
     roots = {(r["chain"], r["asset"]): r for r in manifest["liabilities"]}
+    salt = bytes.fromhex((tmp_path / "package.zip.owner-salt").read_text().strip())
     for owner in (*OWNERS, "FIRM"):
-        for proof in owner_proofs(files, owner, None):
+        for proof in owner_proofs(files, owner, salt):
             root = roots[(proof["chain"], proof["asset"])]
             assert verify_proof(proof, root["root"], int(root["total"])).ok
             lower = copy.deepcopy(proof)
@@ -139,7 +140,7 @@ def test_a_zip_package_verifies_and_proofs_hold_for_every_owner(
                 moved["path"][0]["sum"] = str(int(moved["path"][0]["sum"]) + 1)
                 assert not verify_proof(moved, root["root"], int(root["total"])).ok
     with pytest.raises(InputError, match="no allocation"):
-        owner_proofs(files, "mallory", None)
+        owner_proofs(files, "mallory", salt)
 
 
 def edit_csv_cell(files: dict[str, bytes], name: str, row: int, column: str,
@@ -296,19 +297,42 @@ def test_packages_and_salts_are_private(service: Service, key: Ed25519PrivateKey
 
 def test_a_pseudonymized_package_holds_no_owner_id(service: Service, key: Ed25519PrivateKey,
                                                    tmp_path: Path) -> None:
-    """No owner id appears in any file; the salt beside the package lets the operator
-    produce each owner's proof."""
+    """By default no owner id appears in any file; each allocation is split into several
+    leaves. With the master salt beside the package the operator produces an owner's
+    proofs and secret; the owner recomputes their ref from id and secret and sums their
+    leaves to their allocation — another owner's secret gives another ref."""
+    from daemon.leaves import checked_ref, owner_secret
+
     out = tmp_path / "package"
-    export(service, out, key, pseudonymize=True)
+    export(service, out, key)
     files = read_package(out)
     assert verify_package(files, trust(key)) == []
     blob = b"".join(files.values())
     for owner in OWNERS:
         assert owner.encode() not in blob
     salt = bytes.fromhex((tmp_path / "package.owner-salt").read_text().strip())
-    (proof,) = owner_proofs(files, "carol-the-client", salt)
-    assert proof["leaf"]["owner_ref"].startswith("p:") and proof["leaf"]["amount"] == str(
-        3 * ETH)
+    proofs = owner_proofs(files, "carol-the-client", salt)
+    assert len(proofs) >= 2  # split: no leaf holds carol's whole allocation
+    secret = owner_secret(salt, "carol-the-client")
+    mine = checked_ref(secret, "carol-the-client")
+    assert {p["leaf"]["owner_ref"] for p in proofs} == {mine}
+    assert sum(int(p["leaf"]["amount"]) for p in proofs) == 3 * ETH
+    assert checked_ref(owner_secret(salt, "bob"), "carol-the-client") != mine
+    assert checked_ref(secret, "bob") not in {r["owner_ref"] for r in rows(files,
+                                                                            "allocations.csv")}
+
+
+def test_a_named_package_reveals_owners_when_asked(service: Service, key: Ed25519PrivateKey,
+                                                   tmp_path: Path) -> None:
+    """`pseudonymize=False` (`--reveal-owners`) names the owners; no salt file is written;
+    allocations are still split."""
+    out = tmp_path / "named"
+    export(service, out, key, pseudonymize=False)
+    files = read_package(out)
+    assert verify_package(files, trust(key)) == []
+    assert not (tmp_path / "named.owner-salt").exists()
+    refs = [r["owner_ref"] for r in rows(files, "allocations.csv")]
+    assert refs.count("alice") >= 4  # ETH and USDC, each split into 2-4 leaves
 
 
 def test_recheck_reads_the_pinned_block_again(service: Service, key: Ed25519PrivateKey,
