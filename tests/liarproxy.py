@@ -5,6 +5,7 @@ JSON-RPC call (single or batch) to `upstream` with httpx. Set `proxy.lie` (None:
 to one of LIES, with `target` (a wallet) and `height` (a block) where the lie needs them:
 
     far_head     eth_blockNumber and the "latest" block claim height 10**12 (own hash)
+    ahead_head   the same, AHEAD (10**6) blocks beyond the real head (a height in range)
     future_head  the "latest" block is one block ahead and stamped a day in the future
     balance      `target` is reported fully funded (FUNDED wei): in eth_getBalance and in
                  the Multicall3 aggregate3 eth_call result (its getEthBalance item)
@@ -34,9 +35,11 @@ from eth_abi.abi import encode as abi_encode
 from chains.evm.multicall import selector
 from tests.httpserve import LoopbackServer, QuietHandler, answer
 
-LIES = ("far_head", "future_head", "balance", "swap_hash", "withhold", "huge", "flood",
+LIES = ("far_head", "ahead_head", "future_head", "balance", "swap_hash", "withhold", "huge", "flood",
         "drip")
 FAR_HEAD = 10**12
+AHEAD = 10**6
+"""How far `ahead_head` claims: a height still in range, so head agreement must refuse it."""
 FUNDED = 10 * 10**18
 HUGE = "0x" + "f" * 4000
 FLOOD_BYTES = 100 * 1024 * 1024
@@ -117,10 +120,13 @@ class LiarProxy(LoopbackServer):
         latest = method == "eth_getBlockByNumber" and bool(params) and params[0] == "latest"
         if lie == "far_head" and method == "eth_blockNumber":
             return hex(FAR_HEAD)
-        if lie in ("far_head", "future_head") and latest and isinstance(result, dict):
-            far = lie == "far_head"
-            stamp = int(result["timestamp"], 16) + (0 if far else 86_400)
-            number = FAR_HEAD if far else int(result["number"], 16) + 1
+        if lie == "ahead_head" and method == "eth_blockNumber" and isinstance(result, str):
+            return hex(int(result, 16) + AHEAD)
+        if lie in ("far_head", "ahead_head", "future_head") and latest and \
+                isinstance(result, dict):
+            stamp = int(result["timestamp"], 16) + (86_400 if lie == "future_head" else 0)
+            real = int(result["number"], 16)
+            number = {"far_head": FAR_HEAD, "ahead_head": real + AHEAD}.get(lie, real + 1)
             return {**result, "number": hex(number), "hash": "0x" + "ee" * 32,
                     "timestamp": hex(stamp)}
         if lie == "balance":
