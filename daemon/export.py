@@ -142,13 +142,13 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
                     "sources": list(c.sources)} for c in data.chains],
         "liabilities": liabilities,
     }
+    manifest["signer"] = {"algorithm": "ed25519",
+                          "fingerprint": signing.fingerprint(key.public_key()),
+                          "public_key": signing.raw_public(key.public_key()).hex()}
     files["report.html"] = render_report(
         manifest, wallet_rows, [dict(d) for d in data.discrepancies],
         dict(data.decimals)).encode()
     manifest["files"] = {name: hashlib.sha256(files[name]).hexdigest() for name in FILES}
-    manifest["signer"] = {"algorithm": "ed25519",
-                          "fingerprint": signing.fingerprint(key.public_key()),
-                          "public_key": signing.raw_public(key.public_key()).hex()}
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True,
                                          ensure_ascii=False) + "\n").encode()
     files[SIGNATURE] = signing.sign(key, files["manifest.json"])

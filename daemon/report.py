@@ -298,16 +298,19 @@ def _discrepancies_section(discrepancies: Sequence[Row], fmt: _Formatter) -> str
 
 
 def _footer(manifest: Mapping[str, Any]) -> str:
-    signature = manifest.get("signature") or {}
-    signed = (f"The manifest is signed with {_e(signature.get('algorithm'))}, public key "
-              f"<code class=\"mono\">{_e(signature.get('public_key'))}</code>."
-              if signature else "The signature and public key are in manifest.json.")
+    signer = manifest.get("signer") or {}
+    fingerprint = _e(signer.get("fingerprint")) if isinstance(signer, Mapping) else ""
+    signed = (f"<code>manifest.sig</code> is an Ed25519 signature over its exact bytes by "
+              f"the key with fingerprint <code class=\"mono\">{fingerprint}</code>: trust "
+              "the package only if that is the key you expect from its issuer."
+              if fingerprint else "The signature is in manifest.sig.")
     return (
         "<footer>\n<h2>How to verify</h2>\n"
         "<p>This page is a summary; the package's files are the evidence. "
         "<code>manifest.json</code> holds the SHA-256 of every file (this one included), "
         f"the pinned blocks and the Merkle roots. {signed}</p>\n"
-        "<p>Run <code>segwatch export verify DIR</code> to check the hashes, the signature "
+        "<p>Run <code>segwatch export verify DIR --fingerprint HEX</code> to check the "
+        "signer, the hashes, the signature "
         "and the Merkle roots, and <code>segwatch export verify DIR --recheck</code> to "
         "re-read every balance from the chain at the pinned blocks.</p>\n</footer>"
     )

@@ -140,6 +140,8 @@ class Sources:
         read again from both sources before it is raised (`_recheck`)."""
         addresses = sorted({o.address for o in observations})
         split: list[str] = []
+        failures: list[str] = []
+        confirmed = False
         for adapter, _ in others:
             try:
                 theirs = adapter.block_at(block.height).hash
@@ -149,20 +151,26 @@ class Sources:
                         adapter.source, f"block {block.height} is {theirs} here, "
                                         f"{block.hash} at {primary.source}"))
                     continue
+                confirmed = True
                 second = adapter.balances(addresses, chain.assets, block)
             except (SourceUnavailable, DecodeError) as exc:
-                log.warning("verify_source_failed", chain=chain.name,
-                            error=self.failed(chain, adapter.source, exc))
+                failures.append(self.failed(chain, adapter.source, exc))
+                log.warning("verify_source_failed", chain=chain.name, error=failures[-1])
                 continue
             checked = cross_check(ledger, observations, second)
             if checked.findings:
                 checked = self._recheck(chain, ledger, primary, adapter, block, checked)
             return checked
-        if split:  # no checkpoint at a block the sources do not agree on
+        # no checkpoint at a block the sources do not agree on, or no other source vouched for
+        if split:
             raise SourceUnavailable(chain.name, f"sources disagree on block {block.height}: "
                                                 f"{primary.source} has {block.hash}, "
                                                 + ", ".join(split))
-        return cross_check(ledger, observations, ())
+        if not confirmed:
+            raise SourceUnavailable(chain.name, f"block {block.height} is not confirmed by a "
+                                                "second source: "
+                                                + ("; ".join(failures) or "none is fresh"))
+        return cross_check(ledger, observations, ())  # the block agreed, its balances not
 
     def _recheck(self, chain: ChainSettings, ledger: LedgerView, primary: ChainAdapter,
                  second: ChainAdapter, block: ChainHead, checked: CrossCheck) -> CrossCheck:

@@ -96,8 +96,8 @@ def test_a_lying_first_source_never_hides_the_shortfall(stage: Stage, lie: str,
     """The liar is listed first. Its head claims (a million blocks ahead, a day in the
     future), a swapped pinned-block hash, a 4,000-digit balance, a 100 MB body and a
     1 byte/s drip are refused; with `verify = 1` the honest source's read raises the
-    shortfall, with `verify = 2` nothing vouches for the balances alone, so the chain is
-    `unverified` — never compliant either way."""
+    shortfall, with `verify = 2` no second source vouches for the honest block, so no
+    checkpoint is saved and the chain is `stale` — never compliant either way."""
     liar = LiarProxy(stage.node.url, lie).start()
     try:
         service = stage.service([("liar", liar.url), ("honest", stage.node.url)], verify)
@@ -107,8 +107,11 @@ def test_a_lying_first_source_never_hides_the_shortfall(stage: Stage, lie: str,
         if verify == 1:
             assert "balance_shortfall" in open_types(service)
             assert signal(service) == "discrepancy"
-        else:
-            assert signal(service) in ("unverified", "discrepancy")
+        else:  # no second source vouches for the block: no checkpoint (SPEC §11)
+            result = cycle(service)
+            assert result.error is not None and "second source" in result.error
+            assert service.store.last_checkpoint("devnet") is None
+            assert signal(service) == "stale"
         assert liar.lies > 0
     finally:
         liar.stop()
