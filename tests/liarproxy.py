@@ -14,6 +14,8 @@ to one of LIES, with `target` (a wallet) and `height` (a block) where the lie ne
                  are still answered by the node
     withhold     block `height` is served without its transactions, logs or traces
     huge         eth_getBalance answers a 4,000-digit hex quantity
+    refuse       eth_getBalance answers a JSON-RPC error about the request (REFUSAL, as
+                 ganache 7 refuses block-hash parameters): no failover can help
     flood        every answer is a 100 MB body, streamed in 1 MiB chunks, no Content-Length
     drip         every answer trickles out at one byte a second (at most DRIP_SECONDS)
 
@@ -36,7 +38,9 @@ from chains.evm.multicall import selector
 from tests.httpserve import LoopbackServer, QuietHandler, answer
 
 LIES = ("far_head", "ahead_head", "future_head", "balance", "swap_hash", "withhold", "huge", "flood",
-        "drip")
+        "drip", "refuse")
+REFUSAL = {"code": -32700, "message": 'Cannot wrap a "object" as a "QUANTITY" [/bold] [red]'}
+"""The refusal's text carries Rich markup, which must be shown as written."""
 FAR_HEAD = 10**12
 AHEAD = 10**6
 """How far `ahead_head` claims: a height still in range, so head agreement must refuse it."""
@@ -105,6 +109,10 @@ class LiarProxy(LoopbackServer):
         """The upstream's answer to `call` (a batch item by item), with the lie told."""
         if isinstance(call, list):
             return [self.relay(item) for item in call]
+        if self.lie == "refuse" and isinstance(call, dict) and \
+                call.get("method") == "eth_getBalance":
+            self._told()
+            return {"jsonrpc": "2.0", "id": call.get("id"), "error": REFUSAL}
         reply = self._client.post(self.upstream, json=call).json()
         if not isinstance(call, dict) or not isinstance(reply, dict) or "result" not in reply:
             return reply

@@ -7,44 +7,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from chains.evm.devnet import AnvilNode, set_balances
 from tests.e2e.cli import segwatch
-from tests.httpserve import LoopbackServer, QuietHandler, answer
+from tests.liarproxy import LiarProxy
 
 pytestmark = pytest.mark.anvil
 
 ETH = 10**18
 ALICE = "0x1000000000000000000000000000000000000001"
-REFUSAL = {"code": -32700, "message": 'Cannot wrap a "object" as a "QUANTITY" [/bold] [red]'}
-
-
-class RefusingBalances(LoopbackServer):
-    """Forwards JSON-RPC to `upstream`, answering every eth_getBalance with an error about
-    the request (not about the source: no failover can help)."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        proxy = self
-
-        class Handler(QuietHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                answer(self, 200, json.dumps(proxy.relay(body)).encode(),
-                       {"Content-Type": "application/json"})
-
-        super().__init__(Handler, name="refusing-balances")
-
-    def relay(self, body: Any) -> Any:
-        if isinstance(body, list):
-            return [self.relay(item) for item in body]
-        if body.get("method") == "eth_getBalance":
-            return {"jsonrpc": "2.0", "id": body.get("id"), "error": REFUSAL}
-        return httpx.post(self.upstream, json=body, timeout=10).json()
 
 
 def test_unreadable_balances_are_never_reported_as_reconciled(
@@ -53,7 +26,7 @@ def test_unreadable_balances_are_never_reported_as_reconciled(
     warning, `status` says `unverified` (exit 3), `check` says `unverified` (exit 3) and
     shows the node's error text as written (its `[/bold]` is not Rich markup)."""
     set_balances(anvil_node, {ALICE: 10 * ETH})
-    proxy = RefusingBalances(anvil_node.url).start()
+    proxy = LiarProxy(anvil_node.url, "refuse").start()
     try:
         (tmp_path / "segwatch.toml").write_text(f"""
 [store]
