@@ -6,13 +6,13 @@ from typing import TYPE_CHECKING
 
 from chains.base import ChainAdapter
 from chains.registry import make_adapter
-from daemon.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
 from daemon.store.db import ensure_schema, make_engine
 from daemon.store.repository import Store
 
 if TYPE_CHECKING:
-    from daemon.alerts import AlertDispatcher
+    from daemon.runtime.alerts import AlertDispatcher
 
 
 def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
@@ -40,6 +40,6 @@ def build_service(settings: Settings, db_url: str | None = None) -> Service:
 
 def build_alerts(settings: Settings, store: Store) -> AlertDispatcher | None:
     """The alert dispatcher of the configured sinks, or None without sinks."""
-    from daemon.alerts import AlertDispatcher
+    from daemon.runtime.alerts import AlertDispatcher
 
     return AlertDispatcher(settings.alerts, store.engine) if settings.alerts else None

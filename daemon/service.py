@@ -26,20 +26,20 @@ from chains.errors import (
     SourceUnavailable,
 )
 from chains.types import Address, BalanceObservation, ChainHead, ScanResult
-from daemon.calendar import add_business_day
-from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.errors import InputError
-from daemon.ledger import parse_ledger, summarize
-from daemon.reconcile import Finding, LedgerView, Reconciliation, reconcile, stale_finding
-from daemon.scanning import compare_scans, plan_scan
-from daemon.shards import Shard, shards
-from daemon.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
+from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.ledger import parse_ledger, summarize
+from daemon.inputs.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
+from daemon.rules.calendar import add_business_day
+from daemon.rules.reconcile import Finding, LedgerView, Reconciliation, reconcile, stale_finding
+from daemon.rules.shards import Shard, shards
+from daemon.rules.workflow import Action, Request
+from daemon.runtime.scanning import compare_scans, plan_scan
+from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.models import OPEN_STATUSES, Checkpoint
 from daemon.store.repository import DiscrepancyRecord, Store
 from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
-from daemon.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
-from daemon.workflow import Action, Request
 
 log = structlog.get_logger("segwatch")
 
@@ -68,7 +68,7 @@ class CycleResult:
     scanned_to: int | None = None
     scan_error: str | None = None
     shard: str = ""
-    """The wallet shard's key (daemon/shards.py); the chain's name when it is not split."""
+    """The wallet shard's key (daemon/rules/shards.py); the chain's name when it is not split."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Recording one reconciliation cycle: the writes `Store.record_cycle` makes in its one
-transaction, and the decisions (pure functions from `daemon.reconcile` and
-`daemon.flows`) they apply.
+transaction, and the decisions (pure functions from `daemon.rules.reconcile` and
+`daemon.rules.flows`) they apply.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from chains.types import Address, BalanceObservation, ChainHead
-from daemon.audit import AuditLog
-from daemon.config import ChainSettings
-from daemon.flows import Flow, classify, continuity
-from daemon.reconcile import (
+from daemon.inputs.config import ChainSettings
+from daemon.rules.flows import Flow, classify, continuity
+from daemon.rules.reconcile import (
     BALANCE_TYPES,
     Finding,
     LedgerView,
@@ -28,6 +27,7 @@ from daemon.reconcile import (
 )
 from daemon.store import models as m
 from daemon.store import transfers as tx
+from daemon.store.audit import AuditLog
 
 ENGINE_ACTOR = "engine"
 _INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cycles
@@ -62,7 +62,7 @@ class CycleInput:
     seed: tx.Seed | None = None
     shard: int = 0
     shards: int = 1
-    """The wallet shard read (daemon/shards.py): shard 0 scans the chain's transfers,
+    """The wallet shard read (daemon/rules/shards.py): shard 0 scans the chain's transfers,
     the others only read and reconcile their wallets' balances."""
     checkers: frozenset[str] = frozenset()
     """The configured users whose approved withdrawals authorize transfers."""

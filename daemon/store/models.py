@@ -109,7 +109,7 @@ class Checkpoint(SQLModel, table=True):
     continuity is checked from the last checkpoint whose block was scanned."""
     shard: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
     shards: int = Field(default=1, sa_column_kwargs={"server_default": text("1")})
-    """Which wallet shard of the chain the cycle read (daemon/shards.py), of how many."""
+    """Which wallet shard of the chain the cycle read (daemon/rules/shards.py), of how many."""
 
 
 class Discrepancy(SQLModel, table=True):
@@ -276,7 +276,7 @@ class UtxoSeed(SQLModel, table=True):
 
 
 class AlertCursor(SQLModel, table=True):
-    """How far one alert sink has been served (daemon/alerts.py): every alert-worthy audit
+    """How far one alert sink has been served (daemon/runtime/alerts.py): every alert-worthy audit
     entry up to `last_seq` was delivered. `sink` is the sink's kind and a hash of its URL,
     never the URL."""
 
@@ -292,7 +292,7 @@ class AlertCursor(SQLModel, table=True):
 
 
 class Lease(SQLModel, table=True):
-    """Work one replica holds until `expires_at` (PostgreSQL scale-out, daemon/leases.py):
+    """Work one replica holds until `expires_at` (PostgreSQL scale-out, daemon/runtime/leases.py):
     `chain:<name>` for a chain's cycles."""
 
     __tablename__ = "lease"

@@ -18,17 +18,17 @@ from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
 
 from chains.types import Address
-from daemon.audit import AuditLog, Verification, verify
-from daemon.config import ChainSettings, Settings
 from daemon.errors import InputError
-from daemon.ledger import AllocationRow
-from daemon.reconcile import Finding, LedgerView, WalletView
+from daemon.inputs.config import ChainSettings, Settings
+from daemon.inputs.ledger import AllocationRow
+from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
+from daemon.rules.reconcile import Finding, LedgerView, WalletView
+from daemon.rules.workflow import RAISED, Refused, Request, check
 from daemon.store import models as m
 from daemon.store import transfers as tx
+from daemon.store.audit import AuditLog, Verification, verify
 from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record, record_stale
 from daemon.store.db import session_scope
-from daemon.withdrawals import ApprovedWithdrawal as ApprovedInstruction
-from daemon.workflow import RAISED, Refused, Request, check
 
 _AUDIT_ACTION = {"propose": "proposed", "approve": "resolved", "reject": "rejected"}
 

@@ -23,7 +23,7 @@ from chains.types import (
     TrackedOutput,
     TransferObservation,
 )
-from daemon.flows import Flow, Instruction
+from daemon.rules.flows import Flow, Instruction
 from daemon.store import models as m
 
 RECENT_BLOCKS = 256

@@ -539,7 +539,7 @@ def sample_idle(daemon: DaemonProcess, node: AnvilNode, poll: float, wallets: in
     pid, anvil_pid = daemon.process.pid, node.process.pid
     time.sleep(min(args.warmup, max(deadline.left(), 0)))
     deadline.check("the idle warm-up")
-    before, head0 = daemon.metrics(), node.block_number()
+    before, head0 = daemon.runtime.metrics(), node.block_number()
     first_cycle = len(daemon.log_events("cycle"))
     started = time.monotonic()
     ticks0, anvil0 = proc_ticks(pid), proc_ticks(anvil_pid)
@@ -552,7 +552,7 @@ def sample_idle(daemon: DaemonProcess, node: AnvilNode, poll: float, wallets: in
         rss.append(proc_status(pid, "VmRSS"))
     elapsed = time.monotonic() - started
     ticks1, anvil1 = proc_ticks(pid), proc_ticks(anvil_pid)
-    after, hwm = daemon.metrics(), proc_status(pid, "VmHWM")
+    after, hwm = daemon.runtime.metrics(), proc_status(pid, "VmHWM")
     logged = CycleStats.of(daemon.log_events("cycle")[first_cycle:])
 
     def delta(name: str) -> float:

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from daemon.export import (
+from daemon.export.package import (
     ChainPin,
     PackageInput,
     WalletLedger,
@@ -37,8 +37,8 @@ from daemon.export import (
     verify_package,
     write_package,
 )
-from daemon.merkle import Leaf, build, verify_proof
-from daemon.signing import fingerprint
+from daemon.export.signing import fingerprint
+from daemon.rules.merkle import Leaf, build, verify_proof
 
 CHAINS = (("ethereum", "evm", 1, None, ("ETH", "USDC")), ("bitcoin", "utxo", None, "bitcoin",
                                                           ("BTC",)))

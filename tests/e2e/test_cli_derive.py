@@ -1,4 +1,4 @@
-"""`segwatch derive CHAIN KEY` through the real entry point (daemon.cli.main)."""
+"""`segwatch derive CHAIN KEY` through the real entry point (daemon.cli.app.main)."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ import pytest
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from daemon.bootstrap import open_store
-from daemon.config import load_settings
+from daemon.inputs.config import load_settings
 from daemon.service import Service
 from tests.e2e.cli import Result, segwatch
 

@@ -2,7 +2,7 @@
 killed with SIGKILL at any point and restarted loses no finding and creates no duplicate.
 
 A seeded scenario (tests/scenario.py) plays transactions on its own anvil node while
-`python -m daemon.cli run` is started and SIGKILLed over and over: 20 kills at random
+`python -m daemon.cli.app run` is started and SIGKILLed over and over: 20 kills at random
 moments (in start-up, a cycle's reads, its write transaction) and 8 the daemon deals itself
 at chosen points of the write transaction (before a random SQL statement, before COMMIT,
 racing COMMIT, right after it). A last daemon then settles; the stored findings must be
@@ -42,10 +42,10 @@ from chains.evm.devnet import (
     install_multicall,
     start_anvil,
 )
-from daemon.audit import GENESIS, entry_hash
 from daemon.bootstrap import build_service
-from daemon.config import load_settings
+from daemon.inputs.config import load_settings
 from daemon.store import models as m
+from daemon.store.audit import GENESIS, entry_hash
 from daemon.store.db import make_engine, upgrade
 from tests import scenario as sc
 from tests.anvil import require_anvil
@@ -128,7 +128,7 @@ class Harness:
 
     def spawn(self, name: str, probe: bool, kill: str = "") -> tuple[subprocess.Popen[bytes],
                                                                       Path, Path]:
-        """Start `python -m daemon.cli run`; with `probe`, the crash probe is loaded."""
+        """Start `python -m daemon.cli.app run`; with `probe`, the crash probe is loaded."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SEGWATCH_", "CRASH"))}
         stderr, journal = self.cwd / f"{name}.log", self.cwd / f"{name}.journal"
         if probe:

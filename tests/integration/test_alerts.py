@@ -29,8 +29,11 @@ from structlog.testing import capture_logs
 
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
-from daemon.alert_payloads import verify_signature
-from daemon.alerts import (
+from daemon.bootstrap import open_store
+from daemon.errors import InputError
+from daemon.inputs.config import AlertSettings, Settings
+from daemon.runtime.alert_payloads import verify_signature
+from daemon.runtime.alerts import (
     EVENTS,
     SIGNATURE_HEADER,
     Alert,
@@ -42,10 +45,7 @@ from daemon.alerts import (
     sink_id,
     slack_payload,
 )
-from daemon.bootstrap import open_store
-from daemon.config import AlertSettings, Settings
-from daemon.errors import InputError
-from daemon.logs import configure
+from daemon.runtime.logs import configure
 from daemon.service import Service
 from daemon.store import models as m
 from daemon.store.db import make_engine, upgrade

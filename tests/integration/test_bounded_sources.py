@@ -15,7 +15,7 @@ import pytest
 from chains.errors import SegwatchError
 from chains.evm.devnet import AnvilNode, set_balances
 from daemon.bootstrap import adapter_for, open_store
-from daemon.config import Settings
+from daemon.inputs.config import Settings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 from tests.httpserve import LoopbackServer, QuietHandler, answer

@@ -17,11 +17,11 @@ from chains.evm.address import canonical_evm_address
 from chains.evm.devnet import free_port
 from chains.fake import FakeAdapter
 from daemon.bootstrap import open_store
-from daemon.config import ChainSettings, Settings, SourceSettings
 from daemon.errors import ConfigError
-from daemon.health import HealthServer
-from daemon.metrics import Metrics
-from daemon.scheduler import Daemon, Job, run_forever
+from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+from daemon.runtime.health import HealthServer
+from daemon.runtime.metrics import Metrics
+from daemon.runtime.scheduler import Daemon, Job, run_forever
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 

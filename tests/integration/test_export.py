@@ -21,19 +21,19 @@ from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from chains.types import ChainHead
 from daemon.bootstrap import open_store
-from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.export import (
+from daemon.export.package import (
     SIGNATURE,
     load_private_key,
     owner_proofs,
     read_package,
     verify_package,
 )
-from daemon.exporting import export, recheck
-from daemon.merkle import verify_proof
+from daemon.export.service import export, recheck
+from daemon.export.signing import fingerprint, generate_key, sign
+from daemon.inputs.config import Settings
+from daemon.rules.merkle import verify_proof
 from daemon.service import Service
-from daemon.signing import fingerprint, generate_key, sign
 from daemon.store.db import make_engine, upgrade
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
@@ -160,7 +160,7 @@ def resign(files: dict[str, bytes], key: Ed25519PrivateKey, change: dict[str, ob
     recomputation still catches the edit; another key: the signer is not trusted)."""
     import hashlib
 
-    from daemon.signing import raw_public
+    from daemon.export.signing import raw_public
 
     manifest = json.loads(files["manifest.json"])
     manifest.update(change)
@@ -301,7 +301,7 @@ def test_a_pseudonymized_package_holds_no_owner_id(service: Service, key: Ed2551
     leaves. With the master salt beside the package the operator produces an owner's
     proofs and secret; the owner recomputes their ref from id and secret and sums their
     leaves to their allocation — another owner's secret gives another ref."""
-    from daemon.leaves import checked_ref, owner_secret
+    from daemon.rules.leaves import checked_ref, owner_secret
 
     out = tmp_path / "package"
     export(service, out, key)

@@ -16,12 +16,12 @@ import httpx
 import pytest
 
 from chains.fake import FakeAdapter
-from daemon import health
 from daemon.bootstrap import open_store
-from daemon.config import Settings
-from daemon.health import HealthServer, StatusCache, health_document, metrics_exposed
-from daemon.metrics import Metrics
-from daemon.scheduler import run_forever
+from daemon.inputs.config import Settings
+from daemon.runtime import health
+from daemon.runtime.health import HealthServer, StatusCache, health_document, metrics_exposed
+from daemon.runtime.metrics import Metrics
+from daemon.runtime.scheduler import run_forever
 from daemon.service import ChainStatus, Service
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)

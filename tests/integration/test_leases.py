@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import Session
 
-from daemon.leases import LeaseLost, Leases
+from daemon.runtime.leases import LeaseLost, Leases
 from daemon.store.db import make_engine, upgrade
 from tests.realdeps import postgres_schema
 

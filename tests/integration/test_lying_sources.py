@@ -22,7 +22,7 @@ import pytest
 from chains.errors import SegwatchError
 from chains.evm.devnet import AnvilNode, impersonate, install_multicall, set_balances
 from daemon.bootstrap import build_service
-from daemon.config import Settings
+from daemon.inputs.config import Settings
 from daemon.service import CycleResult, Service
 from daemon.store.db import make_engine, upgrade
 from tests.liarproxy import LiarProxy

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from daemon.report import render_report
+from daemon.export.report import render_report
 from tests.realdeps import missing
 
 BROWSER_TIMEOUT = 90.0

@@ -18,9 +18,9 @@ from sqlmodel import SQLModel
 
 from chains.evm.devnet import AnvilNode, impersonate, install_multicall, set_balances
 from daemon.bootstrap import build_service
-from daemon.config import Settings
+from daemon.inputs.config import Settings
+from daemon.rules.shards import Shard, shard_of, shards
 from daemon.service import CycleResult, Service
-from daemon.shards import Shard, shard_of, shards
 from daemon.store.db import make_engine, upgrade
 
 pytestmark = pytest.mark.anvil

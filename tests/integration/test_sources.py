@@ -14,7 +14,7 @@ from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from chains.types import BaseUnits, ChainHead, TransferObservation
 from daemon.bootstrap import open_store
-from daemon.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 

@@ -12,7 +12,7 @@ from sqlmodel import Session, select
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from daemon.bootstrap import open_store
-from daemon.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
 from daemon.store import models as m
 from daemon.store.db import current_revision, head_revision, make_engine, upgrade

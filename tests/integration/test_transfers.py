@@ -25,8 +25,8 @@ from chains.evm.devnet import (
     set_balances,
 )
 from daemon.bootstrap import build_service
-from daemon.config import Settings
 from daemon.errors import InputError
+from daemon.inputs.config import Settings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 

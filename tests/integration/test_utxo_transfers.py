@@ -21,7 +21,7 @@ import pytest
 
 from chains.utxo.core_rpc import coins_to_sats
 from daemon.bootstrap import build_service
-from daemon.config import Settings
+from daemon.inputs.config import Settings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 from tests.esplora_server import EsploraServer

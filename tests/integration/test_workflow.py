@@ -14,8 +14,8 @@ from sqlalchemy.exc import DBAPIError
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from daemon.bootstrap import open_store
-from daemon.config import Settings
 from daemon.errors import InputError
+from daemon.inputs.config import Settings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 from tests.realdeps import postgres_schema

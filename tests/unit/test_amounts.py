@@ -1,4 +1,4 @@
-"""Exact display ↔ base-unit conversion (daemon.amounts)."""
+"""Exact display ↔ base-unit conversion (daemon.rules.amounts)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.amounts import MAX_BASE_UNITS, format_amount, parse_amount
+from daemon.rules.amounts import MAX_BASE_UNITS, format_amount, parse_amount
 
 
 @given(st.integers(min_value=0, max_value=MAX_BASE_UNITS), st.integers(min_value=0, max_value=30))

@@ -1,4 +1,4 @@
-"""The cure clock's business-day arithmetic (daemon/calendar.py), by example and by
+"""The cure clock's business-day arithmetic (daemon/rules/calendar.py), by example and by
 property over many instants, timezones with DST changes, and holiday calendars."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.calendar import add_business_day, is_business_day
+from daemon.rules.calendar import add_business_day, is_business_day
 
 NEW_YORK = "America/New_York"
 

@@ -15,8 +15,8 @@ from chains.types import (
     FeePayment,
     TransferObservation,
 )
-from daemon.flows import Flow, Instruction, classify, continuity
-from daemon.reconcile import LedgerView, WalletView
+from daemon.rules.flows import Flow, Instruction, classify, continuity
+from daemon.rules.reconcile import LedgerView, WalletView
 
 A = Address("0x" + "a1" * 20)   # alice, segregated
 A2 = Address("0x" + "a2" * 20)  # alice's second wallet

@@ -8,7 +8,7 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.leaves import (
+from daemon.rules.leaves import (
     Allocation,
     checked_ref,
     exposes_an_owner,
@@ -16,7 +16,7 @@ from daemon.leaves import (
     private_trees,
     split,
 )
-from daemon.merkle import Leaf, MerkleSumTree
+from daemon.rules.merkle import Leaf, MerkleSumTree
 
 
 def counter_nonce() -> object:
@@ -52,7 +52,7 @@ def test_an_owner_recomputes_their_ref_and_no_one_else_can() -> None:
 
 def sibling_ranges(index: int, count: int) -> list[range]:
     """The leaf index ranges under each sibling on leaf `index`'s path in a tree of
-    `count` leaves (padding as daemon/merkle.py pads: it covers no real leaf)."""
+    `count` leaves (padding as daemon/rules/merkle.py pads: it covers no real leaf)."""
     out, width, position = [], 1, index
     size = count
     while size > 1:

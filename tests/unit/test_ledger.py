@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from chains.evm.address import canonical_evm_address
 from chains.types import Address, AssetRef, BaseUnits
-from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.ledger import AllocationRow, parse_ledger, summarize
+from daemon.inputs.config import Settings
+from daemon.inputs.ledger import AllocationRow, parse_ledger, summarize
 
 USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 HEADER = "chain,address,structure,owner,asset,amount,label,mpc_key_id\n"

@@ -1,4 +1,4 @@
-"""Merkle-sum trees of liabilities and inclusion proofs (daemon.merkle)."""
+"""Merkle-sum trees of liabilities and inclusion proofs (daemon.rules.merkle)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.merkle import (
+from daemon.rules.merkle import (
     PAD_HASH,
     Leaf,
     MerkleSumTree,

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
-from daemon.reconcile import LedgerView, WalletView, reconcile
+from daemon.rules.reconcile import LedgerView, WalletView, reconcile
 
 ETH = AssetRef("ETH", 18)
 USDC = AssetRef("USDC", 6, Address("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"))

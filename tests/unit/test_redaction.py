@@ -14,9 +14,9 @@ import structlog
 from structlog.testing import capture_logs
 
 from chains.urls import redact_url, url_secrets
-from daemon import logs
-from daemon.config import Settings
-from daemon.logs import (
+from daemon.inputs.config import Settings
+from daemon.runtime import logs
+from daemon.runtime.logs import (
     MAX_DEPTH,
     clear_secrets,
     redact,
@@ -229,7 +229,7 @@ def test_settings_secrets_lists_every_configured_secret(monkeypatch: pytest.Monk
 
 def test_cli_error_lines_scrub_registered_secrets(capsys: pytest.CaptureFixture[str]) -> None:
     """The CLI's one-line errors on stderr pass the registry too, not only URL redaction."""
-    from daemon.cli import _fail
+    from daemon.cli.app import _fail
 
     register_secrets([KEYS[1]])
     with pytest.raises(SystemExit) as exited:

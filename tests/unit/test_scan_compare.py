@@ -4,7 +4,7 @@ block's number of watched transfers, or the disagreement is named."""
 from __future__ import annotations
 
 from chains.types import Address, BaseUnits, BlockLink, ChainHead, ScanResult, TransferObservation
-from daemon.scanning import compare_scans
+from daemon.runtime.scanning import compare_scans
 
 A = Address("0x" + "a1" * 20)
 B = Address("0x" + "b2" * 20)

@@ -7,8 +7,8 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from daemon.config import ChainSettings
-from daemon.shards import Shard, shard_of, shards
+from daemon.inputs.config import ChainSettings
+from daemon.rules.shards import Shard, shard_of, shards
 
 
 def test_one_shard_is_the_whole_chain() -> None:

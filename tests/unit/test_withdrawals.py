@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from chains.evm.address import canonical_evm_address
 from chains.types import Address, AssetRef, BaseUnits
-from daemon.amounts import format_amount
-from daemon.config import Settings
 from daemon.errors import InputError
-from daemon.withdrawals import ApprovedWithdrawal, parse_withdrawals, summarize_withdrawals
+from daemon.inputs.config import Settings
+from daemon.inputs.withdrawals import ApprovedWithdrawal, parse_withdrawals, summarize_withdrawals
+from daemon.rules.amounts import format_amount
 
 USDC = "0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"
 UNCONFIGURED_TOKEN = "0xdAC17F958D2ee523a2206206994597C13D831ec7"

@@ -1,10 +1,10 @@
-"""The pure maker-checker rules (daemon/workflow.py)."""
+"""The pure maker-checker rules (daemon/rules/workflow.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from daemon.workflow import REASON_CODES, Refused, Request, check
+from daemon.rules.workflow import REASON_CODES, Refused, Request, check
 
 ROLES = {"mia": ["maker"], "carl": ["checker"], "cora": ["maker", "checker"], "val": ["viewer"]}
 

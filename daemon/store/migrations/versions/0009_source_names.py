@@ -46,7 +46,7 @@ TEXT = (
     ("scan_cursor", "chain_id", "error"),
     ("alert_cursor", "sink", "last_error"),
 )
-# The same URL pattern the log redaction uses (daemon/logs.py), copied: a migration
+# The same URL pattern the log redaction uses (daemon/runtime/logs.py), copied: a migration
 # must not change when application code does.
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
 

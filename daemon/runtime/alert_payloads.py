@@ -1,6 +1,6 @@
 """PURE construction of alert messages: an `Alert` from a discrepancy and one of its
 audit entries, and the generic webhook's JSON object or the Slack message for it.
-No I/O and no clock; delivery, retries and cursors live in daemon/alerts.py.
+No I/O and no clock; delivery, retries and cursors live in daemon/runtime/alerts.py.
 
 A payload is built only from the discrepancy and the audit entry, never from a sink's
 settings, so a sink's URL can never appear in one.
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from daemon.amounts import format_amount
+from daemon.rules.amounts import format_amount
 from daemon.store import models as m
 
 EVENTS = {"detected": "detected", "escalated": "escalated", "self_cleared": "recovered",

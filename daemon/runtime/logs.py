@@ -26,7 +26,7 @@ import structlog
 from chains.urls import MASK, redact_url, url_host, url_secrets
 
 if TYPE_CHECKING:
-    from daemon.config import Settings
+    from daemon.inputs.config import Settings
 
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^\s\"'<>]+")
 _SECRET_KEYS = re.compile(r"(pass(word)?|secret|token|api[_-]?key|authorization|cookie|"

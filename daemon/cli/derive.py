@@ -3,7 +3,7 @@
 HD custody often gives each client one address of one key; operators list those
 addresses here (`--json` for scripts) to write the sub-ledger. The chain's network
 comes from the configuration, or from the built-in chains (bitcoin, litecoin) when it
-is not configured. Registered on the root app by daemon/cli.py (`app.add_typer(...)`
+is not configured. Registered on the root app by daemon/cli/app.py (`app.add_typer(...)`
 without a name merges this command into the root).
 """
 
@@ -18,10 +18,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from daemon.builtin import BUILTIN_CHAINS
-from daemon.config import config_path, load_settings
 from daemon.errors import InputError
-from daemon.logs import configure
+from daemon.inputs.builtin import BUILTIN_CHAINS
+from daemon.inputs.config import config_path, load_settings
+from daemon.runtime.logs import configure
 
 if TYPE_CHECKING:
     from chains.utxo.esplora import EsploraAdapter
@@ -111,7 +111,7 @@ def _esplora(config: str | None, name: str, network: str, url: str | None) -> Es
 
 
 def _root_options(ctx: typer.Context) -> tuple[str | None, str | None]:
-    """`--config` and `--log-format` from the root app (daemon.cli.Globals), if any."""
+    """`--config` and `--log-format` from the root app (daemon.cli.app.Globals), if any."""
     root = ctx.find_root().obj
     return getattr(root, "config", None), getattr(root, "log_format", None)
 

@@ -13,8 +13,8 @@ from collections.abc import Collection, Sequence
 from chains.base import ChainAdapter
 from chains.errors import SourceUnavailable
 from chains.types import Address, BlockLink, ChainHead, ScanResult
-from daemon.config import ChainSettings
-from daemon.flows import Flow
+from daemon.inputs.config import ChainSettings
+from daemon.rules.flows import Flow
 from daemon.store.transfers import ScanPlan, ScanState, TrackedRow, block_time
 
 MAX_BLOCKS_PER_CYCLE = 2_000

@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from daemon.merkle import NONCE_BYTES, Leaf, MerkleSumTree, build
+from daemon.rules.merkle import NONCE_BYTES, Leaf, MerkleSumTree, build
 
 SECRET_TAG = "segwatch-owner-secret-v1"  # noqa: S105 - a domain tag, not a secret
 REF_TAG = "segwatch-owner-ref-v1"
@@ -139,7 +139,7 @@ or _MIXED, or None for an empty padding node)."""
 
 
 def exposes_an_owner(ordered: Sequence[Leaf]) -> bool:
-    """Whether, in the tree over `ordered` leaves (padded as daemon/merkle.py pads), some
+    """Whether, in the tree over `ordered` leaves (padded as daemon/rules/merkle.py pads), some
     node holds all the non-zero leaves of one owner and no other owner's non-zero leaf,
     while its sibling holds a leaf of someone else (a zero-amount one included): that
     sibling sum, on the other's proof, would be the first owner's whole balance."""

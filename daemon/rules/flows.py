@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from chains.types import Address, BalanceObservation, ChainHead, FeePayment, TransferObservation
-from daemon.reconcile import SEVERITY, Finding, LedgerView, WalletView
+from daemon.rules.reconcile import SEVERITY, Finding, LedgerView, WalletView
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from chains.types import UNCONFIRMED, AssetRef, TransferObservation
-from daemon.amounts import format_amount
-from daemon.config import ChainSettings
-from daemon.reconcile import Finding
+from daemon.inputs.config import ChainSettings
+from daemon.rules.amounts import format_amount
+from daemon.rules.reconcile import Finding
 from daemon.service import ChainStatus, CheckReport, CycleResult
 from daemon.store.models import AuditEntry
 from daemon.store.repository import DiscrepancyRecord

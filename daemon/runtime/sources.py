@@ -28,9 +28,9 @@ import structlog
 from chains.base import ChainAdapter
 from chains.errors import ChainMismatch, DecodeError, SegwatchError, SourceUnavailable
 from chains.types import Address, BalanceObservation, ChainHead
-from daemon.config import ChainSettings, SourceSettings
-from daemon.reconcile import CrossCheck, Finding, LedgerView, cross_check
-from daemon.shards import Shard
+from daemon.inputs.config import ChainSettings, SourceSettings
+from daemon.rules.reconcile import CrossCheck, Finding, LedgerView, cross_check
+from daemon.rules.shards import Shard
 from daemon.store.models import Checkpoint
 from daemon.store.repository import Store
 

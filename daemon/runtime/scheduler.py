@@ -6,7 +6,7 @@ own (one thread), so a slow, failing or hanging chain never delays another, and
 delivery, escalation) each have an executor too.
 SIGTERM/SIGINT stop scheduling; cycles in flight get `shutdown_timeout` seconds to
 finish (their writes are one transaction: a cycle cut short commits nothing). On
-PostgreSQL, replicas share the chains and wallet shards through leases (daemon/leases.py).
+PostgreSQL, replicas share the chains and wallet shards through leases (daemon/runtime/leases.py).
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon.config import ChainSettings
-from daemon.health import HealthServer
-from daemon.leases import LeaseLost, Leases
-from daemon.metrics import Metrics
+from daemon.inputs.config import ChainSettings
+from daemon.rules.shards import Shard, shards
+from daemon.runtime.health import HealthServer
+from daemon.runtime.leases import LeaseLost, Leases
+from daemon.runtime.metrics import Metrics
 from daemon.service import Service
-from daemon.shards import Shard, shards
 
 log = structlog.get_logger("segwatch")
 

@@ -16,7 +16,7 @@ Guarantees:
   (one short UPDATE), that one alert is sent again after the restart. Each message
   carries a deterministic `id` (`segwatch-<discrepancy id>-<seq>`) so receivers can
   drop the repeat.
-- Audit `seq` values are assigned as max + 1 by one appender at a time (daemon/audit.py),
+- Audit `seq` values are assigned as max + 1 by one appender at a time (daemon/store/audit.py),
   so an entry never becomes visible after a later one: a cursor cannot pass an entry
   committed late.
 - Replicas on one PostgreSQL store never serve one sink at once (a session advisory lock
@@ -28,7 +28,7 @@ Guarantees:
 Secrets: a sink's URL is never stored (the cursor is keyed by `sink_id`), never logged
 (only `redact_url`, and error texts are scrubbed of its parts) and never part of a
 payload, which is built only from the discrepancy and the audit entry
-(daemon/alert_payloads.py).
+(daemon/runtime/alert_payloads.py).
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ from tenacity import (
 )
 
 from chains.urls import redact_url, url_secrets
-from daemon.alert_payloads import (
+from daemon.inputs.config import AlertSettings
+from daemon.runtime.alert_payloads import (
     EVENTS,
     SIGNATURE_HEADER,
     Alert,
@@ -71,8 +72,7 @@ from daemon.alert_payloads import (
     slack_summary,
     webhook_payload,
 )
-from daemon.config import AlertSettings
-from daemon.logs import redact_text
+from daemon.runtime.logs import redact_text
 from daemon.store import models as m
 from daemon.store.db import session_scope
 

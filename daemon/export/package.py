@@ -3,9 +3,9 @@
 A package is a directory (or a .zip of one) holding `manifest.json`, `wallets.csv`,
 `allocations.csv`, `discrepancies.csv` and `report.html`. The manifest lists every
 file's SHA-256, each chain's pinned block and sources, one Merkle-sum root and total
-per (chain, asset) over `allocations.csv` (daemon/merkle.py), and its signer's key
+per (chain, asset) over `allocations.csv` (daemon/rules/merkle.py), and its signer's key
 fingerprint. `manifest.sig` holds a detached Ed25519 signature over the exact bytes of
-`manifest.json` (daemon/signing.py); a package verifies only against a trusted signer.
+`manifest.json` (daemon/export/signing.py); a package verifies only against a trusted signer.
 Everything an auditor needs to recompute is in the package; nothing needs segwatch's
 database. Free text in its CSV files is neutralized against spreadsheet formulas.
 """
@@ -31,10 +31,11 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from daemon import __version__, signing
+from daemon import __version__
 from daemon.errors import InputError
-from daemon.leaves import Allocation, checked_ref, owner_secret, private_trees
-from daemon.merkle import Leaf, MerkleSumTree, build, system_nonce
+from daemon.export import signing
+from daemon.rules.leaves import Allocation, checked_ref, owner_secret, private_trees
+from daemon.rules.merkle import Leaf, MerkleSumTree, build, system_nonce
 
 FORMAT = "segwatch-export-v2"
 SIGNATURE = "manifest.sig"
@@ -53,7 +54,7 @@ SALT_SUFFIX = ".owner-salt"
 
 # --- keys -----------------------------------------------------------------------------
 def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """The signing key at `path` (daemon/signing.py). Raises InputError."""
+    """The signing key at `path` (daemon/export/signing.py). Raises InputError."""
     return signing.load_private_key(path)
 
 
@@ -114,8 +115,8 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
                   salt: bytes | None = None, rng: random.Random | None = None) -> Package:
     """Return every file of the package (pure apart from `nonce`/`salt`/`rng`
     randomness). Pseudonymized: owners' leaves commit to owner-checkable refs derived
-    from the master `salt` (daemon/leaves.py); allocations are split and padded."""
-    from daemon.report import render_report
+    from the master `salt` (daemon/rules/leaves.py); allocations are split and padded."""
+    from daemon.export.report import render_report
 
     salt = (salt or secrets.token_bytes(32)) if pseudonymize else None
     pins = {c.name: c for c in data.chains}

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from chains.http import host_name
-from daemon.config import ChainSettings
+from daemon.inputs.config import ChainSettings
 
 BUILTIN_CHAINS: dict[str, dict[str, Any]] = {
     "ethereum": {"family": "evm", "chain_id": 1},

@@ -23,7 +23,7 @@ from html import escape
 from typing import Any
 
 from chains.urls import redact_url
-from daemon.amounts import format_amount
+from daemon.rules.amounts import format_amount
 
 Row = Mapping[str, Any]
 

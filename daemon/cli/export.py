@@ -1,5 +1,5 @@
-"""`segwatch export …` and `segwatch keys generate`: thin shells over daemon/exporting.py
-and daemon/export.py. Registered on the root app by daemon/cli.py."""
+"""`segwatch export …` and `segwatch keys generate`: thin shells over daemon/export/service.py
+and daemon/export/package.py. Registered on the root app by daemon/cli/app.py."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging
 
 
 def _globals(ctx: typer.Context, verbose: bool) -> Any:
-    from daemon.logs import configure
+    from daemon.runtime.logs import configure
 
     root = ctx.find_root().obj
     configure(getattr(root, "log_format", None), verbose)
@@ -42,7 +42,7 @@ def _emit(data: Any) -> None:
 def _trusted(root: Any, public_keys: list[Path] | None,
              fingerprints: list[str] | None) -> frozenset[str]:
     """The trusted signers' fingerprints: given on the command line, else configured."""
-    from daemon.signing import trusted_fingerprints
+    from daemon.export.signing import trusted_fingerprints
 
     configured: list[str] = []
     if not public_keys and not fingerprints:
@@ -84,8 +84,8 @@ def export_command(
     discrepancies.csv, report.html."""
     if ctx.invoked_subcommand is not None:
         return
-    from daemon.export import load_private_key
-    from daemon.exporting import export
+    from daemon.export.package import load_private_key
+    from daemon.export.service import export
 
     if out_path is None:
         raise InputError("export needs --out DIR (or --out FILE.zip)")
@@ -125,14 +125,14 @@ def verify_command(
     trusted_keys; a valid signature by another key is UNTRUSTED), file hashes, the Merkle
     roots and totals, wallets.csv against allocations.csv (and, with --recheck, the
     chain). Exit 0 only when all hold."""
-    from daemon.export import read_package, verify_package
+    from daemon.export.package import read_package, verify_package
 
     root = _globals(ctx, verbose)
     trusted = _trusted(root, public_key, fingerprint)
     files = read_package(package)
     problems = verify_package(files, trusted)
     if recheck and not problems:
-        from daemon.exporting import recheck as recheck_chain
+        from daemon.export.service import recheck as recheck_chain
 
         problems = recheck_chain(root.service(), files)
     if as_json:
@@ -157,8 +157,8 @@ def proof_command(
 ) -> None:
     """Print the owner's inclusion proofs (JSON) against the package's Merkle roots, with
     the owner's secret when the package is pseudonymized: give it to that owner only."""
-    from daemon.export import SALT_SUFFIX, owner_proofs, read_package
-    from daemon.leaves import owner_secret
+    from daemon.export.package import SALT_SUFFIX, owner_proofs, read_package
+    from daemon.rules.leaves import owner_secret
 
     files = read_package(package)
     salt = None
@@ -184,8 +184,8 @@ def verify_proof_command(
 ) -> None:
     """Check inclusion proofs (one, or a list as `export proof` prints) against their
     root, or against a package's published root and total. Exit 0 only when all hold."""
-    from daemon.export import read_package, verify_package
-    from daemon.merkle import verify_proof
+    from daemon.export.package import read_package, verify_package
+    from daemon.rules.merkle import verify_proof
 
     try:
         loaded = json.loads(proof_file.read_text())
@@ -233,7 +233,7 @@ def verify_proof_command(
 def _owner_check(document: dict[str, Any]) -> list[str]:
     """With an owner's secret, every leaf must commit to the ref that owner's id and
     secret give (so that a leaf shown to two clients fails for one of them)."""
-    from daemon.leaves import checked_ref
+    from daemon.rules.leaves import checked_ref
 
     owner, secret, proofs = (document.get("owner"), document.get("secret"),
                              document.get("proofs"))
@@ -257,7 +257,7 @@ def keys_generate(
 ) -> None:
     """Write a new Ed25519 signing key (PEM, mode 0600) and its public key beside it
     (FILE.pub); print the public key and its fingerprint (what verifiers trust)."""
-    from daemon.signing import generate_key
+    from daemon.export.signing import generate_key
 
     made = generate_key(key_path)
     sys.stdout.write(made.public_pem)

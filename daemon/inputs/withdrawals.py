@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from chains.types import Address, AssetRef, BaseUnits
-from daemon import fields as parse
-from daemon.config import ChainSettings, Settings
-from daemon.tabular import Record, read_records
+from daemon.inputs import fields as parse
+from daemon.inputs.config import ChainSettings, Settings
+from daemon.inputs.tabular import Record, read_records
 
 COLUMNS = ("id", "chain", "from_address", "to_address", "asset", "amount", "approved_by",
            "approved_at", "tx_hash")

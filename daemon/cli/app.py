@@ -23,12 +23,12 @@ from rich.console import Console
 
 from chains.errors import SegwatchError
 from daemon import __version__
-from daemon.builtin import builtin_chain, source_name
-from daemon.config import ChainSettings, Settings, SourceSettings, config_path, load_settings
-from daemon.derive import app as derive_app
+from daemon.cli.derive import app as derive_app
+from daemon.cli.export import export_app, keys_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
-from daemon.export_cli import export_app, keys_app
-from daemon.logs import configure, redact_text
+from daemon.inputs.builtin import builtin_chain, source_name
+from daemon.inputs.config import ChainSettings, Settings, SourceSettings, config_path, load_settings
+from daemon.runtime.logs import configure, redact_text
 from daemon.service import CycleResult, Service, overall, utcnow
 
 EXIT_INTERNAL = 70
@@ -79,7 +79,7 @@ class Globals:
     log_format: str | None
 
     def settings(self, required: bool = True) -> Settings:
-        from daemon.logs import register_secrets, settings_secrets
+        from daemon.runtime.logs import register_secrets, settings_secrets
 
         settings = load_settings(config_path(self.config), required=required)
         # every secret in the settings is masked in all logs and messages from here on
@@ -197,7 +197,7 @@ def check(
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Spot-check one wallet: live balances, ledger comparison, findings."""
-    from daemon.present import check_json, check_status, check_table, transfers_table
+    from daemon.cli.present import check_json, check_status, check_table, transfers_table
 
     g = _setup(ctx, verbose)
     settings = g.settings(required=source is None)
@@ -232,7 +232,7 @@ def _resolve_chain(settings: Settings, name: str, source: str | None
                    ) -> tuple[ChainSettings, SourceSettings | None]:
     if source:  # its key parts are masked in every message from here on
         from chains.urls import url_secrets
-        from daemon.logs import register_secrets
+        from daemon.runtime.logs import register_secrets
 
         register_secrets(url_secrets(source))
     configured = settings.chain(name)
@@ -273,13 +273,13 @@ def run(
 ) -> None:
     """Poll every chain, reconcile, persist (the daemon)."""
     from daemon.bootstrap import build_alerts
-    from daemon.present import cycle_json, untrusted
+    from daemon.cli.present import cycle_json, untrusted
 
     g = _setup(ctx, verbose)
     service = g.service()
     if not once:
-        from daemon.lock import single_daemon
-        from daemon.scheduler import ALERT_SECONDS, ESCALATION_SECONDS, Job, run_forever
+        from daemon.runtime.lock import single_daemon
+        from daemon.runtime.scheduler import ALERT_SECONDS, ESCALATION_SECONDS, Job, run_forever
 
         _tune_gc()
         jobs = [Job("escalate", ESCALATION_SECONDS, service.escalate)]
@@ -338,7 +338,7 @@ def _progress(message: str) -> AbstractContextManager[Any]:
 @app.command()
 def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """One signal per chain and overall: compliant, discrepancy or stale."""
-    from daemon.present import status_json, status_table
+    from daemon.cli.present import status_json, status_table
 
     g = _setup(ctx, verbose)
     statuses = g.service().status()
@@ -360,7 +360,7 @@ def disc_list(
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """List discrepancies (oldest first)."""
-    from daemon.present import asset_decimals, discrepancy_json, discrepancy_table
+    from daemon.cli.present import asset_decimals, discrepancy_json, discrepancy_table
 
     g = _setup(ctx, verbose)
     service = g.service()
@@ -379,7 +379,7 @@ def disc_list(
 def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID")],
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Show one discrepancy with its full history."""
-    from daemon.present import audit_json, discrepancy_json
+    from daemon.cli.present import audit_json, discrepancy_json
 
     g = _setup(ctx, verbose)
     found = g.service().store.discrepancy(id_)
@@ -404,7 +404,7 @@ IdArg = Annotated[int, typer.Argument(metavar="ID")]
 
 def _act(ctx: typer.Context, id_: int, action: str, user: str, as_json: bool, verbose: bool,
          reason: str | None = None, note: str | None = None) -> None:
-    from daemon.present import discrepancy_json
+    from daemon.cli.present import discrepancy_json
 
     g = _setup(ctx, verbose)
     record = g.service().act(id_, action, user, reason=reason, note=note)  # type: ignore[arg-type]

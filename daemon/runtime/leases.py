@@ -1,5 +1,5 @@
 """Scale-out on PostgreSQL: replicas share the chains, or the wallet shards of chains
-split into `shards` (daemon/shards.py), through lease rows with expiry. Below, "chain"
+split into `shards` (daemon/rules/shards.py), through lease rows with expiry. Below, "chain"
 is a unit of work: a chain's name, or a shard's key.
 
 Every replica, each `period / 3` seconds (`tick`):

@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from chains.types import Address, AssetRef, BaseUnits
-from daemon import fields as parse
-from daemon.config import Settings
-from daemon.tabular import Record, read_records
+from daemon.inputs import fields as parse
+from daemon.inputs.config import Settings
+from daemon.inputs.tabular import Record, read_records
 
 Structure = Literal["segregated", "omnibus", "house"]
 STRUCTURES: tuple[Structure, ...] = ("segregated", "omnibus", "house")

@@ -31,8 +31,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from chains.errors import InvalidAddress
 from chains.evm.address import canonical_evm_address
 from chains.types import Address, AssetRef
-from daemon.calendar import is_known_calendar
 from daemon.errors import ConfigError
+from daemon.rules.calendar import is_known_calendar
 
 DEFAULT_CONFIG = "segwatch.toml"
 CANONICAL_MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
@@ -200,7 +200,7 @@ class ChainSettings(_Frozen):
     evm chains; 7,200 s for utxo chains, whose consensus allows two hours)."""
     shards: int = Field(default=1, ge=1, le=64)
     """Wallet shards of this chain: on PostgreSQL, replicas lease them one by one
-    (daemon/shards.py)."""
+    (daemon/rules/shards.py)."""
     withdrawal_window_seconds: float = Field(default=86_400.0, gt=0)
     multicall: str | None = CANONICAL_MULTICALL3
     sources: list[SourceSettings] = Field(min_length=1)

@@ -35,9 +35,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from daemon.config import is_loopback
 from daemon.errors import ConfigError
-from daemon.metrics import Metrics
+from daemon.inputs.config import is_loopback
+from daemon.runtime.metrics import Metrics
 from daemon.service import ChainStatus
 
 log = structlog.get_logger("segwatch")

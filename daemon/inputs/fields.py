@@ -13,10 +13,10 @@ from typing import TypeVar
 from chains.addresses import canonical_address
 from chains.errors import InvalidAddress
 from chains.types import Address, AssetRef, BaseUnits
-from daemon.amounts import parse_amount
-from daemon.config import ChainSettings, Settings
 from daemon.errors import InputError
-from daemon.tabular import JsonFloat, Record, json_type
+from daemon.inputs.config import ChainSettings, Settings
+from daemon.inputs.tabular import JsonFloat, Record, json_type
+from daemon.rules.amounts import parse_amount
 
 Row = TypeVar("Row")
 

@@ -27,7 +27,7 @@ def single_daemon(store_url: str) -> Iterator[None]:
     if url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         yield
         return
-    path = f"{os.path.abspath(database)}.daemon.lock"
+    path = f"{os.path.abspath(database)}.daemon.runtime.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

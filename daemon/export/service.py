@@ -1,5 +1,5 @@
 """The export use cases over the service: gather the pinned balances, the ledger and
-the findings, then build, write, verify (with `--recheck`) or prove (daemon/export.py)."""
+the findings, then build, write, verify (with `--recheck`) or prove (daemon/export/package.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chains.errors import DecodeError, SourceUnavailable
 from chains.types import Address, ChainHead
-from daemon.config import ChainSettings
+from daemon.cli.present import discrepancy_json
 from daemon.errors import InputError
-from daemon.export import (
+from daemon.export.package import (
     ChainPin,
     Package,
     PackageInput,
@@ -25,8 +25,8 @@ from daemon.export import (
     check_destination,
     write_package,
 )
-from daemon.pinning import pinned_balances
-from daemon.present import discrepancy_json
+from daemon.export.pinning import pinned_balances
+from daemon.inputs.config import ChainSettings
 from daemon.service import Service
 
 log = structlog.get_logger("segwatch")
