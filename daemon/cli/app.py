@@ -213,7 +213,7 @@ def check(
         out.print(check_table(report))
         out.print(transfers_table(report))
         for note in doc["notes"]:
-            out.print(f"note: {note}")
+            out.print(f"note: {note}", markup=False, highlight=False)
         out.print(f"status: {doc['status']}")
     codes = {"discrepancy": EXIT_DISCREPANCY, "unverified": EXIT_SOURCE}
     raise typer.Exit(codes.get(check_status(report), EXIT_OK))
