@@ -262,6 +262,7 @@ class Sources:
         if len(heads) == 1:
             return heads[0][1].height
         cache: dict[tuple[int, int], str | None] = {}
+        unanswered: list[int] = []
 
         def hash_at(index: int, height: int) -> str | None:
             adapter, head = heads[index]
@@ -274,6 +275,7 @@ class Sources:
                     cache[index, height] = adapter.block_at(height).hash
                 except (SourceUnavailable, DecodeError) as exc:
                     self.failed(chain, adapter.source, exc)
+                    unanswered.append(index)
                     cache[index, height] = None
             return cache[index, height]
 
@@ -289,6 +291,12 @@ class Sources:
         if confirmed:
             return max(confirmed)
         held = [(i, j) for i, j in pairs if heights[j] >= heights[i] and agree(i, j, heights[i])]
+        if not held and unanswered:
+            # nothing shows a lie, a source just failed to answer for a block (a transient
+            # error): the lowest head, which no source can have pushed forward
+            log.warning("heads_unconfirmed", chain=chain.name,
+                        heads={a.source: h.height for a, h in heads})
+            return min(heights)
         if not held:
             return None
         # The lower head is on the other's chain. The higher one is the reference when it

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from chains.errors import SourceUnavailable
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from chains.types import BaseUnits, ChainHead, TransferObservation
@@ -116,6 +117,27 @@ def test_a_source_a_few_blocks_ahead_is_the_reference(store_url: str, tmp_path: 
     world.fake(1).head_block = head(100)
     result = world.cycle()
     assert result.error is None and result.source == "fake://1"
+
+
+def test_a_source_failing_to_answer_for_a_block_is_no_reason_for_an_alarm(
+        store_url: str, tmp_path: Path) -> None:
+    """Heads too far apart to confirm each other, and the higher source fails (a
+    transient error) to answer for the lower head's block: nothing shows a lie, so the
+    lower head is the reference and the cycle goes on — no `source_stale` at once."""
+    world = World(store_url, tmp_path, 2)
+
+    class Flaky(FakeAdapter):
+        def block_at(self, height: int) -> ChainHead:
+            raise SourceUnavailable(self.name, "HTTP 503")
+
+    url = list(world.fakes)[1]
+    world.fakes[url] = Flaky(**{f.name: getattr(world.fake(1), f.name)
+                                for f in dataclasses.fields(FakeAdapter)})
+    world.fake(0).head_block = head(90)
+    world.fake(1).head_block = head(100)
+    result = world.cycle()
+    assert result.error is None and result.source == "fake://0"
+    assert world.open_types() == []
 
 
 def test_a_head_stamped_in_the_future_is_refused(store_url: str, tmp_path: Path) -> None:
