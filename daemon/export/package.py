@@ -22,7 +22,7 @@ import secrets
 import shutil
 import tempfile
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -270,10 +270,16 @@ def write_package(package: Package, out: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+MAX_FILE_BYTES = 2 * 1024**3
+"""The largest file of a package read into memory (a zip bomb is refused unread)."""
+
+
 def read_package(path: Path) -> dict[str, bytes]:
     """Return the files of a package directory or .zip. Raises InputError for an
     unreadable package, a duplicate zip entry, an entry outside the package's top level
-    (a folder, an absolute or `..` path) or a link."""
+    (a folder, an absolute or `..` path), a link, or a file over MAX_FILE_BYTES. A file
+    the package should not hold is returned empty, unread (verify names it)."""
+    expected = {*FILES, "manifest.json", SIGNATURE}
     try:
         if path.is_dir():
             entries = sorted(path.iterdir())
@@ -281,19 +287,27 @@ def read_package(path: Path) -> dict[str, bytes]:
             if odd:
                 raise InputError(f"{path}: {odd[0]} is not a plain file (a package holds "
                                  "only its listed files)")
-            return {p.name: p.read_bytes() for p in entries}
+            _check_sizes(path, {p.name: p.stat().st_size for p in entries})
+            return {p.name: p.read_bytes() if p.name in expected else b"" for p in entries}
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
-            twice = sorted({n for n in names if names.count(n) > 1})
+            twice = sorted(n for n, count in Counter(names).items() if count > 1)
             if twice:
                 raise InputError(f"{path}: duplicate zip entry {twice[0]!r} (which one would "
                                  "an auditor open?)")
             nested = [n for n in names if "/" in n or "\\" in n or n.startswith(".")]
             if nested:
                 raise InputError(f"{path}: zip entry {nested[0]!r} is not a top-level file")
-            return {name: zf.read(name) for name in names}
+            _check_sizes(path, {i.filename: i.file_size for i in zf.infolist()})
+            return {name: zf.read(name) if name in expected else b"" for name in names}
     except (OSError, zipfile.BadZipFile) as exc:
         raise InputError(f"{path}: not a readable package ({exc})") from None
+
+
+def _check_sizes(path: Path, sizes: Mapping[str, int]) -> None:
+    large = sorted(name for name, size in sizes.items() if size > MAX_FILE_BYTES)
+    if large:
+        raise InputError(f"{path}: {large[0]} is larger than {MAX_FILE_BYTES} bytes")
 
 
 # --- verifying --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import stat
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,7 @@ def strict_json(content: bytes) -> Any:
     `liabilities` member could say something else than the first). Raises ValueError."""
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         names = [name for name, _ in items]
-        twice = sorted({n for n in names if names.count(n) > 1})
+        twice = sorted(n for n, count in Counter(names).items() if count > 1)
         if twice:
             raise DuplicateKey(f"duplicate key {twice[0]!r}")
         return dict(items)

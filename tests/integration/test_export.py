@@ -454,3 +454,33 @@ def test_with_verify_two_the_export_reads_every_balance_from_two_sources(
     statuses = {(r["address"], r["asset"]): r["status"]
                 for r in rows(read_package(tmp_path / "p2"), "wallets.csv")}
     assert set(statuses.values()) == {"unreadable"}
+
+
+def test_oversized_or_unlisted_entries_are_not_read_and_a_wide_manifest_is_quick(
+        service: Service, key: Ed25519PrivateKey, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unlisted zip entry (here 50 MB of zeros, a few KB compressed) is named but never
+    decompressed; an entry over the size limit is refused before it is read; a manifest
+    with 50,000 members and one duplicate is refused within seconds (the duplicate check
+    is linear, not quadratic)."""
+    import time
+
+    from daemon.export import package as package_module
+
+    out = tmp_path / "p.zip"
+    export(service, out, key)
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(out) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
+        for name in zin.namelist():
+            zout.writestr(name, zin.read(name))
+        zout.writestr("zeros.bin", b"\0" * (50 * 1024 * 1024))
+    files = read_package(bomb)
+    assert files["zeros.bin"] == b""
+    assert "zeros.bin: not listed in the manifest" in verify_package(files, trust(key))
+    wide = b"{" + b",".join(b'"k%d": 0' % n for n in range(50_000)) + b', "k7": 1}'
+    started = time.monotonic()
+    problems = verify_package({**read_package(out), "manifest.json": wide}, trust(key))
+    assert time.monotonic() - started < 5.0 and "duplicate key 'k7'" in problems[0]
+    monkeypatch.setattr(package_module, "MAX_FILE_BYTES", 1024)
+    with pytest.raises(InputError, match="is larger than 1024 bytes"):
+        read_package(bomb)
