@@ -147,6 +147,11 @@ def edit_csv_cell(files: dict[str, bytes], name: str, row: int, column: str,
                   value: str) -> None:
     table = rows(files, name)
     table[row][column] = value
+    write_rows(files, name, table)
+
+
+def write_rows(files: dict[str, bytes], name: str, table: list[dict[str, str]]) -> None:
+    """Write `table` back as the CSV file `name` of the package (a forger's edit)."""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
     writer.writeheader()
@@ -198,11 +203,7 @@ def test_every_tampering_is_caught_and_named(service: Service, key: Ed25519Priva
         a = eth[0]  # and a leaf of another amount (two zero padding leaves swap to nothing)
         b = next(i for i in eth if table[i]["amount"] != table[a]["amount"])
         table[a]["amount"], table[b]["amount"] = table[b]["amount"], table[a]["amount"]
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(table)
-        files["allocations.csv"] = buffer.getvalue().encode()
+        write_rows(files, "allocations.csv", table)
         resign(files, key, {})
     swapped = problems(swap)
     assert "leaf_hash does not match" in swapped and "Merkle root" in swapped
@@ -220,11 +221,7 @@ def test_every_tampering_is_caught_and_named(service: Service, key: Ed25519Priva
             if row["status"] == "shortfall":
                 row["onchain"], row["difference"], row["status"] = \
                     row["allocation_total"], "0", "ok"
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(table[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(table)
-        files["wallets.csv"] = buffer.getvalue().encode()
+        write_rows(files, "wallets.csv", table)
         resign(files, other, {})
     untrusted = problems(shortfall_turned_ok)
     assert untrusted.startswith("UNTRUSTED: signed by key " + fingerprint(other.public_key()))
