@@ -34,6 +34,16 @@ class ConfigError(InputError):
     """The configuration file or environment holds a bad value."""
 
 
+class Unauthenticated(InputError):
+    """No credentials, or credentials that are unknown, wrong, expired or revoked
+    (HTTP 401; exit 2)."""
+
+
+class Forbidden(InputError):
+    """Authenticated, but the principal's roles do not allow the action (HTTP 403;
+    exit 2)."""
+
+
 def exit_code_for(error: SegwatchError) -> int:
     """Return the documented exit code for `error`."""
     if isinstance(error, SourceUnavailable | DecodeError):

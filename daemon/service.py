@@ -26,6 +26,8 @@ from chains.errors import (
     SourceUnavailable,
 )
 from chains.types import Address, BalanceObservation, ChainHead, ScanResult
+from daemon.auth.policy import Principal
+from daemon.auth.service import IdentityService
 from daemon.errors import InputError
 from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.inputs.ledger import parse_ledger, summarize
@@ -37,6 +39,7 @@ from daemon.rules.workflow import Action, Request
 from daemon.runtime.scanning import compare_scans, plan_scan
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
 from daemon.store.cycle import CycleInput, CycleWrite
+from daemon.store.identity import Identities
 from daemon.store.models import OPEN_STATUSES, Checkpoint
 from daemon.store.repository import DiscrepancyRecord, Store
 from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
@@ -127,6 +130,8 @@ class Service:
         self._clock = clock
         self.sources = Sources(store, adapters, clock, observer)
         """Source selection: fresh sources, failover of balance reads, cross-checks."""
+        self.identity = IdentityService(settings, Identities(store.engine), clock)
+        """Users, tokens, sign-in and authorization."""
         self.fence: Callable[[Session, str], None] | None = None
         """Runs first in every cycle's transaction with the shard's key (scale-out: the
         lease check)."""
@@ -146,32 +151,47 @@ class Service:
         return self._clock()
 
     # --- ledger -------------------------------------------------------------------------
-    def import_ledger(self, path: Path, *, dry_run: bool) -> ImportResult:
-        """Validate `path` and, unless `dry_run`, store it as the new allocation snapshot.
+    def import_ledger(self, path: Path, *, dry_run: bool,
+                      actor: Principal | None = None) -> ImportResult:
+        """Validate `path` and, unless `dry_run`, store it as the new allocation snapshot,
+        imported by `actor` (the feeder role). Open balance findings whose booked amount it
+        changes become `proposed` (`ledger_corrected`) for a checker.
 
-        Raises InputError listing every bad line; nothing is written then.
+        Raises InputError listing every bad line; nothing is written then. Raises
+        Unauthenticated or Forbidden for a write without a feeder.
         """
         rows = parse_ledger(path, self.settings)
         summary = summarize(rows)
         if dry_run:
             return ImportResult(rows, summary, None)
+        who = self.identity.require(actor, "feed", "importing the ledger")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         self.store.sync_catalog(self.settings)
-        snapshot = self.store.import_allocations(rows, path.name, digest, self._clock())
-        return ImportResult(rows, summary, snapshot)
+        snapshot, corrected = self.store.import_allocations(rows, path.name, digest,
+                                                            self._clock(), who.name)
+        return ImportResult(rows, {**summary, "ledger_corrected": corrected}, snapshot)
 
-    def import_withdrawals(self, path: Path, *, dry_run: bool) -> ImportResult:
-        """Validate `path` and, unless `dry_run`, store its approved withdrawals.
+    def import_withdrawals(self, path: Path, *, dry_run: bool,
+                           actor: Principal | None = None) -> ImportResult:
+        """Validate `path` and, unless `dry_run`, store its approved withdrawals, imported
+        by `actor` (the feeder role).
 
-        Raises InputError listing every bad line; nothing is written then.
+        Raises InputError listing every bad line; nothing is written then. Raises
+        Unauthenticated or Forbidden for a write without a feeder.
         """
-        rows = parse_withdrawals(path, self.settings)
+        rows = parse_withdrawals(path, self.settings, self.approvers())
         summary = summarize_withdrawals(rows)
         if dry_run:
             return ImportResult(rows, summary, None)
+        who = self.identity.require(actor, "feed", "importing withdrawals")
         self.store.sync_catalog(self.settings)
-        new, known = self.store.import_withdrawals(rows, path.name, self._clock())
+        new, known = self.store.import_withdrawals(rows, path.name, self._clock(), who.name)
         return ImportResult(rows, {**summary, "new": new, "already_imported": known}, None)
+
+    def approvers(self) -> frozenset[str]:
+        """Who may approve a withdrawal: users with the checker role, declared in the
+        configuration or in the store."""
+        return checkers(self.settings) | self.identity.store.role_holders("checker")
 
     # --- cycles -------------------------------------------------------------------------
     def verify_sources(self) -> list[str]:
@@ -254,7 +274,7 @@ class Service:
         write = self.store.record_cycle(chain, CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
             seed=seed, shard=shard.index, shards=shard.count,
-            checkers=checkers(self.settings)),
+            checkers=self.approvers()),
             self._clock(), self._deadline,
             self._fence_for(shard))
         duration = time.monotonic() - started
@@ -476,17 +496,19 @@ class Service:
         return records
 
     # --- exception workflow ---------------------------------------------------------------
-    def act(self, id_: int, action: Action, user: str, *, reason: str | None = None,
-            note: str | None = None) -> DiscrepancyRecord:
-        """Apply a maker-checker action as `user` (roles from the configuration's users).
+    def act(self, id_: int, action: Action, actor: Principal | None, *,
+            reason: str | None = None, note: str | None = None) -> DiscrepancyRecord:
+        """Apply a maker-checker action as the authenticated `actor`.
 
-        Raises InputError (one line) for a refused action; the refusal is audited.
+        Raises Unauthenticated without an actor, Forbidden without the role (audited), and
+        InputError (one line) for a refused action (audited); nothing else is written.
         """
-        roles = {u.name: list(u.roles) for u in self.settings.users}
-        self.store.act(id_, Request(action, user, reason, note), roles, self._clock())
+        who = self.identity.require(actor, action, f"{action} discrepancy {id_}")
+        self.store.act(id_, Request(action, who.name, reason, note),
+                       {who.name: sorted(who.roles)}, self._clock())
         found = self.store.discrepancy(id_)
         assert found is not None
-        log.info("discrepancy_action", id=id_, action=action, user=user,
+        log.info("discrepancy_action", id=id_, action=action, user=who.name,
                  status=found[0].row.status)
         return found[0]
 

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -25,11 +25,15 @@ from chains.errors import SegwatchError
 from daemon import __version__
 from daemon.cli.derive import app as derive_app
 from daemon.cli.export import export_app, keys_app
+from daemon.cli.identity import tokens_app, users_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
 from daemon.inputs.builtin import builtin_chain, source_name
 from daemon.inputs.config import ChainSettings, Settings, SourceSettings, config_path, load_settings
 from daemon.runtime.logs import configure, redact_text
 from daemon.service import CycleResult, Service, overall, utcnow
+
+if TYPE_CHECKING:
+    from daemon.auth.policy import Principal
 
 EXIT_INTERNAL = 70
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
@@ -65,6 +69,8 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(derive_app)  # `segwatch derive CHAIN KEY`
 app.add_typer(export_app, name="export")
 app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
 
 out = Console()
 if not out.is_terminal:
@@ -77,6 +83,15 @@ class Globals:
     config: str | None
     db: str | None
     log_format: str | None
+    token_file: Path | None = None
+
+    def principal(self, service: Service) -> Principal | None:
+        """The holder of SEGWATCH_TOKEN (or of the token in --token-file), or None when
+        neither is given. Raises Unauthenticated for a token that does not authenticate."""
+        token = read_token(self.token_file)
+        if token is None:
+            return None
+        return service.identity.from_token(token, cli_client())
 
     def settings(self, required: bool = True) -> Settings:
         from daemon.runtime.logs import register_secrets, settings_secrets
@@ -109,8 +124,41 @@ def _root(
     log_format: Annotated[LogFormat | None, typer.Option(
         "--log-format", help="Log format (default: console on a terminal, else json).")
     ] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="File holding the API token to act with (default: "
+        "$SEGWATCH_TOKEN).")] = None,
 ) -> None:
-    ctx.obj = Globals(config, db, log_format.value if log_format else None)
+    ctx.obj = Globals(config, db, log_format.value if log_format else None, token_file)
+
+
+MAX_TOKEN_FILE = 1024
+
+
+def read_token(path: Path | None) -> str | None:
+    """The token in `path` (at most 1 KiB, surrounding whitespace dropped), else the
+    SEGWATCH_TOKEN environment variable, else None. Raises InputError."""
+    if path is None:
+        return os.environ.get("SEGWATCH_TOKEN", "").strip() or None
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise InputError(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TOKEN_FILE:
+        raise InputError(f"--token-file: {path} is larger than {MAX_TOKEN_FILE} bytes")
+    return data.decode("ascii", errors="replace").strip() or None
+
+
+def cli_client() -> str:
+    """How the CLI names itself as a token's client (audited on first use)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli {user}@{socket.gethostname()}"[:200]
 
 
 def _setup(ctx: typer.Context, verbose: bool) -> Globals:
@@ -152,8 +200,9 @@ def ledger_import(
     """Validate and import the sub-ledger (all or nothing)."""
     g = _setup(ctx, verbose)
     service = g.service()
+    actor = None if dry_run else g.principal(service)
     with _progress("validating and importing the ledger…"):
-        result = service.import_ledger(file, dry_run=dry_run)
+        result = service.import_ledger(file, dry_run=dry_run, actor=actor)
     doc = {"file": str(file), "dry_run": dry_run, "snapshot": result.snapshot_id,
            **result.summary}
     if as_json:
@@ -162,6 +211,10 @@ def ledger_import(
         verb = "valid (dry run, nothing written)" if dry_run else \
             f"imported as snapshot {result.snapshot_id}"
         out.print(f"{file}: {len(result.rows)} allocations {verb}")
+        corrected = result.summary.get("ledger_corrected")
+        if corrected:
+            out.print(f"ledger_corrected: discrepancies {corrected} are now proposed for a "
+                      "checker (the new ledger would clear them)")
 
 
 @withdrawals_app.command("import")
@@ -174,8 +227,9 @@ def withdrawals_import(
     """Validate and import approved withdrawals (all or nothing)."""
     g = _setup(ctx, verbose)
     service = g.service()
+    actor = None if dry_run else g.principal(service)
     with _progress("validating and importing withdrawals…"):
-        result = service.import_withdrawals(file, dry_run=dry_run)
+        result = service.import_withdrawals(file, dry_run=dry_run, actor=actor)
     if as_json:
         _emit({"file": str(file), "dry_run": dry_run, **result.summary})
     else:
@@ -398,45 +452,47 @@ def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID
                   f"{json.dumps(entry['payload'])}")
 
 
-AsUser = Annotated[str, typer.Option("--as", help="The acting user (from [[users]]).")]
 IdArg = Annotated[int, typer.Argument(metavar="ID")]
 
 
-def _act(ctx: typer.Context, id_: int, action: str, user: str, as_json: bool, verbose: bool,
+def _act(ctx: typer.Context, id_: int, action: str, as_json: bool, verbose: bool,
          reason: str | None = None, note: str | None = None) -> None:
     from daemon.cli.present import discrepancy_json
 
     g = _setup(ctx, verbose)
-    record = g.service().act(id_, action, user, reason=reason, note=note)  # type: ignore[arg-type]
+    service = g.service()
+    actor = g.principal(service)
+    record = service.act(id_, action, actor, reason=reason, note=note)  # type: ignore[arg-type]
     doc = discrepancy_json(record, utcnow())
     if as_json:
         _emit(doc)
     else:
-        out.print(f"discrepancy {id_}: {doc['status']} ({action} by {user})")
+        assert actor is not None
+        out.print(f"discrepancy {id_}: {doc['status']} ({action} by {actor.name})")
 
 
 @disc_app.command("propose")
 def disc_propose(ctx: typer.Context, id_: IdArg,
                  reason: Annotated[str, typer.Option("--reason", help="Reason code.")],
                  note: Annotated[str, typer.Option("--note", help="Why (required).")],
-                 user: AsUser, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
-    """Propose a resolution (maker): open → proposed."""
-    _act(ctx, id_, "propose", user, as_json, verbose, reason, note)
+                 as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
+    """Propose a resolution (maker): open → proposed. Acts as the token's holder."""
+    _act(ctx, id_, "propose", as_json, verbose, reason, note)
 
 
 @disc_app.command("approve")
-def disc_approve(ctx: typer.Context, id_: IdArg, user: AsUser, as_json: JsonOpt = False,
+def disc_approve(ctx: typer.Context, id_: IdArg, as_json: JsonOpt = False,
                  verbose: VerboseOpt = False) -> None:
     """Approve a proposed resolution (checker, not the proposer): proposed → resolved."""
-    _act(ctx, id_, "approve", user, as_json, verbose)
+    _act(ctx, id_, "approve", as_json, verbose)
 
 
 @disc_app.command("reject")
-def disc_reject(ctx: typer.Context, id_: IdArg, user: AsUser,
+def disc_reject(ctx: typer.Context, id_: IdArg,
                 note: Annotated[str, typer.Option("--note", help="Why (required).")],
                 as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Reject a proposed resolution (checker): proposed → open."""
-    _act(ctx, id_, "reject", user, as_json, verbose, note=note)
+    _act(ctx, id_, "reject", as_json, verbose, note=note)
 
 
 @audit_app.command("verify")

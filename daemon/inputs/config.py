@@ -319,6 +319,10 @@ class DaemonSettings(_Frozen):
     """PostgreSQL scale-out: how long a replica's chain lease lasts without renewal."""
     metrics_token_env: str | None = None
     """Environment variable holding a bearer token that /metrics then requires."""
+    allow_dual_role: bool = False
+    """Let one person hold both maker and checker (off: maker-checker needs two people)."""
+    audit_key: str | None = None
+    """Ed25519 private key (PEM, mode 0600, outside the database) that signs audit heads."""
 
     @field_validator("metrics_token_env")
     @classmethod
@@ -405,8 +409,59 @@ class ExportSettings(_Frozen):
 
 
 class UserSettings(_Frozen):
-    name: str = Field(min_length=1)
-    roles: list[Literal["maker", "checker", "auditor", "viewer"]] = Field(default_factory=list)
+    """A declared user: created in the store with these roles when the daemon or the API
+    starts (audited as `config`); it acts only with credentials, never by name alone."""
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+    roles: list[Literal["viewer", "auditor", "maker", "checker", "feeder", "admin"]] = \
+        Field(default_factory=list)
+
+
+class OidcSettings(_Frozen):
+    """Sign-in through the firm's OpenID Provider (authorization code + PKCE)."""
+
+    issuer_env: str = "SEGWATCH_OIDC_ISSUER"
+    client_id_env: str = "SEGWATCH_OIDC_CLIENT_ID"
+    client_secret_env: str = "SEGWATCH_OIDC_CLIENT_SECRET"  # noqa: S105 (a name)
+    public_url: str
+    """segwatch's own base URL as browsers reach it (the redirect URI is
+    PUBLIC_URL/api/v1/auth/oidc/callback)."""
+    claim: str = "groups"
+    """The ID token claim (a string or a list of strings) mapped to roles."""
+    roles: dict[str, list[Literal["viewer", "auditor", "maker", "checker", "feeder",
+                                  "admin"]]] = Field(default_factory=dict)
+    """Claim value → roles, e.g. { "custody-checkers" = ["checker"] }."""
+    scope: str = "openid email profile"
+
+    @model_validator(mode="after")
+    def _env(self) -> Self:
+        for name in (self.issuer_env, self.client_id_env, self.client_secret_env):
+            if not os.environ.get(name):
+                raise ValueError(f"environment variable {name} (auth.oidc) is not set")
+        return self
+
+    @property
+    def issuer(self) -> str:
+        return os.environ[self.issuer_env].rstrip("/")
+
+    @property
+    def client_id(self) -> str:
+        return os.environ[self.client_id_env]
+
+    @property
+    def client_secret(self) -> str:
+        """A secret: never logged."""
+        return os.environ[self.client_secret_env]
+
+
+class AuthSettings(_Frozen):
+    session_hours: float = Field(default=8.0, gt=0, le=168)
+    login_attempts: int = Field(default=5, ge=1, le=100)
+    """Failed local sign-ins before the account locks."""
+    lockout_minutes: float = Field(default=15.0, gt=0, le=1440)
+    secure_cookies: bool = True
+    """Send the session cookie only over HTTPS (turn off only for loopback testing)."""
+    oidc: OidcSettings | None = None
 
 
 class Settings(BaseSettings):
@@ -422,6 +477,7 @@ class Settings(BaseSettings):
     alerts: list[AlertSettings] = Field(default_factory=list)
     users: list[UserSettings] = Field(default_factory=list)
     export: ExportSettings = ExportSettings()
+    auth: AuthSettings = AuthSettings()
 
     @classmethod
     def settings_customise_sources(

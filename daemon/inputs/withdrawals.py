@@ -65,7 +65,8 @@ class ApprovedWithdrawal:
     tx_hash: str | None
 
 
-def parse_withdrawals(path: Path, settings: Settings) -> list[ApprovedWithdrawal]:
+def parse_withdrawals(path: Path, settings: Settings,
+                      approvers: frozenset[str] | None = None) -> list[ApprovedWithdrawal]:
     """Return every approved withdrawal in the file at `path`, in file order.
 
     JSON is an array of objects or {"withdrawals": [...]}. Raises InputError when the
@@ -74,11 +75,14 @@ def parse_withdrawals(path: Path, settings: Settings) -> list[ApprovedWithdrawal
     "PATH: item N: reason" (JSON), in line order.
     """
     records = read_records(path, COLUMNS, REQUIRED, wrapper="withdrawals")
-    return parse.validate_all(path, records, lambda record: _validate(record, settings),
+    allowed = checkers(settings) if approvers is None else approvers
+    return parse.validate_all(path, records,
+                              lambda record: _validate(record, settings, allowed),
                               _duplicate_ids)
 
 
-def _validate(record: Record, settings: Settings) -> tuple[ApprovedWithdrawal | None, list[str]]:
+def _validate(record: Record, settings: Settings, approvers: frozenset[str]
+              ) -> tuple[ApprovedWithdrawal | None, list[str]]:
     """Return the record as a withdrawal and no problems, or None and every problem found."""
     problems = list(record.problems)
     if problems:
@@ -89,9 +93,9 @@ def _validate(record: Record, settings: Settings) -> tuple[ApprovedWithdrawal | 
             for name in (*_TEXT_FIELDS, "tx_hash")}
     problems += [f"{name} is longer than {MAX_TEXT} characters" for name in ("id", "approved_by")
                  if len(text[name]) > MAX_TEXT]
-    if text["approved_by"] and text["approved_by"] not in checkers(settings):
-        problems.append(f"approved_by {text['approved_by']!r} is not a configured user with "
-                        "the checker role")
+    if text["approved_by"] and text["approved_by"] not in approvers:
+        problems.append(f"approved_by {text['approved_by']!r} is not a user with the "
+                        "checker role")
     chain = parse.chain_named(settings, text["chain"], problems)
     sender = parse.address(chain, text["from_address"], "from_address", problems)
     recipient = parse.address(chain, text["to_address"], "to_address", problems)

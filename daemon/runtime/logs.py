@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import sys
 import threading
@@ -195,6 +196,11 @@ def settings_secrets(settings: Settings, store_url: str | None = None) -> list[s
             values.append(alert.secret.decode(errors="replace"))
     if settings.daemon.metrics_token:
         values.append(settings.daemon.metrics_token)
+    if settings.auth.oidc is not None:
+        values.append(settings.auth.oidc.client_secret)
+    token = os.environ.get("SEGWATCH_TOKEN")
+    if token:
+        values.append(token)
     for url in (settings.store.url, store_url or ""):
         values += _credentials(url)
     lowered = [p.lower() for p in public if p]

@@ -271,12 +271,15 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
             updated += 1
     cleared = 0
     for row in open_rows.values():
+        if row.proposed_reason == "ledger_corrected":
+            continue  # cleared by an edit of the books, not by the chain: a checker decides
         if row.type == "source_stale" or (
                 row.type in _PAIR_TYPES and (row.address, row.asset) in result.verified):
+            previous = row.status
             row.status, row.closed_at = "self_cleared", now
             session.add(row)
             audit.append(now, ENGINE_ACTOR, "self_cleared", row.id,
-                         {"from": "open", "to": "self_cleared"})
+                         {"from": previous, "to": "self_cleared"})
             cleared += 1
     return opened, updated, cleared
 

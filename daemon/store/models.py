@@ -307,3 +307,75 @@ class Replica(SQLModel, table=True):
     __tablename__ = "replica"
     id: str = Field(primary_key=True, max_length=120)
     seen_at: datetime = _time()
+
+
+class AppUser(SQLModel, table=True):
+    """A person or machine that acts: roles, and for a local account its argon2id hash."""
+
+    __tablename__ = "app_user"
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    roles: str = Field(default="", max_length=200)
+    """Comma-separated role names (daemon/auth/policy.py)."""
+    origin: str = Field(default="local", max_length=16)
+    """local (CLI or API), config ([[users]]) or oidc (created at first sign-in)."""
+    password_hash: str | None = Field(default=None, max_length=200)
+    failed_logins: int = 0
+    locked_until: datetime | None = _time(nullable=True)
+    disabled: bool = False
+    created_at: datetime = _time()
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: only the SHA-256 of its 256-bit secret is kept."""
+
+    __tablename__ = "api_token"
+    id: str = Field(primary_key=True, max_length=24)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    digest: str = Field(max_length=64)
+    roles: str = Field(default="", max_length=200)
+    """The roles the token may use (each must still be the user's when it is used)."""
+    created_at: datetime = _time()
+    created_by: str = Field(max_length=128)
+    expires_at: datetime | None = _time(nullable=True)
+    revoked_at: datetime | None = _time(nullable=True)
+    revoked_by: str | None = Field(default=None, max_length=128)
+    last_used_at: datetime | None = _time(nullable=True)
+    last_client: str | None = Field(default=None, max_length=200)
+
+
+class WebSession(SQLModel, table=True):
+    """A signed-in browser: the SHA-256 of the session cookie's secret, its CSRF token."""
+
+    __tablename__ = "web_session"
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: int = Field(foreign_key="app_user.id", index=True)
+    roles: str = Field(default="", max_length=200)
+    via: str = Field(max_length=16)
+    csrf: str = Field(max_length=64)
+    created_at: datetime = _time()
+    expires_at: datetime = _time()
+    revoked_at: datetime | None = _time(nullable=True)
+
+
+class OidcLogin(SQLModel, table=True):
+    """A sign-in under way at the identity provider: state, PKCE verifier, nonce."""
+
+    __tablename__ = "oidc_login"
+    state: str = Field(primary_key=True, max_length=64)
+    verifier: str = Field(max_length=128)
+    nonce: str = Field(max_length=64)
+    created_at: datetime = _time()
+
+
+class AuditHead(SQLModel, table=True):
+    """A signed statement of the audit log's head: (seq, hash, at) under an Ed25519 key
+    kept outside the database."""
+
+    __tablename__ = "audit_head"
+    seq: int = Field(primary_key=True)
+    hash: str = Field(max_length=64)
+    at: datetime = _time()
+    key: str = Field(max_length=64)
+    """The signing key's fingerprint (SHA-256 of the raw public key, hex)."""
+    signature: str = Field(max_length=128)

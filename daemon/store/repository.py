@@ -22,7 +22,7 @@ from daemon.errors import InputError
 from daemon.inputs.config import ChainSettings, Settings
 from daemon.inputs.ledger import AllocationRow
 from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
-from daemon.rules.reconcile import Finding, LedgerView, WalletView
+from daemon.rules.reconcile import BALANCE_TYPES, Finding, LedgerView, WalletView
 from daemon.rules.workflow import RAISED, Refused, Request, check
 from daemon.store import models as m
 from daemon.store import transfers as tx
@@ -72,11 +72,16 @@ class Store:
                 _sync_assets(session, row, chain)
 
     def import_allocations(self, rows: Sequence[AllocationRow], source_name: str,
-                           sha256: str, now: datetime) -> int:
-        """Store `rows` as the new current allocation snapshot; return its id.
+                           sha256: str, now: datetime, actor: str = ENGINE_ACTOR
+                           ) -> tuple[int, list[int]]:
+        """Store `rows` as the new current allocation snapshot, imported by `actor`; return
+        its id and the ids of open balance findings it corrects.
 
         Wallets are created or updated (structure, label, key id); earlier
-        snapshots stay as history. The catalog must be synced first.
+        snapshots stay as history. The catalog must be synced first. A snapshot that
+        changes the booked amount of a wallet and asset with an open balance finding does
+        not let that finding self-clear: it becomes `proposed` (`ledger_corrected`, by
+        `actor`) and waits for a checker (SPEC §9).
         """
         with session_scope(self.engine) as session:
             chains = {c.name: c for c in session.exec(select(m.Chain))}
@@ -94,13 +99,16 @@ class Store:
             ]
             if values:
                 session.execute(insert(m.Allocation), values)
-            AuditLog(session).append(now, ENGINE_ACTOR, "ledger_imported", None,
-                                     {"snapshot": snapshot.id, "rows": len(rows),
-                                      "source": source_name, "sha256": sha256})
-            return snapshot.id or 0
+            audit = AuditLog(session)
+            audit.append(now, actor, "ledger_imported", None,
+                         {"snapshot": snapshot.id, "rows": len(rows),
+                          "source": source_name, "sha256": sha256})
+            corrected = _ledger_corrected(session, audit, rows, chains, snapshot.id or 0,
+                                          actor, now)
+            return snapshot.id or 0, corrected
 
     def import_withdrawals(self, rows: Sequence[ApprovedInstruction], source_name: str,
-                           now: datetime) -> tuple[int, int]:
+                           now: datetime, actor: str = ENGINE_ACTOR) -> tuple[int, int]:
         """Store approved withdrawals; return (new, already known).
 
         Re-importing an instruction with the same id and values is a no-op; the same id
@@ -122,7 +130,7 @@ class Store:
                     to_address=r.to_address, asset=r.asset.symbol, amount=r.amount,
                     approved_by=r.approved_by, approved_at=r.approved_at, tx_hash=r.tx_hash,
                     imported_at=now))
-            AuditLog(session).append(now, ENGINE_ACTOR, "withdrawals_imported", None,
+            AuditLog(session).append(now, actor, "withdrawals_imported", None,
                                      {"source": source_name, "new": len(new),
                                       "known": len(rows) - len(new)})
             return len(new), len(rows) - len(new)
@@ -324,6 +332,38 @@ class Store:
                                    .order_by(col(m.AuditEntry.seq))).all()
             return DiscrepancyRecord(found[0], found[1], _tips(session).get(found[1])), \
                 list(history)
+
+
+def _ledger_corrected(session: Session, audit: AuditLog, rows: Sequence[AllocationRow],
+                      chains: Mapping[str, m.Chain], snapshot: int, actor: str,
+                      now: datetime) -> list[int]:
+    """Move every open or proposed balance finding whose booked amount the new snapshot
+    changes to `proposed` with reason `ledger_corrected` by `actor`; return their ids."""
+    booked: dict[tuple[int, str, str], int] = defaultdict(int)
+    for r in rows:
+        booked[(chains[r.chain].id or 0, r.address, r.asset.symbol)] += r.amount
+    found = session.exec(select(m.Discrepancy).where(
+        col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
+        col(m.Discrepancy.type).in_(BALANCE_TYPES)).with_for_update()).all()
+    ids = []
+    for row in found:
+        now_booked = booked.get((row.chain_id, row.address or "", row.asset or ""), 0)
+        if row.ledger is None or now_booked == row.ledger or \
+                (row.status == "proposed" and row.proposed_reason == "ledger_corrected"):
+            continue
+        previous = (row.status, row.proposed_by, row.proposed_reason)
+        row.status, row.proposed_by, row.proposed_at = "proposed", actor, now
+        row.proposed_reason = "ledger_corrected"
+        row.proposed_note = (f"ledger snapshot {snapshot} books {now_booked} where the "
+                             f"finding saw {row.ledger} (base units)")
+        session.add(row)
+        audit.append(now, actor, "proposed", row.id,
+                     {"from": previous[0], "to": "proposed", "reason_code": "ledger_corrected",
+                      "note": row.proposed_note, "snapshot": snapshot,
+                      "replaces": {"proposed_by": previous[1], "reason_code": previous[2]}
+                      if previous[0] == "proposed" else None})
+        ids.append(row.id or 0)
+    return ids
 
 
 def _tips(session: Session) -> dict[str, int]:
