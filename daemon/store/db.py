@@ -157,3 +157,42 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 def _first_line(exc: Exception) -> str:
     orig = getattr(exc, "orig", None) or exc
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def upgrade_as_owner(owner_url: str, runtime_url: str) -> str:
+    """Migrate a PostgreSQL store as the owner role of `owner_url`, then grant the role of
+    `runtime_url` (the daemon's store.url) only what the daemon needs (see
+    daemon.store.roles); return the revision now current. Refuses, with ConfigError, a
+    runtime role that is missing, is the owner, is a superuser or may act as the owner,
+    and a runtime URL working in another schema than the owner's. Raises ConfigError."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
+
+    from daemon.store import roles
+
+    runtime = roles.runtime_identity(runtime_url)
+    engine = make_engine(owner_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            raise ConfigError("store: owner and runtime roles exist on PostgreSQL only")
+        with engine.begin() as connection:  # refuse before migrating anything
+            owner, schema = connection.execute(
+                text("SELECT current_user, current_schema()")).one()
+            if schema != runtime.schema:
+                raise ConfigError(f"store: the owner URL works in schema {schema or '(none)'}"
+                                  f" but store.url in {runtime.schema}; give both the same "
+                                  "search_path")
+            roles.grant_runtime(connection, runtime.role, schema)  # validates the role
+        revision = upgrade(engine)
+        with engine.begin() as connection:
+            roles.grant_runtime(connection, runtime.role, schema)
+        with engine.connect() as connection:
+            warnings = roles.confinement_warnings(connection, runtime.role, schema)
+        if warnings:
+            raise ConfigError(f"store: migrated to {revision} as {owner}, but {warnings[0]}")
+        return revision
+    except DBAPIError as exc:
+        raise ConfigError(f"store: upgrade as the owner role failed: {_first_line(exc)}") \
+            from None
+    finally:
+        engine.dispose()
