@@ -503,7 +503,7 @@ class Service:
         Raises Unauthenticated without an actor, Forbidden without the role (audited), and
         InputError (one line) for a refused action (audited); nothing else is written.
         """
-        who = self.identity.require(actor, action, f"{action} discrepancy {id_}")
+        who = self.identity.require(actor, action, f"{action} discrepancy {id_}", id_)
         self.store.act(id_, Request(action, who.name, reason, note),
                        {who.name: sorted(who.roles)}, self._clock())
         found = self.store.discrepancy(id_)

@@ -37,7 +37,8 @@ class IdentityService:
         auth = self.settings.auth
         return Lockout(auth.login_attempts, auth.lockout_minutes)
 
-    def require(self, principal: Principal | None, permission: Permission, what: str) -> Principal:
+    def require(self, principal: Principal | None, permission: Permission, what: str,
+                discrepancy_id: int | None = None) -> Principal:
         """Return `principal` if it may `permission`. Raises Unauthenticated without a
         principal, Forbidden (audited as `refused`) without the role."""
         if principal is None:
@@ -49,7 +50,7 @@ class IdentityService:
         except Forbidden as exc:
             self.store.audit(principal.name, "refused",
                              {"permission": permission, "what": what, "via": principal.via,
-                              "refusal": exc.user_message}, self._clock())
+                              "refusal": exc.user_message}, self._clock(), discrepancy_id)
             raise
         return principal
 

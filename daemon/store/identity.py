@@ -327,7 +327,10 @@ class Identities:
               discrepancy_id: int | None = None) -> None:
         """Append one audit entry on its own (a refusal)."""
         with session_scope(self.engine) as session:
-            AuditLog(session).append(now, actor, action, discrepancy_id, payload)
+            audit = AuditLog(session)
+            if discrepancy_id is not None and session.get(m.Discrepancy, discrepancy_id) is None:
+                discrepancy_id = None
+            audit.append(now, actor, action, discrepancy_id, payload)
 
 
 def _user(session: Session, name: str) -> m.AppUser | None:

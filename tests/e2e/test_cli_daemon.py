@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from chains.evm.devnet import AnvilNode, free_port, install_multicall
+from tests.e2e.cli import feeder_env
 
 pytestmark = pytest.mark.anvil
 SECRET = "s3cr3t-key-123"
@@ -64,6 +65,7 @@ def cwd(anvil_node: AnvilNode, tmp_path: Path) -> Path:
     install_multicall(anvil_node)
     write_config(tmp_path, anvil_node.url, f"127.0.0.1:{free_port()}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGWATCH_")}
+    env.update(feeder_env(tmp_path))
     subprocess.run([sys.executable, "-m", "daemon.cli", "ledger", "import", "ledger.csv"],
                    cwd=tmp_path, env=env, check=True, capture_output=True, timeout=120)
     return tmp_path

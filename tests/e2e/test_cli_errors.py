@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from daemon.store.db import head_revision
-from tests.e2e.cli import segwatch
+from tests.e2e.cli import feeder_env, segwatch
 
 CHAIN = """
 [store]
@@ -161,7 +161,8 @@ def test_ledger_dry_run_validates_without_writing(tmp_path: Path) -> None:
     assert result.code == 0, result.stderr
     doc = result.json()
     assert doc["dry_run"] is True and doc["snapshot"] is None
-    real = segwatch("ledger", "import", "ledger.csv", "--json", cwd=tmp_path)
+    real = segwatch("ledger", "import", "ledger.csv", "--json", cwd=tmp_path,
+                    env=feeder_env(tmp_path))
     assert real.code == 0 and real.json()["snapshot"] == 1
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chains.evm.devnet import AnvilNode, install_multicall, set_balances
-from tests.e2e.cli import Result, segwatch
+from tests.e2e.cli import Result, feeder_env, segwatch
 from tests.litecoind import LitecoinNode
 
 ALICE = "0x1000000000000000000000000000000000000001"
@@ -46,7 +46,8 @@ sources = [{{ kind = "jsonrpc", url = "{anvil_node.url}" }}]
                                          f"devnet,{ALICE},segregated,alice,ETH,2\n"
                                          f"devnet,{OMNI},omnibus,bob,ETH,1\n"
                                          f"devnet,{OMNI},omnibus,carol,ETH,2\n")
-    assert cli(tmp_path, "ledger", "import", "ledger.csv").code == 0
+    assert segwatch("ledger", "import", "ledger.csv", cwd=tmp_path,
+                    env=feeder_env(tmp_path)).code == 0
     generated = cli(tmp_path, "keys", "generate", "--out", "sign.pem")
     assert generated.code == 0
     fingerprint = generated.stdout.split("fingerprint: ")[1].split()[0]
@@ -110,7 +111,8 @@ sources = [{{ kind = "core-rpc", url = "{litecoind.url}" }}]
 """)
     (tmp_path / "ledger.csv").write_text("chain,address,structure,owner,asset,amount\n"
                                          f"ltc,{address},segregated,alice,LTC,0.7\n")
-    assert cli(tmp_path, "ledger", "import", "ledger.csv").code == 0
+    assert segwatch("ledger", "import", "ledger.csv", cwd=tmp_path,
+                    env=feeder_env(tmp_path)).code == 0
     assert cli(tmp_path, "run", "--once").code in (0, 1)  # tracks the wallet's outputs
     litecoind.mine(2)
     litecoind.send(address, Decimal("0.2"))

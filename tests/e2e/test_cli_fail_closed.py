@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chains.evm.devnet import AnvilNode, set_balances
-from tests.e2e.cli import segwatch
+from tests.e2e.cli import feeder_env, segwatch
 from tests.liarproxy import LiarProxy
 
 pytestmark = pytest.mark.anvil
@@ -42,7 +42,8 @@ sources = [{{ kind = "jsonrpc", url = "{proxy.url}" }}]
         (tmp_path / "ledger.csv").write_text("chain,address,structure,owner,asset,amount\n"
                                              f"devnet,{ALICE},segregated,alice,ETH,10\n")
         assert segwatch("db", "upgrade", cwd=tmp_path).code == 0
-        imported = segwatch("ledger", "import", "ledger.csv", cwd=tmp_path)
+        imported = segwatch("ledger", "import", "ledger.csv", cwd=tmp_path,
+                            env=feeder_env(tmp_path))
         assert imported.code == 0, imported.stderr
         once = segwatch("--log-format", "json", "run", "--once", cwd=tmp_path)
         assert once.code == 3, once.stderr

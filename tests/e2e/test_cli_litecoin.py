@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.cli import Result, segwatch
+from tests.e2e.cli import Result, feeder_env, segwatch
 from tests.litecoind import LitecoinNode
 
 pytestmark = pytest.mark.litecoind
@@ -24,8 +24,8 @@ class Env:
     alice: str
     bob: str
 
-    def cli(self, *args: str) -> Result:
-        return segwatch(*args, cwd=self.cwd)
+    def cli(self, *args: str, feeder: bool = False) -> Result:
+        return segwatch(*args, cwd=self.cwd, env=feeder_env(self.cwd) if feeder else None)
 
 
 def write_config(cwd: Path, store_url: str, rpc_url: str) -> None:
@@ -65,7 +65,7 @@ def env(litecoind: LitecoinNode, store_url: str, tmp_path: Path) -> Env:
 def test_cycle_finds_the_one_shortfall_and_never_prints_the_password(env: Env) -> None:
     """One cycle over two funded wallets opens exactly bob's 0.05 LTC shortfall, status
     says discrepancy, and no output contains the RPC password."""
-    imported = env.cli("ledger", "import", "ledger.csv")
+    imported = env.cli("ledger", "import", "ledger.csv", feeder=True)
     assert imported.code == 0, imported.stderr
     run = env.cli("run", "--once", "--json", "-v")
     assert run.code == 1, run.stderr

@@ -50,6 +50,7 @@ from daemon.store.db import make_engine, upgrade
 from tests import scenario as sc
 from tests.anvil import require_anvil
 from tests.e2e.cli import Result, segwatch
+from tests.principals import FEEDER
 
 pytestmark = pytest.mark.anvil
 
@@ -312,8 +313,8 @@ def prepare_store(cwd: Path, store_url: str) -> None:
     (cwd / "approvals.csv").write_text(sc.approvals_csv(datetime.now(UTC)))
     service = build_service(load_settings(cwd / "segwatch.toml"))
     try:
-        service.import_ledger(cwd / "ledger.csv", dry_run=False)
-        service.import_withdrawals(cwd / "approvals.csv", dry_run=False)
+        service.import_ledger(cwd / "ledger.csv", dry_run=False, actor=FEEDER)
+        service.import_withdrawals(cwd / "approvals.csv", dry_run=False, actor=FEEDER)
         (baseline,) = service.run_once()
     finally:
         service.store.engine.dispose()

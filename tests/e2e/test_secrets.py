@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from chains.evm.devnet import AnvilNode, free_port, install_multicall, set_balances
-from tests.e2e.cli import Result, segwatch
+from tests.e2e.cli import Result, feeder_env, segwatch
 from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.anvil
@@ -196,6 +196,7 @@ def _files(root: Path) -> Iterator[tuple[str, bytes]]:
 def test_no_key_appears_in_output_store_metrics_or_export(world: World) -> None:
     """Every command an operator runs, the daemon and its listener, the store file and an
     export package: none holds any of the keys."""
+    world.env.update(feeder_env(world.cwd))
     world.cli("ledger", "import", "ledger.csv")
     world.cli("run", "--once", expect=(1, 3))  # alice's shortfall; deadnet unavailable
     world.cli("run", "--once", "--json", expect=(1, 3))

@@ -49,7 +49,10 @@ from daemon.runtime.logs import configure
 from daemon.service import Service
 from daemon.store import models as m
 from daemon.store.db import make_engine, upgrade
+from tests.principals import FEEDER, acting
 from tests.realdeps import postgres_schema
+
+ROLES = {"mia": ("maker",), "carl": ("checker",)}
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
 OMNI = canonical_evm_address("0x" + "b2" * 20)
@@ -345,7 +348,7 @@ class World:
                                self.clock)
         ledger = tmp_path / "ledger.csv"
         ledger.write_text(LEDGER)
-        self.service.import_ledger(ledger, dry_run=False)
+        self.service.import_ledger(ledger, dry_run=False, actor=FEEDER)
         self.sleeps: list[float] = []
         self.dispatchers: list[AlertDispatcher] = []
 
@@ -533,10 +536,10 @@ def test_workflow_escalation_and_resolution_are_alerted_but_not_its_other_steps(
     finding = record.row.id or 0
     world.clock.now = record.row.cure_deadline + timedelta(minutes=1)
     assert world.service.escalate() == [finding]
-    world.service.act(finding, "propose", "mia", reason="ledger_corrected", note="fixed")
+    world.service.act(finding, "propose", acting("mia", *ROLES["mia"]), reason="ledger_corrected", note="fixed")
     with pytest.raises(InputError):
-        world.service.act(finding, "approve", "mia")  # a maker cannot approve
-    world.service.act(finding, "approve", "carl")
+        world.service.act(finding, "approve", acting("mia", *ROLES["mia"]))  # a maker cannot approve
+    world.service.act(finding, "approve", acting("carl", *ROLES["carl"]))
     hook, slack = receiver.url("/hook"), receiver.url("/slack")
     dispatcher = world.dispatcher(hook)
     assert dispatcher.deliver_pending().delivered == 3

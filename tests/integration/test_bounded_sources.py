@@ -19,6 +19,7 @@ from daemon.inputs.config import Settings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 from tests.httpserve import LoopbackServer, QuietHandler, answer
+from tests.principals import FEEDER
 
 pytestmark = pytest.mark.anvil
 
@@ -88,7 +89,7 @@ def test_a_4000_digit_balance_fails_over_to_the_honest_source(
         ledger.write_text("chain,address,structure,owner,asset,amount\n"
                           f"devnet,{ALICE},segregated,alice,ETH,10\n"
                           f"devnet,{BOB},segregated,bob,ETH,4\n")
-        service.import_ledger(ledger, dry_run=False)
+        service.import_ledger(ledger, dry_run=False, actor=FEEDER)
 
         result = service.run_cycle(settings.chains[0])
 

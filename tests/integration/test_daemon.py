@@ -24,6 +24,7 @@ from daemon.runtime.metrics import Metrics
 from daemon.runtime.scheduler import Daemon, Job, run_forever
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
+from tests.principals import FEEDER
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
 
@@ -45,7 +46,7 @@ def make_service(store_url: str, tmp_path: Path, fakes: dict[str, FakeAdapter],
     ledger = tmp_path / "ledger.csv"
     ledger.write_text("chain,address,structure,owner,asset,amount\n" + "".join(
         f"{name},{ALICE},segregated,alice,ETH,1\n" for name in fakes))
-    service.import_ledger(ledger, dry_run=False)
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
     service.store.sync_catalog(settings)
     return service
 

@@ -18,7 +18,7 @@ from daemon.errors import ConfigError
 from daemon.runtime.leases import Leases
 from daemon.store.db import head_revision, make_engine, upgrade_as_owner
 from daemon.store.roles import check_runtime, runtime_identity
-from tests.integration.test_workflow import ids, make_world
+from tests.integration.test_workflow import USER, ids, make_world
 from tests.realdeps import PG_ADMIN_URL, missing
 
 pytestmark = pytest.mark.postgres
@@ -86,10 +86,10 @@ def test_the_runtime_role_runs_the_daemon_but_cannot_rewrite_the_audit_log(
         # checkpoint, audit entries), maker-checker actions (SELECT ... FOR UPDATE)
         service, _ = make_world(r.runtime_url, tmp_path)
         first, second = ids(service)
-        service.act(first, "propose", "mia", reason="false_positive", note="checked")
-        service.act(first, "approve", "carl")
-        service.act(second, "propose", "mia", reason="false_positive", note="again")
-        service.act(second, "reject", "carl", note="not so")
+        service.act(first, "propose", USER["mia"], reason="false_positive", note="checked")
+        service.act(first, "approve", USER["carl"])
+        service.act(second, "propose", USER["mia"], reason="false_positive", note="again")
+        service.act(second, "reject", USER["carl"], note="not so")
         verified = service.store.verify_audit()
         assert verified.ok and verified.checked == 7
         runtime = service.store.engine

@@ -35,6 +35,7 @@ from daemon.inputs.config import Settings
 from daemon.rules.merkle import verify_proof
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
+from tests.principals import FEEDER
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
 OMNI = canonical_evm_address("0x" + "b2" * 20)
@@ -72,7 +73,7 @@ def service(store_url: str, tmp_path: Path) -> Service:
                       f"ethereum,{OMNI},omnibus,bob,ETH,2\n"
                       f"ethereum,{OMNI},omnibus,carol-the-client,ETH,3\n"
                       f"ethereum,{HOUSE},house,FIRM,ETH,7\n")
-    svc.import_ledger(ledger, dry_run=False)
+    svc.import_ledger(ledger, dry_run=False, actor=FEEDER)
     assert svc.run_cycle(settings.chains[0]).error is None  # omni: 1 ETH shortfall
     return svc
 
@@ -436,7 +437,7 @@ def test_with_verify_two_the_export_reads_every_balance_from_two_sources(
                       f"ethereum,{ALICE},segregated,alice,ETH,1.5\n"
                       f"ethereum,{OMNI},omnibus,bob,ETH,5\n"
                       f"ethereum,{HOUSE},house,FIRM,ETH,7\n")
-    svc.import_ledger(ledger, dry_run=False)
+    svc.import_ledger(ledger, dry_run=False, actor=FEEDER)
     assert svc.run_cycle(settings.chains[0]).error is None
     out = tmp_path / "package"
     export(svc, out, key)

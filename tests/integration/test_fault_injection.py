@@ -64,6 +64,7 @@ from daemon.inputs.config import ChainSettings, Settings
 from daemon.service import CycleResult, Service
 from daemon.store.db import make_engine, upgrade
 from tests.faultproxy import KINDS, FaultProxy
+from tests.principals import FEEDER
 
 CHECKERS = [{"name": "carol", "roles": ["checker"]}]
 """The approver of the tests' withdrawals (SPEC §11: a configured checker)."""
@@ -306,7 +307,7 @@ class Run:
                 decimals = 18 if asset == "ETH" else 6
                 out.writerow([CHAIN, wallet, structure, owner, asset,
                               f"{Decimal(amount).scaleb(-decimals):f}"])
-        self.service.import_ledger(path, dry_run=False)
+        self.service.import_ledger(path, dry_run=False, actor=FEEDER)
 
     def import_approval(self, id_: str, sender: str, to: str, asset: str, amount: str,
                         tx_hash: str = "") -> None:
@@ -315,7 +316,7 @@ class Run:
         path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,"
                         f"approved_at,tx_hash\n{id_},{CHAIN},{sender},{to},{asset},{amount},"
                         f"carol,{at},{tx_hash}\n")
-        self.service.import_withdrawals(path, dry_run=False)
+        self.service.import_withdrawals(path, dry_run=False, actor=FEEDER)
 
     def is_open(self, kind: str, wallet: str) -> bool:
         return any(r.row.type == kind and r.row.address == wallet

@@ -26,6 +26,7 @@ from daemon.inputs.config import Settings
 from daemon.service import CycleResult, Service
 from daemon.store.db import make_engine, upgrade
 from tests.liarproxy import LiarProxy
+from tests.principals import FEEDER
 
 pytestmark = pytest.mark.anvil
 
@@ -84,7 +85,7 @@ class Stage:
             ledger = self.tmp / "ledger.csv"
             ledger.write_text("chain,address,structure,owner,asset,amount\n"
                               f"{CHAIN},{ALICE},segregated,alice,ETH,10\n")
-            service.import_ledger(ledger, dry_run=False)
+            service.import_ledger(ledger, dry_run=False, actor=FEEDER)
         return service
 
 

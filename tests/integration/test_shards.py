@@ -22,6 +22,7 @@ from daemon.inputs.config import Settings
 from daemon.rules.shards import Shard, shard_of, shards
 from daemon.service import CycleResult, Service
 from daemon.store.db import make_engine, upgrade
+from tests.principals import FEEDER
 
 pytestmark = pytest.mark.anvil
 
@@ -66,7 +67,7 @@ class World:
                     ("segregated", f"client{n}")
                 out.writerow([CHAIN, wallet, structure, owner, "ETH",
                               f"{Decimal(wei).scaleb(-18):f}"])
-        self.service.import_ledger(path, dry_run=False)
+        self.service.import_ledger(path, dry_run=False, actor=FEEDER)
 
 
 BALANCES = {**{w: 2 * ETH for w in SHARD0 + SHARD1}, HOUSE: 50 * ETH}

@@ -18,6 +18,7 @@ from daemon.bootstrap import open_store
 from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
+from tests.principals import FEEDER
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
 BOB = canonical_evm_address("0x" + "b2" * 20)
@@ -54,7 +55,7 @@ class World:
         ledger.write_text("chain,address,structure,owner,asset,amount\n"
                           f"ethereum,{ALICE},segregated,alice,ETH,2\n"
                           f"ethereum,{BOB},segregated,bob,ETH,1\n")
-        self.service.import_ledger(ledger, dry_run=False)
+        self.service.import_ledger(ledger, dry_run=False, actor=FEEDER)
 
     def adapter(self, _chain: ChainSettings, source: SourceSettings) -> FakeAdapter:
         return self.fakes[source.url]

@@ -16,6 +16,7 @@ from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
 from daemon.store import models as m
 from daemon.store.db import current_revision, head_revision, make_engine, upgrade
+from tests.principals import FEEDER
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
 OMNI = canonical_evm_address("0x" + "b2" * 20)
@@ -59,7 +60,7 @@ def world(store_url: str, tmp_path: Path) -> tuple[Service, FakeAdapter, Clock]:
     service = Service(config, open_store(store_url), lambda _c, _s: adapter, clock)
     ledger = tmp_path / "ledger.csv"
     ledger.write_text(LEDGER)
-    service.import_ledger(ledger, dry_run=False)
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
     return service, adapter, clock
 
 
@@ -189,7 +190,7 @@ def test_reimport_keeps_snapshot_history(world, tmp_path: Path) -> None:  # type
     service, _, _ = world
     ledger = tmp_path / "second.csv"
     ledger.write_text(LEDGER.replace("alice,ETH,1.5", "alice,ETH,2"))
-    service.import_ledger(ledger, dry_run=False)
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
     with Session(service.store.engine) as session:
         assert len(session.exec(select(m.AllocationSnapshot)).all()) == 2
         assert len(session.exec(select(m.Allocation)).all()) == 10
@@ -268,7 +269,7 @@ def test_scan_fails_over_and_a_failed_range_stops_the_cursor(store_url: str,
     service = Service(config, open_store(store_url), lambda _c, s: adapters[s.url])
     ledger = tmp_path / "ledger.csv"
     ledger.write_text(LEDGER)
-    service.import_ledger(ledger, dry_run=False)
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
     for fake in (first, second):
         balanced(fake)
         fake.head_block = ChainHead(100, f"0x{100:064x}")

@@ -29,6 +29,7 @@ from daemon.errors import InputError
 from daemon.inputs.config import Settings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
+from tests.principals import FEEDER
 
 CHECKERS = [{"name": "carol", "roles": ["checker"]}]
 """The approver of the tests' withdrawals (SPEC §11: a configured checker)."""
@@ -98,7 +99,7 @@ def world(anvil_node: AnvilNode, store_url: str, tmp_path: Path) -> World:
         out.writerow(["devnet", ALICE2, "segregated", "alice", "ETH", "0"])
         out.writerow(["devnet", BOB, "segregated", "bob", "ETH", "5"])
         out.writerow(["devnet", HOUSE, "house", "FIRM", "ETH", "100"])
-    service.import_ledger(ledger, dry_run=False)
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
     w = World(anvil_node, service, token, forwarder, tmp_path)
     w.cycle()  # the first cycle pins the scan cursor at its checkpoint
     return w
@@ -110,7 +111,7 @@ def approve(world: World, id_: str, to: str, amount: str, asset: str = "ETH",
     at = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
     path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,approved_at,"
                     f"tx_hash\n{id_},devnet,{ALICE},{to},{asset},{amount},carol,{at},{tx_hash}\n")
-    world.service.import_withdrawals(path, dry_run=False)
+    world.service.import_withdrawals(path, dry_run=False, actor=FEEDER)
 
 
 def test_unapproved_outflow_and_commingling_are_found(world: World) -> None:
@@ -208,12 +209,12 @@ def test_a_tx_hash_alone_authorizes_nothing(world: World) -> None:
     path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,approved_at,"
                     f"tx_hash\nw-forged,devnet,{ALICE},{PAYEE},ETH,0.000000000000000001,"
                     f"carol,{later},{stolen}\n")
-    world.service.import_withdrawals(path, dry_run=False)
+    world.service.import_withdrawals(path, dry_run=False, actor=FEEDER)
     with pytest.raises(InputError) as refused:  # an approver who is not a checker
         path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,"
                         f"approved_at,tx_hash\nw-self,devnet,{ALICE},{OUTSIDE},ETH,9,mallory,"
                         f"{now},{stolen}\n")
-        world.service.import_withdrawals(path, dry_run=False)
+        world.service.import_withdrawals(path, dry_run=False, actor=FEEDER)
     assert "approved_by 'mallory' is not a configured user with the checker role" in \
         "\n".join(refused.value.lines)
     world.cycle()

@@ -26,6 +26,7 @@ from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 from tests.esplora_server import EsploraServer
 from tests.litecoind import LitecoinNode, require_litecoind, start_litecoind
+from tests.principals import FEEDER
 
 CHECKERS = [{"name": "carol", "roles": ["checker"]}]
 """The approver of the tests' withdrawals (SPEC §11: a configured checker)."""
@@ -124,7 +125,7 @@ def world(node: LitecoinNode, store_url: str, tmp_path: Path, source: dict[str, 
         out.writerow(["litecoin", alice2, "segregated", "alice", "LTC", "0"])
         out.writerow(["litecoin", bob, "segregated", "bob", "LTC", "1"])
         out.writerow(["litecoin", house, "house", "FIRM", "LTC", "5"])
-    service.import_ledger(ledger, dry_run=False)
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
     w = World(node, service, tmp_path, alice, alice2, bob, house, outside, wa, wb, wh)
     first = w.cycle()  # seeds the tracked outputs (they predate the cursor) and pins it
     assert first.findings == ()
@@ -137,7 +138,7 @@ def approve(world: World, id_: str, to: str, amount: str, tx_hash: str = "") -> 
     path.write_text("id,chain,from_address,to_address,asset,amount,approved_by,approved_at,"
                     f"tx_hash\n{id_},litecoin,{world.alice},{to},LTC,{amount},carol,{at},"
                     f"{tx_hash}\n")
-    world.service.import_withdrawals(path, dry_run=False)
+    world.service.import_withdrawals(path, dry_run=False, actor=FEEDER)
 
 
 def test_an_unapproved_withdrawal_is_unauthorized_while_change_and_fee_explain_the_balance(
