@@ -43,3 +43,20 @@ def build_alerts(settings: Settings, store: Store) -> AlertDispatcher | None:
     from daemon.runtime.alerts import AlertDispatcher
 
     return AlertDispatcher(settings.alerts, store.engine) if settings.alerts else None
+
+
+def prepare(service: Service) -> None:
+    """Before the daemon or the API serves: warn when the store's role could rewrite the
+    audit log (PostgreSQL, daemon/store/roles.py), and give the configuration's [[users]]
+    their declared roles (audited)."""
+    import structlog
+
+    from daemon.store.roles import check_runtime
+
+    log = structlog.get_logger("segwatch")
+    with service.store.engine.connect() as connection:
+        for warning in check_runtime(connection):
+            log.warning("store_role_not_confined", detail=warning)
+    changed = service.identity.sync_declared()
+    if changed:
+        log.info("declared_users_synced", changes=changed)

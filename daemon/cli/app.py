@@ -181,12 +181,22 @@ def version(as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False
                ) -> None:
-    """Apply pending schema migrations to the store."""
-    from daemon.store.db import make_engine, upgrade
+    """Apply pending schema migrations to the store. On PostgreSQL with
+    SEGWATCH_DB_OWNER_URL set, migrate as that owner role and confine store.url's role
+    (the daemon's) to what it needs: only INSERT and SELECT on the audit tables."""
+    from daemon.runtime.logs import register_secrets
+    from daemon.store.db import make_engine, upgrade, upgrade_as_owner
 
     g = _setup(ctx, verbose)
     url = g.db or g.settings(required=False).store.url
-    revision = upgrade(make_engine(url))
+    owner = os.environ.get("SEGWATCH_DB_OWNER_URL", "").strip()
+    if owner:
+        from chains.urls import url_secrets
+
+        register_secrets(url_secrets(owner))
+        revision = upgrade_as_owner(owner, url)
+    else:
+        revision = upgrade(make_engine(url))
     _emit({"revision": revision}) if as_json else out.print(f"schema at revision {revision}")
 
 
@@ -331,6 +341,9 @@ def run(
 
     g = _setup(ctx, verbose)
     service = g.service()
+    from daemon.bootstrap import prepare
+
+    prepare(service)
     if not once:
         from daemon.runtime.lock import single_daemon
         from daemon.runtime.scheduler import ALERT_SECONDS, ESCALATION_SECONDS, Job, run_forever
@@ -370,6 +383,35 @@ def run(
                     f"{r.read_errors} read errors, {r.duration:.2f}s")
             out.print(line)
     raise typer.Exit(run_exit_code(results))
+
+
+@app.command()
+def serve(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
+    """Serve the HTTP API (and /healthz, /metrics) on daemon.listen without the reconcile
+    loop: an API replica beside the reconcilers. Stops on SIGTERM or SIGINT."""
+    import signal
+    import threading
+
+    from daemon.api.app import build_app
+    from daemon.bootstrap import prepare
+    from daemon.runtime.health import HealthServer
+    from daemon.runtime.metrics import Metrics
+
+    g = _setup(ctx, verbose)
+    service = g.service()
+    prepare(service)
+    metrics, token = Metrics(), service.settings.daemon.metrics_token
+    stop = threading.Event()
+    server = HealthServer(service.settings.daemon.listen, service.status, metrics, token,
+                          app=build_app(service, metrics, token)).start()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    err.print(f"serving the API on http://{server.address}/api/v1/", markup=False)
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.stop()
 
 
 def run_exit_code(results: Sequence[CycleResult]) -> int:

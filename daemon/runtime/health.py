@@ -91,13 +91,13 @@ class StatusCache:
 
 
 def health_app(statuses: Callable[[], list[ChainStatus]], metrics: Metrics,
-               token: str | None = None) -> FastAPI:
+               token: str | None = None, openapi_url: str | None = None) -> FastAPI:
     """The ASGI app serving `/healthz` and `/metrics` (handlers run in uvicorn's bounded
-    thread pool; the status cache spares the store)."""
-    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    thread pool; the status cache spares the store); daemon/api adds the API to it."""
+    app = FastAPI(title="segwatch", docs_url=None, redoc_url=None, openapi_url=openapi_url)
     cache = StatusCache(statuses, STATUS_CACHE_SECONDS)
 
-    @app.get("/healthz")
+    @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
         try:
             status, body = health_document(cache.get())
@@ -105,7 +105,7 @@ def health_app(statuses: Callable[[], list[ChainStatus]], metrics: Metrics,
             status, body = 503, {"status": "error", "error": type(exc).__name__}
         return JSONResponse(body, status_code=status)
 
-    @app.get("/metrics")
+    @app.get("/metrics", include_in_schema=False)
     def metrics_text(authorization: str | None = Header(default=None)) -> Response:
         if token is not None and not _bearer_matches(authorization, token):
             return JSONResponse({"error": {"code": 401, "message": "a valid bearer token "
@@ -155,10 +155,12 @@ class _RequestDeadline(H11Protocol):
 
 
 class HealthServer:
-    """Serves `/healthz` from `statuses()` and `/metrics` from `metrics` on `listen`."""
+    """Serves `/healthz` from `statuses()` and `/metrics` from `metrics` on `listen` (or
+    `app`, the whole API, which includes both)."""
 
     def __init__(self, listen: str, statuses: Callable[[], list[ChainStatus]],
-                 metrics: Metrics, token: str | None = None) -> None:
+                 metrics: Metrics, token: str | None = None, app: FastAPI | None = None
+                 ) -> None:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         self._socket = _bind(host, int(port), listen)
@@ -166,7 +168,8 @@ class HealthServer:
             log.warning("metrics_exposed", listen=listen,
                         hint="/metrics answers anyone who can reach this address; set "
                              "daemon.metrics_token_env")
-        config = uvicorn.Config(health_app(statuses, metrics, token), log_level="warning",
+        config = uvicorn.Config(app or health_app(statuses, metrics, token),
+                                log_level="warning",
                                 access_log=False, lifespan="off", http=_RequestDeadline,
                                 timeout_keep_alive=KEEP_ALIVE_SECONDS,
                                 limit_concurrency=MAX_CONNECTIONS,

@@ -23,6 +23,7 @@ import structlog
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from daemon.api.app import build_app
 from daemon.inputs.config import ChainSettings
 from daemon.rules.shards import Shard, shards
 from daemon.runtime.health import HealthServer
@@ -180,7 +181,9 @@ def run_forever(service: Service, stop: threading.Event | None = None,
     service.store.sync_catalog(service.settings)
     service.verify_sources()
     health = HealthServer(service.settings.daemon.listen, service.status, metrics,
-                          service.settings.daemon.metrics_token).start()
+                          service.settings.daemon.metrics_token,
+                          app=build_app(service, metrics,
+                                        service.settings.daemon.metrics_token)).start()
     leases = None
     if service.store.engine.dialect.name == "postgresql":
         leases = Leases(service.store.engine,

@@ -1,0 +1,1 @@
+"""The HTTP API: routes over the service layer, and who may call them."""

@@ -1,0 +1,281 @@
+"""The HTTP API (SPEC §9) under /api/v1, on the same ASGI app as /healthz and /metrics.
+
+Handlers only parse input, call the service (daemon/service.py, daemon/auth/service.py)
+and shape output with the CLI's --json shapes (daemon/cli/present.py); authorization
+happens in the service, so the CLI and the API cannot disagree. Described by the
+OpenAPI document at /api/v1/openapi.json.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, ConfigDict, Field
+
+from daemon.api.security import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    BodyLimit,
+    client_of,
+    install_errors,
+    principal_of,
+)
+from daemon.auth.policy import Principal
+from daemon.cli.present import audit_json, discrepancy_json, status_json
+from daemon.errors import InputError
+from daemon.runtime.health import health_app
+from daemon.runtime.metrics import Metrics
+from daemon.service import Service, overall
+
+PREFIX = "/api/v1"
+MAX_PAGE = 1000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Login(_Body):
+    name: str = Field(min_length=1, max_length=128)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class Propose(_Body):
+    reason: str = Field(max_length=40)
+    note: str = Field(max_length=2000)
+
+
+class Reject(_Body):
+    note: str = Field(max_length=2000)
+
+
+class Approve(_Body):
+    pass
+
+
+class NewUser(_Body):
+    name: str = Field(min_length=1, max_length=128)
+    roles: list[str] = Field(min_length=1, max_length=6)
+    password: str | None = Field(default=None, max_length=1024)
+
+
+class NewToken(_Body):
+    user: str = Field(min_length=1, max_length=128)
+    roles: list[str] | None = Field(default=None, max_length=6)
+    expires_days: float | None = Field(default=None, gt=0, le=3650)
+
+
+def _caller(request: Request) -> Principal:
+    return principal_of(request.app.state.service, request)
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+"""The authenticated principal of a request (401 without valid credentials)."""
+
+
+def build_app(service: Service, metrics: Metrics, metrics_token: str | None = None) -> FastAPI:
+    """The whole ASGI app: /healthz, /metrics and the API over `service`."""
+    app = health_app(service.status, metrics, metrics_token)
+    install_errors(app)
+    app.state.service = service
+
+    @app.get(f"{PREFIX}/openapi.json", include_in_schema=False)
+    def openapi(who: Caller) -> dict[str, Any]:
+        """The OpenAPI document (for any signed-in role)."""
+        service.identity.require(who, "read", "the API description")
+        return app.openapi()
+
+    api = APIRouter(prefix=PREFIX)
+    _auth_routes(api, service)
+    _review_routes(api, service)
+    _feed_routes(api, service)
+    _admin_routes(api, service)
+    app.include_router(api)
+
+    @app.middleware("http")
+    async def _headers(request: Request,
+                       call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Content-Security-Policy",
+                                    "default-src 'none'; frame-ancestors 'none'")
+        return response
+
+    app.add_middleware(BodyLimit)
+    return app
+
+
+def _auth_routes(api: APIRouter, service: Service) -> None:
+    secure = service.settings.auth.secure_cookies
+
+    @api.post("/auth/login", tags=["auth"])
+    def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
+        """Sign in with a local account; sets the session cookie, returns the CSRF token
+        that every state-changing request with the cookie must send as X-CSRF-Token."""
+        signed = service.identity.sign_in(body.name, body.password, client_of(request))
+        response.set_cookie(SESSION_COOKIE, signed.cookie, httponly=True, secure=secure,
+                            samesite="strict", path="/",
+                            max_age=int(service.settings.auth.session_hours * 3600))
+        return {"user": signed.principal.name, "roles": sorted(signed.principal.roles),
+                "csrf": signed.csrf, "expires_at": signed.expires_at.isoformat()}
+
+    @api.post("/auth/logout", tags=["auth"])
+    def logout(who: Caller, request: Request, response: Response) -> dict[str, Any]:
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            service.identity.sign_out(cookie)
+        response.delete_cookie(SESSION_COOKIE, path="/")
+        return {"user": who.name, "signed_out": cookie is not None}
+
+    @api.get("/auth/me", tags=["auth"])
+    def me(who: Caller) -> dict[str, Any]:
+        return {"user": who.name, "roles": sorted(who.roles), "via": who.via,
+                "csrf_header": CSRF_HEADER}
+
+
+def _review_routes(api: APIRouter, service: Service) -> None:
+    def read(who: Principal, what: str) -> None:
+        service.identity.require(who, "read", what)
+
+    @api.get("/status", tags=["review"])
+    def status(who: Caller) -> dict[str, Any]:
+        """One signal per chain and overall (the CLI's `status --json`)."""
+        read(who, "status")
+        statuses = service.status()
+        return status_json(statuses, overall(statuses))
+
+    @api.get("/chains", tags=["review"])
+    def chains(who: Caller) -> list[dict[str, Any]]:
+        read(who, "chains")
+        return [{"name": c.name, "family": c.family, "confirmations": c.confirmations,
+                 "verify": c.verify, "assets": [a.symbol for a in c.assets],
+                 "sources": [s.name for s in c.sources]} for c in service.settings.chains]
+
+    @api.get("/discrepancies", tags=["review"])
+    def discrepancies(
+        who: Caller,
+        status: Literal["open", "proposed", "resolved", "self_cleared", "voided"] | None = None,
+        chain: Annotated[str | None, Query(max_length=64)] = None,
+        type: Annotated[str | None, Query(max_length=40)] = None,
+        overdue: bool = False,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    ) -> list[dict[str, Any]]:
+        """Discrepancies, oldest first, a page at a time (the CLI's `list --json`)."""
+        read(who, "discrepancies")
+        records = service.discrepancies(status=status, chain=chain, type_=type,
+                                        overdue=overdue)
+        now = service.now()
+        depths = {c.name: c.confirmations for c in service.settings.chains}
+        return [discrepancy_json(r, now, depths.get(r.chain))
+                for r in records[offset:offset + limit]]
+
+    @api.get("/discrepancies/{id_}", tags=["review"])
+    def discrepancy(who: Caller, id_: Annotated[int, PathParam(ge=1, le=2**62)]) -> dict[str, Any]:
+        """One discrepancy with its history (the CLI's `show --json`)."""
+        read(who, "a discrepancy")
+        found = service.store.discrepancy(id_)
+        if found is None:
+            raise InputError(f"no discrepancy with id {id_}")
+        record, history = found
+        return {**discrepancy_json(record, service.now()),
+                "history": [audit_json(e) for e in history]}
+
+    def acted(id_: int, action: Any, who: Principal, reason: str | None = None,
+              note: str | None = None) -> dict[str, Any]:
+        record = service.act(id_, action, who, reason=reason, note=note)
+        return discrepancy_json(record, service.now())
+
+    @api.post("/discrepancies/{id_}/propose", tags=["workflow"])
+    def propose(who: Caller, id_: Annotated[int, PathParam(ge=1, le=2**62)],
+                body: Propose) -> dict[str, Any]:
+        """A maker proposes a resolution: open → proposed."""
+        return acted(id_, "propose", who, body.reason, body.note)
+
+    @api.post("/discrepancies/{id_}/approve", tags=["workflow"])
+    def approve(who: Caller, id_: Annotated[int, PathParam(ge=1, le=2**62)],
+                body: Approve | None = None) -> dict[str, Any]:
+        """A checker other than the proposer approves: proposed → resolved."""
+        return acted(id_, "approve", who)
+
+    @api.post("/discrepancies/{id_}/reject", tags=["workflow"])
+    def reject(who: Caller, id_: Annotated[int, PathParam(ge=1, le=2**62)],
+               body: Reject) -> dict[str, Any]:
+        """A checker rejects a proposal: proposed → open."""
+        return acted(id_, "reject", who, note=body.note)
+
+    @api.get("/audit/verify", tags=["audit"])
+    def audit_verify(who: Caller) -> dict[str, Any]:
+        """Recompute the audit log's hash chain (auditor)."""
+        service.identity.require(who, "verify", "verifying the audit log")
+        result = service.store.verify_audit()
+        return {"ok": result.ok, "verified": result.checked, "broken_seq": result.broken_seq,
+                "reason": result.reason}
+
+
+def _feed_routes(api: APIRouter, service: Service) -> None:
+    async def pushed(request: Request, kind: str, fmt: str, dry_run: bool, who: Principal,
+                     importer: Callable[..., Any]) -> dict[str, Any]:
+        body = await request.body()
+        with tempfile.TemporaryDirectory(prefix="segwatch-push-") as folder:
+            path = Path(folder) / f"{kind}-api.{fmt}"
+            path.write_bytes(body)
+            result = await run_in_threadpool(importer, path, dry_run=dry_run,
+                                             actor=None if dry_run else who)
+        return {"dry_run": dry_run, "rows": len(result.rows), "snapshot": result.snapshot_id,
+                **result.summary, "pushed_by": who.name}
+
+    @api.post("/ledger", tags=["feeds"])
+    async def push_ledger(who: Caller, request: Request,
+                          format: Literal["csv", "json"] = "csv",
+                          dry_run: bool = False) -> dict[str, Any]:
+        """Push a sub-ledger snapshot (feeder; the body is the CSV or JSON file). All or
+        nothing: every bad line is listed in error.lines."""
+        service.identity.require(who, "read" if dry_run else "feed", "pushing a ledger")
+        return await pushed(request, "ledger", format, dry_run, who, service.import_ledger)
+
+    @api.post("/withdrawals", tags=["feeds"])
+    async def push_withdrawals(who: Caller, request: Request,
+                               format: Literal["csv", "json"] = "csv",
+                               dry_run: bool = False) -> dict[str, Any]:
+        """Push approved withdrawals (feeder)."""
+        service.identity.require(who, "read" if dry_run else "feed",
+                                 "pushing withdrawals")
+        return await pushed(request, "withdrawals", format, dry_run, who,
+                            service.import_withdrawals)
+
+
+def _admin_routes(api: APIRouter, service: Service) -> None:
+    @api.get("/users", tags=["admin"])
+    def users(who: Caller) -> list[dict[str, Any]]:
+        return [u.as_json() for u in service.identity.users(who)]
+
+    @api.post("/users", tags=["admin"], status_code=201)
+    def add_user(who: Caller, body: NewUser) -> dict[str, Any]:
+        service.identity.add_user(who, body.name, body.roles, body.password)
+        return {"user": body.name, "roles": sorted(body.roles)}
+
+    @api.get("/tokens", tags=["admin"])
+    def tokens(who: Caller, user: Annotated[str | None, Query(max_length=128)] = None
+               ) -> list[dict[str, Any]]:
+        return [t.as_json() for t in service.identity.tokens(who, user)]
+
+    @api.post("/tokens", tags=["admin"], status_code=201)
+    def create_token(who: Caller, body: NewToken) -> dict[str, Any]:
+        """Create a token (shown once in this answer, stored only hashed)."""
+        token_id, token = service.identity.create_token(who, body.user, body.roles,
+                                                        body.expires_days)
+        return {"id": token_id, "user": body.user, "token": token}
+
+    @api.delete("/tokens/{token_id}", tags=["admin"])
+    def revoke_token(who: Caller, token_id: Annotated[str, PathParam(max_length=24)]
+                     ) -> dict[str, Any]:
+        return {"id": token_id, "user": service.identity.revoke_token(who, token_id),
+                "revoked": True}

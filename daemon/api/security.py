@@ -1,0 +1,149 @@
+"""Who is calling: a bearer token or a session cookie (with its CSRF token on every
+state-changing request), as a FastAPI dependency; errors as JSON; bounded bodies.
+
+Every route but `/healthz` (and `/metrics` without a token configured) needs a
+principal: 401 without credentials, 403 without the role (daemon/auth/policy.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from chains.errors import SegwatchError, SourceUnavailable
+from daemon.auth.policy import Principal
+from daemon.auth.secrets import same
+from daemon.errors import Forbidden, InputError, Unauthenticated
+from daemon.service import Service
+
+SESSION_COOKIE = "segwatch_session"
+CSRF_HEADER = "x-csrf-token"
+MAX_BODY_BYTES = 32 * 1024 * 1024
+"""The largest request body (a ledger or withdrawals file pushed by a feeder)."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def error(status: int, message: str, **headers: str) -> JSONResponse:
+    """The one error shape of the API: {"error": {"code", "message"}}."""
+    return JSONResponse({"error": {"code": status, "message": message}}, status_code=status,
+                        headers=headers or None)
+
+
+def client_of(request: Request) -> str:
+    """How a caller is named in the audit log (address and user agent, bounded)."""
+    host = request.client.host if request.client else "?"
+    agent = request.headers.get("user-agent", "")[:80]
+    return f"{host} {agent}".strip()[:200]
+
+
+def principal_of(service: Service, request: Request) -> Principal:
+    """The caller's principal. Raises Unauthenticated (no, bad, expired or revoked
+    credentials; a cookie request that changes state without its CSRF token)."""
+    header = request.headers.get("authorization")
+    if header is not None:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("Authorization must be 'Bearer TOKEN'")
+        return service.identity.from_token(token.strip(), client_of(request))
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie is None:
+        raise Unauthenticated("credentials are required (Authorization: Bearer TOKEN, or "
+                              "sign in)")
+    principal, csrf = service.identity.from_session(cookie)
+    if request.method not in SAFE_METHODS and \
+            not same(request.headers.get(CSRF_HEADER, "")[:100], csrf):
+        raise Unauthenticated(f"a session request that changes state needs its "
+                              f"{CSRF_HEADER} header (CSRF protection)")
+    return principal
+
+
+class BodyLimit:
+    """ASGI middleware: a request whose body exceeds `limit` bytes is answered 413 before
+    any handler reads it (by Content-Length, or while it streams in)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]],
+                 limit: int = MAX_BODY_BYTES) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await error(413, f"request body larger than {self.limit} bytes")(scope, receive,
+                                                                              send)
+            return
+        seen = 0
+
+        async def bounded() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, bounded, send)
+        except _TooLarge:
+            await error(413, f"request body larger than {self.limit} bytes")(scope, receive,
+                                                                              send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def install_errors(app: FastAPI) -> None:
+    """Map segwatch's errors to JSON answers: 401, 403, 404, 400, 422, 503; a bug is a
+    500 naming its type, never a traceback."""
+
+    @app.exception_handler(Unauthenticated)
+    async def _unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
+        return error(401, exc.user_message, **{"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(Forbidden)
+    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
+        return error(403, exc.user_message)
+
+    @app.exception_handler(InputError)
+    async def _input(_request: Request, exc: InputError) -> JSONResponse:
+        status = 404 if exc.user_message.startswith("no discrepancy with id") else 400
+        body = error(status, exc.user_message)
+        if len(exc.lines) > 1 or exc.lines != [exc.user_message]:
+            return JSONResponse({"error": {"code": status, "message": exc.user_message,
+                                           "lines": exc.lines[:1000]}}, status_code=status)
+        return body
+
+    @app.exception_handler(SourceUnavailable)
+    async def _source(_request: Request, exc: SourceUnavailable) -> JSONResponse:
+        return error(503, exc.user_message)
+
+    @app.exception_handler(SegwatchError)
+    async def _segwatch(_request: Request, exc: SegwatchError) -> JSONResponse:
+        return error(400, exc.user_message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}"[:300])
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def _bug(_request: Request, exc: Exception) -> JSONResponse:
+        return error(500, f"internal error ({type(exc).__name__})")
