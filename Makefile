@@ -4,8 +4,9 @@ VENV    := .venv
 PY      := $(VENV)/bin/python
 ANVIL_VERSION := 1.7.1
 ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
+OIDC_STAMP    := tests/oidc/node_modules/.installed
 
-.PHONY: install demo test lint typecheck unit bench postgres litecoind chromium clean
+.PHONY: install demo test lint typecheck unit bench postgres litecoind chromium oidc-provider clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,14 @@ chromium:
 
 install: $(VENV)/.installed $(ANVIL_STAMP)
 
+# A certified OpenID Provider (npm oidc-provider, pinned in tests/oidc/package-lock.json)
+# that the sign-in tests start on loopback.
+$(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
+	cd tests/oidc && npm ci --no-audit --no-fund --silent
+	touch $@
+
+oidc-provider: $(OIDC_STAMP)
+
 # The local PostgreSQL server the store tests use (already running on this machine kind).
 postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
@@ -51,7 +60,7 @@ typecheck: $(VENV)/.installed
 
 # Both cores: each pytest-xdist worker starts its own anvil and litecoind, and every
 # PostgreSQL test has its own schema.
-test: install litecoind chromium postgres lint typecheck
+test: install oidc-provider litecoind chromium postgres lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider -n auto
 
 unit: $(VENV)/.installed
