@@ -35,7 +35,14 @@ def open_store(url: str) -> Store:
 
 def build_service(settings: Settings, db_url: str | None = None) -> Service:
     """Return the service wired to the configured store and real adapters."""
-    return Service(settings, open_store(db_url or settings.store.url), adapter_for)
+    service = Service(settings, open_store(db_url or settings.store.url), adapter_for)
+    if settings.daemon.audit_key:
+        from pathlib import Path
+
+        from daemon.store.heads import HeadSigner
+
+        service.head_signer = HeadSigner.from_file(Path(settings.daemon.audit_key))
+    return service
 
 
 def build_alerts(settings: Settings, store: Store) -> AlertDispatcher | None:

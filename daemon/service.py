@@ -39,6 +39,7 @@ from daemon.rules.workflow import Action, Request
 from daemon.runtime.scanning import compare_scans, plan_scan
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
 from daemon.store.cycle import CycleInput, CycleWrite
+from daemon.store.heads import Head, HeadSigner, sign_newest
 from daemon.store.identity import Identities
 from daemon.store.models import OPEN_STATUSES, Checkpoint
 from daemon.store.repository import DiscrepancyRecord, Store
@@ -130,6 +131,8 @@ class Service:
         self._clock = clock
         self.sources = Sources(store, adapters, clock, observer)
         """Source selection: fresh sources, failover of balance reads, cross-checks."""
+        self.head_signer: HeadSigner | None = None
+        """Signs the audit log's head after every write (daemon.audit_key), if set."""
         self.identity = IdentityService(settings, Identities(store.engine), clock)
         """Users, tokens, sign-in and authorization."""
         self.fence: Callable[[Session, str], None] | None = None
@@ -150,6 +153,13 @@ class Service:
         """The service's clock (aware UTC)."""
         return self._clock()
 
+    def sign_head(self) -> Head | None:
+        """Sign the audit log's newest entry with the audit key, unless a head covers it
+        already; return the newest head (None without a key or entries)."""
+        if self.head_signer is None:
+            return None
+        return sign_newest(self.store.engine, self.head_signer, self._clock())
+
     # --- ledger -------------------------------------------------------------------------
     def import_ledger(self, path: Path, *, dry_run: bool,
                       actor: Principal | None = None) -> ImportResult:
@@ -169,6 +179,7 @@ class Service:
         self.store.sync_catalog(self.settings)
         snapshot, corrected = self.store.import_allocations(rows, path.name, digest,
                                                             self._clock(), who.name)
+        self.sign_head()
         return ImportResult(rows, {**summary, "ledger_corrected": corrected}, snapshot)
 
     def import_withdrawals(self, path: Path, *, dry_run: bool,
@@ -186,6 +197,7 @@ class Service:
         who = self.identity.require(actor, "feed", "importing withdrawals")
         self.store.sync_catalog(self.settings)
         new, known = self.store.import_withdrawals(rows, path.name, self._clock(), who.name)
+        self.sign_head()
         return ImportResult(rows, {**summary, "new": new, "already_imported": known}, None)
 
     def approvers(self) -> frozenset[str]:
@@ -254,6 +266,7 @@ class Service:
             stale = self._stale(chain, shard, exc)
             opened = self.store.record_source_error(chain.name, exc.user_message, self._clock(),
                                                     stale, self._deadline)
+            self.sign_head()
             bound.warning("cycle_failed", error=exc.user_message,
                           source_stale=stale.severity if stale else None, opened=int(opened))
             return CycleResult(chain.name, cycle_id, time.monotonic() - started,
@@ -277,6 +290,7 @@ class Service:
             checkers=self.approvers()),
             self._clock(), self._deadline,
             self._fence_for(shard))
+        self.sign_head()
         duration = time.monotonic() - started
         (bound.warning if result.read_errors else bound.info)(
             "cycle", head=head.height, block=block.height, wallets=len(mine.wallets),
@@ -504,8 +518,11 @@ class Service:
         InputError (one line) for a refused action (audited); nothing else is written.
         """
         who = self.identity.require(actor, action, f"{action} discrepancy {id_}", id_)
-        self.store.act(id_, Request(action, who.name, reason, note),
-                       {who.name: sorted(who.roles)}, self._clock())
+        try:
+            self.store.act(id_, Request(action, who.name, reason, note),
+                           {who.name: sorted(who.roles)}, self._clock())
+        finally:
+            self.sign_head()
         found = self.store.discrepancy(id_)
         assert found is not None
         log.info("discrepancy_action", id=id_, action=action, user=who.name,
@@ -516,6 +533,7 @@ class Service:
         """Escalate open items past their cure deadline (once each); return their ids."""
         ids = self.store.escalate_overdue(self._clock())
         if ids:
+            self.sign_head()
             log.warning("escalated", ids=ids)
         return ids
 

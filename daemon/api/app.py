@@ -213,11 +213,21 @@ def _review_routes(api: APIRouter, service: Service) -> None:
 
     @api.get("/audit/verify", tags=["audit"])
     def audit_verify(who: Caller) -> dict[str, Any]:
-        """Recompute the audit log's hash chain (auditor)."""
+        """Verify the audit log: hash chain, signed heads, each discrepancy replayed
+        against the table (auditor)."""
+        from daemon.audit import verify
+
         service.identity.require(who, "verify", "verifying the audit log")
-        result = service.store.verify_audit()
-        return {"ok": result.ok, "verified": result.checked, "broken_seq": result.broken_seq,
-                "reason": result.reason}
+        return verify(service).as_json()
+
+    @api.get("/audit/head", tags=["audit"])
+    def audit_head(who: Caller) -> dict[str, Any] | None:
+        """The newest signed audit head (unsigned without daemon.audit_key)."""
+        from daemon.store.heads import current
+
+        read(who, "the audit head")
+        head = service.sign_head() or current(service.store.engine)
+        return head.as_json() if head else None
 
 
 def _feed_routes(api: APIRouter, service: Service) -> None:

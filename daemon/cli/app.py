@@ -538,22 +538,54 @@ def disc_reject(ctx: typer.Context, id_: IdArg,
 
 
 @audit_app.command("verify")
-def audit_verify(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False
-                 ) -> None:
-    """Recompute the audit log's hash chain; name the first broken entry (exit 1)."""
+def audit_verify(
+    ctx: typer.Context,
+    against: Annotated[Path | None, typer.Option(
+        "--against", help="A package (directory or .zip) or its manifest.json: prove the "
+        "log still extends the audit head it recorded.")] = None,
+    public_key: Annotated[Path | None, typer.Option(
+        "--public-key", help="The audit key's public half (PEM), to check head signatures "
+        "where daemon.audit_key is not configured.")] = None,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Verify the audit log: its hash chain, every signed head, each discrepancy replayed
+    from the log against the table, and with --against a head kept elsewhere. Exit 1
+    naming every problem."""
+    from daemon.audit import head_of, verify
+    from daemon.export.signing import load_public_key
+
     g = _setup(ctx, verbose)
-    result = g.service().store.verify_audit()
-    doc = {"ok": result.ok, "verified": result.checked, "broken_seq": result.broken_seq,
-           "reason": result.reason}
+    service = g.service()
+    public = load_public_key(public_key) if public_key else None
+    report = verify(service, public, head_of(against) if against else None)
     if as_json:
-        _emit(doc)
-    elif result.ok:
-        out.print(f"audit log intact: {result.checked} entries verified")
+        _emit(report.as_json())
+    elif report.ok:
+        extra = f"; extends the head of {against} (entry {report.against.seq})" \
+            if against and report.against else ""
+        out.print(f"audit log intact: {report.entries} entries, {report.heads} signed heads "
+                  f"verified, every discrepancy matches its history{extra}", markup=False)
     else:
-        out.print(f"audit log broken at entry {result.broken_seq}: {result.reason} "
-                  f"({result.checked} entries before it verified)")
-    if not result.ok:
+        if report.broken_seq is not None:
+            out.print(f"audit log broken at entry {report.broken_seq}: "
+                      f"{report.chain_problem} ({report.entries} entries before it verified)",
+                      markup=False)
+        for problem in report.problems:
+            out.print(problem, markup=False, highlight=False)
+    if not report.ok:
         raise typer.Exit(EXIT_DISCREPANCY)
+
+
+@audit_app.command("head")
+def audit_head(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
+    """Print the newest signed audit head as JSON (signing the log's head first when
+    daemon.audit_key is set); an unsigned head without a key."""
+    from daemon.store.heads import current
+
+    g = _setup(ctx, verbose)
+    service = g.service()
+    head = service.sign_head() or current(service.store.engine)
+    _emit(head.as_json() if head else None)
 
 
 # --- entry point ------------------------------------------------------------------------

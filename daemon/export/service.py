@@ -28,6 +28,7 @@ from daemon.export.package import (
 from daemon.export.pinning import pinned_balances
 from daemon.inputs.config import ChainSettings
 from daemon.service import Service
+from daemon.store.heads import current as current_head
 
 log = structlog.get_logger("segwatch")
 CLOCK_SKEW = timedelta(minutes=2)
@@ -67,12 +68,18 @@ def export(service: Service, out: Path, key: Ed25519PrivateKey, *,
         discrepancies=open_then,
         decimals={(c.name, a.symbol): a.decimals for c in service.settings.chains
                   for a in c.assets},
-        assets={c.name: [a.symbol for a in c.assets] for c in service.settings.chains})
+        assets={c.name: [a.symbol for a in c.assets] for c in service.settings.chains},
+        audit_head=_audit_head(service))
     package = build_package(data, key, pseudonymize=pseudonymize)
     write_package(package, out)
     log.info("exported", out=str(out), chains=len(pins), wallets=len(wallets),
              allocations=sum(r["leaves"] for r in package.roots))
     return package
+
+
+def _audit_head(service: Service) -> dict[str, Any] | None:
+    head = service.sign_head() or current_head(service.store.engine)
+    return head.as_json() if head else None
 
 
 def _pin(service: Service, chain: ChainSettings, addresses: list[Address], *,

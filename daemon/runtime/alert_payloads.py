@@ -12,7 +12,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.rules.amounts import format_amount
 from daemon.store import models as m
@@ -27,6 +27,10 @@ _TITLES = {"detected": "New finding", "escalated": "Escalated", "recovered": "Re
 _SLACK_FIELDS_PER_SECTION = 10  # Slack's limit for one section block
 _SLACK_OWNERS_SHOWN = 5
 
+
+
+if TYPE_CHECKING:
+    from daemon.store.heads import Head
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +151,20 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
     blocks.append({"type": "context", "elements": [
         {"type": "mrkdwn", "text": f"`{alert.id}` · {_iso(alert.occurred_at)}"}]})
     return {"text": _slack_escape(slack_summary(alert)), "blocks": blocks}
+
+
+def with_head(payload: dict[str, Any], kind: str, head: Head | None) -> dict[str, Any]:
+    """`payload` carrying the newest signed audit head (SPEC §9): as `audit_head` in a
+    webhook's JSON, as a context line in Slack. A receiver keeps it: the log must still
+    extend it later (`segwatch audit verify --against`)."""
+    if head is None:
+        return payload
+    if kind == "webhook":
+        return {**payload, "audit_head": head.as_json()}
+    blocks = [*payload.get("blocks", []), {"type": "context", "elements": [
+        {"type": "mrkdwn", "text": f"audit head #{head.seq} `{head.hash}` signed by "
+                                   f"`{head.key[:16]}`"}]}]
+    return {**payload, "blocks": blocks}
 
 
 def build_payload(kind: str, alert: Alert) -> dict[str, Any]:

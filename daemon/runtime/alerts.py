@@ -71,10 +71,12 @@ from daemon.runtime.alert_payloads import (
     slack_payload,
     slack_summary,
     webhook_payload,
+    with_head,
 )
 from daemon.runtime.logs import redact_text
 from daemon.store import models as m
 from daemon.store.db import session_scope
+from daemon.store.heads import newest as newest_head
 
 log = structlog.get_logger("segwatch")
 
@@ -199,6 +201,10 @@ class AlertDispatcher:
         """
         if not self._sinks:
             return DeliveryReport()
+        try:  # the newest signed audit head rides along in every payload
+            self._head = newest_head(self._engine)
+        except SQLAlchemyError:
+            self._head = None
         deadline = time.monotonic() + budget
         with ThreadPoolExecutor(len(self._sinks), thread_name_prefix="alerts") as pool:
             reports = pool.map(lambda sink: self._serve_safely(sink, max_alerts, deadline),
@@ -337,7 +343,8 @@ class AlertDispatcher:
     def _post(self, sink: _Sink, alert: Alert) -> None:
         """POST `alert` to `sink`, retrying transient failures; raise _DeliveryFailed."""
         policy = self._policy
-        body = json.dumps(build_payload(sink.kind, alert), separators=(",", ":"))
+        body = json.dumps(with_head(build_payload(sink.kind, alert), sink.kind,
+                                    getattr(self, "_head", None)), separators=(",", ":"))
 
         def before_sleep(state: RetryCallState) -> None:
             failure = state.outcome.exception() if state.outcome else None

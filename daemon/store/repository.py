@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, bindparam, func, insert
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
@@ -22,8 +23,10 @@ from daemon.errors import InputError
 from daemon.inputs.config import ChainSettings, Settings
 from daemon.inputs.ledger import AllocationRow
 from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
+from daemon.rules import replay
 from daemon.rules.reconcile import BALANCE_TYPES, Finding, LedgerView, WalletView
 from daemon.rules.workflow import RAISED, Refused, Request, check
+from daemon.store import heads
 from daemon.store import models as m
 from daemon.store import transfers as tx
 from daemon.store.audit import AuditLog, Verification, verify
@@ -319,6 +322,33 @@ class Store:
         """Check the audit log's hash chain end to end."""
         with Session(self.engine) as session:
             return verify(session)
+
+    def replay_audit(self) -> list[str]:
+        """Replay every discrepancy's state from the audit log and name each row of the
+        table that differs (daemon/rules/replay.py)."""
+        with Session(self.engine) as session:
+            events = (replay.Event(d, actor, action, payload or {}) for d, actor, action, payload
+                      in session.execute(sa_select(
+                          col(m.AuditEntry.discrepancy_id), col(m.AuditEntry.actor),
+                          col(m.AuditEntry.action), col(m.AuditEntry.payload))
+                          .where(col(m.AuditEntry.discrepancy_id).is_not(None))
+                          .order_by(col(m.AuditEntry.seq))))
+            states = replay.replay(events)
+            rows = [replay.Row(i, st, sev, p, r) for i, st, sev, p, r in session.execute(
+                sa_select(col(m.Discrepancy.id), col(m.Discrepancy.status),
+                          col(m.Discrepancy.severity), col(m.Discrepancy.proposed_by),
+                          col(m.Discrepancy.resolved_by)))]
+            return replay.compare(rows, states)
+
+    def verify_heads(self, public: Ed25519PublicKey | None) -> tuple[int, list[str]]:
+        """Check every stored signed audit head against the log (and `public`)."""
+        with Session(self.engine) as session:
+            return heads.verify(session, public)
+
+    def extends(self, head: heads.Head) -> str | None:
+        """Why the log does not extend `head`, or None."""
+        with Session(self.engine) as session:
+            return heads.extends(session, head)
 
     def discrepancy(self, id_: int) -> tuple[DiscrepancyRecord, list[m.AuditEntry]] | None:
         """Return one discrepancy and its audit history, or None."""
