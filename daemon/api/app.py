@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from daemon.api.security import (
@@ -122,6 +123,43 @@ def _auth_routes(api: APIRouter, service: Service) -> None:
         signed = service.identity.sign_in(body.name, body.password, client_of(request))
         response.set_cookie(SESSION_COOKIE, signed.cookie, httponly=True, secure=secure,
                             samesite="strict", path="/",
+                            max_age=int(service.settings.auth.session_hours * 3600))
+        return {"user": signed.principal.name, "roles": sorted(signed.principal.roles),
+                "csrf": signed.csrf, "expires_at": signed.expires_at.isoformat()}
+
+    oidc = None
+    if service.settings.auth.oidc is not None:
+        from daemon.auth.oidc import OidcClient
+
+        oidc = OidcClient(service.settings.auth.oidc, service.store.engine, service.now)
+
+    @api.get("/auth/oidc/login", tags=["auth"], status_code=302,
+             response_class=RedirectResponse)
+    def oidc_login() -> RedirectResponse:
+        """Sign in through the identity provider (authorization code + PKCE): redirects
+        the browser there; it comes back to /auth/oidc/callback."""
+        if oidc is None:
+            raise InputError("sign-in through an identity provider is not configured "
+                             "([auth.oidc])")
+        return RedirectResponse(oidc.authorization_url(), status_code=302)
+
+    @api.get("/auth/oidc/callback", tags=["auth"])
+    def oidc_callback(request: Request, response: Response,
+                      code: Annotated[str | None, Query(max_length=2048)] = None,
+                      state: Annotated[str | None, Query(max_length=100)] = None,
+                      error: Annotated[str | None, Query(max_length=200)] = None
+                      ) -> dict[str, Any]:
+        """The identity provider's redirect: checks the code and the ID token, maps the
+        claims to roles, sets the session cookie; returns the CSRF token."""
+        from daemon.auth.oidc import check_callback
+
+        if oidc is None:
+            raise InputError("sign-in through an identity provider is not configured "
+                             "([auth.oidc])")
+        who = oidc.complete(*check_callback(code, state, error))
+        signed = service.identity.oidc_sign_in(who.name, who.roles, client_of(request))
+        response.set_cookie(SESSION_COOKIE, signed.cookie, httponly=True, secure=secure,
+                            samesite="lax", path="/",
                             max_age=int(service.settings.auth.session_hours * 3600))
         return {"user": signed.principal.name, "roles": sorted(signed.principal.roles),
                 "csrf": signed.csrf, "expires_at": signed.expires_at.isoformat()}

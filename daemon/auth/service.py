@@ -152,6 +152,30 @@ class IdentityService:
         return self.store.start_session(principal, self.settings.auth.session_hours,
                                         self._clock())
 
+    def oidc_sign_in(self, name: str, roles: frozenset[str], client: str) -> SignedIn:
+        """Start a web session for a person the identity provider vouched for: the user
+        (origin oidc) gets exactly the roles their claims map to (grants and revocations
+        audited). Refused (audited) without a mapped role, or with maker and checker
+        together unless allowed."""
+        problem = None
+        if not roles:
+            problem = "no role is mapped from the identity provider's claims"
+        elif {"maker", "checker"} <= roles and not self.settings.daemon.allow_dual_role:
+            problem = "the claims map to both maker and checker"
+        else:
+            try:
+                check_name(name)
+            except InputError as exc:
+                problem = exc.user_message
+        if problem is not None:
+            self.store.audit(name[:128] or "unknown", "sign_in_failed",
+                             {"via": "oidc", "reason": problem, "client": client[:200]},
+                             self._clock())
+            raise Forbidden(f"sign-in refused: {problem}")
+        self.store.sync([(name, sorted(roles))], self._clock(), origin="oidc")
+        return self.store.start_session(Principal(name, roles, "oidc"),
+                                        self.settings.auth.session_hours, self._clock())
+
     def from_session(self, cookie: str) -> tuple[Principal, str]:
         """The principal and CSRF token of a session cookie. Raises Unauthenticated."""
         return self.store.session_principal(cookie, self._clock())

@@ -155,10 +155,11 @@ class Identities:
             return {u.name for u in session.exec(select(m.AppUser))
                     if role in decode_roles(u.roles) and not u.disabled}
 
-    def sync(self, declared: Iterable[tuple[str, Sequence[str]]], now: datetime) -> int:
-        """Create the configuration's [[users]] that do not exist and give declared users
-        exactly their declared roles (audited, actor `config`); return the changes.
-        Users created otherwise keep their roles unless declared."""
+    def sync(self, declared: Iterable[tuple[str, Sequence[str]]], now: datetime,
+             origin: str = "config") -> int:
+        """Create the declared users that do not exist and give each exactly its declared
+        roles (audited, with `origin` as the actor: `config` for [[users]], `oidc` for a
+        sign-in's claims); return the changes."""
         changes = 0
         with session_scope(self.engine) as session:
             audit = AuditLog(session)
@@ -166,13 +167,13 @@ class Identities:
                 user = _user(session, name)
                 if user is None:
                     session.add(m.AppUser(name=name, roles=encode_roles(roles),
-                                          origin="config", created_at=now))
-                    audit.append(now, "config", "user_added", None,
-                                 {"user": name, "roles": list(roles), "origin": "config",
+                                          origin=origin, created_at=now))
+                    audit.append(now, origin, "user_added", None,
+                                 {"user": name, "roles": list(roles), "origin": origin,
                                   "password": False})
                     changes += 1
                 elif decode_roles(user.roles) != frozenset(roles):
-                    _change_roles(session, audit, user, roles, "config", now)
+                    _change_roles(session, audit, user, roles, origin, now)
                     changes += 1
         return changes
 
@@ -308,8 +309,7 @@ class Identities:
             if row is None or user is None or row.revoked_at is not None or \
                     row.expires_at <= now or user.disabled:
                 raise Unauthenticated("not signed in (the session is unknown or expired)")
-            roles = decode_roles(row.roles) & decode_roles(user.roles) \
-                if row.via == "password" else decode_roles(row.roles)
+            roles = decode_roles(row.roles) & decode_roles(user.roles)
             return Principal(user.name, roles, row.via), row.csrf
 
     def end_session(self, cookie: str, now: datetime) -> None:
