@@ -1,16 +1,28 @@
-"""`make demo`: a local anvil devnet, demo wallets and ledger, one reconcile cycle.
+"""`make demo`: a local anvil devnet, demo wallets and ledger, one reconcile cycle, then
+the maker-checker workflow through the HTTP API by two signed-in people.
 
 The ledger allocates 2,500 USDC to client-alice's segregated wallet, but the chain
 holds only 2,400: one deliberate `balance_shortfall`. Everything else reconciles.
+
+Identity: on the fresh store the demo bootstraps a local admin (`users add --role admin
+--password-stdin`), who adds a maker (mia), a checker (carl) and the books system
+(a feeder, with an API token). The books push the ledger; `segwatch serve` runs the API;
+mia signs in and proposes a resolution, carl signs in and approves it; `audit verify`
+checks the hash chain, the signed heads and every discrepancy's replayed history.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -18,6 +30,7 @@ sys.path.insert(0, str(REPO))
 from chains.evm.devnet import (  # noqa: E402
     deploy_test_token,
     find_anvil,
+    free_port,
     install_multicall,
     mint_many,
     set_balances,
@@ -34,13 +47,92 @@ OMNIBUS = "0x1000000000000000000000000000000000000002"
 DAVE = "0x1000000000000000000000000000000000000003"
 HOUSE = "0x1000000000000000000000000000000000000009"
 EXPECTED_CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
+PEOPLE = {"mia": "maker", "carl": "checker"}
 
 
-def segwatch(*args: str, env: dict[str, str]) -> int:
-    """Run the real CLI, showing its output; return its exit code."""
+def segwatch(*args: str, env: dict[str, str], stdin: str | None = None,
+             show: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI; show the command and (unless `show` is off: a secret) its output."""
     print(f"\n$ segwatch {' '.join(args)}", flush=True)
-    return subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(CONFIG), *args],
-                          cwd=REPO, env=env, check=False).returncode
+    done = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(CONFIG), *args],
+                          cwd=REPO, env=env, input=stdin, capture_output=True, text=True,
+                          check=False)
+    if show:
+        sys.stdout.write(done.stdout)
+    sys.stderr.write(done.stderr)
+    return done
+
+
+def identities(env: dict[str, str]) -> tuple[dict[str, str], str]:
+    """Bootstrap the admin, add mia, carl and the books; return passwords and the books'
+    token. Passwords are random per run and printed: this is a throwaway local demo."""
+    passwords = {name: secrets.token_urlsafe(12) for name in ("admin", *PEOPLE)}
+    segwatch("users", "add", "admin", "--role", "admin", "--password-stdin", env=env,
+             stdin=passwords["admin"] + "\n")
+    admin = segwatch("tokens", "create", "--user", "admin", "--password-stdin", env=env,
+                     stdin=passwords["admin"] + "\n", show=False).stdout.strip()
+    as_admin = {**env, "SEGWATCH_TOKEN": admin}
+    for name, role in PEOPLE.items():
+        segwatch("users", "add", name, "--role", role, "--password-stdin", env=as_admin,
+                 stdin=passwords[name] + "\n")
+    segwatch("users", "add", "books", "--role", "feeder", env=as_admin)
+    books = segwatch("tokens", "create", "--user", "books", "--expires", "1", env=as_admin,
+                     show=False).stdout.strip()
+    segwatch("users", "list", env=as_admin)
+    print("\n(demo passwords: " + ", ".join(f"{k}={v}" for k, v in passwords.items()) + ")")
+    return passwords, books
+
+
+def api_workflow(url: str, passwords: dict[str, str]) -> str:
+    """mia proposes and carl approves the shortfall through the API; return its status."""
+    api = f"{url}/api/v1"
+    sessions = {}
+    for name in PEOPLE:
+        client = httpx.Client(base_url=api, timeout=10)
+        signed = client.post("/auth/login", json={"name": name, "password": passwords[name]})
+        signed.raise_for_status()
+        client.headers["X-CSRF-Token"] = signed.json()["csrf"]
+        sessions[name] = client
+        print(f"POST /auth/login as {name}: roles {signed.json()['roles']}")
+    mia, carl = sessions["mia"], sessions["carl"]
+    (finding,) = mia.get("/discrepancies", params={"status": "open"}).json()
+    id_ = finding["id"]
+    print(f"GET /discrepancies?status=open: #{id_} {finding['type']} {finding['asset']} "
+          f"{finding['difference']}")
+    show("mia tries to approve", mia.post(f"/discrepancies/{id_}/approve",
+                                                       json={}))
+    show("mia proposes", mia.post(f"/discrepancies/{id_}/propose", json={
+        "reason": "deposit_in_transit", "note": "100 USDC top-up in flight, ticket 4711"}))
+    show("carl approves", carl.post(f"/discrepancies/{id_}/approve", json={}))
+    history = carl.get(f"/discrepancies/{id_}").json()["history"]
+    for entry in history:
+        print(f"  #{entry['seq']} {entry['actor']:>8} {entry['action']}")
+    head = carl.get("/audit/head").json()
+    print(f"GET /audit/head: entry {head['seq']} signed by {head['key'][:16]}…")
+    status: str = carl.get(f"/discrepancies/{id_}").json()["status"]
+    for client in sessions.values():
+        client.close()
+    return status
+
+
+def show(what: str, answer: httpx.Response) -> None:
+    body: Any = answer.json()
+    detail = body.get("status") if answer.is_success else body["error"]["message"]
+    print(f"{what}: HTTP {answer.status_code} {detail}")
+
+
+def serve(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen([sys.executable, "-m", "daemon.cli", "--config", str(CONFIG),
+                               "serve"], cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://{env['SEGWATCH_DAEMON__LISTEN']}"
+    for _ in range(100):  # bounded: 20 s
+        try:
+            httpx.get(f"{url}/healthz", timeout=1)
+            return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.terminate()
+    raise SystemExit("demo: segwatch serve did not start")
 
 
 def main() -> int:
@@ -63,23 +155,38 @@ def main() -> int:
                             DAVE: ETH // 8, HOUSE: 100 * ETH})
         mint_many(node, token, [ALICE, OMNIBUS], [2_400 * USDC_UNIT, 1_000_500_000])
         print("seeded: 4 wallets; alice holds 2,400 USDC on chain, the ledger says 2,500")
-        env = {**os.environ, "SEGWATCH_DEMO_RPC": node.url}
-        codes = [
-            segwatch("ledger", "import", str(LEDGER), env=env),
-            segwatch("run", "--once", env=env),
-            segwatch("status", env=env),
-            segwatch("discrepancies", "list", env=env),
+        listen = f"127.0.0.1:{free_port()}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGWATCH_")}
+        env.update({"SEGWATCH_DEMO_RPC": node.url, "SEGWATCH_DAEMON__LISTEN": listen})
+        codes = [segwatch("keys", "generate", "--out", "demo/audit-key.pem", env=env)
+                 .returncode]
+        passwords, books = identities(env)
+        codes += [
+            segwatch("ledger", "import", str(LEDGER),
+                     env={**env, "SEGWATCH_TOKEN": books}).returncode,
+            segwatch("run", "--once", env=env).returncode,
+            segwatch("status", env=env).returncode,
         ]
+        print(f"\n$ segwatch serve   # the API on http://{listen}/api/v1/")
+        server = serve(env)
+        try:
+            resolved = api_workflow(f"http://{listen}", passwords)
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+        codes += [segwatch("audit", "verify", env=env).returncode,
+                  segwatch("status", env=env).returncode]
     finally:
         node.stop()
         print("\ndevnet stopped")
-    # import ok, then exit 1 ("discrepancies found") from run, status and list is the
-    # expected outcome: the deliberate shortfall.
-    expected = [0, 1, 1, 0]
-    if codes != expected:
-        print(f"demo: unexpected exit codes {codes} (expected {expected})")
+    # keys, imports ok; run and status exit 1 (the deliberate shortfall); after carl's
+    # approval the audit verifies and status is compliant.
+    expected = [0, 0, 1, 1, 0, 0]
+    if codes != expected or resolved != "resolved":
+        print(f"demo: unexpected exit codes {codes} (expected {expected}), item {resolved}")
         return 1
-    print("demo: the deliberate shortfall was found (exit codes as expected)")
+    print("demo: the deliberate shortfall was found, proposed by the maker and approved by "
+          "the checker through the API; the audit log verifies")
     return 0
 
 
