@@ -495,19 +495,17 @@ class Service:
         return [] if any(c is None for c in newest) else [c for c in newest if c is not None]
 
     def discrepancies(self, *, status: str | None = None, chain: str | None = None,
-                      type_: str | None = None, overdue: bool = False
-                      ) -> list[DiscrepancyRecord]:
+                      type_: str | None = None, overdue: bool = False,
+                      limit: int | None = None, offset: int = 0) -> list[DiscrepancyRecord]:
         """Return the discrepancies matching the filters (`overdue`: open or proposed past
-        the cure deadline). Raises InputError for a bad filter."""
+        the cure deadline), oldest first, a page of `limit` after `offset` when given.
+        Raises InputError for a bad filter."""
         if chain and self.settings.chain(chain) is None:
             raise InputError(f"unknown chain {chain!r}")
-        records = self.store.discrepancies(status=[status] if status else None, chain=chain,
-                                           type_=type_)
-        if overdue:
-            now = self._clock()
-            records = [r for r in records
-                       if r.row.status in OPEN_STATUSES and r.row.cure_deadline < now]
-        return records
+        return self.store.discrepancies(status=[status] if status else None, chain=chain,
+                                        type_=type_,
+                                        overdue_at=self._clock() if overdue else None,
+                                        limit=limit, offset=offset)
 
     # --- exception workflow ---------------------------------------------------------------
     def act(self, id_: int, action: Action, actor: Principal | None, *,

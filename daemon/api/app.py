@@ -30,7 +30,7 @@ from daemon.api.security import (
 from daemon.auth.policy import Principal
 from daemon.cli.present import audit_json, discrepancy_json, status_json
 from daemon.errors import InputError
-from daemon.runtime.health import health_app
+from daemon.runtime.health import STATUS_CACHE_SECONDS, StatusCache, health_app
 from daemon.runtime.metrics import Metrics
 from daemon.service import Service, overall
 
@@ -82,7 +82,9 @@ Caller = Annotated[Principal, Depends(_caller)]
 
 def build_app(service: Service, metrics: Metrics, metrics_token: str | None = None) -> FastAPI:
     """The whole ASGI app: /healthz, /metrics and the API over `service`."""
-    app = health_app(service.status, metrics, metrics_token)
+    statuses = StatusCache(service.status, STATUS_CACHE_SECONDS)
+    """/healthz and /api/v1/status ask the store at most once a second between them."""
+    app = health_app(statuses.get, metrics, metrics_token)
     install_errors(app)
     app.state.service = service
 
@@ -94,7 +96,7 @@ def build_app(service: Service, metrics: Metrics, metrics_token: str | None = No
 
     api = APIRouter(prefix=PREFIX)
     _auth_routes(api, service)
-    _review_routes(api, service)
+    _review_routes(api, service, statuses)
     _feed_routes(api, service)
     _admin_routes(api, service)
     app.include_router(api)
@@ -178,7 +180,7 @@ def _auth_routes(api: APIRouter, service: Service) -> None:
                 "csrf_header": CSRF_HEADER}
 
 
-def _review_routes(api: APIRouter, service: Service) -> None:
+def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> None:
     def read(who: Principal, what: str) -> None:
         service.identity.require(who, "read", what)
 
@@ -186,8 +188,8 @@ def _review_routes(api: APIRouter, service: Service) -> None:
     def status(who: Caller) -> dict[str, Any]:
         """One signal per chain and overall (the CLI's `status --json`)."""
         read(who, "status")
-        statuses = service.status()
-        return status_json(statuses, overall(statuses))
+        current = statuses.get()
+        return status_json(current, overall(current))
 
     @api.get("/chains", tags=["review"])
     def chains(who: Caller) -> list[dict[str, Any]]:
@@ -209,11 +211,10 @@ def _review_routes(api: APIRouter, service: Service) -> None:
         """Discrepancies, oldest first, a page at a time (the CLI's `list --json`)."""
         read(who, "discrepancies")
         records = service.discrepancies(status=status, chain=chain, type_=type,
-                                        overdue=overdue)
+                                        overdue=overdue, limit=limit, offset=offset)
         now = service.now()
         depths = {c.name: c.confirmations for c in service.settings.chains}
-        return [discrepancy_json(r, now, depths.get(r.chain))
-                for r in records[offset:offset + limit]]
+        return [discrepancy_json(r, now, depths.get(r.chain)) for r in records]
 
     @api.get("/discrepancies/{id_}", tags=["review"])
     def discrepancy(who: Caller, id_: Annotated[int, PathParam(ge=1, le=2**62)]) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from daemon.store import models as m
 from daemon.store.audit import AuditLog
 from daemon.store.db import session_scope
 
+USE_RECORDED_EVERY = timedelta(minutes=1)
+"""A token's last use is written at most this often (not on every request)."""
 BAD_CREDENTIALS = "invalid credentials"
 """What a failed sign-in says, whatever failed (unknown user, wrong password, locked)."""
 
@@ -235,29 +237,38 @@ class Identities:
         if token_id is None:
             raise Unauthenticated("invalid token (expected swt_…, as `tokens create` "
                                   "printed it)")
-        with session_scope(self.engine) as session:
+        with Session(self.engine) as session:  # the common case reads only
             row = session.get(m.ApiToken, token_id)
             if row is None:
                 raise Unauthenticated("invalid token")
             user = session.get(m.AppUser, row.user_id)
-            problem = _token_problem(row, user, token, now)
-            audit = AuditLog(session)
-            if problem is not None or user is None:
-                audit.append(now, user.name if user else "unknown", "sign_in_failed", None,
-                             {"via": f"token:{token_id}", "reason": problem,
-                              "client": client[:200]})
-                failure = problem or "invalid token"
-            else:
-                if row.last_client != client[:200]:
-                    audit.append(now, user.name, "token_new_client", None,
-                                 {"token": token_id, "client": client[:200],
-                                  "previous": row.last_client})
-                    row.last_client = client[:200]
-                row.last_used_at = now
-                session.add(row)
-                return Principal(user.name, decode_roles(row.roles) & decode_roles(user.roles),
-                                 f"token:{token_id}")
-        raise Unauthenticated(failure)
+        problem = _token_problem(row, user, token, now)
+        if problem is not None or user is None:
+            self.audit(user.name if user else "unknown", "sign_in_failed",
+                       {"via": f"token:{token_id}", "reason": problem,
+                        "client": client[:200]}, now)
+            raise Unauthenticated(problem or "invalid token")
+        client = client[:200]
+        if row.last_client != client or row.last_used_at is None or \
+                now - row.last_used_at >= USE_RECORDED_EVERY:
+            self._record_use(token_id, user.name, client, now)
+        return Principal(user.name, decode_roles(row.roles) & decode_roles(user.roles),
+                         f"token:{token_id}")
+
+    def _record_use(self, token_id: str, user: str, client: str, now: datetime) -> None:
+        """Note a token's use (at most once per USE_RECORDED_EVERY); its first use from a
+        new client is an audit entry."""
+        with session_scope(self.engine) as session:
+            row = session.get(m.ApiToken, token_id)
+            if row is None:
+                return
+            if row.last_client != client:
+                AuditLog(session).append(now, user, "token_new_client", None,
+                                         {"token": token_id, "client": client,
+                                          "previous": row.last_client})
+                row.last_client = client
+            row.last_used_at = now
+            session.add(row)
 
     # --- passwords and sessions --------------------------------------------------------
     def password_principal(self, name: str, password: str, client: str, now: datetime,

@@ -245,8 +245,10 @@ class Store:
         return {(type_, severity): count for type_, severity, count in rows}
 
     def discrepancies(self, *, status: Sequence[str] | None = None, chain: str | None = None,
-                      type_: str | None = None) -> list[DiscrepancyRecord]:
-        """Return discrepancies matching the filters, oldest first."""
+                      type_: str | None = None, overdue_at: datetime | None = None,
+                      limit: int | None = None, offset: int = 0) -> list[DiscrepancyRecord]:
+        """Return discrepancies matching the filters, oldest first (`overdue_at`: open or
+        proposed with a cure deadline before it), `limit` at most after `offset`."""
         with Session(self.engine) as session:
             query = select(m.Discrepancy, m.Chain.name).join(
                 m.Chain, col(m.Discrepancy.chain_id) == m.Chain.id)
@@ -256,7 +258,11 @@ class Store:
                 query = query.where(m.Chain.name == chain)
             if type_:
                 query = query.where(m.Discrepancy.type == type_)
-            rows = session.exec(query.order_by(col(m.Discrepancy.id))).all()
+            if overdue_at is not None:
+                query = query.where(col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
+                                    col(m.Discrepancy.cure_deadline) < overdue_at)
+            query = query.order_by(col(m.Discrepancy.id)).offset(offset)
+            rows = session.exec(query.limit(limit) if limit is not None else query).all()
             tips = _tips(session)
             return [DiscrepancyRecord(row, name, tips.get(name)) for row, name in rows]
 
