@@ -41,8 +41,8 @@ from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.heads import Head, HeadSigner, sign_newest
 from daemon.store.identity import Identities
-from daemon.store.models import OPEN_STATUSES, Checkpoint
-from daemon.store.repository import DiscrepancyRecord, Store
+from daemon.store.models import Checkpoint
+from daemon.store.repository import DiscrepancyRecord, OpenSummary, Store
 from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
 
 log = structlog.get_logger("segwatch")
@@ -458,7 +458,7 @@ class Service:
         # checkpoints first: a cycle committing between the two reads then shows as not
         # yet done (stale), never as done without its findings (a false "compliant")
         checkpoints = {c.name: self._shard_checkpoints(c) for c in self.settings.chains}
-        open_items = self.store.discrepancies(status=OPEN_STATUSES)
+        summaries = self.store.open_summary(now)
         out = []
         for chain in self.settings.chains:
             newest = checkpoints[chain.name]
@@ -466,19 +466,18 @@ class Service:
             error, _ = self.store.chain_error(chain.name)
             last = checkpoint.finished_at if checkpoint else None
             fresh = last is not None and (now - last).total_seconds() <= chain.freshness
-            mine = [d for d in open_items if d.chain == chain.name]
+            mine = summaries.get(chain.name, OpenSummary())
             unverified = error is not None or any(
                 c.read_errors or (c.shard == 0 and not c.scanned) for c in newest) or \
-                any(d.row.type == "balance_unverified" for d in mine)
-            signal = _signal(fresh, unverified,
-                             sum(1 for d in mine if d.row.type != "balance_unverified"))
+                mine.unverified > 0
+            signal = _signal(fresh, unverified, mine.count - mine.unverified)
             scan = self.store.scan_state(chain.name)
-            nearest = min((d.row.cure_deadline for d in mine), default=None)
+            nearest = mine.nearest_deadline
             out.append(ChainStatus(
-                chain.name, signal, len(mine), last,
+                chain.name, signal, mine.count, last,
                 checkpoint.block_height if checkpoint else None,
                 fresh, error, scan.height if scan else None, scan.error if scan else None,
-                overdue=sum(1 for d in mine if d.row.cure_deadline < now),
+                overdue=mine.overdue,
                 next_cure_deadline=nearest,
                 next_cure_remaining=None if nearest is None
                 else int((nearest - now).total_seconds())))

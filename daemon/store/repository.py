@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Engine, bindparam, func, insert
+from sqlalchemy import Engine, bindparam, case, func, insert, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
@@ -32,6 +32,7 @@ from daemon.store import transfers as tx
 from daemon.store.audit import AuditLog, Verification, verify
 from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record, record_stale
 from daemon.store.db import session_scope
+from daemon.store.types import UTCDateTime
 
 _AUDIT_ACTION = {"propose": "proposed", "approve": "resolved", "reject": "rejected"}
 
@@ -51,6 +52,17 @@ class DiscrepancyRecord:
         if self.row.tx_hash is None or self.row.block_number is None or self.tip is None:
             return None
         return max(0, self.tip - self.row.block_number + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSummary:
+    """A chain's open and proposed discrepancies, counted (what `status` needs)."""
+
+    count: int = 0
+    unverified: int = 0
+    """Of them, `balance_unverified` (a warning that says "not vouched for")."""
+    overdue: int = 0
+    nearest_deadline: datetime | None = None
 
 
 class Store:
@@ -265,6 +277,21 @@ class Store:
             rows = session.exec(query.limit(limit) if limit is not None else query).all()
             tips = _tips(session)
             return [DiscrepancyRecord(row, name, tips.get(name)) for row, name in rows]
+
+    def open_summary(self, now: datetime) -> dict[str, OpenSummary]:
+        """Per chain name: open and proposed discrepancies counted in the database (one
+        aggregate query; 10,000 open rows are not loaded for a status)."""
+        d = m.Discrepancy
+        deadline = type_coerce(func.min(col(d.cure_deadline)), UTCDateTime())
+        query = (sa_select(col(m.Chain.name), func.count(),
+                           func.sum(case((col(d.type) == "balance_unverified", 1), else_=0)),
+                           func.sum(case((col(d.cure_deadline) < now, 1), else_=0)), deadline)
+                 .join(m.Chain, col(d.chain_id) == m.Chain.id)
+                 .where(col(d.status).in_(m.OPEN_STATUSES)).group_by(col(m.Chain.name)))
+        with Session(self.engine) as session:
+            return {name: OpenSummary(int(count), int(unverified or 0), int(overdue or 0),
+                                      nearest)
+                    for name, count, unverified, overdue, nearest in session.execute(query)}
 
     def act(self, id_: int, request: Request, roles: Mapping[str, Sequence[str]],
             now: datetime) -> m.Discrepancy:

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from chains.evm.devnet import AnvilNode, free_port, install_multicall
+from tests.e2e.cli import feeder_env
 from tests.realdeps import postgres_schema
 
 pytestmark = pytest.mark.anvil
@@ -83,9 +84,10 @@ def test_replicas_share_chains_and_take_over_a_killed_ones(anvil_node: AnvilNode
             cfg.write_text(config(url, anvil_node.url).replace(
                 "[daemon]\n", f'[daemon]\nlisten = "127.0.0.1:{free_port()}"\n'))
             if n == 0:
+                feeder = {**env, **feeder_env(tmp_path, cfg.name)}
                 for args in (["db", "upgrade"], ["ledger", "import", str(ledger)]):
                     subprocess.run([sys.executable, "-m", "daemon.cli", "--config", str(cfg),
-                                    *args], cwd=tmp_path, env=env, check=True,
+                                    *args], cwd=tmp_path, env=feeder, check=True,
                                    capture_output=True, timeout=120)
             processes.append(subprocess.Popen(
                 [sys.executable, "-m", "daemon.cli", "--config", str(cfg), "run"],
