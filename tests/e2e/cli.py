@@ -56,11 +56,14 @@ def signed_up(cwd: Path, users: dict[str, list[str]], admin: str = "root") -> di
     return tokens
 
 
-def feeder_env(cwd: Path, config: str = "segwatch.toml") -> dict[str, str]:
+def feeder_env(cwd: Path, config: str = "segwatch.toml",
+               env: dict[str, str] | None = None) -> dict[str, str]:
     """{"SEGWATCH_TOKEN": a feeder's token} for the store of `cwd/config` (created and
-    migrated if need be; the user `books` is added on first use), for tests whose subject
+    migrated if need be; the user `books` is added on first use; `env`: the variables
+    the configuration reads), for tests whose subject
     is not identity but must import a ledger or withdrawals through the CLI."""
     from datetime import UTC, datetime
+    from unittest import mock
 
     from sqlalchemy.engine import make_url
 
@@ -68,7 +71,8 @@ def feeder_env(cwd: Path, config: str = "segwatch.toml") -> dict[str, str]:
     from daemon.store.db import make_engine, upgrade
     from daemon.store.identity import Identities
 
-    url = make_url(load_settings(cwd / config).store.url)
+    with mock.patch.dict(os.environ, env or {}):  # the variables the configuration names
+        url = make_url(load_settings(cwd / config).store.url)
     if url.drivername.startswith("sqlite") and url.database and \
             not Path(url.database).is_absolute():
         url = url.set(database=str(cwd / url.database))

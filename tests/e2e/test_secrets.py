@@ -196,7 +196,7 @@ def _files(root: Path) -> Iterator[tuple[str, bytes]]:
 def test_no_key_appears_in_output_store_metrics_or_export(world: World) -> None:
     """Every command an operator runs, the daemon and its listener, the store file and an
     export package: none holds any of the keys."""
-    world.env.update(feeder_env(world.cwd))
+    world.env.update(feeder_env(world.cwd, env=world.env))
     world.cli("ledger", "import", "ledger.csv")
     world.cli("run", "--once", expect=(1, 3))  # alice's shortfall; deadnet unavailable
     world.cli("run", "--once", "--json", expect=(1, 3))

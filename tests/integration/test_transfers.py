@@ -215,7 +215,7 @@ def test_a_tx_hash_alone_authorizes_nothing(world: World) -> None:
                         f"approved_at,tx_hash\nw-self,devnet,{ALICE},{OUTSIDE},ETH,9,mallory,"
                         f"{now},{stolen}\n")
         world.service.import_withdrawals(path, dry_run=False, actor=FEEDER)
-    assert "approved_by 'mallory' is not a configured user with the checker role" in \
+    assert "approved_by 'mallory' is not a user with the checker role" in \
         "\n".join(refused.value.lines)
     world.cycle()
     assert ("unauthorized_outflow", ALICE, stolen) in world.open_types()
