@@ -503,6 +503,11 @@ class Settings(BaseSettings):
         return next((c for c in self.chains if c.name == name), None)
 
 
+_NOT_FROM_ENV = ("SEGWATCH_USERS", "SEGWATCH_AUTH")
+"""Who may act is not an environment variable away (an insider once granted himself
+checker with SEGWATCH_USERS); the OIDC issuer and client come from their own variables."""
+
+
 def config_path(explicit: str | None) -> Path:
     """Return the configuration path: explicit, else $SEGWATCH_CONFIG, else the default."""
     return Path(explicit or os.environ.get("SEGWATCH_CONFIG") or DEFAULT_CONFIG)
@@ -514,6 +519,12 @@ def load_settings(path: Path, *, required: bool = True) -> Settings:
     A missing file gives default settings when `required` is false.
     Raises ConfigError with one line per problem.
     """
+    from_env = sorted(k for k in os.environ if k.upper() in _NOT_FROM_ENV or
+                      k.upper().startswith(tuple(f"{n}__" for n in _NOT_FROM_ENV)))
+    if from_env:
+        raise ConfigError(f"{from_env[0]}: users, roles and sign-in settings cannot come from "
+                          "the environment (declare [[users]] and [auth] in the file, or use "
+                          "`segwatch users`)")
     data: dict[str, Any] = {}
     if path.exists():
         try:

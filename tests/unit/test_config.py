@@ -173,3 +173,16 @@ def test_headers_come_from_the_environment_and_never_show(
     source = load_settings(_write(tmp_path, text)).chains[0].sources[0]
     assert source.headers == {"x-api-key": "s3cr3t-header-value"}
     assert "s3cr3t" not in repr(source) and "s3cr3t" not in source.model_dump_json()
+
+
+@pytest.mark.parametrize("name", ["SEGWATCH_USERS", "SEGWATCH_AUTH__OIDC__ROLES",
+                                  "SEGWATCH_AUTH"])
+def test_users_and_roles_cannot_come_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    """The insider attack: SEGWATCH_USERS='[{"name":"eve","roles":["checker"]}]' once
+    overrode the file's users. Now any such variable is a configuration error."""
+    config = tmp_path / "segwatch.toml"
+    config.write_text('[[users]]\nname = "mia"\nroles = ["maker"]\n')
+    monkeypatch.setenv(name, '[{"name": "eve", "roles": ["checker"]}]')
+    with pytest.raises(ConfigError, match="cannot come from the environment"):
+        load_settings(config)
