@@ -459,11 +459,15 @@ class Service:
         # yet done (stale), never as done without its findings (a false "compliant")
         checkpoints = {c.name: self._shard_checkpoints(c) for c in self.settings.chains}
         summaries = self.store.open_summary(now)
+        alarm = self.store.audit_alarm()
         out = []
         for chain in self.settings.chains:
             newest = checkpoints[chain.name]
             checkpoint = min(newest, key=lambda c: c.finished_at) if newest else None
             error, _ = self.store.chain_error(chain.name)
+            if alarm is not None:  # the table was changed behind the audit log's back
+                error = f"audit log and table disagree: {alarm}" + (f"; {error}" if error
+                                                                      else "")
             last = checkpoint.finished_at if checkpoint else None
             fresh = last is not None and (now - last).total_seconds() <= chain.freshness
             mine = summaries.get(chain.name, OpenSummary())

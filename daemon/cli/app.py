@@ -345,11 +345,19 @@ def run(
 
     prepare(service)
     if not once:
+        from daemon.audit import check as check_audit
         from daemon.runtime.lock import single_daemon
-        from daemon.runtime.scheduler import ALERT_SECONDS, ESCALATION_SECONDS, Job, run_forever
+        from daemon.runtime.scheduler import (
+            ALERT_SECONDS,
+            AUDIT_SECONDS,
+            ESCALATION_SECONDS,
+            Job,
+            run_forever,
+        )
 
         _tune_gc()
-        jobs = [Job("escalate", ESCALATION_SECONDS, service.escalate)]
+        jobs = [Job("escalate", ESCALATION_SECONDS, service.escalate),
+                Job("audit", AUDIT_SECONDS, lambda: check_audit(service))]
         alerts = build_alerts(service.settings, service.store)
         if alerts is not None:
             jobs.append(Job("alerts", ALERT_SECONDS, alerts.deliver_pending, wake_on_change=True))
@@ -365,8 +373,11 @@ def run(
             os._exit(EXIT_OK)
         return
     with _progress("reconciling…"):
+        from daemon.audit import check as check_audit
+
         results = service.run_once()
         service.escalate()
+        check_audit(service)
         alerts = build_alerts(service.settings, service.store)
         if alerts is not None:  # failures are logged; they do not change the exit code
             try:

@@ -37,6 +37,8 @@ ALERT_SECONDS = 10.0
 """How often pending alerts are delivered to the sinks."""
 
 ESCALATION_SECONDS = 60.0
+AUDIT_SECONDS = 300.0
+"""How often the daemon verifies the audit log against the table (daemon/audit.py)."""
 """How often open items past their cure deadline are looked for."""
 
 SHUTDOWN_TIMEOUT = 15.0

@@ -373,6 +373,18 @@ class Store:
                           col(m.Discrepancy.resolved_by)))]
             return replay.compare(rows, states)
 
+    def audit_alarm(self) -> str | None:
+        """The first problem the newest `audit_checked` entry recorded, when it found the
+        log and the table disagreeing; None when it found none (or none ran yet)."""
+        with Session(self.engine) as session:
+            newest = session.exec(select(m.AuditEntry.payload).where(
+                m.AuditEntry.action == "audit_checked").order_by(
+                col(m.AuditEntry.seq).desc())).first()
+        if not newest or newest.get("ok", True):
+            return None
+        problems = newest.get("problems") or ["the audit log does not verify"]
+        return str(problems[0])[:300]
+
     def verify_heads(self, public: Ed25519PublicKey | None) -> tuple[int, list[str]]:
         """Check every stored signed audit head against the log (and `public`)."""
         with Session(self.engine) as session:

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import text
 from sqlmodel import Session, col, select
 
-from daemon.audit import head_of, verify
+from daemon.audit import check, head_of, verify
 from daemon.export.service import export
 from daemon.service import Service
 from daemon.store.audit import entry_hash
@@ -107,3 +107,33 @@ def test_truncation_with_the_stored_heads_deleted_is_caught_against_a_package(
     assert alone.ok  # nothing left in the database to contradict it
     report = verify(service, against=head)
     assert any("entries were deleted (truncated)" in p for p in report.problems)
+
+
+def test_the_daemons_audit_check_makes_status_fail_closed_after_a_direct_update(
+        world: tuple[Service, Clock]) -> None:
+    """The issue's attack: `UPDATE discrepancy SET status='resolved'` on the last open
+    item made `status` say compliant. The daemon's periodic check (and `run --once`)
+    records the mismatch in the log, and from then on every chain is `unverified`
+    naming it, until the table matches its history again."""
+    service, _ = world
+    assert [s.status for s in service.status()] == ["discrepancy"]
+    with service.store.engine.begin() as db:
+        db.execute(text("UPDATE discrepancy SET status = 'resolved' WHERE status IN "
+                        "('open', 'proposed')"))
+    assert [s.status for s in service.status()] == ["compliant"]  # what part one said
+    assert not check(service).ok
+    (chain,) = service.status()
+    assert chain.status == "unverified"
+    assert chain.last_error is not None and "audit log and table disagree" in \
+        chain.last_error and "the table says status 'resolved'" in chain.last_error
+    check(service)  # the same problems again: nothing more is written
+    assert sum(1 for e in _actions(service) if e == "audit_checked") == 1
+    with service.store.engine.begin() as db:  # the table put back as the log says
+        db.execute(text("UPDATE discrepancy SET status = 'proposed' WHERE id = 2"))
+    assert check(service).ok
+    assert [s.status for s in service.status()] == ["discrepancy"]
+
+
+def _actions(service: Service) -> list[str]:
+    with Session(service.store.engine) as session:
+        return [e.action for e in session.exec(select(AuditEntry))]
