@@ -13,19 +13,20 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from daemon.api import exports
 from daemon.api.security import (
     CSRF_HEADER,
     SESSION_COOKIE,
     BodyLimit,
+    Caller,
     client_of,
     install_errors,
-    principal_of,
 )
 from daemon.auth.policy import Principal
 from daemon.cli.present import audit_json, discrepancy_json, status_json
@@ -72,14 +73,6 @@ class NewToken(_Body):
     expires_days: float | None = Field(default=None, gt=0, le=3650)
 
 
-def _caller(request: Request) -> Principal:
-    return principal_of(request.app.state.service, request)
-
-
-Caller = Annotated[Principal, Depends(_caller)]
-"""The authenticated principal of a request (401 without valid credentials)."""
-
-
 def build_app(service: Service, metrics: Metrics, metrics_token: str | None = None) -> FastAPI:
     """The whole ASGI app: /healthz, /metrics and the API over `service`."""
     statuses = StatusCache(service.status, STATUS_CACHE_SECONDS)
@@ -99,6 +92,7 @@ def build_app(service: Service, metrics: Metrics, metrics_token: str | None = No
     _review_routes(api, service, statuses)
     _feed_routes(api, service)
     _admin_routes(api, service)
+    exports.routes(api, service)
     app.include_router(api)
 
     @app.middleware("http")

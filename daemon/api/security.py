@@ -8,9 +8,9 @@ principal: 401 without credentials, 403 without the role (daemon/auth/policy.py)
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
@@ -65,6 +65,14 @@ def principal_of(service: Service, request: Request) -> Principal:
         raise Unauthenticated(f"a session request that changes state needs its "
                               f"{CSRF_HEADER} header (CSRF protection)")
     return principal
+
+
+def _caller(request: Request) -> Principal:
+    return principal_of(request.app.state.service, request)
+
+
+Caller = Annotated[Principal, Depends(_caller)]
+"""The authenticated principal of a request (401 without valid credentials)."""
 
 
 class BodyLimit:

@@ -98,7 +98,9 @@ def export_command(
     if reveal_owners and pseudonymize:
         raise InputError("--reveal-owners and --pseudonymize contradict each other")
     hidden = not reveal_owners
-    package = export(root.service(), out_path, key, as_of=moment, pseudonymize=hidden)
+    service = root.service()
+    package = export(service, out_path, key, actor=root.principal(service), as_of=moment,
+                     pseudonymize=hidden)
     manifest = json.loads(package.files["manifest.json"])
     summary = {"out": str(out_path), "chains": [
         {"name": c["name"], "block": c["block"]} for c in manifest["chains"]],

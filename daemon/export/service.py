@@ -3,6 +3,7 @@ the findings, then build, write, verify (with `--recheck`) or prove (daemon/expo
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from chains.errors import DecodeError, SourceUnavailable
 from chains.types import Address, ChainHead
+from daemon.auth.policy import Principal
 from daemon.cli.present import discrepancy_json
 from daemon.errors import InputError
 from daemon.export.package import (
@@ -34,13 +36,16 @@ log = structlog.get_logger("segwatch")
 CLOCK_SKEW = timedelta(minutes=2)
 
 
-def export(service: Service, out: Path, key: Ed25519PrivateKey, *,
+def export(service: Service, out: Path, key: Ed25519PrivateKey, *, actor: Principal | None,
            as_of: datetime | None = None, pseudonymize: bool = True) -> Package:
-    """Build the package of every configured chain and write it to `out` (all or nothing).
+    """Build the package of every configured chain and write it to `out` (all or nothing),
+    as `actor` (the auditor role; the export is audited).
 
-    Raises InputError (bad destination, `as_of` in the future or before the first
-    observation, a block a source cannot reach), SourceUnavailable, DecodeError.
+    Raises Unauthenticated or Forbidden without an auditor, InputError (bad destination,
+    `as_of` in the future or before the first observation, a block a source cannot
+    reach), SourceUnavailable, DecodeError.
     """
+    who = service.identity.require(actor, "export", "exporting a package")
     check_destination(out)
     now = service.now()
     if as_of is not None:
@@ -72,6 +77,11 @@ def export(service: Service, out: Path, key: Ed25519PrivateKey, *,
         audit_head=_audit_head(service))
     package = build_package(data, key, pseudonymize=pseudonymize)
     write_package(package, out)
+    service.identity.store.audit(who.name, "exported", {
+        "package": out.name, "pseudonymized": pseudonymize, "as_of": moment.isoformat(),
+        "manifest_sha256": hashlib.sha256(package.files["manifest.json"]).hexdigest()},
+        service.now())
+    service.sign_head()
     log.info("exported", out=str(out), chains=len(pins), wallets=len(wallets),
              allocations=sum(r["leaves"] for r in package.roots))
     return package

@@ -397,6 +397,10 @@ class AlertSettings(_Frozen):
 class ExportSettings(_Frozen):
     trusted_keys: list[str] = Field(default_factory=list)
     """SHA-256 fingerprints (hex) of the Ed25519 public keys whose packages verify."""
+    sign_key: str | None = None
+    """The Ed25519 key (PEM, mode 0600) that signs packages made through the API."""
+    dir: str = "exports"
+    """Where packages made through the API are kept (each with its owner salt beside it)."""
 
     @field_validator("trusted_keys")
     @classmethod

@@ -58,10 +58,16 @@ def signed_up(cwd: Path, users: dict[str, list[str]], admin: str = "root") -> di
 
 def feeder_env(cwd: Path, config: str = "segwatch.toml",
                env: dict[str, str] | None = None) -> dict[str, str]:
-    """{"SEGWATCH_TOKEN": a feeder's token} for the store of `cwd/config` (created and
-    migrated if need be; the user `books` is added on first use; `env`: the variables
-    the configuration reads), for tests whose subject
-    is not identity but must import a ledger or withdrawals through the CLI."""
+    """{"SEGWATCH_TOKEN": a feeder's token} (see `token_env`)."""
+    return token_env(cwd, "feeder", config, env)
+
+
+def token_env(cwd: Path, role: str, config: str = "segwatch.toml",
+              env: dict[str, str] | None = None) -> dict[str, str]:
+    """{"SEGWATCH_TOKEN": a token with `role`} for the store of `cwd/config` (created and
+    migrated if need be; the user `ROLE-user` is added on first use; `env`: the
+    variables the configuration reads), for tests whose subject is not identity but
+    must import, or export, through the CLI."""
     from datetime import UTC, datetime
     from unittest import mock
 
@@ -81,8 +87,9 @@ def feeder_env(cwd: Path, config: str = "segwatch.toml",
         upgrade(engine)
         identities = Identities(engine)
         now = datetime.now(UTC)
-        if "books" not in {u.name for u in identities.users()}:
-            identities.add_user("books", ["feeder"], None, "local", "test", now)
-        return {"SEGWATCH_TOKEN": identities.create_token("books", None, None, "test", now)[1]}
+        name = f"{role}-user"
+        if name not in {u.name for u in identities.users()}:
+            identities.add_user(name, [role], None, "local", "test", now)
+        return {"SEGWATCH_TOKEN": identities.create_token(name, None, None, "test", now)[1]}
     finally:
         engine.dispose()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from chains.evm.devnet import AnvilNode, install_multicall, set_balances
-from tests.e2e.cli import Result, feeder_env, segwatch
+from tests.e2e.cli import Result, feeder_env, segwatch, token_env
 from tests.litecoind import LitecoinNode
 
 ALICE = "0x1000000000000000000000000000000000000001"
@@ -53,7 +53,11 @@ sources = [{{ kind = "jsonrpc", url = "{anvil_node.url}" }}]
     fingerprint = generated.stdout.split("fingerprint: ")[1].split()[0]
     missing = cli(tmp_path, "export", "--out", "pkg")
     assert missing.code == 2 and "--sign-key" in missing.stderr
-    made = cli(tmp_path, "export", "--out", "pkg", "--sign-key", "sign.pem", "--json")
+    anonymous = cli(tmp_path, "export", "--out", "pkg", "--sign-key", "sign.pem")
+    assert anonymous.code == 2 and "needs credentials" in anonymous.stderr
+    auditor = token_env(tmp_path, "auditor")
+    made = segwatch("export", "--out", "pkg", "--sign-key", "sign.pem", "--json",
+                    cwd=tmp_path, env=auditor, timeout=180)
     assert made.code == 0, made.stderr
     head = anvil_node.block_number()
     assert made.json()["chains"][0]["block"]["height"] == head - 2
@@ -81,7 +85,8 @@ sources = [{{ kind = "jsonrpc", url = "{anvil_node.url}" }}]
     (tmp_path / "shown.json").write_text(json.dumps({**document, "proofs": bob["proofs"]}))
     shown = cli(tmp_path, "export", "verify-proof", "shown.json")  # bob's leaves as carol's
     assert shown.code == 1 and "is not carol's" in shown.stdout
-    again = cli(tmp_path, "export", "--out", "pkg", "--sign-key", "sign.pem")
+    again = segwatch("export", "--out", "pkg", "--sign-key", "sign.pem", cwd=tmp_path,
+                     env=auditor, timeout=180)
     assert again.code == 2 and len(again.stderr.strip().splitlines()) == 1
     wallets = tmp_path / "pkg" / "wallets.csv"
     wallets.write_text(wallets.read_text().replace(str(3 * ETH), str(4 * ETH)))
@@ -118,7 +123,8 @@ sources = [{{ kind = "core-rpc", url = "{litecoind.url}" }}]
     litecoind.send(address, Decimal("0.2"))
     litecoind.mine(2)
     assert cli(tmp_path, "keys", "generate", "--out", "k.pem").code == 0
-    made = cli(tmp_path, "export", "--out", "pkg.zip", "--sign-key", "k.pem", "--json")
+    made = segwatch("export", "--out", "pkg.zip", "--sign-key", "k.pem", "--json",
+                    cwd=tmp_path, env=token_env(tmp_path, "auditor"), timeout=180)
     assert made.code == 0, made.stderr
     assert made.json()["chains"][0]["block"]["height"] == litecoind.height() - 2
     verified = cli(tmp_path, "export", "verify", "pkg.zip", "--recheck", "--json",

@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from chains.evm.devnet import AnvilNode, free_port, install_multicall, set_balances
-from tests.e2e.cli import Result, feeder_env, segwatch
+from tests.e2e.cli import Result, feeder_env, segwatch, token_env
 from tests.faultproxy import FaultProxy
 
 pytestmark = pytest.mark.anvil
@@ -216,6 +216,7 @@ def test_no_key_appears_in_output_store_metrics_or_export(world: World) -> None:
     assert found, "the shortfall should be listed"
     world.cli("discrepancies", "list")
     world.cli("keys", "generate", "--out", "sign.pem")
+    world.env.update(token_env(world.cwd, "auditor", "live.toml", env=world.env))
     world.cli("--config", "live.toml", "export", "--out", "pkg", "--sign-key", "sign.pem",
               "--json")
     world.cli("--config", "live.toml", "export", "verify", "pkg", expect=(0, 1))

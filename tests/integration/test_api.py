@@ -233,3 +233,58 @@ def _audit(api: Api) -> list[Any]:
 
     with Session(api.service.store.engine) as session:
         return list(session.exec(select(AuditEntry).order_by(col(AuditEntry.seq))))
+
+
+def test_an_auditor_makes_downloads_and_verifies_a_package_over_the_api(
+        store_url: str, tmp_path: Path) -> None:
+    """POST /exports signs a package with export.sign_key (auditor only; audited), GET
+    lists and downloads it, POST /exports/verify checks an upload against the trusted
+    signers: the real package verifies, an altered one does not."""
+    import io
+    import zipfile
+
+    from daemon.export.signing import generate_key
+
+    service, _ = make_world(store_url, tmp_path)
+    made = generate_key(tmp_path / "sign.pem")
+    export = {"sign_key": str(tmp_path / "sign.pem"), "dir": str(tmp_path / "exports"),
+              "trusted_keys": [made.fingerprint]}
+    service.settings = service.settings.model_copy(update={
+        "export": service.settings.export.model_copy(update=export)})
+    identity = service.identity
+    identity.add_user(None, "root", ["admin"], PASSWORD)
+    admin = identity.from_token(identity.create_own_token("root", PASSWORD, "t", None,
+                                                          None)[1], "t")
+    tokens = {}
+    for name, role in (("audrey", "auditor"), ("val", "viewer")):
+        identity.add_user(admin, name, [role], None)
+        tokens[name] = identity.create_token(admin, name, None, None)[1]
+    server = HealthServer("127.0.0.1:0", service.status, Metrics(),
+                          app=build_app(service, Metrics())).start()
+    try:
+        api = Api(service, Clock(), f"http://{server.address}", tokens)
+        assert api.call("POST", "/exports", "val", json={}).status_code == 403
+        created = api.call("POST", "/exports", "audrey", json={})
+        assert created.status_code == 201, created.text
+        package_id = created.json()["id"]
+        assert created.json()["audit_head"]["seq"] > 0
+        listed = api.call("GET", "/exports", "audrey").json()
+        assert [p["id"] for p in listed] == [package_id]
+        zipped = api.call("GET", f"/exports/{package_id}", "audrey")
+        assert zipped.status_code == 200 and zipped.headers["content-type"] == \
+            "application/zip"
+        verified = api.call("POST", "/exports/verify", "audrey", content=zipped.content)
+        assert verified.json() == {"ok": True, "problems": []}
+        altered = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(zipped.content)) as source, \
+                zipfile.ZipFile(altered, "w") as target:
+            for item in source.infolist():
+                data = source.read(item)
+                target.writestr(item, data + b"\n" if item.filename == "wallets.csv"
+                                else data)
+        forged = api.call("POST", "/exports/verify", "audrey", content=altered.getvalue())
+        assert forged.json()["ok"] is False
+        assert api.call("GET", "/exports/../../etc", "audrey").status_code in (404, 422)
+        assert any(e.action == "exported" and e.actor == "audrey" for e in _audit(api))
+    finally:
+        server.stop()

@@ -35,7 +35,7 @@ from daemon.inputs.config import Settings
 from daemon.rules.merkle import verify_proof
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
-from tests.principals import FEEDER
+from tests.principals import AUDITOR, FEEDER
 
 ALICE = canonical_evm_address("0x" + "a1" * 20)
 OMNI = canonical_evm_address("0x" + "b2" * 20)
@@ -98,7 +98,7 @@ def test_export_then_verify_holds(service: Service, key: Ed25519PrivateKey,
     its status, one open discrepancy, one root per (chain, asset) whose total is the
     allocation total, and verifies clean."""
     out = tmp_path / "package"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     files = read_package(out)
     assert sorted(files) == ["allocations.csv", "discrepancies.csv", "manifest.json",
                              "manifest.sig", "report.html", "wallets.csv"]
@@ -123,7 +123,7 @@ def test_a_zip_package_verifies_and_proofs_hold_for_every_owner(
     """A .zip package verifies like a directory; each owner's proofs verify against the
     manifest's roots and totals, and fail with an altered amount or path."""
     out = tmp_path / "package.zip"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     files = read_package(out)
     assert verify_package(files, trust(key)) == []
     manifest = json.loads(files["manifest.json"])
@@ -182,7 +182,7 @@ def test_every_tampering_is_caught_and_named(service: Service, key: Ed25519Priva
     """A changed CSV cell, a dropped line, two swapped leaves, a changed root, a forged
     signature and an edited manifest are each detected, with the file named."""
     out = tmp_path / "package"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     clean = read_package(out)
 
     def problems(tamper):  # type: ignore[no-untyped-def]
@@ -244,7 +244,7 @@ def test_only_a_trusted_signer_verifies(service: Service, key: Ed25519PrivateKey
     UNTRUSTED (naming its signer) against any other set, the empty one included: the key
     a package names proves nothing by itself."""
     out = tmp_path / "package"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     files = read_package(out)
     assert verify_package(files, trust(key)) == []
     other = Ed25519PrivateKey.generate()
@@ -258,7 +258,7 @@ def test_a_zip_with_two_entries_of_one_name_or_a_nested_path_is_refused(
     """A zip holding wallets.csv twice (the second one forged) is refused as such, and so
     is an entry outside the top level; a directory package with a subfolder too."""
     out = tmp_path / "p.zip"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     twice = tmp_path / "twice.zip"
     with zipfile.ZipFile(out) as zin, zipfile.ZipFile(twice, "w") as zout:
         for name in zin.namelist():
@@ -275,7 +275,7 @@ def test_a_zip_with_two_entries_of_one_name_or_a_nested_path_is_refused(
     with pytest.raises(InputError, match="is not a top-level file"):
         read_package(nested)
     folder = tmp_path / "dir"
-    export(service, folder, key)
+    export(service, folder, key, actor=AUDITOR)
     (folder / "sub").mkdir()
     with pytest.raises(InputError, match="sub is not a plain file"):
         read_package(folder)
@@ -286,11 +286,11 @@ def test_packages_and_salts_are_private(service: Service, key: Ed25519PrivateKey
     """A package directory is 0700 and its files 0600 (client allocations), a zip 0600,
     the salt file beside a pseudonymized package 0600."""
     out = tmp_path / "package"
-    export(service, out, key, pseudonymize=True)
+    export(service, out, key, actor=AUDITOR, pseudonymize=True)
     assert out.stat().st_mode & 0o777 == 0o700
     assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o600}
     assert (tmp_path / "package.owner-salt").stat().st_mode & 0o777 == 0o600
-    export(service, tmp_path / "p.zip", key)
+    export(service, tmp_path / "p.zip", key, actor=AUDITOR)
     assert (tmp_path / "p.zip").stat().st_mode & 0o777 == 0o600
 
 
@@ -303,7 +303,7 @@ def test_a_pseudonymized_package_holds_no_owner_id(service: Service, key: Ed2551
     from daemon.rules.leaves import checked_ref, owner_secret
 
     out = tmp_path / "package"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     files = read_package(out)
     assert verify_package(files, trust(key)) == []
     blob = b"".join(files.values())
@@ -326,7 +326,7 @@ def test_a_named_package_reveals_owners_when_asked(service: Service, key: Ed2551
     """`pseudonymize=False` (`--reveal-owners`) names the owners; no salt file is written;
     allocations are still split."""
     out = tmp_path / "named"
-    export(service, out, key, pseudonymize=False)
+    export(service, out, key, actor=AUDITOR, pseudonymize=False)
     files = read_package(out)
     assert verify_package(files, trust(key)) == []
     assert not (tmp_path / "named.owner-salt").exists()
@@ -339,7 +339,7 @@ def test_recheck_reads_the_pinned_block_again(service: Service, key: Ed25519Priv
     """--recheck finds nothing while the source agrees, and names a wallet whose balance
     at the pinned block now reads differently."""
     out = tmp_path / "package"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     files = read_package(out)
     assert recheck(service, files) == []
     fake = service._adapters(service.settings.chains[0], service.settings.chains[0].sources[0])
@@ -357,15 +357,15 @@ def test_bad_input_is_refused_with_nothing_written(service: Service, key: Ed2551
     busy.mkdir()
     (busy / "x").write_text("keep")
     with pytest.raises(InputError, match="not an empty directory"):
-        export(service, busy, key)
+        export(service, busy, key, actor=AUDITOR)
     assert sorted(p.name for p in busy.iterdir()) == ["x"]
     (tmp_path / "old.zip").write_bytes(b"zip")
     with pytest.raises(InputError, match="exists"):
-        export(service, tmp_path / "old.zip", key)
+        export(service, tmp_path / "old.zip", key, actor=AUDITOR)
     with pytest.raises(InputError, match="in the future"):
-        export(service, tmp_path / "p1", key, as_of=NOW + timedelta(days=1))
+        export(service, tmp_path / "p1", key, actor=AUDITOR, as_of=NOW + timedelta(days=1))
     with pytest.raises(InputError, match="before the store's first observation"):
-        export(service, tmp_path / "p2", key, as_of=NOW - timedelta(days=1))
+        export(service, tmp_path / "p2", key, actor=AUDITOR, as_of=NOW - timedelta(days=1))
     assert not (tmp_path / "p1").exists() and not (tmp_path / "p2").exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".segwatch-export")]
     assert leftovers == []
@@ -409,7 +409,7 @@ def test_zip_members_are_exactly_the_package(service: Service, key: Ed25519Priva
                                              tmp_path: Path) -> None:
     """The zip holds the five files at its root, nothing else."""
     out = tmp_path / "p.zip"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     with zipfile.ZipFile(out) as zf:
         assert sorted(zf.namelist()) == ["allocations.csv", "discrepancies.csv",
                                          "manifest.json", "manifest.sig", "report.html",
@@ -440,7 +440,7 @@ def test_with_verify_two_the_export_reads_every_balance_from_two_sources(
     svc.import_ledger(ledger, dry_run=False, actor=FEEDER)
     assert svc.run_cycle(settings.chains[0]).error is None
     out = tmp_path / "package"
-    export(svc, out, key)
+    export(svc, out, key, actor=AUDITOR)
     files = read_package(out)
     assert verify_package(files, trust(key)) == []
     (chain,) = json.loads(files["manifest.json"])["chains"]
@@ -448,7 +448,7 @@ def test_with_verify_two_the_export_reads_every_balance_from_two_sources(
     statuses = {(r["address"], r["asset"]): r["status"] for r in rows(files, "wallets.csv")}
     assert statuses[(ALICE, "ETH")] == "ok" and statuses[(OMNI, "ETH")] == "unreadable"
     fakes["second"].fail_balances = True
-    export(svc, tmp_path / "p2", key)
+    export(svc, tmp_path / "p2", key, actor=AUDITOR)
     statuses = {(r["address"], r["asset"]): r["status"]
                 for r in rows(read_package(tmp_path / "p2"), "wallets.csv")}
     assert set(statuses.values()) == {"unreadable"}
@@ -466,7 +466,7 @@ def test_oversized_or_unlisted_entries_are_not_read_and_a_wide_manifest_is_quick
     from daemon.export import package as package_module
 
     out = tmp_path / "p.zip"
-    export(service, out, key)
+    export(service, out, key, actor=AUDITOR)
     bomb = tmp_path / "bomb.zip"
     with zipfile.ZipFile(out) as zin, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zout:
         for name in zin.namelist():
