@@ -275,6 +275,30 @@ def _feed_routes(api: APIRouter, service: Service) -> None:
         return {"dry_run": dry_run, "rows": len(result.rows), "snapshot": result.snapshot_id,
                 **result.summary, "pushed_by": who.name}
 
+    @api.get("/ledger/snapshots", tags=["feeds"])
+    def snapshots(who: Caller) -> list[dict[str, Any]]:
+        """Every ledger snapshot, newest first, with its importer."""
+        service.identity.require(who, "read", "ledger snapshots")
+        return service.store.snapshots()
+
+    @api.get("/ledger/diff", tags=["feeds"])
+    def ledger_diff(who: Caller, before: Annotated[int, Query(alias="from", ge=1)],
+                    after: Annotated[int, Query(alias="to", ge=1)]) -> list[dict[str, Any]]:
+        """Allocations added, removed or changed from one snapshot to another."""
+        from daemon.rules.snapshots import diff
+
+        service.identity.require(who, "read", "a ledger diff")
+        return [c.as_json() for c in diff(service.store.snapshot(before),
+                                           service.store.snapshot(after))]
+
+    @api.get("/withdrawals", tags=["feeds"])
+    def withdrawals(who: Caller, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+                    offset: Annotated[int, Query(ge=0, le=10**9)] = 0
+                    ) -> list[dict[str, Any]]:
+        """Approved withdrawals, newest import first."""
+        service.identity.require(who, "read", "approved withdrawals")
+        return service.store.withdrawals(limit, offset)
+
     @api.post("/ledger", tags=["feeds"])
     async def push_ledger(who: Caller, request: Request,
                           format: Literal["csv", "json"] = "csv",

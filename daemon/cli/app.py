@@ -227,6 +227,39 @@ def ledger_import(
                       "checker (the new ledger would clear them)")
 
 
+@ledger_app.command("snapshots")
+def ledger_snapshots(ctx: typer.Context, as_json: JsonOpt = False,
+                     verbose: VerboseOpt = False) -> None:
+    """List ledger snapshots, newest first, with who imported each."""
+    g = _setup(ctx, verbose)
+    snapshots = g.service().store.snapshots()
+    if as_json:
+        _emit(snapshots)
+        return
+    for snap in snapshots:
+        out.print(f"{snap['id']}: {snap['imported_at']} {snap['rows']} rows from "
+                  f"{snap['source']} by {snap['imported_by']}", markup=False, highlight=False)
+
+
+@ledger_app.command("diff")
+def ledger_diff(ctx: typer.Context, before: Annotated[int, typer.Argument(metavar="FROM")],
+                after: Annotated[int, typer.Argument(metavar="TO")], as_json: JsonOpt = False,
+                verbose: VerboseOpt = False) -> None:
+    """Allocations added, removed or changed from snapshot FROM to snapshot TO."""
+    from daemon.rules.snapshots import diff
+
+    g = _setup(ctx, verbose)
+    store = g.service().store
+    changes = diff(store.snapshot(before), store.snapshot(after))
+    if as_json:
+        _emit([c.as_json() for c in changes])
+        return
+    for c in changes:
+        out.print(f"{c.kind:>7} {c.chain} {c.address} {c.asset} {c.owner}: "
+                  f"{c.before if c.before is not None else '-'} → "
+                  f"{c.after if c.after is not None else '-'}", markup=False, highlight=False)
+
+
 @withdrawals_app.command("import")
 def withdrawals_import(
     ctx: typer.Context,

@@ -207,6 +207,15 @@ def test_a_feeder_pushes_a_ledger_and_a_cut_goes_to_a_checker(api: Api) -> None:
     proposed = api.call("GET", "/discrepancies", "val", params={"status": "proposed"}).json()
     assert {(d["proposal"]["by"], d["proposal"]["reason"]) for d in proposed} == {
         ("books", "ledger_corrected")}
+    snapshots = api.call("GET", "/ledger/snapshots", "val").json()
+    assert [(s["id"], s["imported_by"]) for s in snapshots] == [(2, "books"),
+                                                                (1, "feeder-test")]
+    changes = api.call("GET", "/ledger/diff", "val", params={"from": 1, "to": 2}).json()
+    assert {(c["owner"], c["change"], c["before"], c["after"]) for c in changes} == {
+        ("alice", "changed", str(10**18), str(10**17)),
+        ("bob", "changed", str(10**18), str(10**17))}
+    assert api.call("GET", "/ledger/diff", "val", params={"from": 1, "to": 9}
+                    ).status_code == 400
 
 
 def test_every_api_route_needs_credentials_but_healthz(api: Api) -> None:
