@@ -26,6 +26,7 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -77,7 +78,7 @@ async def load(url: str, token: str, path: str, clients: int, seconds: float,
     async def client(http: httpx.AsyncClient) -> None:
         nonlocal errors
         while time.perf_counter() < deadline and not (stop and stop.is_set()):
-            params = {"status": "open", "limit": 100,
+            params: dict[str, str | int] | None = {"status": "open", "limit": 100,
                       "offset": random.randrange(pages) * 100} if "discrep" in path else None
             started = time.perf_counter()
             answer = await http.get(path, params=params)
@@ -101,6 +102,36 @@ def report(name: str, latencies: list[float], errors: int, seconds: float) -> di
           f"{'met' if p95 <= target else 'MISSED'}, p95/target {p95 / target:.2f}), "
           f"{errors} non-200")
     return {"p50": p50, "p95": p95, "rps": rps}
+
+
+def store_costs(cwd: Path, pages: int, runs: int = 10) -> None:
+    """In process, the store work behind each endpoint, naive vs segwatch, same store:
+    status from every open row loaded (the code before this change) vs one aggregate
+    query; a page of 100 sliced from every open row vs LIMIT/OFFSET."""
+    from daemon.bootstrap import open_store
+    from daemon.store.models import OPEN_STATUSES
+
+    store = open_store(f"sqlite:///{cwd}/segwatch.db")
+    now = datetime.now(UTC)
+
+    def timed(work: Any) -> float:
+        started = time.perf_counter()
+        for n in range(runs):
+            work(n)
+        return (time.perf_counter() - started) / runs * 1000
+
+    naive_status = timed(lambda _n: [r.row.cure_deadline < now
+                                     for r in store.discrepancies(status=OPEN_STATUSES)])
+    fast_status = timed(lambda _n: store.open_summary(now))
+    naive_page = timed(lambda n: store.discrepancies(status=["open"])[
+        (n * 37 % pages) * 100:(n * 37 % pages) * 100 + 100])
+    fast_page = timed(lambda n: store.discrepancies(status=["open"], limit=100,
+                                                    offset=(n * 37 % pages) * 100))
+    print(f"store, status: naive (every open row loaded) {naive_status:.1f} ms, segwatch "
+          f"(aggregate query) {fast_status:.1f} ms: {naive_status / fast_status:.0f}x")
+    print(f"store, page of 100: naive (all rows, sliced) {naive_page:.1f} ms, segwatch "
+          f"(LIMIT/OFFSET) {fast_page:.1f} ms: {naive_page / fast_page:.0f}x")
+    store.engine.dispose()
 
 
 def cycle_seconds(cwd: Path, env: dict[str, str], runs: int) -> list[float]:
@@ -166,6 +197,7 @@ sources = [{{ kind = "jsonrpc", url = "{node.url}" }}]
             except httpx.HTTPError:
                 time.sleep(0.2)
         pages = max(1, args.wallets // 100)
+        store_costs(cwd, pages)
         for name, path in (("status", "/status"), ("discrepancies", "/discrepancies")):
             latencies, errors = asyncio.run(load(url, viewer, path, args.clients,
                                                  args.seconds, pages))
