@@ -25,7 +25,7 @@ def redact_url(url: str) -> str:
     stays so that an operator knows which source is meant. A source name or a bare host
     (no `://`) is returned as it is.
     """
-    if "://" not in url and _PLAIN_NAME.match(url):
+    if "://" not in url and _PLAIN_NAME.fullmatch(url):
         return url
     try:
         parts = urlsplit(url)

@@ -25,7 +25,9 @@ from daemon.api.security import (
     SESSION_COOKIE,
     BodyLimit,
     Caller,
+    RateLimit,
     client_of,
+    error,
     install_errors,
 )
 from daemon.auth.policy import Principal
@@ -112,10 +114,18 @@ def build_app(service: Service, metrics: Metrics, metrics_token: str | None = No
 def _auth_routes(api: APIRouter, service: Service) -> None:
     secure = service.settings.auth.secure_cookies
 
-    @api.post("/auth/login", tags=["auth"])
-    def login(body: Login, request: Request, response: Response) -> dict[str, Any]:
+    limiter = RateLimit()
+
+    @api.post("/auth/login", tags=["auth"], responses={429: {"description": "too many"}})
+    def login(body: Login, request: Request, response: Response) -> Any:
         """Sign in with a local account; sets the session cookie, returns the CSRF token
-        that every state-changing request with the cookie must send as X-CSRF-Token."""
+        that every state-changing request with the cookie must send as X-CSRF-Token.
+        At most 10 attempts a minute from one address (429), besides the per-account
+        lockout."""
+        wait = limiter.retry_after(request.client.host if request.client else "?")
+        if wait is not None:
+            return error(429, "too many sign-in attempts from this address; try later",
+                         **{"Retry-After": str(max(1, int(wait) + 1))})
         signed = service.identity.sign_in(body.name, body.password, client_of(request))
         response.set_cookie(SESSION_COOKIE, signed.cookie, httponly=True, secure=secure,
                             samesite="strict", path="/",

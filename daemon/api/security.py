@@ -7,6 +7,9 @@ principal: 401 without credentials, 403 without the role (daemon/auth/policy.py)
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Annotated, Any
 
@@ -73,6 +76,32 @@ def _caller(request: Request) -> Principal:
 
 Caller = Annotated[Principal, Depends(_caller)]
 """The authenticated principal of a request (401 without valid credentials)."""
+
+
+class RateLimit:
+    """At most `attempts` calls per `seconds` per client address (sign-in: slows a
+    password guesser across accounts, where the per-account lockout cannot). In memory,
+    per process; bounded to `clients` addresses (the oldest forgotten first)."""
+
+    def __init__(self, attempts: int = 10, seconds: float = 60.0, clients: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.attempts, self.seconds, self.clients, self._clock = attempts, seconds, clients, clock
+        self._seen: OrderedDict[str, list[float]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after(self, client: str) -> float | None:
+        """Record an attempt; return seconds to wait when over the limit, else None."""
+        now = self._clock()
+        with self._lock:
+            times = [t for t in self._seen.pop(client, []) if now - t < self.seconds]
+            if len(times) >= self.attempts:
+                self._seen[client] = times
+                return self.seconds - (now - times[0])
+            times.append(now)
+            self._seen[client] = times
+            while len(self._seen) > self.clients:
+                self._seen.popitem(last=False)
+            return None
 
 
 class BodyLimit:

@@ -83,7 +83,7 @@ def check_roles(roles: Iterable[str], *, allow_dual_role: bool) -> tuple[str, ..
 
 def check_name(name: str) -> str:
     """Return `name` if it is a valid user name; raise InputError otherwise."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise InputError(f"invalid user name {name[:40]!r} (letters, digits and ._@-, "
                          "at most 128, starting with a letter or digit)")
     return name

@@ -28,7 +28,7 @@ def new_token() -> tuple[str, str, str]:
 
 def parse_token(token: str) -> str | None:
     """The id of a well-formed token, or None."""
-    found = _TOKEN.match(token.strip())
+    found = _TOKEN.fullmatch(token.strip())
     return found.group(1) if found else None
 
 

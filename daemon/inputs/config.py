@@ -80,7 +80,7 @@ class SourceSettings(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if value and not _SOURCE_NAME.match(value):
+        if value and not _SOURCE_NAME.fullmatch(value):
             raise ValueError("source name must be 1-64 letters, digits, '.', '_' or '-'")
         return value
 
@@ -107,9 +107,9 @@ class SourceSettings(_Frozen):
 def _resolve_headers(names: dict[str, str]) -> dict[str, str]:
     headers: dict[str, str] = {}
     for header, env in names.items():
-        if not _HEADER_NAME.match(header):
+        if not _HEADER_NAME.fullmatch(header):
             raise ValueError(f"headers_env: {header!r} is not an HTTP header name")
-        if not _ENV_NAME.match(env):
+        if not _ENV_NAME.fullmatch(env):
             raise ValueError(f"headers_env.{header}: {env!r} is not an environment variable name")
         value = os.environ.get(env, "")
         if not value:
@@ -209,7 +209,7 @@ class ChainSettings(_Frozen):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("chain name must be lowercase letters, digits, '-' or '_'")
         return value
 
@@ -406,7 +406,7 @@ class ExportSettings(_Frozen):
     @classmethod
     def _fingerprints(cls, value: list[str]) -> list[str]:
         keys = [v.strip().lower().replace(":", "") for v in value]
-        bad = [v for v in keys if not _FINGERPRINT.match(v)]
+        bad = [v for v in keys if not _FINGERPRINT.fullmatch(v)]
         if bad:
             raise ValueError(f"{bad[0]!r} is not a key fingerprint (64 hex digits)")
         return keys

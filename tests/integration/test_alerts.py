@@ -701,3 +701,26 @@ def test_unsigned_sinks_send_no_signature(world: World, receiver: Receiver) -> N
     world.cycle(alice_usdc=1)
     assert dispatcher.deliver_pending().delivered == 1
     assert [a["signature"] for a in receiver.accepted] == [None]
+
+
+def test_every_alert_carries_the_signed_audit_head(world: World, receiver: Receiver) -> None:
+    """With an audit key, each webhook payload carries the newest signed audit head; it
+    covers the alerted entry, its signature holds, and the log still extends it (what a
+    receiver can check later with `audit verify --against`). Slack shows it as a line."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from daemon.store.heads import Head, HeadSigner, check_signature
+
+    signer = HeadSigner(Ed25519PrivateKey.generate())
+    world.service.head_signer = signer
+    world.cycle(alice_usdc=1)
+    assert world.dispatcher(receiver.url("/hook")).deliver_pending().delivered == 1
+    assert world.dispatcher(receiver.url("/slack"), kind="slack").deliver_pending() \
+        .delivered == 1
+    (body,) = receiver.bodies("/hook")
+    head = Head.from_json(body["audit_head"])
+    assert head.seq >= int(body["id"].rsplit("-", 1)[1])
+    assert check_signature(head, signer.public) is None
+    assert world.service.store.extends(head) is None
+    (slack,) = receiver.bodies("/slack")
+    assert f"audit head #{head.seq}" in json.dumps(slack)

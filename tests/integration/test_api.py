@@ -297,3 +297,14 @@ def test_an_auditor_makes_downloads_and_verifies_a_package_over_the_api(
         assert any(e.action == "exported" and e.actor == "audrey" for e in _audit(api))
     finally:
         server.stop()
+
+
+def test_sign_in_attempts_from_one_address_are_rate_limited(api: Api) -> None:
+    """A guesser spreading attempts over many accounts (no single one locks) is slowed:
+    the 11th attempt within a minute from one address is 429 with Retry-After, even with
+    the right password."""
+    for n in range(10):
+        wrong = api.call("POST", "/auth/login", json={"name": f"user{n}", "password": "x" * 12})
+        assert wrong.status_code == 401
+    limited = api.call("POST", "/auth/login", json={"name": "mia", "password": PASSWORD})
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1

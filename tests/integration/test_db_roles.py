@@ -209,3 +209,30 @@ def test_runtime_identity_from_the_store_url(url: str, expected: tuple[str, str]
 def test_unusable_runtime_urls(url: str) -> None:
     with pytest.raises(ConfigError):
         runtime_identity(url)
+
+
+def test_segwatch_db_upgrade_sets_up_both_roles_and_the_daemon_warns_when_not_confined(
+        tmp_path: Path) -> None:
+    """Through the real CLI: `db upgrade` with SEGWATCH_DB_OWNER_URL migrates as the owner
+    and confines store.url's role (which then cannot UPDATE the audit log); the owner's
+    URL never reaches the output. `run --once` as the runtime role logs no confinement
+    warning; as the owner it logs `store_role_not_confined`."""
+    from tests.e2e.cli import segwatch
+
+    with two_roles() as r:
+        config = tmp_path / "segwatch.toml"
+        config.write_text(f'[store]\nurl = "{r.runtime_url}"\n')
+        owner_url = r.owner_url.replace(f"{r.owner}@", f"{r.owner}:s3cret-owner-pw@")
+        done = segwatch("db", "upgrade", "--json", cwd=tmp_path,
+                        env={"SEGWATCH_DB_OWNER_URL": owner_url})
+        assert done.code == 0, done.stderr
+        assert done.json()["revision"] == head_revision()
+        assert "s3cret-owner-pw" not in done.stdout + done.stderr
+        refused(make_engine(r.runtime_url), "UPDATE audit_entry SET actor = 'x'",
+                "permission denied")
+        confined = segwatch("--log-format", "json", "run", "--once", cwd=tmp_path)
+        assert confined.code == 0, confined.stderr
+        assert "store_role_not_confined" not in confined.stderr
+        config.write_text(f'[store]\nurl = "{r.owner_url}"\n')
+        owner_run = segwatch("--log-format", "json", "run", "--once", cwd=tmp_path)
+        assert "store_role_not_confined" in owner_run.stderr

@@ -186,3 +186,12 @@ def test_users_and_roles_cannot_come_from_the_environment(
     monkeypatch.setenv(name, '[{"name": "eve", "roles": ["checker"]}]')
     with pytest.raises(ConfigError, match="cannot come from the environment"):
         load_settings(config)
+
+
+def test_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
+    """`^…$` with re.match accepts "name\\n"; every configured name is matched whole."""
+    config = tmp_path / "segwatch.toml"
+    config.write_text('[[chains]]\nname = "eth\\n"\nfamily = "evm"\nchain_id = 1\n'
+                      'sources = [{ kind = "jsonrpc", url = "http://127.0.0.1:8545" }]\n')
+    with pytest.raises(ConfigError, match="name"):
+        load_settings(config)

@@ -14,3 +14,4 @@ def test_diff_names_added_removed_and_changed_allocations_in_key_order() -> None
     assert [(c.owner, c.kind, c.before, c.after) for c in diff(before, after)] == [
         ("alice", "changed", 10, 1), ("bob", "removed", 5, None), ("dave", "added", None, 3)]
     assert diff(after, after) == []
+
