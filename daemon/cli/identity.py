@@ -9,13 +9,12 @@ from typing import Annotated
 
 import typer
 
+from daemon.cli.common import JsonOpt, VerboseOpt, cli_client, emit, out, setup
 from daemon.errors import InputError
 
 users_app = typer.Typer(help="Users and their roles (admin).", no_args_is_help=True)
 tokens_app = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
-VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")]
 RolesOpt = Annotated[list[str], typer.Option(
     "--role", help="viewer, auditor, maker, checker, feeder or admin (repeatable).")]
 PasswordStdin = Annotated[bool, typer.Option(
@@ -35,14 +34,12 @@ def users_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User
               roles: RolesOpt, password_stdin: PasswordStdin = False,
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Add a user (admin). On a store without users, the first admin needs no token."""
-    from daemon.cli.app import _emit, _setup, out
-
-    g = _setup(ctx, verbose)
+    g = setup(ctx, verbose)
     service = g.service()
     password = _read_password() if password_stdin else None
     actor = service.identity.add_user(g.principal(service), name, roles, password)
     if as_json:
-        _emit({"user": name, "roles": sorted(roles), "added_by": actor.name})
+        emit({"user": name, "roles": sorted(roles), "added_by": actor.name})
     else:
         out.print(f"user {name} added with roles {', '.join(sorted(roles))}"
                   f"{' (first admin)' if actor.via == 'bootstrap' else ''}",
@@ -53,12 +50,10 @@ def users_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User
 def users_roles(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name.")],
                 roles: RolesOpt, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Replace a user's roles (admin); each grant and revocation is audited."""
-    from daemon.cli.app import _emit, _setup, out
-
-    g = _setup(ctx, verbose)
+    g = setup(ctx, verbose)
     service = g.service()
     service.identity.set_roles(g.principal(service), name, roles)
-    _emit({"user": name, "roles": sorted(roles)}) if as_json else \
+    emit({"user": name, "roles": sorted(roles)}) if as_json else \
         out.print(f"user {name}: roles {', '.join(sorted(roles))}", markup=False)
 
 
@@ -66,9 +61,7 @@ def users_roles(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
 def users_password(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name.")],
                    verbose: VerboseOpt = False) -> None:
     """Set a local account's password from standard input (admin); unlocks it."""
-    from daemon.cli.app import _setup, out
-
-    g = _setup(ctx, verbose)
+    g = setup(ctx, verbose)
     service = g.service()
     actor = g.principal(service)
     service.identity.set_password(actor, name, _read_password())
@@ -79,13 +72,11 @@ def users_password(ctx: typer.Context, name: Annotated[str, typer.Argument(help=
 def users_list(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False
                ) -> None:
     """List users, their roles and active tokens (admin)."""
-    from daemon.cli.app import _emit, _setup, out
-
-    g = _setup(ctx, verbose)
+    g = setup(ctx, verbose)
     service = g.service()
     users = service.identity.users(g.principal(service))
     if as_json:
-        _emit([u.as_json() for u in users])
+        emit([u.as_json() for u in users])
         return
     for u in users:
         flags = [u.origin, *(["password"] if u.password else []),
@@ -109,9 +100,7 @@ def tokens_create(
 ) -> None:
     """Create an API token (admin, or a user for themselves with their password); it is
     printed once and stored only hashed."""
-    from daemon.cli.app import _emit, _setup, cli_client
-
-    g = _setup(ctx, verbose)
+    g = setup(ctx, verbose)
     service = g.service()
     if password_stdin:
         token_id, token = service.identity.create_own_token(
@@ -120,7 +109,7 @@ def tokens_create(
         token_id, token = service.identity.create_token(g.principal(service), user, roles,
                                                         expires)
     if as_json:
-        _emit({"id": token_id, "user": user, "token": token})
+        emit({"id": token_id, "user": user, "token": token})
     else:
         sys.stdout.write(f"{token}\n")
         sys.stderr.write(f"token {token_id} for {user}: shown once, store it now\n")
@@ -130,12 +119,10 @@ def tokens_create(
 def tokens_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(metavar="ID")],
                   as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Revoke a token at once (admin)."""
-    from daemon.cli.app import _emit, _setup, out
-
-    g = _setup(ctx, verbose)
+    g = setup(ctx, verbose)
     service = g.service()
     user = service.identity.revoke_token(g.principal(service), token_id)
-    _emit({"id": token_id, "user": user, "revoked": True}) if as_json else \
+    emit({"id": token_id, "user": user, "revoked": True}) if as_json else \
         out.print(f"token {token_id} of {user} revoked", markup=False)
 
 
@@ -144,13 +131,11 @@ def tokens_list(ctx: typer.Context,
                 user: Annotated[str | None, typer.Option("--user")] = None,
                 as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """List tokens (admin); never their secrets."""
-    from daemon.cli.app import _emit, _setup, out
-
-    g = _setup(ctx, verbose)
+    g = setup(ctx, verbose)
     service = g.service()
     tokens = service.identity.tokens(g.principal(service), user)
     if as_json:
-        _emit([t.as_json() for t in tokens])
+        emit([t.as_json() for t in tokens])
         return
     for t in tokens:
         state = "revoked" if t.revoked_at else \

@@ -1,0 +1,115 @@
+"""What every command shares: the global options' state (configuration, store, log
+format, credentials), output helpers, and the options every command takes."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+from daemon.errors import InputError
+from daemon.inputs.config import Settings, config_path, load_settings
+from daemon.runtime.logs import configure
+
+if TYPE_CHECKING:
+    from daemon.auth.policy import Principal
+    from daemon.service import Service
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")]
+
+out = Console()
+if not out.is_terminal:
+    out.width = 200  # piped or captured output: never truncate addresses and amounts
+err = Console(stderr=True)
+
+
+@dataclass
+class Globals:
+    config: str | None
+    db: str | None
+    log_format: str | None
+    token_file: Path | None = None
+
+    def principal(self, service: Service) -> Principal | None:
+        """The holder of SEGWATCH_TOKEN (or of the token in --token-file), or None when
+        neither is given. Raises Unauthenticated for a token that does not authenticate."""
+        token = read_token(self.token_file)
+        if token is None:
+            return None
+        return service.identity.from_token(token, cli_client())
+
+    def settings(self, required: bool = True) -> Settings:
+        from daemon.runtime.logs import register_secrets, settings_secrets
+
+        settings = load_settings(config_path(self.config), required=required)
+        # every secret in the settings is masked in all logs and messages from here on
+        register_secrets(settings_secrets(settings, self.db))
+        return settings
+
+    def service(self, settings: Settings | None = None) -> Service:
+        from daemon.bootstrap import build_service
+
+        return build_service(settings or self.settings(), self.db)
+
+
+def globals_of(ctx: typer.Context) -> Globals:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, Globals)
+    return obj
+
+
+MAX_TOKEN_FILE = 1024
+
+
+def read_token(path: Path | None) -> str | None:
+    """The token in `path` (at most 1 KiB, surrounding whitespace dropped), else the
+    SEGWATCH_TOKEN environment variable, else None. Raises InputError."""
+    if path is None:
+        return os.environ.get("SEGWATCH_TOKEN", "").strip() or None
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TOKEN_FILE + 1)
+    except OSError as exc:
+        raise InputError(f"--token-file: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_TOKEN_FILE:
+        raise InputError(f"--token-file: {path} is larger than {MAX_TOKEN_FILE} bytes")
+    return data.decode("ascii", errors="replace").strip() or None
+
+
+def cli_client() -> str:
+    """How the CLI names itself as a token's client (audited on first use)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"cli {user}@{socket.gethostname()}"[:200]
+
+
+def setup(ctx: typer.Context, verbose: bool) -> Globals:
+    """The global options, with logging configured for this command."""
+    g = globals_of(ctx)
+    configure(g.log_format, verbose)
+    return g
+
+
+def emit(data: Any) -> None:
+    """Write `data` as indented JSON on stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def progress(message: str) -> AbstractContextManager[Any]:
+    """A spinner on stderr when it is a terminal; nothing otherwise."""
+    return err.status(message, spinner="dots") if err.is_terminal else nullcontext()
+
+

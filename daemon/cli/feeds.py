@@ -1,0 +1,97 @@
+"""`segwatch ledger …` and `segwatch withdrawals …`: imports (as the feeder holding
+SEGWATCH_TOKEN), snapshots and their diff."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, progress, setup
+
+ledger_app = typer.Typer(help="Sub-ledger import, snapshots and diffs.", no_args_is_help=True)
+withdrawals_app = typer.Typer(help="Approved withdrawal instructions.", no_args_is_help=True)
+
+
+@ledger_app.command("import")
+def ledger_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or JSON sub-ledger.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only.")] = False,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Validate and import the sub-ledger (all or nothing)."""
+    g = setup(ctx, verbose)
+    service = g.service()
+    actor = None if dry_run else g.principal(service)
+    with progress("validating and importing the ledger…"):
+        result = service.import_ledger(file, dry_run=dry_run, actor=actor)
+    doc = {"file": str(file), "dry_run": dry_run, "snapshot": result.snapshot_id,
+           **result.summary}
+    if as_json:
+        emit(doc)
+    else:
+        verb = "valid (dry run, nothing written)" if dry_run else \
+            f"imported as snapshot {result.snapshot_id}"
+        out.print(f"{file}: {len(result.rows)} allocations {verb}")
+        corrected = result.summary.get("ledger_corrected")
+        if corrected:
+            out.print(f"ledger_corrected: discrepancies {corrected} are now proposed for a "
+                      "checker (the new ledger would clear them)")
+
+
+@ledger_app.command("snapshots")
+def ledger_snapshots(ctx: typer.Context, as_json: JsonOpt = False,
+                     verbose: VerboseOpt = False) -> None:
+    """List ledger snapshots, newest first, with who imported each."""
+    g = setup(ctx, verbose)
+    snapshots = g.service().store.snapshots()
+    if as_json:
+        emit(snapshots)
+        return
+    for snap in snapshots:
+        out.print(f"{snap['id']}: {snap['imported_at']} {snap['rows']} rows from "
+                  f"{snap['source']} by {snap['imported_by']}", markup=False, highlight=False)
+
+
+@ledger_app.command("diff")
+def ledger_diff(ctx: typer.Context, before: Annotated[int, typer.Argument(metavar="FROM")],
+                after: Annotated[int, typer.Argument(metavar="TO")], as_json: JsonOpt = False,
+                verbose: VerboseOpt = False) -> None:
+    """Allocations added, removed or changed from snapshot FROM to snapshot TO."""
+    from daemon.rules.snapshots import diff
+
+    g = setup(ctx, verbose)
+    store = g.service().store
+    changes = diff(store.snapshot(before), store.snapshot(after))
+    if as_json:
+        emit([c.as_json() for c in changes])
+        return
+    for c in changes:
+        out.print(f"{c.kind:>7} {c.chain} {c.address} {c.asset} {c.owner}: "
+                  f"{c.before if c.before is not None else '-'} → "
+                  f"{c.after if c.after is not None else '-'}", markup=False, highlight=False)
+
+
+@withdrawals_app.command("import")
+def withdrawals_import(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="CSV or JSON approved withdrawals.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only.")] = False,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
+) -> None:
+    """Validate and import approved withdrawals (all or nothing)."""
+    g = setup(ctx, verbose)
+    service = g.service()
+    actor = None if dry_run else g.principal(service)
+    with progress("validating and importing withdrawals…"):
+        result = service.import_withdrawals(file, dry_run=dry_run, actor=actor)
+    if as_json:
+        emit({"file": str(file), "dry_run": dry_run, **result.summary})
+    else:
+        verb = "valid (dry run, nothing written)" if dry_run else \
+            f"imported ({result.summary.get('new')} new)"
+        out.print(f"{file}: {len(result.rows)} withdrawals {verb}")
+
+
