@@ -27,7 +27,7 @@ from sqlmodel import col
 
 from daemon.auth.secrets import new_secret
 from daemon.errors import InputError, Unauthenticated
-from daemon.inputs.config import OidcSettings
+from daemon.inputs.auth_settings import OidcSettings
 from daemon.store import models as m
 from daemon.store.db import session_scope
 

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine, bindparam, case, func, insert, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
@@ -23,15 +22,15 @@ from daemon.errors import InputError
 from daemon.inputs.config import ChainSettings, Settings
 from daemon.inputs.ledger import AllocationRow
 from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
-from daemon.rules import replay
 from daemon.rules.reconcile import BALANCE_TYPES, Finding, LedgerView, WalletView
 from daemon.rules.workflow import RAISED, Refused, Request, check
-from daemon.store import heads
 from daemon.store import models as m
 from daemon.store import transfers as tx
-from daemon.store.audit import AuditLog, Verification, verify
+from daemon.store.audit import AuditLog
+from daemon.store.audit_queries import AuditQueries
 from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record, record_stale
 from daemon.store.db import session_scope
+from daemon.store.feeds import FeedQueries
 from daemon.store.types import UTCDateTime
 
 _AUDIT_ACTION = {"propose": "proposed", "approve": "resolved", "reject": "rejected"}
@@ -65,8 +64,9 @@ class OpenSummary:
     nearest_deadline: datetime | None = None
 
 
-class Store:
-    """Reads and writes segwatch's tables through one engine."""
+class Store(AuditQueries, FeedQueries):
+    """Reads and writes segwatch's tables through one engine (audit verification and
+    feed reads live in store/audit_queries.py and store/feeds.py)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -350,92 +350,6 @@ class Store:
                               "cure_deadline": row.cure_deadline.isoformat(),
                               "status": row.status})
             return [row.id for row in rows if row.id is not None]
-
-    def verify_audit(self) -> Verification:
-        """Check the audit log's hash chain end to end."""
-        with Session(self.engine) as session:
-            return verify(session)
-
-    def replay_audit(self) -> list[str]:
-        """Replay every discrepancy's state from the audit log and name each row of the
-        table that differs (daemon/rules/replay.py)."""
-        with Session(self.engine) as session:
-            events = (replay.Event(d, actor, action, payload or {}) for d, actor, action, payload
-                      in session.execute(sa_select(
-                          col(m.AuditEntry.discrepancy_id), col(m.AuditEntry.actor),
-                          col(m.AuditEntry.action), col(m.AuditEntry.payload))
-                          .where(col(m.AuditEntry.discrepancy_id).is_not(None))
-                          .order_by(col(m.AuditEntry.seq))))
-            states = replay.replay(events)
-            rows = [replay.Row(i, st, sev, p, r) for i, st, sev, p, r in session.execute(
-                sa_select(col(m.Discrepancy.id), col(m.Discrepancy.status),
-                          col(m.Discrepancy.severity), col(m.Discrepancy.proposed_by),
-                          col(m.Discrepancy.resolved_by)))]
-            return replay.compare(rows, states)
-
-    def snapshots(self) -> list[dict[str, Any]]:
-        """Every ledger snapshot, newest first, with who imported it (from the log)."""
-        with Session(self.engine) as session:
-            by = {(e.payload or {}).get("snapshot"): e.actor for e in session.exec(
-                select(m.AuditEntry).where(m.AuditEntry.action == "ledger_imported"))}
-            return [{"id": s.id, "imported_at": s.imported_at.isoformat(),
-                     "imported_by": by.get(s.id), "source": s.source_name, "sha256": s.sha256,
-                     "rows": s.rows}
-                    for s in session.exec(select(m.AllocationSnapshot).order_by(
-                        col(m.AllocationSnapshot.id).desc()))]
-
-    def snapshot(self, snapshot_id: int) -> dict[tuple[str, str, str, str], int]:
-        """(chain, address, asset, owner) → amount of one snapshot. Raises InputError
-        for an unknown id."""
-        with Session(self.engine) as session:
-            if session.get(m.AllocationSnapshot, snapshot_id) is None:
-                raise InputError(f"no ledger snapshot with id {snapshot_id}")
-            rows = session.execute(
-                sa_select(col(m.Chain.name), col(m.Wallet.address), col(m.Asset.symbol),
-                          col(m.Allocation.owner), col(m.Allocation.amount))
-                .join(m.Wallet, col(m.Allocation.wallet_id) == m.Wallet.id)
-                .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
-                .join(m.Asset, col(m.Allocation.asset_id) == m.Asset.id)
-                .where(col(m.Allocation.snapshot_id) == snapshot_id))
-            out: dict[tuple[str, str, str, str], int] = {}
-            for chain, address, asset, owner, amount in rows:
-                key = (chain, address, asset, owner)
-                out[key] = out.get(key, 0) + amount
-            return out
-
-    def withdrawals(self, limit: int, offset: int) -> list[dict[str, Any]]:
-        """Approved withdrawals, newest import first, a page at a time."""
-        with Session(self.engine) as session:
-            rows = session.exec(select(m.ApprovedWithdrawal, m.Chain.name).join(
-                m.Chain, col(m.ApprovedWithdrawal.chain_id) == m.Chain.id).order_by(
-                col(m.ApprovedWithdrawal.id).desc()).offset(offset).limit(limit))
-            return [{"id": w.ext_id, "chain": chain, "from_address": w.from_address,
-                     "to_address": w.to_address, "asset": w.asset, "amount": str(w.amount),
-                     "approved_by": w.approved_by, "approved_at": w.approved_at.isoformat(),
-                     "tx_hash": w.tx_hash, "imported_at": w.imported_at.isoformat()}
-                    for w, chain in rows]
-
-    def audit_alarm(self) -> str | None:
-        """The first problem the newest `audit_checked` entry recorded, when it found the
-        log and the table disagreeing; None when it found none (or none ran yet)."""
-        with Session(self.engine) as session:
-            newest = session.exec(select(m.AuditEntry.payload).where(
-                m.AuditEntry.action == "audit_checked").order_by(
-                col(m.AuditEntry.seq).desc())).first()
-        if not newest or newest.get("ok", True):
-            return None
-        problems = newest.get("problems") or ["the audit log does not verify"]
-        return str(problems[0])[:300]
-
-    def verify_heads(self, public: Ed25519PublicKey | None) -> tuple[int, list[str]]:
-        """Check every stored signed audit head against the log (and `public`)."""
-        with Session(self.engine) as session:
-            return heads.verify(session, public)
-
-    def extends(self, head: heads.Head) -> str | None:
-        """Why the log does not extend `head`, or None."""
-        with Session(self.engine) as session:
-            return heads.extends(session, head)
 
     def discrepancy(self, id_: int) -> tuple[DiscrepancyRecord, list[m.AuditEntry]] | None:
         """Return one discrepancy and its audit history, or None."""

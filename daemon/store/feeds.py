@@ -1,0 +1,61 @@
+"""Reads of what the feeds brought: ledger snapshots (with their importer), one
+snapshot's allocations, approved withdrawals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from daemon.errors import InputError
+from daemon.store import models as m
+
+
+class FeedQueries:
+    """Mixed into Store: reads of snapshots and approved withdrawals over `self.engine`."""
+
+    engine: Engine
+
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Every ledger snapshot, newest first, with who imported it (from the log)."""
+        with Session(self.engine) as session:
+            by = {(e.payload or {}).get("snapshot"): e.actor for e in session.exec(
+                select(m.AuditEntry).where(m.AuditEntry.action == "ledger_imported"))}
+            return [{"id": s.id, "imported_at": s.imported_at.isoformat(),
+                     "imported_by": by.get(s.id), "source": s.source_name, "sha256": s.sha256,
+                     "rows": s.rows}
+                    for s in session.exec(select(m.AllocationSnapshot).order_by(
+                        col(m.AllocationSnapshot.id).desc()))]
+
+    def snapshot(self, snapshot_id: int) -> dict[tuple[str, str, str, str], int]:
+        """(chain, address, asset, owner) → amount of one snapshot. Raises InputError
+        for an unknown id."""
+        with Session(self.engine) as session:
+            if session.get(m.AllocationSnapshot, snapshot_id) is None:
+                raise InputError(f"no ledger snapshot with id {snapshot_id}")
+            rows = session.execute(
+                sa_select(col(m.Chain.name), col(m.Wallet.address), col(m.Asset.symbol),
+                          col(m.Allocation.owner), col(m.Allocation.amount))
+                .join(m.Wallet, col(m.Allocation.wallet_id) == m.Wallet.id)
+                .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
+                .join(m.Asset, col(m.Allocation.asset_id) == m.Asset.id)
+                .where(col(m.Allocation.snapshot_id) == snapshot_id))
+            out: dict[tuple[str, str, str, str], int] = {}
+            for chain, address, asset, owner, amount in rows:
+                key = (chain, address, asset, owner)
+                out[key] = out.get(key, 0) + amount
+            return out
+
+    def withdrawals(self, limit: int, offset: int) -> list[dict[str, Any]]:
+        """Approved withdrawals, newest import first, a page at a time."""
+        with Session(self.engine) as session:
+            rows = session.exec(select(m.ApprovedWithdrawal, m.Chain.name).join(
+                m.Chain, col(m.ApprovedWithdrawal.chain_id) == m.Chain.id).order_by(
+                col(m.ApprovedWithdrawal.id).desc()).offset(offset).limit(limit))
+            return [{"id": w.ext_id, "chain": chain, "from_address": w.from_address,
+                     "to_address": w.to_address, "asset": w.asset, "amount": str(w.amount),
+                     "approved_by": w.approved_by, "approved_at": w.approved_at.isoformat(),
+                     "tx_hash": w.tx_hash, "imported_at": w.imported_at.isoformat()}
+                    for w, chain in rows]
