@@ -202,6 +202,35 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
                  "verify": c.verify, "assets": [a.symbol for a in c.assets],
                  "sources": [s.name for s in c.sources]} for c in service.settings.chains]
 
+    @api.get("/wallets", tags=["review"])
+    def wallets(who: Caller, chain: Annotated[str, Query(max_length=64)],
+                limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+                offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[dict[str, Any]]:
+        """A chain's wallets, by address, a page at a time: structure, and per asset the
+        booked total (the current ledger), the newest balance read (null: unreadable),
+        its block and time, and the difference."""
+        read(who, "wallets")
+        if service.settings.chain(chain) is None:
+            raise InputError(f"unknown chain {chain!r}")
+        ledger = service.store.ledger_view(chain)
+        seen = service.store.observed(chain)
+        page = sorted(ledger.wallets)[offset:offset + limit]
+        out = []
+        for address in page:
+            wallet = ledger.wallets[address]
+            read_here = seen.get(address, {})
+            rows = []
+            for asset in sorted({*wallet.allocations, *read_here}):
+                booked = wallet.ledger_total(asset)
+                amount, block, at = read_here.get(asset, (None, None, None))
+                rows.append({"asset": asset, "booked": str(booked),
+                             "onchain": None if amount is None else str(amount),
+                             "block": block, "read_at": at,
+                             "difference": None if amount is None else str(amount - booked)})
+            out.append({"chain": chain, "address": address, "structure": wallet.structure,
+                        "owners": sorted(wallet.all_owners), "assets": rows})
+        return out
+
     @api.get("/discrepancies", tags=["review"])
     def discrepancies(
         who: Caller,

@@ -164,6 +164,10 @@ class HealthServer:
         host, _, port = listen.rpartition(":")
         host = host.strip("[]")
         self._socket = _bind(host, int(port), listen)
+        if app is not None and not is_loopback(host):
+            log.warning("api_plain_http", listen=listen,
+                        hint="tokens, passwords and session cookies cross the network in "
+                             "clear: serve the API behind a TLS-terminating proxy")
         if metrics_exposed(host, token):
             log.warning("metrics_exposed", listen=listen,
                         hint="/metrics answers anyone who can reach this address; set "

@@ -91,7 +91,7 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
     if cycle.scan_error:
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
-    latest = _latest_observations(session, chain_id)
+    latest = latest_observations(session, chain_id)
     findings += _continuity(session, chain, chain_id, cycle, latest)
     findings += unverified_findings(cycle.ledger, cycle.result.read_errors,
                                     _unverified_for(session, chain_id, cycle, latest, now),
@@ -231,7 +231,7 @@ class Stored(NamedTuple):
     block_height: int
 
 
-def _latest_observations(session: Session, chain_id: int,
+def latest_observations(session: Session, chain_id: int,
                          upto: tuple[datetime, int] | None = None) -> dict[Pair, Stored]:
     """The newest observation per (wallet, asset), or, with `upto` = (time, height) of a
     past checkpoint, the newest stored by then at or below its block (the balances that
@@ -353,7 +353,7 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
     # stored after it), which spares a second read of every pair's newest observation.
     then = latest if all(o.observed_at <= previous.finished_at and
                          o.block_height <= previous.block_height for o in latest.values()) \
-        else _latest_observations(session, chain_id,
+        else latest_observations(session, chain_id,
                                   upto=(previous.finished_at, previous.block_height))
     amounts = {(Address(wallets[w]), assets[a]): o.amount for (w, a), o in then.items()
                if o.amount is not None and w in wallets and a in assets}

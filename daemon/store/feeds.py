@@ -59,3 +59,24 @@ class FeedQueries:
                      "approved_by": w.approved_by, "approved_at": w.approved_at.isoformat(),
                      "tx_hash": w.tx_hash, "imported_at": w.imported_at.isoformat()}
                     for w, chain in rows]
+
+    def observed(self, chain: str) -> dict[str, dict[str, tuple[int | None, int, str]]]:
+        """address → asset → (newest amount read or None when unreadable, its block, when)
+        for every wallet of `chain`."""
+        from daemon.store.cycle import latest_observations
+
+        with Session(self.engine) as session:
+            row = session.exec(select(m.Chain).where(m.Chain.name == chain)).first()
+            if row is None or row.id is None:
+                return {}
+            latest = latest_observations(session, row.id)
+            wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
+                                        .where(m.Wallet.chain_id == row.id)).all())
+            assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
+                                       .where(m.Asset.chain_id == row.id)).all())
+            out: dict[str, dict[str, tuple[int | None, int, str]]] = {}
+            for (w, a), o in latest.items():
+                if w in wallets and a in assets:
+                    out.setdefault(wallets[w], {})[assets[a]] = (
+                        o.amount, o.block_height, o.observed_at.isoformat())
+            return out

@@ -308,3 +308,17 @@ def test_sign_in_attempts_from_one_address_are_rate_limited(api: Api) -> None:
         assert wrong.status_code == 401
     limited = api.call("POST", "/auth/login", json={"name": "mia", "password": PASSWORD})
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+
+def test_wallets_show_booked_read_and_difference_per_asset(api: Api) -> None:
+    """GET /wallets?chain=…: each wallet with its structure, owners and, per asset, the
+    booked total, the newest balance read, its block and the difference."""
+    listed = api.call("GET", "/wallets", "val", params={"chain": "ethereum"}).json()
+    assert [w["address"] for w in listed] == sorted([ALICE, BOB])
+    alice = next(w for w in listed if w["address"] == ALICE)
+    assert alice["owners"] == ["alice"] and alice["structure"] == "segregated"
+    (eth,) = [a for a in alice["assets"] if a["asset"] == "ETH"]
+    assert (eth["booked"], eth["onchain"], eth["difference"], eth["block"]) == (
+        str(10**18), str(10**17), str(10**17 - 10**18), 100)
+    assert api.call("GET", "/wallets", "val", params={"chain": "nope"}).status_code == 400
+    assert api.call("GET", "/wallets", params={"chain": "ethereum"}).status_code == 401
