@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
@@ -117,6 +117,8 @@ class ChainStatus:
     next_cure_deadline: datetime | None = None
     next_cure_remaining: int | None = None
     """Seconds to the nearest cure deadline of an open item (negative: overdue)."""
+    ledger_as_of: datetime | None = None
+    """The current ledger snapshot's cut-off (SPEC §8)."""
 
 
 class Service:
@@ -161,24 +163,28 @@ class Service:
         return sign_newest(self.store.engine, self.head_signer, self._clock())
 
     # --- ledger -------------------------------------------------------------------------
-    def import_ledger(self, path: Path, *, dry_run: bool,
-                      actor: Principal | None = None) -> ImportResult:
+    def import_ledger(self, path: Path, *, dry_run: bool, actor: Principal | None = None,
+                      as_of: datetime | None = None) -> ImportResult:
         """Validate `path` and, unless `dry_run`, store it as the new allocation snapshot,
-        imported by `actor` (the feeder role). Open balance findings whose booked amount it
-        changes become `proposed` (`ledger_corrected`) for a checker.
+        cut at `as_of` (default: now, the import time; SPEC §8), imported by `actor` (the
+        feeder role). Open balance findings whose booked amount it changes become
+        `proposed` (`ledger_corrected`) for a checker.
 
-        Raises InputError listing every bad line; nothing is written then. Raises
+        Raises InputError listing every bad line, or for a cut-off without a timezone, in
+        the future, or older than the current snapshot's; nothing is written then. Raises
         Unauthenticated or Forbidden for a write without a feeder.
         """
+        cut_off = self._cut_off(as_of)
         rows = parse_ledger(path, self.settings)
-        summary = summarize(rows)
+        summary = {**summarize(rows), "as_of": (cut_off or self._clock()).isoformat(),
+                   "as_of_given": cut_off is not None}
         if dry_run:
             return ImportResult(rows, summary, None)
         who = self.identity.require(actor, "feed", "importing the ledger")
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         self.store.sync_catalog(self.settings)
         snapshot, corrected = self.store.import_allocations(rows, path.name, digest,
-                                                            self._clock(), who.name)
+                                                            self._clock(), who.name, cut_off)
         self.sign_head()
         return ImportResult(rows, {**summary, "ledger_corrected": corrected}, snapshot)
 
@@ -199,6 +205,16 @@ class Service:
         new, known = self.store.import_withdrawals(rows, path.name, self._clock(), who.name)
         self.sign_head()
         return ImportResult(rows, {**summary, "new": new, "already_imported": known}, None)
+
+    def _cut_off(self, as_of: datetime | None) -> datetime | None:
+        """A snapshot's cut-off as given, checked: aware, not in the future."""
+        if as_of is None:
+            return None
+        if as_of.tzinfo is None:
+            raise InputError(f"as_of {as_of.isoformat()}: give a timezone (e.g. Z or +00:00)")
+        if as_of > self._clock() + CUT_OFF_SKEW:
+            raise InputError(f"as_of {as_of.isoformat()} is in the future")
+        return as_of.astimezone(UTC)
 
     def approvers(self) -> frozenset[str]:
         """Who may approve a withdrawal: users with the checker role, declared in the
@@ -460,6 +476,7 @@ class Service:
         checkpoints = {c.name: self._shard_checkpoints(c) for c in self.settings.chains}
         summaries = self.store.open_summary(now)
         alarm = self.store.audit_alarm()
+        cut_off = self.store.ledger_cut_off()
         out = []
         for chain in self.settings.chains:
             newest = checkpoints[chain.name]
@@ -484,7 +501,7 @@ class Service:
                 overdue=mine.overdue,
                 next_cure_deadline=nearest,
                 next_cure_remaining=None if nearest is None
-                else int((nearest - now).total_seconds())))
+                else int((nearest - now).total_seconds()), ledger_as_of=cut_off))
         return out
 
     def _shard_checkpoints(self, chain: ChainSettings) -> list[Checkpoint]:
@@ -538,6 +555,9 @@ class Service:
             log.warning("escalated", ids=ids)
         return ids
 
+
+CUT_OFF_SKEW = timedelta(minutes=2)
+"""A snapshot's as_of may be this far ahead of segwatch's clock (clocks differ)."""
 
 CHECK_WINDOW = 128
 """Blocks `check` scans for transfers when no --blocks range is given."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -304,13 +305,13 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
 
 def _feed_routes(api: APIRouter, service: Service) -> None:
     async def pushed(request: Request, kind: str, fmt: str, dry_run: bool, who: Principal,
-                     importer: Callable[..., Any]) -> dict[str, Any]:
+                     importer: Callable[..., Any], **options: Any) -> dict[str, Any]:
         body = await request.body()
         with tempfile.TemporaryDirectory(prefix="segwatch-push-") as folder:
             path = Path(folder) / f"{kind}-api.{fmt}"
             path.write_bytes(body)
             result = await run_in_threadpool(importer, path, dry_run=dry_run,
-                                             actor=None if dry_run else who)
+                                             actor=None if dry_run else who, **options)
         return {"dry_run": dry_run, "rows": len(result.rows), "snapshot": result.snapshot_id,
                 **result.summary, "pushed_by": who.name}
 
@@ -341,11 +342,14 @@ def _feed_routes(api: APIRouter, service: Service) -> None:
     @api.post("/ledger", tags=["feeds"])
     async def push_ledger(who: Caller, request: Request,
                           format: Literal["csv", "json"] = "csv",
+                          as_of: datetime | None = None,
                           dry_run: bool = False) -> dict[str, Any]:
-        """Push a sub-ledger snapshot (feeder; the body is the CSV or JSON file). All or
-        nothing: every bad line is listed in error.lines."""
+        """Push a sub-ledger snapshot (feeder; the body is the CSV or JSON file) cut at
+        `as_of` (ISO-8601 with a timezone; default: now). All or nothing: every bad line
+        is listed in error.lines."""
         service.identity.require(who, "read" if dry_run else "feed", "pushing a ledger")
-        return await pushed(request, "ledger", format, dry_run, who, service.import_ledger)
+        return await pushed(request, "ledger", format, dry_run, who, service.import_ledger,
+                            as_of=as_of)
 
     @api.post("/withdrawals", tags=["feeds"])
     async def push_withdrawals(who: Caller, request: Request,

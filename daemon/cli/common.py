@@ -8,6 +8,7 @@ import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -113,3 +114,12 @@ def progress(message: str) -> AbstractContextManager[Any]:
     return err.status(message, spinner="dots") if err.is_terminal else nullcontext()
 
 
+def parse_time(text: str, option: str) -> datetime:
+    """An ISO-8601 time with an offset (or Z), as aware UTC. Raises InputError."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InputError(f"{option} {text[:60]!r}: not an ISO-8601 time") from None
+    if moment.tzinfo is None:
+        raise InputError(f"{option} {text[:60]!r}: give a timezone (e.g. Z or +00:00)")
+    return moment.astimezone(UTC)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from daemon.cli.common import parse_time
 from daemon.errors import EXIT_DISCREPANCY, InputError
 
 export_app = typer.Typer(help="Auditor proof package: build, verify, prove.")
@@ -50,17 +50,6 @@ def _trusted(root: Any, public_keys: list[Path] | None,
     return trusted_fingerprints(public_keys or [], fingerprints or [], configured)
 
 
-def parse_time(text: str) -> datetime:
-    """An ISO-8601 time with an offset (or Z), as aware UTC. Raises InputError."""
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"--as-of {text!r}: not an ISO-8601 time") from None
-    if moment.tzinfo is None:
-        raise InputError(f"--as-of {text!r}: give a timezone (e.g. Z or +00:00)")
-    return moment.astimezone(UTC)
-
-
 @export_app.callback(invoke_without_command=True)
 def export_command(
     ctx: typer.Context,
@@ -93,7 +82,7 @@ def export_command(
         raise InputError("export needs --sign-key FILE (`segwatch keys generate --out FILE` "
                          "makes one; `openssl genpkey -algorithm ed25519` keys work too)")
     key = load_private_key(sign_key)
-    moment = parse_time(as_of) if as_of else None
+    moment = parse_time(as_of, "--as-of") if as_of else None
     root = _globals(ctx, verbose)
     if reveal_owners and pseudonymize:
         raise InputError("--reveal-owners and --pseudonymize contradict each other")

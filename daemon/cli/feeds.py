@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, progress, setup
+from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, parse_time, progress, setup
 
 ledger_app = typer.Typer(help="Sub-ledger import, snapshots and diffs.", no_args_is_help=True)
 withdrawals_app = typer.Typer(help="Approved withdrawal instructions.", no_args_is_help=True)
@@ -18,27 +18,35 @@ withdrawals_app = typer.Typer(help="Approved withdrawal instructions.", no_args_
 def ledger_import(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="CSV or JSON sub-ledger.")],
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="When the books were cut (ISO-8601 with a timezone); default: now, "
+                        "the import time.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate only.")] = False,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
-    """Validate and import the sub-ledger (all or nothing)."""
+    """Validate and import the sub-ledger (all or nothing), cut at --as-of."""
     g = setup(ctx, verbose)
     service = g.service()
     actor = None if dry_run else g.principal(service)
+    cut_off = parse_time(as_of, "--as-of") if as_of else None
     with progress("validating and importing the ledger…"):
-        result = service.import_ledger(file, dry_run=dry_run, actor=actor)
+        result = service.import_ledger(file, dry_run=dry_run, actor=actor, as_of=cut_off)
     doc = {"file": str(file), "dry_run": dry_run, "snapshot": result.snapshot_id,
            **result.summary}
     if as_json:
         emit(doc)
-    else:
-        verb = "valid (dry run, nothing written)" if dry_run else \
-            f"imported as snapshot {result.snapshot_id}"
-        out.print(f"{file}: {len(result.rows)} allocations {verb}")
-        corrected = result.summary.get("ledger_corrected")
-        if corrected:
-            out.print(f"ledger_corrected: discrepancies {corrected} are now proposed for a "
-                      "checker (the new ledger would clear them)")
+        return
+    verb = "valid (dry run, nothing written)" if dry_run else \
+        f"imported as snapshot {result.snapshot_id}"
+    out.print(f"{file}: {len(result.rows)} allocations {verb}, cut off at "
+              f"{result.summary['as_of']}", markup=False, highlight=False)
+    if not result.summary["as_of_given"]:
+        out.print("note: no --as-of given: the import time is the books' cut-off",
+                  markup=False)
+    corrected = result.summary.get("ledger_corrected")
+    if corrected:
+        out.print(f"ledger_corrected: discrepancies {corrected} are now proposed for a "
+                  "checker (the new ledger would clear them)")
 
 
 @ledger_app.command("snapshots")

@@ -225,7 +225,8 @@ def status_json(statuses: Sequence[ChainStatus], overall: str) -> dict[str, Any]
          "last_cycle_at": _iso(s.last_cycle_at), "block_number": s.block, "fresh": s.fresh,
          "last_error": s.last_error, "scanned_to": s.scanned_to, "scan_error": s.scan_error,
          "overdue": s.overdue, "next_cure_deadline": _iso(s.next_cure_deadline),
-         "next_cure_remaining_seconds": s.next_cure_remaining}
+         "next_cure_remaining_seconds": s.next_cure_remaining,
+         "ledger_as_of": _iso(s.ledger_as_of)}
         for s in statuses]}
 
 
@@ -233,7 +234,7 @@ def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
     """Return `segwatch status` as a table."""
     table = Table(title=f"overall: {overall}")
     for column in ("chain", "status", "open findings", "overdue", "next cure in", "last cycle",
-                   "block", "scanned to", "last error"):
+                   "block", "scanned to", "ledger as of", "last error"):
         table.add_column(column)
     for s in statuses:
         cure = _remaining(s.next_cure_remaining)
@@ -241,6 +242,7 @@ def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
                       _iso(s.last_cycle_at) or "never",
                       "" if s.block is None else str(s.block),
                       "" if s.scanned_to is None else str(s.scanned_to),
+                      _iso(s.ledger_as_of) or "no ledger",
                       untrusted(s.last_error or s.scan_error))
     return table
 

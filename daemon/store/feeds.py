@@ -3,6 +3,7 @@ snapshot's allocations, approved withdrawals."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine
@@ -23,11 +24,19 @@ class FeedQueries:
         with Session(self.engine) as session:
             by = {(e.payload or {}).get("snapshot"): e.actor for e in session.exec(
                 select(m.AuditEntry).where(m.AuditEntry.action == "ledger_imported"))}
-            return [{"id": s.id, "imported_at": s.imported_at.isoformat(),
+            return [{"id": s.id, "as_of": s.cut_off.isoformat(),
+                     "imported_at": s.imported_at.isoformat(),
                      "imported_by": by.get(s.id), "source": s.source_name, "sha256": s.sha256,
                      "rows": s.rows}
                     for s in session.exec(select(m.AllocationSnapshot).order_by(
                         col(m.AllocationSnapshot.id).desc()))]
+
+    def ledger_cut_off(self) -> datetime | None:
+        """The current snapshot's cut-off (aware datetime), or None without a ledger."""
+        with Session(self.engine) as session:
+            current = session.exec(select(m.AllocationSnapshot).order_by(
+                col(m.AllocationSnapshot.id).desc())).first()
+            return current.cut_off if current else None
 
     def snapshot(self, snapshot_id: int) -> dict[tuple[str, str, str, str], int]:
         """(chain, address, asset, owner) → amount of one snapshot. Raises InputError

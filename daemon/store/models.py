@@ -61,6 +61,14 @@ class AllocationSnapshot(SQLModel, table=True):
     source_name: str = Field(max_length=500)
     sha256: str = Field(max_length=64)
     rows: int
+    as_of: datetime | None = _time(nullable=True)
+    """When the books were cut (SPEC §8); None on snapshots from before it was recorded:
+    their import time stands for it."""
+
+    @property
+    def cut_off(self) -> datetime:
+        """The snapshot's cut-off: `as_of`, else its import time."""
+        return self.as_of or self.imported_at
 
 
 class Allocation(SQLModel, table=True):

@@ -87,8 +87,8 @@ class Store(AuditQueries, FeedQueries):
                 _sync_assets(session, row, chain)
 
     def import_allocations(self, rows: Sequence[AllocationRow], source_name: str,
-                           sha256: str, now: datetime, actor: str = ENGINE_ACTOR
-                           ) -> tuple[int, list[int]]:
+                           sha256: str, now: datetime, actor: str = ENGINE_ACTOR,
+                           as_of: datetime | None = None) -> tuple[int, list[int]]:
         """Store `rows` as the new current allocation snapshot, imported by `actor`; return
         its id and the ids of open balance findings it corrects.
 
@@ -98,12 +98,20 @@ class Store(AuditQueries, FeedQueries):
         not let that finding self-clear: it becomes `proposed` (`ledger_corrected`, by
         `actor`) and waits for a checker (SPEC §9).
         """
+        cut_off = as_of or now
         with session_scope(self.engine) as session:
+            audit = AuditLog(session)  # first: serializes concurrent imports (PostgreSQL)
+            current = session.exec(select(m.AllocationSnapshot).order_by(
+                col(m.AllocationSnapshot.id).desc())).first()
+            if current is not None and cut_off < current.cut_off:
+                raise InputError(f"{source_name}: cut-off {cut_off.isoformat()} is older than "
+                                 f"the current snapshot's ({current.cut_off.isoformat()}, "
+                                 f"snapshot {current.id}); nothing imported")
             chains = {c.name: c for c in session.exec(select(m.Chain))}
             assets = _asset_ids(session)
             wallets = _upsert_wallets(session, rows, chains)
             snapshot = m.AllocationSnapshot(imported_at=now, source_name=source_name,
-                                            sha256=sha256, rows=len(rows))
+                                            sha256=sha256, rows=len(rows), as_of=cut_off)
             session.add(snapshot)
             session.flush()
             values = [
@@ -114,10 +122,10 @@ class Store(AuditQueries, FeedQueries):
             ]
             if values:
                 session.execute(insert(m.Allocation), values)
-            audit = AuditLog(session)
             audit.append(now, actor, "ledger_imported", None,
                          {"snapshot": snapshot.id, "rows": len(rows),
-                          "source": source_name, "sha256": sha256})
+                          "source": source_name, "sha256": sha256,
+                          "as_of": cut_off.isoformat()})
             corrected = _ledger_corrected(session, audit, rows, chains, snapshot.id or 0,
                                           actor, now)
             return snapshot.id or 0, corrected

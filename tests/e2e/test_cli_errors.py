@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 from daemon.store.db import head_revision
@@ -180,3 +181,28 @@ def test_db_upgrade_reports_the_revision(tmp_path: Path) -> None:
     write_config(tmp_path)
     result = segwatch("db", "upgrade", "--json", cwd=tmp_path)
     assert result.code == 0 and result.json() == {"revision": head_revision()}
+
+
+def test_ledger_cut_off_through_the_cli(tmp_path: Path) -> None:
+    """`ledger import --as-of`: stored and echoed; without it the CLI says the import time
+    is the cut-off; no timezone, not a time, or the future: one line, exit 2, nothing
+    imported."""
+    write_config(tmp_path)
+    (tmp_path / "ledger.csv").write_text("chain,address,structure,owner,asset,amount\n"
+                                         f"ethereum,{GOOD},segregated,alice,ETH,1\n")
+    env = feeder_env(tmp_path)
+    for bad, why in (("2026-11-20T10:00:00", "give a timezone"), ("yesterday", "ISO-8601"),
+                     ("2999-01-01T00:00:00Z", "in the future")):
+        refused = segwatch("ledger", "import", "ledger.csv", "--as-of", bad, cwd=tmp_path,
+                           env=env)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.code == 2 and len(lines) == 1 and why in lines[0], refused
+    plain = segwatch("ledger", "import", "ledger.csv", cwd=tmp_path, env=env)
+    assert plain.code == 0 and "the import time is the books' cut-off" in plain.stdout
+    cut = segwatch("ledger", "import", "ledger.csv", "--as-of", "2999-01-01T00:00:00+00:00",
+                   "--dry-run", "--json", cwd=tmp_path)
+    assert cut.code == 2
+    given = segwatch("ledger", "import", "ledger.csv", "--as-of",
+                     datetime.now(UTC).isoformat(), "--json", cwd=tmp_path, env=env)
+    assert given.code == 0 and given.json()["as_of_given"] is True
+    assert given.json()["snapshot"] == 2

@@ -201,8 +201,13 @@ def test_a_feeder_pushes_a_ledger_and_a_cut_goes_to_a_checker(api: Api) -> None:
     bad = api.call("POST", "/ledger", "books", content=cut + "ethereum,0xnope,segregated,x,"
                    "ETH,1\n")
     assert bad.status_code == 400 and len(bad.json()["error"]["lines"]) == 1
-    pushed = api.call("POST", "/ledger", "books", content=cut)
+    naive = api.call("POST", "/ledger", "books", content=cut,
+                     params={"as_of": "2026-11-20T15:00:00"})
+    assert naive.status_code == 400 and "timezone" in naive.json()["error"]["message"]
+    pushed = api.call("POST", "/ledger", "books", content=cut,
+                      params={"as_of": api.clock.now.isoformat()})
     assert pushed.status_code == 200, pushed.text
+    assert pushed.json()["as_of"] == api.clock.now.isoformat()
     assert pushed.json()["pushed_by"] == "books" and len(pushed.json()["ledger_corrected"]) == 2
     proposed = api.call("GET", "/discrepancies", "val", params={"status": "proposed"}).json()
     assert {(d["proposal"]["by"], d["proposal"]["reason"]) for d in proposed} == {

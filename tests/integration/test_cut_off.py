@@ -1,0 +1,59 @@
+"""The ledger's cut-off (SPEC §8) on a real store (SQLite and PostgreSQL): every snapshot
+carries `as_of`, given or the import time; one in the future, without a timezone, or
+older than the current snapshot's is refused and nothing changes; status, the snapshot
+list and the API show it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import InputError
+from daemon.service import Service
+from tests.integration.test_workflow import ALICE, FRIDAY, Clock, make_world
+from tests.principals import FEEDER
+
+
+@pytest.fixture
+def world(store_url: str, tmp_path: Path) -> tuple[Service, Clock, Path]:
+    service, clock = make_world(store_url, tmp_path)
+    ledger = tmp_path / "again.csv"
+    ledger.write_text("chain,address,structure,owner,asset,amount\n"
+                      f"ethereum,{ALICE},segregated,alice,ETH,1\n")
+    return service, clock, ledger
+
+
+def test_a_snapshot_records_its_cut_off_or_the_import_time(
+        world: tuple[Service, Clock, Path]) -> None:
+    """Without as_of the import time is the cut-off (and the summary says it was not
+    given); with one, it is stored as given and shown by status and the list."""
+    service, clock, ledger = world
+    first = service.store.snapshots()[-1]
+    assert first["as_of"] == FRIDAY.isoformat()
+    clock.now += timedelta(hours=1)
+    cut = clock.now - timedelta(minutes=10)
+    result = service.import_ledger(ledger, dry_run=False, actor=FEEDER, as_of=cut)
+    assert result.summary["as_of"] == cut.isoformat() and result.summary["as_of_given"]
+    assert service.store.snapshots()[0]["as_of"] == cut.isoformat()
+    assert service.status()[0].ledger_as_of == cut
+
+
+@pytest.mark.parametrize(("shift", "naive", "message"), [
+    (timedelta(hours=1), False, "is in the future"),
+    (timedelta(hours=-1), True, "give a timezone"),
+    (timedelta(hours=-1), False, "older than the current snapshot"),
+])
+def test_a_bad_cut_off_is_refused_and_changes_nothing(
+        world: tuple[Service, Clock, Path], shift: timedelta, naive: bool,
+        message: str) -> None:
+    """A cut-off in the future (beyond two minutes of skew), without a timezone, or older
+    than the current snapshot's: one line, no new snapshot, no audit entry."""
+    service, clock, ledger = world
+    before = (len(service.store.snapshots()), service.store.verify_audit().checked)
+    moment: datetime = clock.now + shift
+    with pytest.raises(InputError, match=message):
+        service.import_ledger(ledger, dry_run=False, actor=FEEDER,
+                              as_of=moment.replace(tzinfo=None) if naive else moment)
+    assert (len(service.store.snapshots()), service.store.verify_audit().checked) == before
