@@ -33,7 +33,14 @@ from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.inputs.ledger import parse_ledger, summarize
 from daemon.inputs.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
 from daemon.rules.calendar import add_business_day
-from daemon.rules.reconcile import Finding, LedgerView, Reconciliation, reconcile, stale_finding
+from daemon.rules.reconcile import (
+    Finding,
+    LedgerView,
+    Reconciliation,
+    ledger_stale_finding,
+    reconcile,
+    stale_finding,
+)
 from daemon.rules.shards import Shard, shards
 from daemon.rules.workflow import Action, Request
 from daemon.runtime.scanning import compare_scans, plan_scan
@@ -298,8 +305,11 @@ class Service:
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
         result = reconcile(mine, observations)
-        if disagreements:
-            result = dataclasses.replace(result, findings=(*result.findings, *disagreements))
+        stale_books = ledger_stale_finding(chain.name, self.store.ledger_cut_off(),
+                                           self._clock(), chain.ledger_max_age_seconds)
+        extra = (*disagreements, *((stale_books,) if stale_books else ()))
+        if extra:
+            result = dataclasses.replace(result, findings=(*result.findings, *extra))
         write = self.store.record_cycle(chain, CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
             seed=seed, shard=shard.index, shards=shard.count,

@@ -203,6 +203,8 @@ class ChainSettings(_Frozen):
     """Wallet shards of this chain: on PostgreSQL, replicas lease them one by one
     (daemon/rules/shards.py)."""
     withdrawal_window_seconds: float = Field(default=86_400.0, gt=0)
+    ledger_max_age_seconds: float = Field(default=86_400.0, gt=0)
+    """A ledger snapshot cut longer ago than this raises `ledger_stale` (SPEC §8)."""
     multicall: str | None = CANONICAL_MULTICALL3
     sources: list[SourceSettings] = Field(min_length=1)
     tokens: list[TokenSettings] = Field(default_factory=list)

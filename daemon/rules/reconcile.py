@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from chains.types import Address, BalanceObservation, ChainHead
@@ -23,6 +24,7 @@ SEVERITY: Mapping[str, str] = {
     "source_disagreement": "warning",
     "source_stale": "warning",
     "balance_unverified": "warning",
+    "ledger_stale": "warning",
 }
 BALANCE_TYPES = ("balance_shortfall", "balance_surplus")
 
@@ -233,3 +235,17 @@ def stale_finding(chain: str, critical: bool) -> Finding:
     return Finding(type="source_stale", severity="critical" if critical else "warning",
                    chain=chain, address=Address(""), asset="", contract=None, owners=(),
                    onchain=None, ledger=None, difference=None)
+
+
+def ledger_stale_finding(chain: str, cut_off: datetime | None, now: datetime,
+                         max_age_seconds: float) -> Finding | None:
+    """The chain-level `ledger_stale` finding (warning) when the current snapshot was cut
+    more than `max_age_seconds` before `now`; None when it is recent enough or there is
+    no ledger yet (SPEC §8). The finding names the cut-off and its age."""
+    if cut_off is None or (now - cut_off).total_seconds() <= max_age_seconds:
+        return None
+    age = int((now - cut_off).total_seconds())
+    return Finding(type="ledger_stale", severity=SEVERITY["ledger_stale"], chain=chain,
+                   address=Address(""), asset="", contract=None, owners=(), onchain=None,
+                   ledger=None, difference=None,
+                   counterparty=f"ledger cut off at {cut_off.isoformat()}, {age} s ago")

@@ -273,7 +273,7 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
     for row in open_rows.values():
         if row.proposed_reason == "ledger_corrected":
             continue  # cleared by an edit of the books, not by the chain: a checker decides
-        if row.type == "source_stale" or (
+        if row.type in ("source_stale", "ledger_stale") or (
                 row.type in _PAIR_TYPES and (row.address, row.asset) in result.verified):
             previous = row.status
             row.status, row.closed_at = "self_cleared", now

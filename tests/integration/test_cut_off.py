@@ -57,3 +57,34 @@ def test_a_bad_cut_off_is_refused_and_changes_nothing(
         service.import_ledger(ledger, dry_run=False, actor=FEEDER,
                               as_of=moment.replace(tzinfo=None) if naive else moment)
     assert (len(service.store.snapshots()), service.store.verify_audit().checked) == before
+
+
+def test_a_stale_ledger_raises_one_warning_that_a_newer_snapshot_clears(
+        world: tuple[Service, Clock, Path]) -> None:
+    """Past ledger_max_age_seconds (default one day) after the cut-off, the chain's
+    cycle opens one `ledger_stale` warning naming the cut-off (the next cycles refresh
+    it, never a second one); a snapshot cut later self-clears it at the next cycle."""
+    service, clock, ledger = world
+    chain = service.settings.chains[0]
+    clock.now += timedelta(days=1, minutes=1)
+    service.run_cycle(chain)
+    service.run_cycle(chain)
+    stale = service.discrepancies(type_="ledger_stale")
+    assert [(r.row.status, r.row.severity) for r in stale] == [("open", "warning")]
+    assert stale[0].row.counterparty is not None and \
+        FRIDAY.isoformat() in stale[0].row.counterparty
+    assert service.status()[0].status == "discrepancy"
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER, as_of=clock.now)
+    service.run_cycle(chain)
+    assert [r.row.status for r in service.discrepancies(type_="ledger_stale")] == \
+        ["self_cleared"]
+
+
+def test_the_unit_rule_for_a_stale_ledger() -> None:
+    """No ledger, or one within its age: no finding; older: one warning."""
+    from daemon.rules.reconcile import ledger_stale_finding
+
+    assert ledger_stale_finding("eth", None, FRIDAY, 60) is None
+    assert ledger_stale_finding("eth", FRIDAY, FRIDAY + timedelta(seconds=60), 60) is None
+    found = ledger_stale_finding("eth", FRIDAY, FRIDAY + timedelta(seconds=61), 60)
+    assert found is not None and (found.type, found.severity) == ("ledger_stale", "warning")
