@@ -259,6 +259,7 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
             raise InputError(f"no discrepancy with id {id_}")
         record, history = found
         return {**discrepancy_json(record, service.now()),
+                "reopenings": service.store.reopenings(id_),
                 "history": [audit_json(e) for e in history]}
 
     def acted(id_: int, action: Any, who: Principal, reason: str | None = None,

@@ -178,6 +178,7 @@ def discrepancy_json(record: DiscrepancyRecord, now: datetime,
             "by": row.proposed_by, "reason": row.proposed_reason, "note": row.proposed_note,
             "at": _iso(row.proposed_at)},
         "resolved_by": row.resolved_by,
+        "reopens": row.reopens,
     }
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, setup
 from daemon.errors import EXIT_DISCREPANCY, InputError
@@ -59,20 +60,22 @@ def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID
     from daemon.cli.present import audit_json, discrepancy_json
 
     g = setup(ctx, verbose)
-    found = g.service().store.discrepancy(id_)
+    store = g.service().store
+    found = store.discrepancy(id_)
     if found is None:
         raise InputError(f"no discrepancy with id {id_}")
     record, history = found
-    doc = {**discrepancy_json(record, utcnow()), "history": [audit_json(e) for e in history]}
+    doc = {**discrepancy_json(record, utcnow()), "reopenings": store.reopenings(id_),
+           "history": [audit_json(e) for e in history]}
     if as_json:
         emit(doc)
         return
     for key, value in doc.items():
-        if key != "history":
-            out.print(f"[bold]{key}[/bold]: {value}")
+        if key != "history":  # values are untrusted text (notes, owners): never markup
+            out.print(f"[bold]{key}[/bold]: {escape(str(value))}", highlight=False)
     for entry in doc["history"]:
         out.print(f"  #{entry['seq']} {entry['at']} {entry['actor']} {entry['action']} "
-                  f"{json.dumps(entry['payload'])}")
+                  f"{json.dumps(entry['payload'])}", markup=False, highlight=False)
 
 
 IdArg = Annotated[int, typer.Argument(metavar="ID")]

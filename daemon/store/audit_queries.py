@@ -62,3 +62,21 @@ class AuditQueries:
         """Why the log does not extend `head`, or None."""
         with Session(self.engine) as session:
             return heads.extends(session, head)
+
+    def reopenings(self, id_: int) -> dict[str, list[int]]:
+        """The discrepancies `id_` reopens (the earlier ones, newest first) and those that
+        reopen it (the later ones, oldest first): one condition's history (SPEC §8)."""
+        with Session(self.engine) as session:
+            earlier: list[int] = []
+            row = session.get(m.Discrepancy, id_)
+            while row is not None and row.reopens is not None and len(earlier) < 1000:
+                earlier.append(row.reopens)
+                row = session.get(m.Discrepancy, row.reopens)
+            later: list[int] = []
+            current: int | None = id_
+            while current is not None and len(later) < 1000:
+                current = session.exec(select(m.Discrepancy.id).where(
+                    m.Discrepancy.reopens == current)).first()
+                if current is not None:
+                    later.append(current)
+            return {"earlier": earlier, "later": later}

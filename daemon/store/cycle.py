@@ -260,10 +260,16 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
         select(m.Discrepancy).where(m.Discrepancy.chain_id == chain_id,
                                     col(m.Discrepancy.status).in_(m.OPEN_STATUSES)))}
     opened = updated = 0
+    resolved = _resolved_before(session, chain_id, [
+        f.fingerprint for f in result.findings
+        if f.type in BALANCE_TYPES and f.fingerprint not in open_rows])
     for finding in result.findings:
         row = open_rows.pop(finding.fingerprint, None)
         if row is None:
-            _open(session, audit, chain_id, finding, now, deadline(now))
+            previous = resolved.get(finding.fingerprint)
+            _open(session, audit, chain_id, finding, now,
+                  previous.cure_deadline if previous else deadline(now),
+                  reopens=previous.id if previous else None)
             opened += 1
         else:
             _refresh(row, finding, now)
@@ -275,11 +281,11 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
             continue  # cleared by an edit of the books, not by the chain: a checker decides
         if row.type in ("source_stale", "ledger_stale") or (
                 row.type in _PAIR_TYPES and (row.address, row.asset) in result.verified):
-            previous = row.status
+            was = row.status
             row.status, row.closed_at = "self_cleared", now
             session.add(row)
             audit.append(now, ENGINE_ACTOR, "self_cleared", row.id,
-                         {"from": previous, "to": "self_cleared"})
+                         {"from": was, "to": "self_cleared"})
             cleared += 1
     return opened, updated, cleared
 
@@ -363,24 +369,41 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
                       chain.native_asset.symbol)
 
 
+def _resolved_before(session: Session, chain_id: int, fingerprints: Sequence[str]
+                     ) -> dict[str, m.Discrepancy]:
+    """The newest resolved discrepancy per fingerprint: a balance condition a checker
+    resolved that shows again reopens it (SPEC §8), keeping its cure deadline."""
+    out: dict[str, m.Discrepancy] = {}
+    for start in range(0, len(fingerprints), 500):
+        rows = session.exec(select(m.Discrepancy).where(
+            m.Discrepancy.chain_id == chain_id, m.Discrepancy.status == "resolved",
+            col(m.Discrepancy.fingerprint).in_(fingerprints[start:start + 500]))
+            .order_by(col(m.Discrepancy.id)))
+        out.update((row.fingerprint, row) for row in rows)
+    return out
+
+
 def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
-          now: datetime, cure_deadline: datetime) -> None:
+          now: datetime, cure_deadline: datetime, reopens: int | None = None) -> None:
     row = m.Discrepancy(fingerprint=finding.fingerprint, chain_id=chain_id, type=finding.type,
                         severity=finding.severity, status="open",
                         address=finding.address or None, asset=finding.asset or None,
                         contract=finding.contract,
                         owners=list(finding.owners), tx_hash=finding.tx_hash,
                         event=finding.event,
-                        detected_at=now, last_seen_at=now, cure_deadline=cure_deadline)
+                        detected_at=now, last_seen_at=now, cure_deadline=cure_deadline,
+                        reopens=reopens)
     _refresh(row, finding, now)
     session.add(row)
     session.flush()
-    audit.append(now, ENGINE_ACTOR, "detected", row.id,
-                 {"type": finding.type, "severity": finding.severity,
-                  "address": finding.address, "asset": finding.asset,
-                  "onchain": _text(finding.onchain), "ledger": _text(finding.ledger),
-                  "difference": _text(finding.difference),
-                  "block_number": finding.block.height if finding.block else None})
+    payload: dict[str, Any] = {
+        "type": finding.type, "severity": finding.severity, "address": finding.address,
+        "asset": finding.asset, "onchain": _text(finding.onchain),
+        "ledger": _text(finding.ledger), "difference": _text(finding.difference),
+        "block_number": finding.block.height if finding.block else None}
+    if reopens is not None:
+        payload["reopens"] = reopens
+    audit.append(now, ENGINE_ACTOR, "detected", row.id, payload)
 
 
 def _refresh(row: m.Discrepancy, finding: Finding, now: datetime) -> None:

@@ -155,6 +155,9 @@ class Discrepancy(SQLModel, table=True):
     closed_at: datetime | None = _time(nullable=True)
     escalated_at: datetime | None = _time(nullable=True)
     proposed_by: str | None = Field(default=None, max_length=200)
+    reopens: int | None = Field(default=None, foreign_key="discrepancy.id")
+    """The resolved discrepancy this one reopens (its condition persisted); the cure
+    deadline is the first detection's."""
     proposed_reason: str | None = Field(default=None, max_length=40)
     proposed_note: str | None = Field(default=None, max_length=2000)
     proposed_at: datetime | None = _time(nullable=True)

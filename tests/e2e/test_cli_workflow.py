@@ -142,3 +142,13 @@ def test_only_an_admin_manages_users_and_the_bootstrap_happens_once(cwd: Path) -
     listed = cli(cwd, "users", "list", "--json", user="root").json()
     assert {u["name"]: u["roles"] for u in listed} == {
         "carl": ["checker"], "mia": ["maker"], "root": ["admin"]}
+
+
+def test_show_prints_untrusted_notes_as_text_not_markup(cwd: Path) -> None:
+    """A maker's note with console markup is printed as written, never interpreted."""
+    (item,) = cli(cwd, "discrepancies", "list", "--json").json()
+    note = "[link=http://evil.example]click[/link] [red]x[/red]"
+    assert cli(cwd, "discrepancies", "propose", str(item["id"]), "--reason",
+               "false_positive", "--note", note, user="mia").code == 0
+    shown = cli(cwd, "discrepancies", "show", str(item["id"]))
+    assert shown.code == 0 and note in shown.stdout

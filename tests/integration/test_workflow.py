@@ -306,3 +306,24 @@ def test_a_feeder_is_needed_to_import_and_the_importer_is_recorded(
         last = session.exec(select(AuditEntry).where(AuditEntry.action == "ledger_imported")
                             .order_by(col(AuditEntry.seq).desc())).first()
     assert last is not None and last.actor == "feeder-test"
+
+
+def test_a_resolved_shortfall_that_persists_reopens_with_the_first_cure_deadline(
+        world: tuple[Service, Clock]) -> None:
+    """A checker resolves a shortfall ("deposit in transit"), but the deposit never comes:
+    the next cycle opens a new discrepancy linked to the resolved one (`reopens`) with the
+    first detection's cure deadline, not a fresh one; show lists the chain both ways."""
+    service, clock = world
+    first, _ = ids(service)
+    found = service.store.discrepancy(first)
+    assert found is not None
+    deadline = found[0].row.cure_deadline
+    service.act(first, "propose", USER["mia"], reason="deposit_in_transit", note="coming")
+    service.act(first, "approve", USER["carl"])
+    clock.now += timedelta(hours=5)
+    service.run_cycle(service.settings.chains[0])
+    (again,) = [r for r in service.discrepancies(status="open") if r.row.reopens == first]
+    assert again.row.cure_deadline == deadline and again.row.detected_at == clock.now
+    assert service.store.reopenings(again.row.id or 0) == {"earlier": [first], "later": []}
+    assert service.store.reopenings(first) == {"earlier": [], "later": [again.row.id]}
+    assert service.store.replay_audit() == []
