@@ -38,10 +38,10 @@ from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, ex
 from daemon.inputs.builtin import builtin_chain, source_name
 from daemon.inputs.config import ChainSettings, Settings, SourceSettings, config_path
 from daemon.runtime.logs import redact_text
-from daemon.service import CycleResult, overall
+from daemon.service import CycleResult, Service, overall
 
 if TYPE_CHECKING:
-    pass
+    from daemon.runtime.inbox import Inbox
 
 EXIT_INTERNAL = 70
 
@@ -225,6 +225,9 @@ def run(
         _tune_gc()
         jobs = [Job("escalate", ESCALATION_SECONDS, service.escalate),
                 Job("audit", AUDIT_SECONDS, lambda: check_audit(service))]
+        inbox = _inbox(service)
+        if inbox is not None:
+            jobs.append(Job("inbox", service.settings.ledger.inbox_seconds, inbox.poll))
         alerts = build_alerts(service.settings, service.store)
         if alerts is not None:
             jobs.append(Job("alerts", ALERT_SECONDS, alerts.deliver_pending, wake_on_change=True))
@@ -242,6 +245,9 @@ def run(
     with progress("reconciling…"):
         from daemon.audit import check as check_audit
 
+        inbox = _inbox(service)
+        if inbox is not None:  # files waiting in the inbox are imported first
+            inbox.poll()
         results = service.run_once()
         service.escalate()
         check_audit(service)
@@ -290,6 +296,14 @@ def serve(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
             pass
     finally:
         server.stop()
+
+
+def _inbox(service: Service) -> Inbox | None:
+    """The configured inbox feed, or None."""
+    from daemon.runtime.inbox import Inbox
+
+    folder = service.settings.ledger.inbox
+    return Inbox(Path(folder), service, service.settings.ledger.inbox_user) if folder else None
 
 
 def run_exit_code(results: Sequence[CycleResult]) -> int:

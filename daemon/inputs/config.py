@@ -313,6 +313,16 @@ class StoreSettings(_Frozen):
     url: str = "sqlite:///segwatch.db"
 
 
+class LedgerSettings(_Frozen):
+    inbox: str | None = None
+    """A folder the books system drops ledger snapshots and approved withdrawals into
+    (daemon/runtime/inbox.py); none: imports come only through the CLI or the API."""
+    inbox_user: str = "books"
+    """The feeder the inbox's files are imported as (it must exist with the feeder role:
+    write access to the folder is its credential)."""
+    inbox_seconds: float = Field(default=5.0, ge=0.5, le=3600)
+
+
 class DaemonSettings(_Frozen):
     listen: str = "127.0.0.1:9464"
     timezone: str = "America/New_York"
@@ -429,6 +439,7 @@ class Settings(BaseSettings):
     users: list[UserSettings] = Field(default_factory=list)
     export: ExportSettings = ExportSettings()
     auth: AuthSettings = AuthSettings()
+    ledger: LedgerSettings = LedgerSettings()
 
     @classmethod
     def settings_customise_sources(
