@@ -76,6 +76,7 @@ from daemon.runtime.alert_payloads import (
 from daemon.runtime.logs import redact_text
 from daemon.store import models as m
 from daemon.store.db import session_scope
+from daemon.store.heads import Head
 from daemon.store.heads import newest as newest_head
 
 log = structlog.get_logger("segwatch")
@@ -187,6 +188,8 @@ class AlertDispatcher:
         self._client = client or httpx.Client(timeout=self._policy.timeout,
                                               follow_redirects=False)
         self._clock, self._sleep, self._rand = clock, sleep, rand
+        self._head: Head | None = None
+        """The newest signed audit head, read at the start of each delivery run."""
 
     def close(self) -> None:
         """Close the HTTP client if this dispatcher made it."""
@@ -343,8 +346,8 @@ class AlertDispatcher:
     def _post(self, sink: _Sink, alert: Alert) -> None:
         """POST `alert` to `sink`, retrying transient failures; raise _DeliveryFailed."""
         policy = self._policy
-        body = json.dumps(with_head(build_payload(sink.kind, alert), sink.kind,
-                                    getattr(self, "_head", None)), separators=(",", ":"))
+        body = json.dumps(with_head(build_payload(sink.kind, alert), sink.kind, self._head),
+                          separators=(",", ":"))
 
         def before_sleep(state: RetryCallState) -> None:
             failure = state.outcome.exception() if state.outcome else None
