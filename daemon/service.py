@@ -105,6 +105,8 @@ class CheckReport:
     in_ledger: bool
     notes: list[str] = field(default_factory=list)
     scan: ScanResult | None = None
+    ledger_as_of: datetime | None = None
+    """The cut-off of the snapshot compared with (SPEC §8)."""
 
 
 @dataclass(frozen=True)
@@ -467,7 +469,7 @@ class Service:
                          "are not listed; balance continuity still covers them")
         return CheckReport(chain, address, head, adapter.source, observations, ledger,
                            reconcile(ledger, observations), address in ledger.wallets, notes,
-                           scan)
+                           scan, self.store.ledger_cut_off())
 
     def _ledger_for(self, chain: ChainSettings, address: Address) -> LedgerView:
         full = self.store.ledger_view(chain.name)

@@ -145,6 +145,8 @@ def check(
         out.print(transfers_table(report))
         for note in doc["notes"]:
             out.print(f"note: {note}", markup=False, highlight=False)
+        if doc["ledger_as_of"]:
+            out.print(f"ledger cut off at {doc['ledger_as_of']}", markup=False)
         out.print(f"status: {doc['status']}")
     codes = {"discrepancy": EXIT_DISCREPANCY, "unverified": EXIT_SOURCE}
     raise typer.Exit(codes.get(check_status(report), EXIT_OK))

@@ -59,6 +59,7 @@ def check_json(report: CheckReport) -> dict[str, Any]:
         "head": {"height": report.head.height, "hash": report.head.hash},
         "source": report.source,
         "structure": wallet.structure if wallet else None,
+        "ledger_as_of": _iso(report.ledger_as_of),
         "balances": balances,
         "transfers": [transfer_json(t, report.address, report.head.height, report.chain)
                       for t in check_transfers(report)],

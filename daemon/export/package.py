@@ -96,6 +96,8 @@ class PackageInput:
     decimals: Mapping[tuple[str, str], int]
     assets: Mapping[str, Sequence[str]]
     """chain → every configured asset symbol (wallet rows for each)."""
+    ledger: Mapping[str, Any] | None = None
+    """The ledger snapshot the package books: its id and cut-off (SPEC §8)."""
     audit_head: Mapping[str, Any] | None = None
     """The audit log's head when the package was made (signed with the audit key when
     one is configured): `audit verify --against` proves the log still extends it."""
@@ -148,6 +150,8 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
     }
     if data.audit_head is not None:
         manifest["audit_head"] = dict(data.audit_head)
+    if data.ledger is not None:
+        manifest["ledger"] = dict(data.ledger)
     manifest["signer"] = {"algorithm": "ed25519",
                           "fingerprint": signing.fingerprint(key.public_key()),
                           "public_key": signing.raw_public(key.public_key()).hex()}

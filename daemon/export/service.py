@@ -74,7 +74,7 @@ def export(service: Service, out: Path, key: Ed25519PrivateKey, *, actor: Princi
         decimals={(c.name, a.symbol): a.decimals for c in service.settings.chains
                   for a in c.assets},
         assets={c.name: [a.symbol for a in c.assets] for c in service.settings.chains},
-        audit_head=_audit_head(service))
+        audit_head=_audit_head(service), ledger=service.store.snapshot_at(as_of))
     package = build_package(data, key, pseudonymize=pseudonymize)
     write_package(package, out)
     service.identity.store.audit(who.name, "exported", {

@@ -31,6 +31,16 @@ class FeedQueries:
                     for s in session.exec(select(m.AllocationSnapshot).order_by(
                         col(m.AllocationSnapshot.id).desc()))]
 
+    def snapshot_at(self, moment: datetime | None = None) -> dict[str, Any] | None:
+        """The snapshot current at `moment` (default: now): the newest imported by then,
+        as {"snapshot": id, "as_of": its cut-off}; None without one."""
+        with Session(self.engine) as session:
+            query = select(m.AllocationSnapshot)
+            if moment is not None:
+                query = query.where(m.AllocationSnapshot.imported_at <= moment)
+            row = session.exec(query.order_by(col(m.AllocationSnapshot.id).desc())).first()
+            return {"snapshot": row.id, "as_of": row.cut_off.isoformat()} if row else None
+
     def ledger_cut_off(self) -> datetime | None:
         """The current snapshot's cut-off (aware datetime), or None without a ledger."""
         with Session(self.engine) as session:

@@ -88,3 +88,26 @@ def test_the_unit_rule_for_a_stale_ledger() -> None:
     assert ledger_stale_finding("eth", FRIDAY, FRIDAY + timedelta(seconds=60), 60) is None
     found = ledger_stale_finding("eth", FRIDAY, FRIDAY + timedelta(seconds=61), 60)
     assert found is not None and (found.type, found.severity) == ("ledger_stale", "warning")
+
+
+def test_check_and_the_export_name_the_cut_off(world: tuple[Service, Clock, Path],
+                                              tmp_path: Path) -> None:
+    """The spot check reports the cut-off it compared with; an export's manifest names the
+    snapshot it books and its cut-off."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from daemon.export.package import read_package
+    from daemon.export.service import export
+    from tests.principals import AUDITOR
+
+    service, clock, ledger = world
+    clock.now += timedelta(minutes=30)
+    cut = clock.now - timedelta(minutes=20)
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER, as_of=cut)
+    report = service.check(service.settings.chains[0], ALICE)
+    assert report.ledger_as_of == cut
+    export(service, tmp_path / "p.zip", Ed25519PrivateKey.generate(), actor=AUDITOR)
+    import json
+
+    manifest = json.loads(read_package(tmp_path / "p.zip")["manifest.json"])
+    assert manifest["ledger"] == {"snapshot": 2, "as_of": cut.isoformat()}
