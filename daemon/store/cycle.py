@@ -371,16 +371,17 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
 
 def _resolved_before(session: Session, chain_id: int, fingerprints: Sequence[str]
                      ) -> dict[str, m.Discrepancy]:
-    """The newest resolved discrepancy per fingerprint: a balance condition a checker
-    resolved that shows again reopens it (SPEC §8), keeping its cure deadline."""
-    out: dict[str, m.Discrepancy] = {}
+    """Per fingerprint, its newest discrepancy when a checker resolved it: a balance
+    condition that shows again reopens it (SPEC §8), keeping its cure deadline. One that
+    self-cleared since (the funds came back) and shows again is a new condition."""
+    newest: dict[str, m.Discrepancy] = {}
     for start in range(0, len(fingerprints), 500):
         rows = session.exec(select(m.Discrepancy).where(
-            m.Discrepancy.chain_id == chain_id, m.Discrepancy.status == "resolved",
+            m.Discrepancy.chain_id == chain_id,
             col(m.Discrepancy.fingerprint).in_(fingerprints[start:start + 500]))
             .order_by(col(m.Discrepancy.id)))
-        out.update((row.fingerprint, row) for row in rows)
-    return out
+        newest.update((row.fingerprint, row) for row in rows)
+    return {key: row for key, row in newest.items() if row.status == "resolved"}
 
 
 def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
