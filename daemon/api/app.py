@@ -37,6 +37,7 @@ from daemon.errors import InputError
 from daemon.runtime.health import STATUS_CACHE_SECONDS, StatusCache, health_app
 from daemon.runtime.metrics import Metrics
 from daemon.service import Service, overall
+from daemon.store.identity import SignedIn
 
 PREFIX = "/api/v1"
 MAX_PAGE = 1000
@@ -115,6 +116,15 @@ def build_app(service: Service, metrics: Metrics, metrics_token: str | None = No
 def _auth_routes(api: APIRouter, service: Service) -> None:
     secure = service.settings.auth.secure_cookies
 
+    def session_started(response: Response, signed: SignedIn,
+                        samesite: Literal["strict", "lax"]) -> dict[str, Any]:
+        """Set the session cookie; the answer carries the CSRF token to send back."""
+        response.set_cookie(SESSION_COOKIE, signed.cookie, httponly=True, secure=secure,
+                            samesite=samesite, path="/",
+                            max_age=int(service.settings.auth.session_hours * 3600))
+        return {"user": signed.principal.name, "roles": sorted(signed.principal.roles),
+                "csrf": signed.csrf, "expires_at": signed.expires_at.isoformat()}
+
     limiter = RateLimit()
 
     @api.post("/auth/login", tags=["auth"], responses={429: {"description": "too many"}})
@@ -128,11 +138,7 @@ def _auth_routes(api: APIRouter, service: Service) -> None:
             return error(429, "too many sign-in attempts from this address; try later",
                          **{"Retry-After": str(max(1, int(wait) + 1))})
         signed = service.identity.sign_in(body.name, body.password, client_of(request))
-        response.set_cookie(SESSION_COOKIE, signed.cookie, httponly=True, secure=secure,
-                            samesite="strict", path="/",
-                            max_age=int(service.settings.auth.session_hours * 3600))
-        return {"user": signed.principal.name, "roles": sorted(signed.principal.roles),
-                "csrf": signed.csrf, "expires_at": signed.expires_at.isoformat()}
+        return session_started(response, signed, "strict")
 
     oidc = None
     if service.settings.auth.oidc is not None:
@@ -165,11 +171,7 @@ def _auth_routes(api: APIRouter, service: Service) -> None:
                              "([auth.oidc])")
         who = oidc.complete(*check_callback(code, state, error))
         signed = service.identity.oidc_sign_in(who.name, who.roles, client_of(request))
-        response.set_cookie(SESSION_COOKIE, signed.cookie, httponly=True, secure=secure,
-                            samesite="lax", path="/",
-                            max_age=int(service.settings.auth.session_hours * 3600))
-        return {"user": signed.principal.name, "roles": sorted(signed.principal.roles),
-                "csrf": signed.csrf, "expires_at": signed.expires_at.isoformat()}
+        return session_started(response, signed, "lax")  # the provider's redirect
 
     @api.post("/auth/logout", tags=["auth"])
     def logout(who: Caller, request: Request, response: Response) -> dict[str, Any]:

@@ -81,7 +81,8 @@ def derive_command(
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
     branch = "".join(f"{step}/" for step in watch.path)
-    out.print(f"descriptor: {watch.descriptor}", soft_wrap=True, highlight=False)
+    out.print(f"descriptor: {watch.descriptor}", soft_wrap=True, markup=False,
+              highlight=False)  # a key origin "[fingerprint/84h/…]" is not markup
     table = Table(title=f"{chain} ({network}), indices {start}…{start + count - 1}")
     for column in ("index", "path", "address"):
         table.add_column(column)

@@ -100,7 +100,7 @@ def export_command(
         _emit(summary)
     else:
         out.print(f"wrote {out_path}: {len(manifest['chains'])} chains, "
-                  f"{len(manifest['liabilities'])} Merkle roots")
+                  f"{len(manifest['liabilities'])} Merkle roots", markup=False, highlight=False)
 
 
 @export_app.command("verify")
@@ -133,7 +133,8 @@ def verify_command(
             out.print(f"FAIL {problem}", highlight=False, markup=False, soft_wrap=True)
     else:
         out.print(f"{package}: intact (hashes, signature, roots, totals"
-                  f"{', balances at the pinned blocks' if recheck else ''})")
+                  f"{', balances at the pinned blocks' if recheck else ''})", markup=False,
+                  highlight=False)
     if problems:
         raise typer.Exit(EXIT_DISCREPANCY)
 

@@ -100,6 +100,7 @@ def withdrawals_import(
     else:
         verb = "valid (dry run, nothing written)" if dry_run else \
             f"imported ({result.summary.get('new')} new)"
-        out.print(f"{file}: {len(result.rows)} withdrawals {verb}")
+        out.print(f"{file}: {len(result.rows)} withdrawals {verb}", markup=False,
+                  highlight=False)
 
 

@@ -94,7 +94,8 @@ def _act(ctx: typer.Context, id_: int, action: str, as_json: bool, verbose: bool
         emit(doc)
     else:
         assert actor is not None
-        out.print(f"discrepancy {id_}: {doc['status']} ({action} by {actor.name})")
+        out.print(f"discrepancy {id_}: {doc['status']} ({action} by {actor.name})",
+                  markup=False, highlight=False)
 
 
 @disc_app.command("propose")

@@ -41,6 +41,12 @@ class FeedQueries:
             row = session.exec(query.order_by(col(m.AllocationSnapshot.id).desc())).first()
             return {"snapshot": row.id, "as_of": row.cut_off.isoformat()} if row else None
 
+    def has_snapshot(self, sha256: str) -> bool:
+        """Whether a snapshot of exactly this content (SHA-256 hex) was imported."""
+        with Session(self.engine) as session:
+            return session.exec(select(m.AllocationSnapshot.id).where(
+                m.AllocationSnapshot.sha256 == sha256)).first() is not None
+
     def ledger_cut_off(self) -> datetime | None:
         """The current snapshot's cut-off (aware datetime), or None without a ledger."""
         with Session(self.engine) as session:
