@@ -32,8 +32,10 @@ from daemon.errors import InputError
 from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.inputs.ledger import parse_ledger, summarize
 from daemon.inputs.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
+from daemon.rules import transit
 from daemon.rules.calendar import add_business_day
 from daemon.rules.reconcile import (
+    BALANCE_TYPES,
     Finding,
     LedgerView,
     Reconciliation,
@@ -43,7 +45,7 @@ from daemon.rules.reconcile import (
 )
 from daemon.rules.shards import Shard, shards
 from daemon.rules.workflow import Action, Request
-from daemon.runtime.scanning import compare_scans, plan_scan
+from daemon.runtime.scanning import compare_scans, flows_of, plan_scan
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.heads import Head, HeadSigner, sign_newest
@@ -107,6 +109,9 @@ class CheckReport:
     scan: ScanResult | None = None
     ledger_as_of: datetime | None = None
     """The cut-off of the snapshot compared with (SPEC §8)."""
+    items: list[transit.Item] = field(default_factory=list)
+    """The reconciling items that explain part of the difference (SPEC §8)."""
+    checked_at: datetime = field(default_factory=utcnow)
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,8 @@ class ChainStatus:
     """Seconds to the nearest cure deadline of an open item (negative: overdue)."""
     ledger_as_of: datetime | None = None
     """The current ledger snapshot's cut-off (SPEC §8)."""
+    items: list[transit.Item] = field(default_factory=list)
+    """The reconciling items at the last cycle's block (SPEC §8)."""
 
 
 class Service:
@@ -283,7 +290,7 @@ class Service:
         ledger = self.store.ledger_view(chain.name)
         addresses = sorted(ledger.wallets)
         mine = LedgerView(chain.name, {a: w for a, w in ledger.wallets.items()
-                                       if shard.owns(a)})
+                                       if shard.owns(a)}, ledger.cut_off)
         try:
             adapter, head, block, observations, disagreements = self.sources.read(
                 chain, mine, shard)
@@ -307,7 +314,7 @@ class Service:
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
         result = reconcile(mine, observations)
-        stale_books = ledger_stale_finding(chain.name, self.store.ledger_cut_off(),
+        stale_books = ledger_stale_finding(chain.name, ledger.cut_off,
                                            self._clock(), chain.ledger_max_age_seconds)
         extra = (*disagreements, *((stale_books,) if stale_books else ()))
         if extra:
@@ -323,7 +330,8 @@ class Service:
         (bound.warning if result.read_errors else bound.info)(
             "cycle", head=head.height, block=block.height, wallets=len(mine.wallets),
             findings=len(write.findings), opened=write.opened, cleared=write.cleared,
-            voided=write.voided, read_errors=len(result.read_errors),
+            voided=write.voided, in_transit=write.in_transit,
+            read_errors=len(result.read_errors),
             scanned=len(plan.result.blocks) if plan else 0,
             rpc_requests=adapter.requests_made, duration=round(duration, 3))
         return CycleResult(chain.name, cycle_id, duration, head, block, adapter.source,
@@ -467,14 +475,20 @@ class Service:
         if chain.family == "evm" and scan.traces == "none":
             notes.append("the source serves no trace API: internal (contract-call) transfers "
                          "are not listed; balance continuity still covers them")
+        times = {b.height: b.timestamp for b in scan.blocks}
+        fees = [dataclasses.replace(f, block=dataclasses.replace(
+            f.block, timestamp=times.get(f.block.height))) for f in scan.fees]
+        items = self.store.reconciling_items(ledger, head.height, chain.native_asset.symbol,
+                                             [address], (list(flows_of(chain, scan)), fees))
         return CheckReport(chain, address, head, adapter.source, observations, ledger,
-                           reconcile(ledger, observations), address in ledger.wallets, notes,
-                           scan, self.store.ledger_cut_off())
+                           reconcile(ledger, observations, transit.adjustments(items)),
+                           address in ledger.wallets, notes, scan, ledger.cut_off, items,
+                           self._clock())
 
     def _ledger_for(self, chain: ChainSettings, address: Address) -> LedgerView:
         full = self.store.ledger_view(chain.name)
         wallet = full.wallets.get(address)
-        return LedgerView(chain.name, {address: wallet} if wallet else {})
+        return LedgerView(chain.name, {address: wallet} if wallet else {}, full.cut_off)
 
     # --- review -------------------------------------------------------------------------
     def status(self) -> list[ChainStatus]:
@@ -506,6 +520,9 @@ class Service:
             signal = _signal(fresh, unverified, mine.count - mine.unverified)
             scan = self.store.scan_state(chain.name)
             nearest = mine.nearest_deadline
+            items = self.store.reconciling_items(
+                self.store.ledger_view(chain.name), checkpoint.block_height,
+                chain.native_asset.symbol) if checkpoint else []
             out.append(ChainStatus(
                 chain.name, signal, mine.count, last,
                 checkpoint.block_height if checkpoint else None,
@@ -513,8 +530,21 @@ class Service:
                 overdue=mine.overdue,
                 next_cure_deadline=nearest,
                 next_cure_remaining=None if nearest is None
-                else int((nearest - now).total_seconds()), ledger_as_of=cut_off))
+                else int((nearest - now).total_seconds()), ledger_as_of=cut_off, items=items))
         return out
+
+    def items_for(self, record: DiscrepancyRecord) -> list[transit.Item]:
+        """The reconciling items of an open balance discrepancy's wallet and asset at the
+        block its last cycle read (SPEC §8); none for other types or closed ones."""
+        row, chain = record.row, self.settings.chain(record.chain)
+        if chain is None or row.type not in BALANCE_TYPES or row.address is None or \
+                row.status not in ("open", "proposed") or row.block_number is None:
+            return []
+        found = self.store.reconciling_items(self.store.ledger_view(chain.name),
+                                             row.block_number, chain.native_asset.symbol,
+                                             [row.address])
+        return [i for i in found
+                if (i.movement.address, i.movement.asset) == (row.address, row.asset)]
 
     def _shard_checkpoints(self, chain: ChainSettings) -> list[Checkpoint]:
         """The newest checkpoint of each of the chain's wallet shards; empty while a shard

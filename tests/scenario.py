@@ -4,9 +4,12 @@
 shuffled script of transactions (unauthorized outflows, commingling, an approved and a
 replayed withdrawal, a state edit, deposits and noise) and records what segwatch must
 find: every transfer finding by its transaction, the one unexplained balance change,
-and — once the script is over — the balance findings the final balances imply. Every
-client (wallet, asset) balance moves in one direction only, so a balance finding, once
-opened, never clears: each expected finding exists exactly once, ever.
+and — once the script is over — the balance findings the final balances imply. The
+books are cut before the script plays, so every deposit, internal move and approved
+withdrawal is a reconciling item (SPEC §8) that explains itself; what no item explains
+(outflows and commingling no approval covers, the state edit) moves every client
+(wallet, asset) in one direction only, so a balance finding, once opened, never clears:
+each expected finding exists exactly once, ever.
 
 `install_probe` runs inside a daemon process (a `sitecustomize` the crash test writes
 imports it): it journals each cycle's write transaction, line by line, so the test can
@@ -71,12 +74,13 @@ LEDGER: dict[tuple[str, str], int] = {
 
 BALANCE_FINDINGS: dict[tuple[str, str], str] = {
     (ALICE, "ETH"): "balance_shortfall", (ALICE, "USDC"): "balance_shortfall",
-    (ALICE2, "ETH"): "balance_surplus", (BOB, "ETH"): "balance_shortfall",
+    (BOB, "ETH"): "balance_shortfall",
     (BOB, "USDC"): "balance_shortfall", (OMNI, "ETH"): "balance_surplus",
     (OMNI, "USDC"): "balance_surplus", (ERIN, "ETH"): "balance_shortfall",
 }
 """The balance finding each client (wallet, asset) ends with: the script only ever moves
-it the one way (frank's wallet is never touched)."""
+its unexplained difference the one way (frank's wallet is never touched; alice2 only
+receives internal moves, which are reconciling items)."""
 TRANSFER_FINDINGS = 14
 """Outflows and commingling moves the script makes that no approval covers."""
 
@@ -108,6 +112,10 @@ class Scenario:
     expected: dict[Key, int] = field(default_factory=dict)
     """Transfer findings → amount; the unexplained balance change → its difference."""
     played: list[str] = field(default_factory=list)
+    explained: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Client (wallet, asset) → the net of the reconciling items played: deposits,
+    internal moves, approved withdrawals. Their fees are left out: they only ever lower
+    alice's ETH, which ends short by the unauthorized outflows either way."""
     error: BaseException | None = None
     _approved_eth_used: bool = False
 
@@ -154,8 +162,9 @@ class Scenario:
         found: dict[Key, int] = {}
         for (wallet, asset), ledger in LEDGER.items():
             onchain = self.balance(wallet, asset)
-            if onchain != ledger:
-                kind = "balance_shortfall" if onchain < ledger else "balance_surplus"
+            expected = ledger + self.explained.get((wallet, asset), 0)
+            if onchain != expected:
+                kind = "balance_shortfall" if onchain < expected else "balance_surplus"
                 found[(kind, wallet, asset, None)] = onchain
         return found
 
@@ -175,6 +184,9 @@ class Scenario:
         data = call_data("transfer(address,uint256)", ["address", "uint256"], [to, amount])
         return str(self.node.transact(self.token, data, sender=sender)["transactionHash"])
 
+    def _explain(self, wallet: str, asset: str, delta: int) -> None:
+        self.explained[(wallet, asset)] = self.explained.get((wallet, asset), 0) + delta
+
     def _expect(self, kind: str, wallet: str, asset: str, tx_hash: str, amount: int) -> None:
         self.expected[(kind, wallet, asset, tx_hash)] = amount
 
@@ -193,10 +205,13 @@ class Scenario:
         tx_hash = self._send(ALICE, PAYEE, APPROVED_ETH)
         if self._approved_eth_used:
             self._expect("unauthorized_outflow", ALICE, "ETH", tx_hash, APPROVED_ETH)
+        else:
+            self._explain(ALICE, "ETH", -APPROVED_ETH)
         self._approved_eth_used = True
 
     def _approved_usdc(self, rng: random.Random) -> None:
         self._send_usdc(ALICE, PAYEE, APPROVED_USDC)
+        self._explain(ALICE, "USDC", -APPROVED_USDC)
 
     def _unapproved_amount(self, rng: random.Random) -> None:
         amount = APPROVED_USDC + USDC  # the approved destination, not the approved amount
@@ -204,7 +219,10 @@ class Scenario:
                      self._send_usdc(ALICE, PAYEE, amount), amount)
 
     def _internal(self, rng: random.Random) -> None:
-        self._send(ALICE, ALICE2, rng.randint(1, 100) * ETH // 1000)  # same owner: no finding
+        amount = rng.randint(1, 100) * ETH // 1000
+        self._send(ALICE, ALICE2, amount)  # same owner: no finding
+        self._explain(ALICE, "ETH", -amount)
+        self._explain(ALICE2, "ETH", amount)
 
     def _client_to_house(self, rng: random.Random) -> None:
         amount = rng.randint(1, 10_000_000)
@@ -225,14 +243,20 @@ class Scenario:
         self.node.transact(HOUSE, value=rng.randint(1, 100) * ETH // 1000)
 
     def _token_deposit(self, rng: random.Random) -> None:
-        mint(self.node, self.token, OMNI, rng.randint(1, 10_000_000))
+        amount = rng.randint(1, 10_000_000)
+        mint(self.node, self.token, OMNI, amount)
+        self._explain(OMNI, "USDC", amount)
 
     def _eth_deposit(self, rng: random.Random) -> None:
-        self.node.transact(OMNI, value=rng.randint(1, 100) * ETH // 1000)
+        amount = rng.randint(1, 100) * ETH // 1000
+        self.node.transact(OMNI, value=amount)
+        self._explain(OMNI, "ETH", amount)
 
     def _internal_deposit(self, rng: random.Random) -> None:
+        amount = rng.randint(1, 100) * ETH // 1000
         data = call_data("forward(address)", ["address"], [OMNI])
-        self.node.transact(self.forwarder, data, value=rng.randint(1, 100) * ETH // 1000)
+        self.node.transact(self.forwarder, data, value=amount)
+        self._explain(OMNI, "ETH", amount)
 
     def _noise(self, rng: random.Random) -> None:
         self.node.transact(rng.choice(OUTSIDE), value=rng.randint(1, 100))

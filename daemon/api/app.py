@@ -34,6 +34,7 @@ from daemon.api.security import (
 from daemon.auth.policy import Principal
 from daemon.cli.present import audit_json, discrepancy_json, status_json
 from daemon.errors import InputError
+from daemon.rules.transit import adjustments
 from daemon.runtime.health import STATUS_CACHE_SECONDS, StatusCache, health_app
 from daemon.runtime.metrics import Metrics
 from daemon.service import Service, overall
@@ -196,7 +197,7 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
         """One signal per chain and overall (the CLI's `status --json`)."""
         read(who, "status")
         current = statuses.get()
-        return status_json(current, overall(current))
+        return status_json(current, overall(current), service.now())
 
     @api.get("/chains", tags=["review"])
     def chains(who: Caller) -> list[dict[str, Any]]:
@@ -210,14 +211,23 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
                 limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
                 offset: Annotated[int, Query(ge=0, le=10**9)] = 0) -> list[dict[str, Any]]:
         """A chain's wallets, by address, a page at a time: structure, and per asset the
-        booked total (the current ledger), the newest balance read (null: unreadable),
-        its block and time, and the difference."""
+        booked total (the current ledger), the reconciling items' net (in transit) and
+        the expected balance at the last cycle's block (SPEC §8), the newest balance read
+        (null: unreadable), its block and time, and the difference (on-chain minus
+        expected); each wallet's reconciling items."""
         read(who, "wallets")
-        if service.settings.chain(chain) is None:
+        settings = service.settings.chain(chain)
+        if settings is None:
             raise InputError(f"unknown chain {chain!r}")
         ledger = service.store.ledger_view(chain)
         seen = service.store.observed(chain)
         page = sorted(ledger.wallets)[offset:offset + limit]
+        checkpoint = service.store.last_checkpoint(chain)
+        items = service.store.reconciling_items(
+            ledger, checkpoint.block_height, settings.native_asset.symbol, list(page)) \
+            if checkpoint and page else []
+        moving = adjustments(items)
+        now = service.now()
         out = []
         for address in page:
             wallet = ledger.wallets[address]
@@ -225,13 +235,17 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
             rows = []
             for asset in sorted({*wallet.allocations, *read_here}):
                 booked = wallet.ledger_total(asset)
+                expected = booked + moving.get((address, asset), 0)
                 amount, block, at = read_here.get(asset, (None, None, None))
                 rows.append({"asset": asset, "booked": str(booked),
+                             "in_transit": str(expected - booked), "expected": str(expected),
                              "onchain": None if amount is None else str(amount),
                              "block": block, "read_at": at,
-                             "difference": None if amount is None else str(amount - booked)})
+                             "difference": None if amount is None else str(amount - expected)})
             out.append({"chain": chain, "address": address, "structure": wallet.structure,
-                        "owners": sorted(wallet.all_owners), "assets": rows})
+                        "owners": sorted(wallet.all_owners), "assets": rows,
+                        "reconciling_items": [i.as_json(now) for i in items
+                                              if i.movement.address == address]})
         return out
 
     @api.get("/discrepancies", tags=["review"])
@@ -260,8 +274,10 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
         if found is None:
             raise InputError(f"no discrepancy with id {id_}")
         record, history = found
-        return {**discrepancy_json(record, service.now()),
+        now = service.now()
+        return {**discrepancy_json(record, now),
                 "reopenings": service.store.reopenings(id_),
+                "reconciling_items": [i.as_json(now) for i in service.items_for(record)],
                 "history": [audit_json(e) for e in history]}
 
     def acted(id_: int, action: Any, who: Principal, reason: str | None = None,
@@ -325,8 +341,10 @@ def _feed_routes(api: APIRouter, service: Service) -> None:
         return service.store.snapshots()
 
     @api.get("/ledger/diff", tags=["feeds"])
-    def ledger_diff(who: Caller, before: Annotated[int, Query(alias="from", ge=1)],
-                    after: Annotated[int, Query(alias="to", ge=1)]) -> list[dict[str, Any]]:
+    def ledger_diff(who: Caller,
+                    before: Annotated[int, Query(alias="from", ge=1, le=2**62)],
+                    after: Annotated[int, Query(alias="to", ge=1, le=2**62)]
+                    ) -> list[dict[str, Any]]:
         """Allocations added, removed or changed from one snapshot to another."""
         from daemon.rules.snapshots import diff
 

@@ -128,7 +128,13 @@ def check(
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Spot-check one wallet: live balances, ledger comparison, findings."""
-    from daemon.cli.present import check_json, check_status, check_table, transfers_table
+    from daemon.cli.present import (
+        check_json,
+        check_status,
+        check_table,
+        items_table,
+        transfers_table,
+    )
 
     g = setup(ctx, verbose)
     settings = g.settings(required=source is None)
@@ -142,6 +148,8 @@ def check(
         emit(doc)
     else:
         out.print(check_table(report))
+        if report.items:
+            out.print(items_table(report.items, report.checked_at, report.chain))
         out.print(transfers_table(report))
         for note in doc["notes"]:
             out.print(f"note: {note}", markup=False, highlight=False)
@@ -323,12 +331,20 @@ def run_exit_code(results: Sequence[CycleResult]) -> int:
 @app.command()
 def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """One signal per chain and overall: compliant, discrepancy, stale or unverified."""
-    from daemon.cli.present import status_json, status_table
+    from daemon.cli.present import items_table, status_json, status_table
 
     g = setup(ctx, verbose)
-    statuses = g.service().status()
+    service = g.service()
+    statuses = service.status()
     signal = overall(statuses)
-    emit(status_json(statuses, signal)) if as_json else out.print(status_table(statuses, signal))
+    if as_json:
+        emit(status_json(statuses, signal, service.now()))
+    else:
+        out.print(status_table(statuses, signal))
+        for s in statuses:
+            chain = service.settings.chain(s.chain)
+            if s.items and chain is not None:
+                out.print(items_table(s.items, service.now(), chain))
     codes = {"compliant": EXIT_OK, "discrepancy": EXIT_DISCREPANCY, "stale": EXIT_SOURCE,
              "unverified": EXIT_SOURCE}
     raise typer.Exit(codes[signal])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.markup import escape
@@ -13,6 +13,7 @@ from chains.types import UNCONFIRMED, AssetRef, TransferObservation
 from daemon.inputs.config import ChainSettings
 from daemon.rules.amounts import format_amount
 from daemon.rules.reconcile import Finding
+from daemon.rules.transit import Item, adjustments
 from daemon.service import ChainStatus, CheckReport, CycleResult
 from daemon.store.models import AuditEntry
 from daemon.store.repository import DiscrepancyRecord
@@ -37,7 +38,9 @@ def finding_json(finding: Finding) -> dict[str, Any]:
         "type": finding.type, "severity": finding.severity, "chain": finding.chain,
         "address": finding.address, "asset": finding.asset, "contract": finding.contract,
         "owners": list(finding.owners), "onchain": _text(finding.onchain),
-        "ledger": _text(finding.ledger), "difference": _text(finding.difference),
+        "ledger": _text(finding.ledger), "in_transit": _text(finding.in_transit),
+        "expected": _text(finding.expected if finding.in_transit is not None else None),
+        "difference": _text(finding.difference),
         "tx_hash": finding.tx_hash,
         "block_number": finding.block.height if finding.block else None,
         "block_hash": finding.block.hash if finding.block else None,
@@ -47,12 +50,17 @@ def finding_json(finding: Finding) -> dict[str, Any]:
 def check_json(report: CheckReport) -> dict[str, Any]:
     """Return the SPEC §5 document of `segwatch check`."""
     wallet = report.ledger.wallets.get(report.address)
+    in_transit = adjustments(report.items)
     balances = []
     for obs in report.observations:
         ledger = wallet.ledger_total(obs.asset.symbol) if wallet else None
-        difference = None if ledger is None or obs.amount is None else obs.amount - ledger
+        moving = in_transit.get((report.address, obs.asset.symbol), 0)
+        expected = None if ledger is None else ledger + moving
+        difference = None if expected is None or obs.amount is None else obs.amount - expected
         balances.append({"asset": obs.asset.symbol, "contract": obs.asset.contract,
                          "onchain": _text(obs.amount), "ledger": _text(ledger),
+                         "in_transit": _text(None if ledger is None else moving),
+                         "expected": _text(expected),
                          "difference": _text(difference), "error": obs.error})
     return {
         "chain": report.chain.name, "address": report.address,
@@ -61,6 +69,7 @@ def check_json(report: CheckReport) -> dict[str, Any]:
         "structure": wallet.structure if wallet else None,
         "ledger_as_of": _iso(report.ledger_as_of),
         "balances": balances,
+        "reconciling_items": [item.as_json(report.checked_at) for item in report.items],
         "transfers": [transfer_json(t, report.address, report.head.height, report.chain)
                       for t in check_transfers(report)],
         "blocks": None if report.scan is None or not report.scan.blocks else
@@ -125,14 +134,40 @@ def check_table(report: CheckReport) -> Table:
     """Return the balances of a spot check as a table."""
     doc = check_json(report)
     table = Table(title=f"{report.chain.name} {report.address} at block {report.head.height}")
-    for column in ("asset", "on-chain", "ledger", "difference", "error"):
+    for column in ("asset", "on-chain", "ledger", "in transit", "expected", "difference",
+                   "error"):
         table.add_column(column, justify="right" if column != "asset" else "left")
     assets = {a.symbol: a for a in report.chain.assets}
     for row in doc["balances"]:
         decimals = assets[row["asset"]].decimals
-        table.add_row(row["asset"], *(_display_text(row[k], decimals)
-                                      for k in ("onchain", "ledger", "difference")),
+        table.add_row(row["asset"], *(_display_text(row[k], decimals) for k in
+                                      ("onchain", "ledger", "in_transit", "expected",
+                                       "difference")),
                       untrusted(row["error"]))
+    return table
+
+
+ITEMS_SHOWN = 20
+"""A table lists at most this many reconciling items (JSON lists them all)."""
+
+
+def items_table(items: Sequence[Item], now: datetime, chain: ChainSettings) -> Table:
+    """Reconciling items (SPEC §8) as a table: transfer, direction, amount, block time,
+    age, and whether the chain has it and the books not yet (unbooked) or the books have
+    it and the pinned block not yet (ahead); the oldest first, at most ITEMS_SHOWN."""
+    shown = sorted(items, key=lambda i: (i.movement.time, i.movement.key))[:ITEMS_SHOWN]
+    more = f", the oldest {len(shown)} shown" if len(items) > len(shown) else ""
+    table = Table(title=f"{len(items)} reconciling items (in transit){more}")
+    for column in ("address", "tx", "dir", "asset", "amount", "block", "block time", "age",
+                   "side"):
+        table.add_column(column)
+    decimals = {a.symbol: a.decimals for a in chain.assets}
+    for item in shown:
+        doc = item.as_json(now)
+        table.add_row(doc["address"], doc["tx_hash"] or "", doc["direction"], doc["asset"],
+                      display(abs(item.movement.delta), decimals.get(doc["asset"], 0)),
+                      str(doc["block"]), _iso(item.movement.time) or "",
+                      _duration(max(0, doc["age_seconds"])), doc["side"])
     return table
 
 
@@ -164,6 +199,9 @@ def discrepancy_json(record: DiscrepancyRecord, now: datetime,
         "chain": record.chain, "address": row.address, "asset": row.asset,
         "contract": row.contract, "owners": list(row.owners),
         "onchain": _text(row.onchain), "ledger": _text(row.ledger),
+        "in_transit": _text(row.in_transit),
+        "expected": None if row.in_transit is None or row.ledger is None
+        else str(row.ledger + row.in_transit),
         "difference": _text(row.difference), "tx_hash": row.tx_hash,
         "block_number": row.block_number, "block_hash": row.block_hash,
         "confirmations": record.confirmations,
@@ -220,15 +258,18 @@ def _duration(seconds: int) -> str:
     return f"{hours}h{rest // 60:02d}m"
 
 
-def status_json(statuses: Sequence[ChainStatus], overall: str) -> dict[str, Any]:
+def status_json(statuses: Sequence[ChainStatus], overall: str,
+                now: datetime | None = None) -> dict[str, Any]:
     """Return the `segwatch status` document."""
+    now = now or datetime.now(UTC)
     return {"status": overall, "chains": [
         {"chain": s.chain, "status": s.status, "open_findings": s.open_findings,
          "last_cycle_at": _iso(s.last_cycle_at), "block_number": s.block, "fresh": s.fresh,
          "last_error": s.last_error, "scanned_to": s.scanned_to, "scan_error": s.scan_error,
          "overdue": s.overdue, "next_cure_deadline": _iso(s.next_cure_deadline),
          "next_cure_remaining_seconds": s.next_cure_remaining,
-         "ledger_as_of": _iso(s.ledger_as_of)}
+         "ledger_as_of": _iso(s.ledger_as_of),
+         "reconciling_items": [i.as_json(now) for i in s.items]}
         for s in statuses]}
 
 
@@ -236,7 +277,7 @@ def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
     """Return `segwatch status` as a table."""
     table = Table(title=f"overall: {overall}")
     for column in ("chain", "status", "open findings", "overdue", "next cure in", "last cycle",
-                   "block", "scanned to", "ledger as of", "last error"):
+                   "block", "scanned to", "ledger as of", "in transit", "last error"):
         table.add_column(column)
     for s in statuses:
         cure = _remaining(s.next_cure_remaining)
@@ -244,7 +285,7 @@ def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:
                       _iso(s.last_cycle_at) or "never",
                       "" if s.block is None else str(s.block),
                       "" if s.scanned_to is None else str(s.scanned_to),
-                      _iso(s.ledger_as_of) or "no ledger",
+                      _iso(s.ledger_as_of) or "no ledger", str(len(s.items)),
                       untrusted(s.last_error or s.scan_error))
     return table
 

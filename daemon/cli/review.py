@@ -60,12 +60,15 @@ def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID
     from daemon.cli.present import audit_json, discrepancy_json
 
     g = setup(ctx, verbose)
-    store = g.service().store
+    service = g.service()
+    store = service.store
     found = store.discrepancy(id_)
     if found is None:
         raise InputError(f"no discrepancy with id {id_}")
     record, history = found
-    doc = {**discrepancy_json(record, utcnow()), "reopenings": store.reopenings(id_),
+    now = utcnow()
+    doc = {**discrepancy_json(record, now), "reopenings": store.reopenings(id_),
+           "reconciling_items": [i.as_json(now) for i in service.items_for(record)],
            "history": [audit_json(e) for e in history]}
     if as_json:
         emit(doc)

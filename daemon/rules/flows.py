@@ -77,6 +77,11 @@ def classify(chain: str, ledger: LedgerView, flows: Sequence[Flow],
     return Classification(tuple(findings), matches)
 
 
+def flagged(ledger: LedgerView, flow: Flow) -> bool:
+    """Whether `flow` raises a transfer finding unless an instruction authorizes it."""
+    return _judge(ledger, flow) is not None
+
+
 def _judge(ledger: LedgerView, flow: Flow) -> tuple[str, WalletView] | None:
     """Return (finding type, client wallet) a flow would raise without an instruction."""
     t = flow.transfer

@@ -65,6 +65,8 @@ class LedgerView:
 
     chain: str
     wallets: Mapping[Address, WalletView]
+    cut_off: datetime | None = None
+    """When these books were cut (SPEC §8); None without a snapshot."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +89,14 @@ class Finding:
     counterparty: str | None = None
     event: str | None = None
     """What makes an event finding unique (a transfer's key, a checkpoint span)."""
+    in_transit: int | None = None
+    """Balance findings: the reconciling items' net; expected = ledger + in_transit, and
+    difference = onchain - expected (SPEC §8)."""
+
+    @property
+    def expected(self) -> int | None:
+        """The expected balance of a balance finding (booked plus in transit)."""
+        return None if self.ledger is None else self.ledger + (self.in_transit or 0)
 
     @property
     def fingerprint(self) -> str:
@@ -107,12 +117,16 @@ class Reconciliation:
     read_errors: tuple[BalanceObservation, ...]
 
 
-def reconcile(ledger: LedgerView, observations: Iterable[BalanceObservation]) -> Reconciliation:
-    """Compare every observed client (wallet, asset) balance with its allocation total.
+def reconcile(ledger: LedgerView, observations: Iterable[BalanceObservation],
+              in_transit: Mapping[tuple[str, str], int] | None = None) -> Reconciliation:
+    """Compare every observed client (wallet, asset) balance with its expected balance:
+    the allocation total plus `in_transit` (the reconciling items' net per (address,
+    asset), `daemon.rules.transit`; none by default).
 
     Returns findings sorted by fingerprint. House wallets and addresses absent from
     the ledger produce no findings.
     """
+    in_transit = in_transit or {}
     findings: list[Finding] = []
     verified: set[tuple[Address, str]] = set()
     errors: list[BalanceObservation] = []
@@ -124,7 +138,8 @@ def reconcile(ledger: LedgerView, observations: Iterable[BalanceObservation]) ->
             errors.append(obs)
             continue
         verified.add((obs.address, obs.asset.symbol))
-        finding = balance_finding(ledger.chain, wallet, obs)
+        finding = balance_finding(ledger.chain, wallet, obs,
+                                  in_transit.get((obs.address, obs.asset.symbol), 0))
         if finding is not None:
             findings.append(finding)
     findings.sort(key=lambda f: f.fingerprint)
@@ -132,13 +147,15 @@ def reconcile(ledger: LedgerView, observations: Iterable[BalanceObservation]) ->
     return Reconciliation(tuple(findings), frozenset(verified), tuple(errors))
 
 
-def balance_finding(chain: str, wallet: WalletView, obs: BalanceObservation) -> Finding | None:
-    """Return the shortfall or surplus of one client (wallet, asset), or None when it matches."""
+def balance_finding(chain: str, wallet: WalletView, obs: BalanceObservation,
+                    in_transit: int = 0) -> Finding | None:
+    """Return the shortfall or surplus of one client (wallet, asset) against its expected
+    balance (booked + `in_transit`), or None when it matches."""
     if wallet.structure not in CLIENT_STRUCTURES or obs.amount is None:
         return None
     symbol = obs.asset.symbol
     ledger_total = wallet.ledger_total(symbol)
-    difference = obs.amount - ledger_total
+    difference = obs.amount - ledger_total - in_transit
     if difference == 0:
         return None
     kind = "balance_shortfall" if difference < 0 else "balance_surplus"
@@ -154,6 +171,7 @@ def balance_finding(chain: str, wallet: WalletView, obs: BalanceObservation) -> 
         ledger=ledger_total,
         difference=difference,
         block=obs.block,
+        in_transit=in_transit,
     )
 
 

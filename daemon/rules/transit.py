@@ -14,8 +14,12 @@
 
 For books that are correct at their cut-off, expected equals the on-chain balance at B,
 whatever the order the movements are given in; a balance finding is raised only for
-what the items do not explain. Not yet wired into the cycle (issue 14 continues): the
-cycle still compares with the booked amount.
+what the items do not explain.
+
+Only movements the books are expected to book are items: deposits, moves between a
+client's own wallets, withdrawals an approved instruction authorized, and their fees. A
+transfer that raised `unauthorized_outflow` or `commingling` explains nothing: the books
+will never book a theft, so the balance finding for it fires at once too.
 """
 
 from __future__ import annotations
@@ -23,8 +27,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
+
+from chains.types import BalanceObservation, FeePayment
+from daemon.rules.flows import Flow, flagged
+from daemon.rules.reconcile import BALANCE_TYPES, LedgerView, Reconciliation, reconcile
 
 Side = Literal["unbooked", "ahead"]
 
@@ -84,3 +92,56 @@ def expected(booked: Mapping[tuple[str, str], int], found: Iterable[Item]
     for item in found:
         out[(item.movement.address, item.movement.asset)] += item.adjustment
     return dict(out)
+
+
+
+def movements(ledger: LedgerView, flows: Iterable[Flow], fees: Iterable[FeePayment],
+              native: str, matched: Iterable[str] = ()) -> list[Movement]:
+    """The movements of the ledger's wallets the books are expected to book, from
+    transfers (`matched`: the stored keys of transfers an approved withdrawal authorized)
+    and fees. A flow without a block time cannot be placed against a cut-off and is not a
+    movement (fail closed: it explains nothing); neither is a flagged transfer, nor the
+    fee of a transaction that carried one."""
+    authorized = set(matched)
+    out: list[Movement] = []
+    suspicious: set[str] = set()
+    for flow in flows:
+        t, key = flow.transfer, ":".join(str(part) for part in flow.transfer.key)
+        if flagged(ledger, flow) and key not in authorized:
+            if t.tx_hash:
+                suspicious.add(t.tx_hash.lower())
+            continue
+        if flow.block_time is None:
+            continue
+        if t.recipient in ledger.wallets:
+            out.append(Movement(f"{key}:in", t.recipient, flow.asset, t.amount,
+                                t.block.height, flow.block_time, t.tx_hash))
+        if t.sender is not None and t.sender in ledger.wallets:
+            out.append(Movement(f"{key}:out", t.sender, flow.asset, -t.amount,
+                                t.block.height, flow.block_time, t.tx_hash))
+    for fee in fees:
+        when = fee.block.timestamp
+        if fee.payer not in ledger.wallets or when is None or \
+                fee.tx_hash.lower() in suspicious:
+            continue
+        out.append(Movement(f"fee:{fee.tx_hash}", fee.payer, native, -fee.amount,
+                            fee.block.height, datetime.fromtimestamp(when, UTC), fee.tx_hash))
+    return out
+
+
+def adjustments(found: Iterable[Item]) -> dict[tuple[str, str], int]:
+    """(address, asset) → the net the items add to the booked amount."""
+    out: dict[tuple[str, str], int] = defaultdict(int)
+    for item in found:
+        out[(item.movement.address, item.movement.asset)] += item.adjustment
+    return dict(out)
+
+
+def explain(ledger: LedgerView, observations: Iterable[BalanceObservation],
+            result: Reconciliation, found: Iterable[Item]) -> Reconciliation:
+    """`result` with its balance findings judged against the expected balance (booked
+    plus the items) instead of the booked one; its other findings are kept."""
+    again = reconcile(ledger, observations, adjustments(found))
+    kept = [f for f in result.findings if f.type not in BALANCE_TYPES]
+    return Reconciliation(tuple(sorted((*kept, *again.findings), key=lambda f: f.fingerprint)),
+                          result.verified, result.read_errors)

@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from chains.types import Address, BalanceObservation, ChainHead
 from daemon.inputs.config import ChainSettings
+from daemon.rules import transit
 from daemon.rules.flows import Flow, classify, continuity
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
@@ -44,6 +45,8 @@ class CycleWrite:
     voided: int = 0
     findings: tuple[Finding, ...] = ()
     """Every condition this cycle saw: balance, transfer and continuity findings."""
+    in_transit: int = 0
+    """How many reconciling items explained balances (SPEC §8)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,21 +79,24 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     ones, open new ones, self-clear verified ones that cleared).
     """
     audit = AuditLog(session)
-    findings = list(cycle.result.findings)
+    transfer_findings: list[Finding] = []
     voided = 0
     if cycle.seed is not None:
         tx.seed_wallets(session, chain_id, cycle.seed.addresses, cycle.seed.block.height,
                         cycle.seed.outputs)
     if cycle.scan is not None:
         new_flows = _record_scan(session, chain_id, cycle.scan, now)
-        findings += _judge_transfers(session, chain, chain_id, cycle.ledger, new_flows,
-                                     cycle.checkers)
+        transfer_findings = _judge_transfers(session, chain, chain_id, cycle.ledger,
+                                             new_flows, cycle.checkers)
         voided = _void_orphaned(session, audit, chain_id, now)
     elif cycle.shard == 0 and tx.scan_state(session, chain_id) is None and \
             not cycle.scan_error:
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
     if cycle.scan_error:
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
+    found = _reconciling_items(session, chain, chain_id, cycle)
+    findings = [*transit.explain(cycle.ledger, cycle.observations, cycle.result,
+                                 found).findings, *transfer_findings]
     latest = latest_observations(session, chain_id)
     findings += _continuity(session, chain, chain_id, cycle, latest)
     findings += unverified_findings(cycle.ledger, cycle.result.read_errors,
@@ -107,7 +113,20 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         findings=len(findings), finished_at=now, shard=cycle.shard, shards=cycle.shards,
         scanned=not cycle.scan_error if cycle.shard == 0
         else _scanned_through(session, chain_id, cycle.block)))
-    return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings))
+    return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings), len(found))
+
+
+def _reconciling_items(session: Session, chain: ChainSettings, chain_id: int,
+                       cycle: CycleInput) -> list[transit.Item]:
+    """The reconciling items at the cycle's block for the current books' cut-off (the
+    transfers this cycle scanned are stored and judged by now)."""
+    cut_off = cycle.ledger.cut_off
+    if cut_off is None:
+        return []
+    found = tx.transit_candidates(session, chain_id, cut_off, cycle.block.height)
+    return transit.items(transit.movements(cycle.ledger, found.flows, found.fees,
+                                           chain.native_asset.symbol, found.matched),
+                         cut_off, cycle.block.height)
 
 
 _PAIR_TYPES = (*BALANCE_TYPES, "source_disagreement", "balance_unverified")
@@ -296,7 +315,8 @@ def _record_scan(session: Session, chain_id: int, plan: tx.ScanPlan,
         tx.retract_above(session, chain_id, plan.fork_point)
     tx.store_blocks(session, chain_id, plan.result.blocks, now)
     new_flows = tx.upsert_transfers(session, chain_id, plan.flows, now)
-    tx.upsert_fees(session, chain_id, plan.result.fees)
+    tx.upsert_fees(session, chain_id, plan.result.fees,
+                   {b.height: tx.block_time(b) for b in plan.result.blocks})
     tx.track_outputs(session, chain_id, plan.result.created, plan.result.spent)
     return new_flows
 
@@ -401,6 +421,7 @@ def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
         "type": finding.type, "severity": finding.severity, "address": finding.address,
         "asset": finding.asset, "onchain": _text(finding.onchain),
         "ledger": _text(finding.ledger), "difference": _text(finding.difference),
+        "in_transit": _text(finding.in_transit),
         "block_number": finding.block.height if finding.block else None}
     if reopens is not None:
         payload["reopens"] = reopens
@@ -409,6 +430,7 @@ def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
 
 def _refresh(row: m.Discrepancy, finding: Finding, now: datetime) -> None:
     row.onchain, row.ledger, row.difference = finding.onchain, finding.ledger, finding.difference
+    row.in_transit = finding.in_transit
     row.amount, row.counterparty, row.event = finding.amount, finding.counterparty, finding.event
     row.owners = list(finding.owners)
     row.block_number = finding.block.height if finding.block else None

@@ -11,7 +11,11 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from daemon.errors import InputError
+from daemon.rules import transit
+from daemon.rules.flows import Flow
+from daemon.rules.reconcile import LedgerView
 from daemon.store import models as m
+from daemon.store import transfers as tx
 
 
 class FeedQueries:
@@ -105,3 +109,21 @@ class FeedQueries:
                     out.setdefault(wallets[w], {})[assets[a]] = (
                         o.amount, o.block_height, o.observed_at.isoformat())
             return out
+
+    def reconciling_items(self, ledger: LedgerView, pinned: int, native: str,
+                          addresses: list[str] | None = None,
+                          extra: tuple[list[Flow], list[Any]] = ([], [])
+                          ) -> list[transit.Item]:
+        """The reconciling items of `ledger`'s books (its cut-off) at block `pinned`, from
+        the stored transfers and fees (of `addresses` when given) plus `extra` (flows and
+        fees read outside the scan, e.g. by a spot check); none without a cut-off."""
+        if ledger.cut_off is None:
+            return []
+        with Session(self.engine) as session:
+            chain = session.exec(select(m.Chain.id).where(m.Chain.name == ledger.chain)).first()
+            found = tx.transit_candidates(session, chain, ledger.cut_off, pinned, addresses) \
+                if chain is not None else tx.Candidates([], [], set())
+        flows = {":".join(map(str, f.transfer.key)): f for f in (*extra[0], *found.flows)}
+        fees = {f.tx_hash: f for f in (*extra[1], *found.fees)}
+        return transit.items(transit.movements(ledger, flows.values(), fees.values(), native,
+                                               found.matched), ledger.cut_off, pinned)

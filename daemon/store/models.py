@@ -143,6 +143,8 @@ class Discrepancy(SQLModel, table=True):
     onchain: int | None = _amount(nullable=True)
     ledger: int | None = _amount(nullable=True)
     difference: int | None = _amount(nullable=True)
+    in_transit: int | None = _amount(nullable=True)
+    """Balance findings: the reconciling items' net (expected = ledger + in_transit)."""
     tx_hash: str | None = Field(default=None, max_length=100)
     block_number: int | None = None
     block_hash: str | None = Field(default=None, max_length=100)
@@ -206,7 +208,8 @@ class Transfer(SQLModel, table=True):
     """A value movement touching a watched wallet. Orphaned by a reorg: kept, flagged."""
 
     __table_args__ = (UniqueConstraint("chain_id", "key"),
-                      Index("ix_transfer_chain_block", "chain_id", "block_number"))
+                      Index("ix_transfer_chain_block", "chain_id", "block_number"),
+                      Index("ix_transfer_chain_time", "chain_id", "block_time"))
     id: int | None = Field(default=None, primary_key=True)
     chain_id: int = Field(foreign_key="chain.id")
     key: str = Field(max_length=300)
@@ -224,13 +227,16 @@ class Transfer(SQLModel, table=True):
     orphaned: bool = False
     withdrawal_id: int | None = Field(default=None, foreign_key="approved_withdrawal.id")
     seen_at: datetime = _time()
+    block_time: datetime | None = _time(nullable=True)
+    """The block's time (None: the source gave none, or scanned before it was kept)."""
 
 
 class FeePaid(SQLModel, table=True):
     """Gas a watched wallet paid for a transaction (also for reverted ones)."""
 
     __tablename__ = "fee_payment"
-    __table_args__ = (UniqueConstraint("chain_id", "tx_hash"),)
+    __table_args__ = (UniqueConstraint("chain_id", "tx_hash"),
+                      Index("ix_fee_payment_chain_time", "chain_id", "block_time"))
     id: int | None = Field(default=None, primary_key=True)
     chain_id: int = Field(foreign_key="chain.id", index=True)
     block_number: int
@@ -240,6 +246,7 @@ class FeePaid(SQLModel, table=True):
     amount: int = _amount()
     success: bool
     orphaned: bool = False
+    block_time: datetime | None = _time(nullable=True)
 
 
 class ApprovedWithdrawal(SQLModel, table=True):

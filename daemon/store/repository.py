@@ -6,6 +6,7 @@ recorded twice leaves one open discrepancy per condition.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,8 @@ class Store(AuditQueries, FeedQueries):
             if as_of is not None:
                 newest = newest.where(m.AllocationSnapshot.imported_at <= as_of)
             snapshot = session.exec(newest).one()
+            row = session.get(m.AllocationSnapshot, snapshot) if snapshot else None
+            cut_off = row.cut_off if row else None
             cached = self._ledgers.get(chain) if as_of is None else None
             if cached is not None and cached[0] == snapshot:
                 return cached[1]
@@ -177,7 +180,8 @@ class Store(AuditQueries, FeedQueries):
                 .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
                 .where(col(m.Chain.name) == chain, col(m.Allocation.snapshot_id) == snapshot)
             )
-            view = _build_view(chain, session.execute(query))
+            view = dataclasses.replace(_build_view(chain, session.execute(query)),
+                                       cut_off=cut_off)
         if as_of is None:
             self._ledgers[chain] = (snapshot, view)
         return view

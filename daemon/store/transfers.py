@@ -5,7 +5,7 @@ cycle's one transaction (`Store.record_cycle`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -138,6 +138,7 @@ def upsert_transfers(session: Session, chain_id: int, flows: Iterable[Flow],
                              recipient=t.recipient, contract=t.contract, asset=flow.asset,
                              amount=t.amount, block_number=0, block_hash="", seen_at=now)
         row.block_number, row.block_hash, row.orphaned = t.block.height, t.block.hash, False
+        row.block_time = flow.block_time
         session.add(row)
     session.flush()
     return new
@@ -154,8 +155,10 @@ def _existing(session: Session, table: Any, chain_id: int, column: Any,
     return found
 
 
-def upsert_fees(session: Session, chain_id: int, fees: Iterable[FeePayment]) -> None:
-    """Store fees paid by watched wallets (a re-included transaction is un-orphaned)."""
+def upsert_fees(session: Session, chain_id: int, fees: Iterable[FeePayment],
+                times: Mapping[int, datetime | None]) -> None:
+    """Store fees paid by watched wallets with their block's time (`times`: by height);
+    a re-included transaction is un-orphaned."""
     by_tx = {fee.tx_hash: fee for fee in fees}
     known = _existing(session, m.FeePaid, chain_id, m.FeePaid.tx_hash, list(by_tx))
     for tx_hash, fee in by_tx.items():
@@ -165,6 +168,7 @@ def upsert_fees(session: Session, chain_id: int, fees: Iterable[FeePayment]) -> 
                                               block_hash="")
         row.block_number, row.block_hash, row.orphaned = fee.block.height, fee.block.hash, False
         row.amount, row.success = fee.amount, fee.success
+        row.block_time = times.get(fee.block.height)
         session.add(row)
 
 
@@ -211,6 +215,60 @@ def flows_between(session: Session, chain_id: int, after: int, upto: int
         col(m.FeePaid.block_number) > after, col(m.FeePaid.block_number) <= upto)).all()
     return flows, [FeePayment(ChainHead(f.block_number, f.block_hash), f.tx_hash,
                               Address(f.payer), f.amount, f.success) for f in fees]  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Stored live transfers and fees that may be reconciling items, and the keys of the
+    transfers an approved withdrawal authorized."""
+
+    flows: list[Flow]
+    fees: list[FeePayment]
+    matched: set[str]
+
+
+def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinned: int,
+                       addresses: Sequence[str] | None = None) -> Candidates:
+    """Live transfers and fees booked on one side only for books cut at `cut_off` and a
+    chain read at block `pinned` (SPEC §8): after the cut-off at or below the block, or
+    above the block at or before the cut-off; only those touching `addresses` when given.
+    Served by the (chain, block_time) index: the window is what is in transit, not the
+    history."""
+    def window(table: Any) -> Any:
+        return ((col(table.block_time) > cut_off) & (col(table.block_number) <= pinned)) | \
+            ((col(table.block_number) > pinned) & (col(table.block_time) <= cut_off))
+
+    query = select(m.Transfer).where(m.Transfer.chain_id == chain_id,
+                                     col(m.Transfer.orphaned).is_(False),
+                                     col(m.Transfer.block_time).is_not(None),
+                                     window(m.Transfer))
+    fee_query = select(m.FeePaid).where(m.FeePaid.chain_id == chain_id,
+                                        col(m.FeePaid.orphaned).is_(False),
+                                        col(m.FeePaid.block_time).is_not(None),
+                                        window(m.FeePaid))
+    if addresses is not None:
+        query = query.where(col(m.Transfer.sender).in_(addresses)
+                            | col(m.Transfer.recipient).in_(addresses))
+        fee_query = fee_query.where(col(m.FeePaid.payer).in_(addresses))
+    rows = session.exec(query).all()
+    fees = session.exec(fee_query).all()
+    return Candidates(
+        [_flow(r) for r in rows],
+        [FeePayment(ChainHead(f.block_number, f.block_hash, _stamp(f.block_time)), f.tx_hash,
+                    Address(f.payer), f.amount, f.success) for f in fees],  # type: ignore[arg-type]
+        {r.key for r in rows if r.withdrawal_id is not None})
+
+
+def _stamp(moment: datetime | None) -> int | None:
+    return None if moment is None else int(moment.timestamp())
+
+
+def _flow(r: m.Transfer) -> Flow:
+    return Flow(TransferObservation(
+        r.kind, ChainHead(r.block_number, r.block_hash, _stamp(r.block_time)), r.tx_hash,  # type: ignore[arg-type]
+        r.log_index, Address(r.sender) if r.sender else None, Address(r.recipient),
+        Address(r.contract) if r.contract else None, r.amount, "store", r.trace_path),  # type: ignore[arg-type]
+        r.asset, r.block_time)
 
 
 @dataclass(frozen=True, slots=True)

@@ -113,11 +113,19 @@ def test_cycle_finds_the_shortfall_and_status_reports_it(env: Env) -> None:
 
 
 def test_second_cycle_updates_and_restored_funds_self_clear(env: Env) -> None:
-    """The same shortfall twice stays one item; after funds return it is self_cleared."""
+    """The same shortfall twice stays one item. Funds returned after the books' cut-off
+    are a deposit in transit (SPEC §8: expected = booked + the deposit), so the shortfall
+    stays until books cut after the deposit, which do not book it as a client's: then
+    it is self_cleared."""
     assert env.cli("run", "--once").code == 1
     assert env.cli("run", "--once").code == 1
     assert len(env.cli("discrepancies", "list", "--json").json()) == 1
     mint_many(env.node, env.token, [ALICE], [100 * 10**6])
+    assert env.cli("run", "--once").code == 1
+    (open_,) = env.cli("discrepancies", "list", "--json").json()
+    assert (open_["status"], open_["in_transit"], open_["difference"]) == (
+        "open", str(100 * 10**6), str(-100 * 10**6))
+    assert env.cli("ledger", "import", "ledger.csv", feeder=True).code == 0
     assert env.cli("run", "--once").code == 0
     (item,) = env.cli("discrepancies", "list", "--json").json()
     assert item["status"] == "self_cleared"
@@ -136,7 +144,9 @@ def test_check_reports_balances_ledger_and_findings(env: Env) -> None:
     assert set(doc["head"]) == {"height", "hash"}
     balances = {b["asset"]: b for b in doc["balances"]}
     assert balances["ETH"] == {"asset": "ETH", "contract": None, "onchain": str(10 * ETH),
-                               "ledger": str(10 * ETH), "difference": "0", "error": None}
+                               "ledger": str(10 * ETH), "in_transit": "0",
+                               "expected": str(10 * ETH), "difference": "0", "error": None}
+    assert doc["reconciling_items"] == []  # nothing moved since the books were cut
     assert balances["USDC"]["difference"] == str(-100 * 10**6)
     assert [f["type"] for f in doc["findings"]] == ["balance_shortfall"]
     assert doc["status"] == "discrepancy"
