@@ -8,7 +8,11 @@
     unbooked: a movement in a block at or below B whose time is after T — the chain has
               it, the books do not yet (a withdrawal mined before the books book it);
     ahead:    a movement in a block above B whose time is at or before T — the books
-              have it, the chain at B does not yet (the books lead the pinned block).
+              have it, the chain at B does not yet (the books lead the pinned block);
+    reorged:  a movement the books booked (its time at or before T) that a reorg removed
+              after T — the books have it, the chain no longer does; books cut after the
+              reorg no longer have it, so it is no item for them. A movement a reorg
+              moved to another block keeps the time it was first mined.
 
     expected(wallet, asset) = booked + Σ unbooked - Σ ahead
 
@@ -34,7 +38,7 @@ from chains.types import BalanceObservation, FeePayment
 from daemon.rules.flows import Flow, flagged
 from daemon.rules.reconcile import BALANCE_TYPES, LedgerView, Reconciliation, reconcile
 
-Side = Literal["unbooked", "ahead"]
+Side = Literal["unbooked", "ahead", "reorged"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +53,8 @@ class Movement:
     height: int
     time: datetime
     tx_hash: str | None = None
+    orphaned_at: datetime | None = None
+    """When a reorg removed it (None: on the chain)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +66,9 @@ class Item:
 
     @property
     def adjustment(self) -> int:
-        """What the item adds to the booked amount to give the expected one."""
+        """What the item adds to the booked amount to give the expected one: an unbooked
+        movement its delta; an ahead or reorged one (the books have it, the chain at B
+        does not) minus its delta."""
         return self.movement.delta if self.side == "unbooked" else -self.movement.delta
 
     def as_json(self, now: datetime) -> dict[str, Any]:
@@ -77,7 +85,10 @@ def items(movements: Iterable[Movement], cut_off: datetime, pinned: int) -> list
     unique = {m.key: m for m in movements}
     found = []
     for m in unique.values():
-        if m.height <= pinned and m.time > cut_off:
+        if m.orphaned_at is not None:
+            if m.time <= cut_off < m.orphaned_at:
+                found.append(Item(m, "reorged"))
+        elif m.height <= pinned and m.time > cut_off:
             found.append(Item(m, "unbooked"))
         elif m.height > pinned and m.time <= cut_off:
             found.append(Item(m, "ahead"))
@@ -96,13 +107,14 @@ def expected(booked: Mapping[tuple[str, str], int], found: Iterable[Item]
 
 
 def movements(ledger: LedgerView, flows: Iterable[Flow], fees: Iterable[FeePayment],
-              native: str, matched: Iterable[str] = ()) -> list[Movement]:
+              native: str, matched: Iterable[str] = (),
+              removed: Mapping[str, datetime] | None = None) -> list[Movement]:
     """The movements of the ledger's wallets the books are expected to book, from
     transfers (`matched`: the stored keys of transfers an approved withdrawal authorized)
     and fees. A flow without a block time cannot be placed against a cut-off and is not a
     movement (fail closed: it explains nothing); neither is a flagged transfer, nor the
     fee of a transaction that carried one."""
-    authorized = set(matched)
+    authorized, removed = set(matched), removed or {}
     out: list[Movement] = []
     suspicious: set[str] = set()
     for flow in flows:
@@ -113,19 +125,21 @@ def movements(ledger: LedgerView, flows: Iterable[Flow], fees: Iterable[FeePayme
             continue
         if flow.block_time is None:
             continue
+        gone = removed.get(key)
         if t.recipient in ledger.wallets:
             out.append(Movement(f"{key}:in", t.recipient, flow.asset, t.amount,
-                                t.block.height, flow.block_time, t.tx_hash))
+                                t.block.height, flow.block_time, t.tx_hash, gone))
         if t.sender is not None and t.sender in ledger.wallets:
             out.append(Movement(f"{key}:out", t.sender, flow.asset, -t.amount,
-                                t.block.height, flow.block_time, t.tx_hash))
+                                t.block.height, flow.block_time, t.tx_hash, gone))
     for fee in fees:
         when = fee.block.timestamp
         if fee.payer not in ledger.wallets or when is None or \
                 fee.tx_hash.lower() in suspicious:
             continue
         out.append(Movement(f"fee:{fee.tx_hash}", fee.payer, native, -fee.amount,
-                            fee.block.height, datetime.fromtimestamp(when, UTC), fee.tx_hash))
+                            fee.block.height, datetime.fromtimestamp(when, UTC), fee.tx_hash,
+                            removed.get(f"fee:{fee.tx_hash}")))
     return out
 
 

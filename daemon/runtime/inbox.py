@@ -119,7 +119,7 @@ class Inbox:
             result = service.import_withdrawals(path, dry_run=False, actor=actor)
             return "imported" if result.summary.get("new") else "already"
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if service.store.has_snapshot(digest):
+        if service.store.has_snapshot(digest, planned.as_of):
             return "already"
         service.import_ledger(path, dry_run=False, actor=actor, as_of=planned.as_of)
         return "imported"

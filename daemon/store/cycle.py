@@ -125,7 +125,8 @@ def _reconciling_items(session: Session, chain: ChainSettings, chain_id: int,
         return []
     found = tx.transit_candidates(session, chain_id, cut_off, cycle.block.height)
     return transit.items(transit.movements(cycle.ledger, found.flows, found.fees,
-                                           chain.native_asset.symbol, found.matched),
+                                           chain.native_asset.symbol, found.matched,
+                                           found.removed),
                          cut_off, cycle.block.height)
 
 
@@ -312,7 +313,9 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
 def _record_scan(session: Session, chain_id: int, plan: tx.ScanPlan,
                  now: datetime) -> list[Flow]:
     if plan.fork_point is not None:
-        tx.retract_above(session, chain_id, plan.fork_point)
+        first = plan.result.blocks[0] if plan.result.blocks else None
+        tx.retract_above(session, chain_id, plan.fork_point,
+                         (tx.block_time(first) if first else None) or now)
     tx.store_blocks(session, chain_id, plan.result.blocks, now)
     new_flows = tx.upsert_transfers(session, chain_id, plan.flows, now)
     tx.upsert_fees(session, chain_id, plan.result.fees,

@@ -45,11 +45,16 @@ class FeedQueries:
             row = session.exec(query.order_by(col(m.AllocationSnapshot.id).desc())).first()
             return {"snapshot": row.id, "as_of": row.cut_off.isoformat()} if row else None
 
-    def has_snapshot(self, sha256: str) -> bool:
-        """Whether a snapshot of exactly this content (SHA-256 hex) was imported."""
+    def has_snapshot(self, sha256: str, as_of: datetime | None = None) -> bool:
+        """Whether a snapshot of exactly this content (SHA-256 hex) was imported — with
+        this cut-off, when `as_of` is given: the same books cut again later are a new
+        snapshot (a quiet ledger stays fresh), the same file twice is not."""
         with Session(self.engine) as session:
-            return session.exec(select(m.AllocationSnapshot.id).where(
-                m.AllocationSnapshot.sha256 == sha256)).first() is not None
+            query = select(m.AllocationSnapshot.id).where(
+                m.AllocationSnapshot.sha256 == sha256)
+            if as_of is not None:
+                query = query.where(m.AllocationSnapshot.as_of == as_of)
+            return session.exec(query).first() is not None
 
     def ledger_cut_off(self) -> datetime | None:
         """The current snapshot's cut-off (aware datetime), or None without a ledger."""
@@ -122,8 +127,9 @@ class FeedQueries:
         with Session(self.engine) as session:
             chain = session.exec(select(m.Chain.id).where(m.Chain.name == ledger.chain)).first()
             found = tx.transit_candidates(session, chain, ledger.cut_off, pinned, addresses) \
-                if chain is not None else tx.Candidates([], [], set())
+                if chain is not None else tx.Candidates([], [], set(), {})
         flows = {":".join(map(str, f.transfer.key)): f for f in (*extra[0], *found.flows)}
         fees = {f.tx_hash: f for f in (*extra[1], *found.fees)}
         return transit.items(transit.movements(ledger, flows.values(), fees.values(), native,
-                                               found.matched), ledger.cut_off, pinned)
+                                               found.matched, found.removed),
+                             ledger.cut_off, pinned)

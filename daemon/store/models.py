@@ -228,7 +228,10 @@ class Transfer(SQLModel, table=True):
     withdrawal_id: int | None = Field(default=None, foreign_key="approved_withdrawal.id")
     seen_at: datetime = _time()
     block_time: datetime | None = _time(nullable=True)
-    """The block's time (None: the source gave none, or scanned before it was kept)."""
+    """The block's time (None: the source gave none, or scanned before it was kept); the
+    earliest, when a reorg moved the transfer to another block."""
+    orphaned_at: datetime | None = _time(nullable=True)
+    """When a reorg removed it: the time of the first block of the branch that did."""
 
 
 class FeePaid(SQLModel, table=True):
@@ -247,6 +250,7 @@ class FeePaid(SQLModel, table=True):
     success: bool
     orphaned: bool = False
     block_time: datetime | None = _time(nullable=True)
+    orphaned_at: datetime | None = _time(nullable=True)
 
 
 class ApprovedWithdrawal(SQLModel, table=True):

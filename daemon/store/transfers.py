@@ -86,13 +86,16 @@ def record_scan_error(session: Session, chain_id: int, message: str, now: dateti
         session.add(cursor)
 
 
-def retract_above(session: Session, chain_id: int, fork_point: int) -> None:
-    """Orphan every transfer and fee above `fork_point`; forget those block hashes and
-    the UTXO outputs those blocks created or spent."""
+def retract_above(session: Session, chain_id: int, fork_point: int,
+                  at: datetime | None = None) -> None:
+    """Orphan every transfer and fee above `fork_point` (`at`: the time of the first
+    block of the branch that replaced them); forget those block hashes and the UTXO
+    outputs those blocks created or spent."""
     for table in (m.Transfer, m.FeePaid):
         session.execute(update(table).where(col(table.chain_id) == chain_id,
-                                            col(table.block_number) > fork_point)
-                        .values(orphaned=True))
+                                            col(table.block_number) > fork_point,
+                                            col(table.orphaned).is_(False))
+                        .values(orphaned=True, orphaned_at=at))
     session.execute(delete(m.TrackedUtxo).where(col(m.TrackedUtxo.chain_id) == chain_id,
                                                 col(m.TrackedUtxo.height) > fork_point))
     session.execute(update(m.TrackedUtxo).where(col(m.TrackedUtxo.chain_id) == chain_id,
@@ -138,10 +141,19 @@ def upsert_transfers(session: Session, chain_id: int, flows: Iterable[Flow],
                              recipient=t.recipient, contract=t.contract, asset=flow.asset,
                              amount=t.amount, block_number=0, block_hash="", seen_at=now)
         row.block_number, row.block_hash, row.orphaned = t.block.height, t.block.hash, False
-        row.block_time = flow.block_time
+        row.block_time = _earliest(row.block_time, flow.block_time)
+        row.orphaned_at = None
         session.add(row)
     session.flush()
     return new
+
+
+def _earliest(known: datetime | None, new: datetime | None) -> datetime | None:
+    """A transfer a reorg moved keeps the time it was first mined: books that booked it
+    then have it (SPEC §8), wherever it was re-included."""
+    if known is None or new is None:
+        return new or known
+    return min(known if known.tzinfo else known.replace(tzinfo=UTC), new)
 
 
 def _existing(session: Session, table: Any, chain_id: int, column: Any,
@@ -168,7 +180,8 @@ def upsert_fees(session: Session, chain_id: int, fees: Iterable[FeePayment],
                                               block_hash="")
         row.block_number, row.block_hash, row.orphaned = fee.block.height, fee.block.hash, False
         row.amount, row.success = fee.amount, fee.success
-        row.block_time = times.get(fee.block.height)
+        row.block_time = _earliest(row.block_time, times.get(fee.block.height))
+        row.orphaned_at = None
         session.add(row)
 
 
@@ -225,6 +238,9 @@ class Candidates:
     flows: list[Flow]
     fees: list[FeePayment]
     matched: set[str]
+    removed: dict[str, datetime]
+    """Keys of transfers (and `fee:TX` of fees) a reorg removed after the cut-off that
+    the books had booked → when the replacing branch began."""
 
 
 def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinned: int,
@@ -235,15 +251,16 @@ def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinne
     Served by the (chain, block_time) index: the window is what is in transit, not the
     history."""
     def window(table: Any) -> Any:
-        return ((col(table.block_time) > cut_off) & (col(table.block_number) <= pinned)) | \
-            ((col(table.block_number) > pinned) & (col(table.block_time) <= cut_off))
+        live = col(table.orphaned).is_(False)
+        return (live & (col(table.block_time) > cut_off) & (col(table.block_number) <= pinned)) \
+            | (live & (col(table.block_number) > pinned) & (col(table.block_time) <= cut_off)) \
+            | (col(table.orphaned).is_(True) & (col(table.block_time) <= cut_off)
+               & (col(table.orphaned_at) > cut_off))
 
     query = select(m.Transfer).where(m.Transfer.chain_id == chain_id,
-                                     col(m.Transfer.orphaned).is_(False),
                                      col(m.Transfer.block_time).is_not(None),
                                      window(m.Transfer))
     fee_query = select(m.FeePaid).where(m.FeePaid.chain_id == chain_id,
-                                        col(m.FeePaid.orphaned).is_(False),
                                         col(m.FeePaid.block_time).is_not(None),
                                         window(m.FeePaid))
     if addresses is not None:
@@ -256,7 +273,14 @@ def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinne
         [_flow(r) for r in rows],
         [FeePayment(ChainHead(f.block_number, f.block_hash, _stamp(f.block_time)), f.tx_hash,
                     Address(f.payer), f.amount, f.success) for f in fees],  # type: ignore[arg-type]
-        {r.key for r in rows if r.withdrawal_id is not None})
+        {r.key for r in rows if r.withdrawal_id is not None},
+        {**{r.key: _aware(r.orphaned_at) for r in rows if r.orphaned and r.orphaned_at},
+         **{f"fee:{f.tx_hash}": _aware(f.orphaned_at) for f in fees
+            if f.orphaned and f.orphaned_at}})
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _stamp(moment: datetime | None) -> int | None:

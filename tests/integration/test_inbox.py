@@ -73,6 +73,16 @@ def test_a_snapshot_is_imported_once_as_the_feeder(
     (again,) = inbox.poll()
     assert again.status == "already" and len(service.store.snapshots()) == 2
     assert (inbox.folder / ".next.csv.tmp").exists()
+    # the same books cut again later are a new snapshot: a quiet ledger stays fresh
+    # (ledger_stale) and its cut-off moves on; the same file with the same cut-off is not
+    later = (moment + timedelta(minutes=4)).strftime("%Y%m%dT%H%M%SZ")
+    drop(inbox, f"books.asof-{later}.csv", LEDGER)
+    (recut,) = inbox.poll()
+    assert recut.status == "imported" and len(service.store.snapshots()) == 3
+    assert service.store.ledger_cut_off() == moment + timedelta(minutes=4)
+    drop(inbox, f"copy.asof-{later}.csv", LEDGER)
+    (copy,) = inbox.poll()
+    assert copy.status == "already" and len(service.store.snapshots()) == 3
 
 
 def test_a_bad_file_is_rejected_whole_with_its_errors(

@@ -102,3 +102,49 @@ def test_books_ahead_of_the_pinned_block_subtract_what_the_chain_does_not_have_y
     found = items([deposit], START + timedelta(seconds=40), pinned=10)
     assert [i.side for i in found] == ["ahead"]
     assert expected({("0xb", "ETH"): 105}, found) == {("0xb", "ETH"): 100}
+
+
+def test_a_booked_deposit_a_reorg_removed_is_in_transit_until_books_cut_after_it() -> None:
+    """Books cut at 10:00:40 booked a deposit mined at 10:00:30; a reorg removed it at
+    10:00:50 (not re-included). The books have it, the chain does not: a `reorged` item
+    for those books; books cut after the reorg (which no longer have it) get no item,
+    and books that still have it then are a shortfall, as they should be."""
+    removed_at = START + timedelta(seconds=50)
+    gone = Movement("d:in", "0xb", "ETH", 5, 12, START + timedelta(seconds=30), "0xd",
+                    orphaned_at=removed_at)
+    found = items([gone], START + timedelta(seconds=40), pinned=20)
+    assert [i.side for i in found] == ["reorged"]
+    assert expected({("0xb", "ETH"): 105}, found) == {("0xb", "ETH"): 100}
+    assert items([gone], START + timedelta(seconds=60), pinned=20) == []
+    assert items([gone], START + timedelta(seconds=20), pinned=20) == []  # never booked
+
+
+def test_flagged_transfers_and_their_fees_explain_nothing() -> None:
+    """A theft (an outflow no approval covers) is no reconciling item, nor is its fee:
+    the books will never book it, so the balance finding fires at once. A deposit, an
+    internal move and an approved withdrawal (its key matched) are items."""
+    from chains.types import Address, ChainHead, FeePayment, TransferObservation
+    from daemon.rules.flows import Flow
+    from daemon.rules.reconcile import LedgerView, WalletView
+    from daemon.rules.transit import movements
+
+    a, b = Address("0xa"), Address("0xb")
+    ledger = LedgerView("c", {a: WalletView(a, "segregated", {"ETH": {"alice": 10}}),
+                              b: WalletView(b, "segregated", {"ETH": {"alice": 10}})},
+                        START)
+    block = ChainHead(5, "0x05", int(START.timestamp()) + 60)
+    when = START + timedelta(seconds=60)
+
+    def send(tx: str, sender: str | None, to: str) -> Flow:
+        return Flow(TransferObservation("native", block, tx, None,
+                                        Address(sender) if sender else None, Address(to),
+                                        None, 7, "s"), "ETH", when)  # type: ignore[arg-type]
+
+    flows = [send("0xtheft", "0xa", "0xout"), send("0xpaid", "0xa", "0xpayee"),
+             send("0xdep", "0xext", "0xa"), send("0xmove", "0xa", "0xb")]
+    fees = [FeePayment(block, "0xtheft", a, 1, True),  # type: ignore[arg-type]
+            FeePayment(block, "0xpaid", a, 1, True)]  # type: ignore[arg-type]
+    moved = movements(ledger, flows, fees, "ETH", matched={"0xpaid:native:-1:"})
+    assert sorted(m.key for m in moved) == [
+        "0xdep:native:-1::in", "0xmove:native:-1::in", "0xmove:native:-1::out",
+        "0xpaid:native:-1::out", "fee:0xpaid"]

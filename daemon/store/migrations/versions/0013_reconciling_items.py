@@ -1,5 +1,6 @@
-"""reconciling items: each transfer's and fee's block time, and the in-transit amount a
-balance finding carries (SPEC §8)
+"""reconciling items: each transfer's and fee's block time (and the time of the block
+that replaced it when a reorg orphaned it), and the in-transit amount a balance finding
+carries (SPEC §8)
 
 Nullable: transfers scanned before this revision have no recorded block time; they
 cannot be placed against a cut-off and are never reconciling items.
@@ -25,6 +26,8 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("transfer", sa.Column("block_time", UTCDateTime(), nullable=True))
     op.add_column("fee_payment", sa.Column("block_time", UTCDateTime(), nullable=True))
+    op.add_column("transfer", sa.Column("orphaned_at", UTCDateTime(), nullable=True))
+    op.add_column("fee_payment", sa.Column("orphaned_at", UTCDateTime(), nullable=True))
     op.add_column("discrepancy", sa.Column("in_transit", Amount(), nullable=True))
     op.create_index("ix_transfer_chain_time", "transfer", ["chain_id", "block_time"])
     op.create_index("ix_fee_payment_chain_time", "fee_payment", ["chain_id", "block_time"])
@@ -34,5 +37,7 @@ def downgrade() -> None:
     op.drop_index("ix_fee_payment_chain_time", "fee_payment")
     op.drop_index("ix_transfer_chain_time", "transfer")
     op.drop_column("discrepancy", "in_transit")
+    op.drop_column("fee_payment", "orphaned_at")
+    op.drop_column("transfer", "orphaned_at")
     op.drop_column("fee_payment", "block_time")
     op.drop_column("transfer", "block_time")
