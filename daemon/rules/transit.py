@@ -10,8 +10,9 @@
     ahead:    a movement in a block above B whose time is at or before T — the books
               have it, the chain at B does not yet (the books lead the pinned block);
     reorged:  a movement the books booked (its time at or before T) that a reorg removed
-              after T — the books have it, the chain no longer does; books cut after the
-              reorg no longer have it, so it is no item for them. A movement a reorg
+              at or after T (the time of the replacing branch's first block) — the books
+              have it, the chain no longer does; books cut after the reorg no longer
+              have it, so it is no item for them. A movement a reorg
               moved to another block keeps the time it was first mined.
 
     expected(wallet, asset) = booked + Σ unbooked - Σ ahead
@@ -86,7 +87,7 @@ def items(movements: Iterable[Movement], cut_off: datetime, pinned: int) -> list
     found = []
     for m in unique.values():
         if m.orphaned_at is not None:
-            if m.time <= cut_off < m.orphaned_at:
+            if m.time <= cut_off <= m.orphaned_at:
                 found.append(Item(m, "reorged"))
         elif m.height <= pinned and m.time > cut_off:
             found.append(Item(m, "unbooked"))

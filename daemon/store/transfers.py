@@ -255,7 +255,7 @@ def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinne
         return (live & (col(table.block_time) > cut_off) & (col(table.block_number) <= pinned)) \
             | (live & (col(table.block_number) > pinned) & (col(table.block_time) <= cut_off)) \
             | (col(table.orphaned).is_(True) & (col(table.block_time) <= cut_off)
-               & (col(table.orphaned_at) > cut_off))
+               & (col(table.orphaned_at) >= cut_off))
 
     query = select(m.Transfer).where(m.Transfer.chain_id == chain_id,
                                      col(m.Transfer.block_time).is_not(None),

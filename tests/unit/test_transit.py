@@ -117,6 +117,8 @@ def test_a_booked_deposit_a_reorg_removed_is_in_transit_until_books_cut_after_it
     assert expected({("0xb", "ETH"): 105}, found) == {("0xb", "ETH"): 100}
     assert items([gone], START + timedelta(seconds=60), pinned=20) == []
     assert items([gone], START + timedelta(seconds=20), pinned=20) == []  # never booked
+    # books cut the very second the replacing branch began still have it
+    assert [i.side for i in items([gone], removed_at, pinned=20)] == ["reorged"]
 
 
 def test_flagged_transfers_and_their_fees_explain_nothing() -> None:
