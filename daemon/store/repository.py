@@ -23,6 +23,7 @@ from daemon.errors import InputError
 from daemon.inputs.config import ChainSettings, Settings
 from daemon.inputs.ledger import AllocationRow
 from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
+from daemon.rules import transit
 from daemon.rules.reconcile import BALANCE_TYPES, Finding, LedgerView, WalletView
 from daemon.rules.workflow import RAISED, Refused, Request, check
 from daemon.store import models as m
@@ -128,7 +129,7 @@ class Store(AuditQueries, FeedQueries):
                           "source": source_name, "sha256": sha256,
                           "as_of": cut_off.isoformat()})
             corrected = _ledger_corrected(session, audit, rows, chains, snapshot.id or 0,
-                                          actor, now)
+                                          actor, now, cut_off)
             return snapshot.id or 0, corrected
 
     def import_withdrawals(self, rows: Sequence[ApprovedInstruction], source_name: str,
@@ -379,26 +380,46 @@ class Store(AuditQueries, FeedQueries):
 
 def _ledger_corrected(session: Session, audit: AuditLog, rows: Sequence[AllocationRow],
                       chains: Mapping[str, m.Chain], snapshot: int, actor: str,
-                      now: datetime) -> list[int]:
-    """Move every open or proposed balance finding whose booked amount the new snapshot
-    changes to `proposed` with reason `ledger_corrected` by `actor`; return their ids."""
+                      now: datetime, cut_off: datetime) -> list[int]:
+    """Move every open or proposed balance finding whose expected balance the new
+    snapshot changes to `proposed` with reason `ledger_corrected` by `actor`; return
+    their ids. Expected, not booked (SPEC §8): books that merely book what was in
+    transit at the finding's block leave the expected balance as it was, and the finding
+    stands; an edit that changes what the chain is compared with goes to a checker."""
     booked: dict[tuple[int, str, str], int] = defaultdict(int)
     for r in rows:
         booked[(chains[r.chain].id or 0, r.address, r.asset.symbol)] += r.amount
     found = session.exec(select(m.Discrepancy).where(
         col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
         col(m.Discrepancy.type).in_(BALANCE_TYPES)).with_for_update()).all()
+    by_id = {c.id: c.name for c in chains.values()}
+    views = {name: dataclasses.replace(_build_view(name, (
+        (r.address, r.structure, r.asset.symbol, r.owner, r.amount)
+        for r in rows if r.chain == name)), cut_off=cut_off) for name in chains}
+    natives = dict(session.exec(select(m.Asset.chain_id, m.Asset.symbol)
+                                .where(col(m.Asset.contract).is_(None))).all())
     ids = []
     for row in found:
         now_booked = booked.get((row.chain_id, row.address or "", row.asset or ""), 0)
-        if row.ledger is None or now_booked == row.ledger or \
+        if row.ledger is None or \
                 (row.status == "proposed" and row.proposed_reason == "ledger_corrected"):
+            continue
+        moving = 0
+        if row.block_number is not None and row.address and row.chain_id in by_id:
+            found_items = tx.transit_candidates(session, row.chain_id, cut_off,
+                                                row.block_number, [row.address])
+            moving = transit.adjustments(transit.items(transit.movements(
+                views[by_id[row.chain_id]], found_items.flows, found_items.fees,
+                natives.get(row.chain_id, ""), found_items.matched, found_items.removed),
+                cut_off, row.block_number)).get((row.address, row.asset or ""), 0)
+        if now_booked + moving == row.ledger + (row.in_transit or 0):
             continue
         previous = (row.status, row.proposed_by, row.proposed_reason)
         row.status, row.proposed_by, row.proposed_at = "proposed", actor, now
         row.proposed_reason = "ledger_corrected"
-        row.proposed_note = (f"ledger snapshot {snapshot} books {now_booked} where the "
-                             f"finding saw {row.ledger} (base units)")
+        row.proposed_note = (f"ledger snapshot {snapshot} expects {now_booked + moving} "
+                             f"(booked {now_booked}, in transit {moving}) where the finding "
+                             f"expected {row.ledger + (row.in_transit or 0)} (base units)")
         session.add(row)
         audit.append(now, actor, "proposed", row.id,
                      {"from": previous[0], "to": "proposed", "reason_code": "ledger_corrected",

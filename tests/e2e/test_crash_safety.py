@@ -302,7 +302,7 @@ roles = ["checker"]
         "from tests.scenario import install_probe\n\ninstall_probe()\n")
 
 
-def prepare_store(cwd: Path, store_url: str) -> None:
+def prepare_store(cwd: Path, store_url: str, cut_off: datetime) -> None:
     """Migrate the store, import the ledger and the approvals, and run one baseline
     cycle, which finds the books balanced and pins the scan cursor before the scenario
     moves anything (in-process: no interpreter start-up)."""
@@ -313,7 +313,7 @@ def prepare_store(cwd: Path, store_url: str) -> None:
     (cwd / "approvals.csv").write_text(sc.approvals_csv(datetime.now(UTC)))
     service = build_service(load_settings(cwd / "segwatch.toml"))
     try:
-        service.import_ledger(cwd / "ledger.csv", dry_run=False, actor=FEEDER)
+        service.import_ledger(cwd / "ledger.csv", dry_run=False, actor=FEEDER, as_of=cut_off)
         service.import_withdrawals(cwd / "approvals.csv", dry_run=False, actor=FEEDER)
         (baseline,) = service.run_once()
     finally:
@@ -373,7 +373,11 @@ def set_up(devnet: AnvilNode, store_url: str, cwd: Path) -> tuple[sc.Scenario, H
     play = sc.Scenario(devnet, token, forwarder, SEED)
     play.set_up()
     write_config(cwd, store_url, devnet.url, token)
-    prepare_store(cwd, store_url)
+    # the books are cut at the set-up's last block; the script's blocks come a second
+    # later at least (anvil may give blocks the same second), in transit for the books
+    head = int(devnet.call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    devnet.call("evm_setNextBlockTimestamp", [head + 1])
+    prepare_store(cwd, store_url, datetime.fromtimestamp(head, UTC))
     return play, Harness(cwd, store_url)
 
 
