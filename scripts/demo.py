@@ -9,6 +9,11 @@ Identity: on the fresh store the demo bootstraps a local admin (`users add --rol
 (a feeder, with an API token). The books push the ledger; `segwatch serve` runs the API;
 mia signs in and proposes a resolution, carl signs in and approves it; `audit verify`
 checks the hash chain, the signed heads and every discrepancy's replayed history.
+
+Then an operating-day scene (SPEC §8): the books, cut at a block, correct the USDC; an
+approved withdrawal of 0.3 ETH is mined before the books book it: the cycle raises
+nothing (a reconciling item explains it; `check` shows it in transit), and once the
+books cut after it book it, nothing is in transit any more.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import shutil
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +35,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from chains.evm.devnet import (  # noqa: E402
+    AnvilNode,
     deploy_test_token,
     find_anvil,
     free_port,
+    impersonate,
     install_multicall,
     mint_many,
     set_balances,
@@ -48,6 +57,8 @@ DAVE = "0x1000000000000000000000000000000000000003"
 HOUSE = "0x1000000000000000000000000000000000000009"
 EXPECTED_CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
 PEOPLE = {"mia": "maker", "carl": "checker"}
+PAYEE = "0x20000000000000000000000000000000000000AA"
+WITHDRAWN = 3 * ETH // 10
 
 
 def segwatch(*args: str, env: dict[str, str], stdin: str | None = None,
@@ -115,6 +126,62 @@ def api_workflow(url: str, passwords: dict[str, str]) -> str:
     return status
 
 
+def block_time(node: AnvilNode, tag: str = "latest") -> int:
+    return int(node.call("eth_getBlockByNumber", [tag, False])["timestamp"], 16)
+
+
+def books(rows: dict[tuple[str, str], str]) -> str:
+    """The demo ledger with some (address, asset) amounts replaced."""
+    lines = LEDGER.read_text().splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        cells = line.split(",")
+        if (cells[1], cells[4]) in rows:
+            cells[5] = rows[(cells[1], cells[4])]
+        out.append(",".join(cells))
+    return "\n".join(out) + "\n"
+
+
+def iso(timestamp: int) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat().replace("+00:00", "Z")
+
+
+def in_transit(node: AnvilNode, as_books: dict[str, str]) -> list[int]:
+    """SPEC §8 on the devnet: books cut at a block; an approved withdrawal mined after
+    the cut-off raises nothing (in transit); books cut after it book it. Returns the
+    exit codes of the six commands."""
+    print("\n--- an operating day: a withdrawal mined before the books book it ---")
+    time.sleep(1.1)  # the next block is a second after the first import's cut-off
+    node.mine()
+    cut = block_time(node)
+    node.call("evm_setNextBlockTimestamp", [cut + 1])
+    (STORE_DIR / "books-1.csv").write_text(books({(ALICE, "USDC"): "2400"}))
+    codes = [segwatch("ledger", "import", "demo/books-1.csv", "--as-of", iso(cut),
+                      env=as_books).returncode]
+    (STORE_DIR / "withdrawal.csv").write_text(
+        "id,chain,from_address,to_address,asset,amount,approved_by,approved_at\n"
+        f"w-demo-1,devnet,{ALICE},{PAYEE},ETH,0.3,carl,{iso(cut)}\n")
+    codes.append(segwatch("withdrawals", "import", "demo/withdrawal.csv",
+                          env=as_books).returncode)
+    impersonate(node, ALICE)
+    receipt = node.transact(PAYEE, value=WITHDRAWN, sender=ALICE)
+    fee = int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+    print(f"\nalice's approved withdrawal of 0.3 ETH is mined in block "
+          f"{int(receipt['blockNumber'], 16)} (fee {fee} wei); the books have not booked it")
+    env = {k: v for k, v in as_books.items() if k != "SEGWATCH_TOKEN"}
+    codes += [segwatch("run", "--once", env=env).returncode,
+              segwatch("check", "devnet", ALICE, env=env).returncode]
+    left = Decimal(10 * ETH - WITHDRAWN - fee).scaleb(-18)
+    (STORE_DIR / "books-2.csv").write_text(books({(ALICE, "USDC"): "2400",
+                                                  (ALICE, "ETH"): f"{left:f}"}))
+    mined = block_time(node)
+    codes += [segwatch("ledger", "import", "demo/books-2.csv", "--as-of", iso(mined),
+                       env=as_books).returncode,
+              segwatch("run", "--once", env=env).returncode]
+    print("the books booked it: nothing is in transit any more")
+    return codes
+
+
 def show(what: str, answer: httpx.Response) -> None:
     body: Any = answer.json()
     detail = body.get("status") if answer.is_success else body["error"]["message"]
@@ -174,19 +241,22 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait(timeout=10)
+        codes += in_transit(node, {**env, "SEGWATCH_TOKEN": books})
         codes += [segwatch("audit", "verify", env=env).returncode,
                   segwatch("status", env=env).returncode]
     finally:
         node.stop()
         print("\ndevnet stopped")
-    # keys, imports ok; run and status exit 1 (the deliberate shortfall); after carl's
-    # approval the audit verifies and status is compliant.
-    expected = [0, 0, 1, 1, 0, 0]
+    # keys, imports ok; run and status exit 1 (the deliberate shortfall); the in-transit
+    # scene (books, withdrawal, run, check, books, run) all 0; after carl's approval the
+    # audit verifies and status is compliant.
+    expected = [0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0]
     if codes != expected or resolved != "resolved":
         print(f"demo: unexpected exit codes {codes} (expected {expected}), item {resolved}")
         return 1
     print("demo: the deliberate shortfall was found, proposed by the maker and approved by "
-          "the checker through the API; the audit log verifies")
+          "the checker through the API; a withdrawal mined before the books booked it "
+          "raised nothing; the audit log verifies")
     return 0
 
 

@@ -158,13 +158,14 @@ def items_table(items: Sequence[Item], now: datetime, chain: ChainSettings) -> T
     shown = sorted(items, key=lambda i: (i.movement.time, i.movement.key))[:ITEMS_SHOWN]
     more = f", the oldest {len(shown)} shown" if len(items) > len(shown) else ""
     table = Table(title=f"{len(items)} reconciling items (in transit){more}")
-    for column in ("address", "tx", "dir", "asset", "amount", "block", "block time", "age",
-                   "side"):
+    for column in ("address", "tx", "what", "dir", "asset", "amount", "block", "block time",
+                   "age", "side"):
         table.add_column(column)
     decimals = {a.symbol: a.decimals for a in chain.assets}
     for item in shown:
         doc = item.as_json(now)
-        table.add_row(doc["address"], doc["tx_hash"] or "", doc["direction"], doc["asset"],
+        table.add_row(doc["address"], doc["tx_hash"] or "", doc["what"], doc["direction"],
+                      doc["asset"],
                       display(abs(item.movement.delta), decimals.get(doc["asset"], 0)),
                       str(doc["block"]), _iso(item.movement.time) or "",
                       _duration(max(0, doc["age_seconds"])), doc["side"])

@@ -75,6 +75,7 @@ class Item:
     def as_json(self, now: datetime) -> dict[str, Any]:
         m = self.movement
         return {"address": m.address, "asset": m.asset, "tx_hash": m.tx_hash,
+                "what": "fee" if m.key.startswith("fee:") else "transfer",
                 "direction": "in" if m.delta > 0 else "out", "amount": str(abs(m.delta)),
                 "block": m.height, "block_time": m.time.isoformat(), "side": self.side,
                 "age_seconds": int((now - m.time).total_seconds())}
