@@ -5,7 +5,9 @@ Runs on SQLite and on PostgreSQL (the `store_url` fixture), through the real ent
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from chains.evm.devnet import (
     AnvilNode,
     deploy_contract,
     deploy_test_token,
+    impersonate,
     install_multicall,
     mint_many,
     send_eth,
@@ -29,6 +32,7 @@ ALICE = "0x1000000000000000000000000000000000000001"
 OMNI = "0x1000000000000000000000000000000000000002"
 HOUSE = "0x1000000000000000000000000000000000000009"
 SECRET = "pa55w0rd-xyz"
+PAYEE = "0x20000000000000000000000000000000000000AA"
 
 
 @dataclass
@@ -133,6 +137,50 @@ def test_second_cycle_updates_and_restored_funds_self_clear(env: Env) -> None:
     assert [h["action"] for h in shown["history"]] == ["detected", "self_cleared"]
     status = env.cli("status", "--json")
     assert status.code == 0 and status.json()["status"] == "compliant"
+
+
+def test_a_withdrawal_in_transit_is_shown_everywhere_and_explains_only_itself(
+        env: Env) -> None:
+    """An approved 0.3 ETH withdrawal mined after the books' cut-off raises nothing: `check`,
+    `status` and the ETH balance carry it (and its fee) as unbooked items. A theft after it
+    is a shortfall at once, which `discrepancies show` lists beside the items that do not
+    explain it."""
+    assert env.cli("run", "--once").code == 1  # the first cycle starts the transfer scan
+    head = int(env.node.call("eth_getBlockByNumber", ["latest", False])["timestamp"], 16)
+    env.node.call("evm_setNextBlockTimestamp", [max(head, int(time.time())) + 2])
+    (env.cwd / "approved.csv").write_text(
+        "id,chain,from_address,to_address,asset,amount,approved_by,approved_at\n"
+        f"w-1,devnet,{ALICE},{PAYEE},ETH,0.3,carol,"
+        f"{datetime.fromtimestamp(head, UTC).isoformat()}\n")
+    assert env.cli("withdrawals", "import", "approved.csv", feeder=True).code == 0
+    impersonate(env.node, ALICE)
+    receipt = env.node.transact(PAYEE, value=3 * ETH // 10, sender=ALICE)
+    fee = int(receipt["gasUsed"], 16) * int(receipt["effectiveGasPrice"], 16)
+    assert env.cli("run", "--once").code == 1  # the fixture's USDC shortfall only
+    listed = env.cli("discrepancies", "list", "--json").json()
+    assert [(f["type"], f["asset"], f["in_transit"]) for f in listed] == [
+        ("balance_shortfall", "USDC", "0")], listed
+    checked = env.cli("check", "devnet", ALICE, "--json").json()
+    eth = next(b for b in checked["balances"] if b["asset"] == "ETH")
+    assert (eth["ledger"], eth["in_transit"], eth["difference"]) == (
+        str(10 * ETH), str(-3 * ETH // 10 - fee), "0")
+    assert sorted((i["what"], i["direction"], i["amount"], i["side"])
+                  for i in checked["reconciling_items"]) == [
+        ("fee", "out", str(fee), "unbooked"), ("transfer", "out", str(3 * ETH // 10),
+                                                "unbooked")]
+    status = env.cli("status", "--json").json()
+    assert len(status["chains"][0]["reconciling_items"]) == 2
+    assert "2 reconciling items" in env.cli("status").stdout
+    env.node.transact(PAYEE, value=ETH, sender=ALICE)  # no instruction: a theft
+    assert env.cli("run", "--once").code == 1
+    found = {f["type"]: f for f in env.cli("discrepancies", "list", "--json").json()
+             if f["asset"] == "ETH"}
+    assert set(found) == {"unauthorized_outflow", "balance_shortfall"}
+    short = found["balance_shortfall"]
+    assert short["in_transit"] == str(-3 * ETH // 10 - fee)
+    assert int(short["expected"]) == 10 * ETH - 3 * ETH // 10 - fee
+    shown = env.cli("discrepancies", "show", str(short["id"]), "--json").json()
+    assert len(shown["reconciling_items"]) == 2  # the withdrawal's, not the theft's
 
 
 def test_check_reports_balances_ledger_and_findings(env: Env) -> None:
