@@ -155,7 +155,7 @@ def items_table(items: Sequence[Item], now: datetime, chain: ChainSettings) -> T
     """Reconciling items (SPEC §8) as a table: transfer, direction, amount, block time,
     age, and whether the chain has it and the books not yet (unbooked) or the books have
     it and the pinned block not yet (ahead); the oldest first, at most ITEMS_SHOWN."""
-    shown = sorted(items, key=lambda i: (i.movement.time, i.movement.key))[:ITEMS_SHOWN]
+    shown = _oldest(items, ITEMS_SHOWN)
     more = f", the oldest {len(shown)} shown" if len(items) > len(shown) else ""
     table = Table(title=f"{len(items)} reconciling items (in transit){more}")
     for column in ("address", "tx", "what", "dir", "asset", "amount", "block", "block time",
@@ -270,8 +270,18 @@ def status_json(statuses: Sequence[ChainStatus], overall: str,
          "overdue": s.overdue, "next_cure_deadline": _iso(s.next_cure_deadline),
          "next_cure_remaining_seconds": s.next_cure_remaining,
          "ledger_as_of": _iso(s.ledger_as_of),
-         "reconciling_items": [i.as_json(now) for i in s.items]}
+         "reconciling_items_total": len(s.items),
+         "reconciling_items": [i.as_json(now) for i in _oldest(s.items, STATUS_ITEMS)]}
         for s in statuses]}
+
+
+STATUS_ITEMS = 1000
+"""`status --json` (and GET /status) lists at most this many reconciling items per chain,
+the oldest first (`reconciling_items_total` counts them all)."""
+
+
+def _oldest(items: Sequence[Item], limit: int) -> list[Item]:
+    return sorted(items, key=lambda i: (i.movement.time, i.movement.key))[:limit]
 
 
 def status_table(statuses: Sequence[ChainStatus], overall: str) -> Table:

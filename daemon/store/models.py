@@ -209,7 +209,8 @@ class Transfer(SQLModel, table=True):
 
     __table_args__ = (UniqueConstraint("chain_id", "key"),
                       Index("ix_transfer_chain_block", "chain_id", "block_number"),
-                      Index("ix_transfer_chain_time", "chain_id", "block_time"))
+                      Index("ix_transfer_chain_time", "chain_id", "block_time"),
+                      Index("ix_transfer_chain_orphaned_at", "chain_id", "orphaned_at"))
     id: int | None = Field(default=None, primary_key=True)
     chain_id: int = Field(foreign_key="chain.id")
     key: str = Field(max_length=300)
@@ -239,7 +240,9 @@ class FeePaid(SQLModel, table=True):
 
     __tablename__ = "fee_payment"
     __table_args__ = (UniqueConstraint("chain_id", "tx_hash"),
-                      Index("ix_fee_payment_chain_time", "chain_id", "block_time"))
+                      Index("ix_fee_payment_chain_time", "chain_id", "block_time"),
+                      Index("ix_fee_payment_chain_orphaned_at", "chain_id", "orphaned_at"),
+                      Index("ix_fee_payment_chain_block", "chain_id", "block_number"))
     id: int | None = Field(default=None, primary_key=True)
     chain_id: int = Field(foreign_key="chain.id", index=True)
     block_number: int

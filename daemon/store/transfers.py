@@ -245,37 +245,44 @@ class Candidates:
 
 def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinned: int,
                        addresses: Sequence[str] | None = None) -> Candidates:
-    """Live transfers and fees booked on one side only for books cut at `cut_off` and a
-    chain read at block `pinned` (SPEC §8): after the cut-off at or below the block, or
-    above the block at or before the cut-off; only those touching `addresses` when given.
-    Served by the (chain, block_time) index: the window is what is in transit, not the
-    history."""
-    def window(table: Any) -> Any:
-        live = col(table.orphaned).is_(False)
-        return (live & (col(table.block_time) > cut_off) & (col(table.block_number) <= pinned)) \
-            | (live & (col(table.block_number) > pinned) & (col(table.block_time) <= cut_off)) \
-            | (col(table.orphaned).is_(True) & (col(table.block_time) <= cut_off)
-               & (col(table.orphaned_at) >= cut_off))
+    """Transfers and fees booked on one side only for books cut at `cut_off` and a chain
+    read at block `pinned` (SPEC §8): live ones after the cut-off at or below the block,
+    or above the block at or before the cut-off, and ones a reorg removed at or after the
+    cut-off that were mined before it; only those touching `addresses` when given.
 
-    query = select(m.Transfer).where(m.Transfer.chain_id == chain_id,
-                                     col(m.Transfer.block_time).is_not(None),
-                                     window(m.Transfer))
-    fee_query = select(m.FeePaid).where(m.FeePaid.chain_id == chain_id,
-                                        col(m.FeePaid.block_time).is_not(None),
-                                        window(m.FeePaid))
-    if addresses is not None:
-        query = query.where(col(m.Transfer.sender).in_(addresses)
-                            | col(m.Transfer.recipient).in_(addresses))
-        fee_query = fee_query.where(col(m.FeePaid.payer).in_(addresses))
-    rows = session.exec(query).all()
-    fees = session.exec(fee_query).all()
+    Three queries per table, each served by its own index ((chain, block_time), (chain,
+    block_number), (chain, orphaned_at)): what is read is what is in transit, never the
+    history."""
+    def windows(table: Any) -> list[Any]:
+        live = col(table.orphaned).is_(False)
+        return [
+            (col(table.block_time) > cut_off) & (col(table.block_number) <= pinned) & live,
+            (col(table.block_number) > pinned) & (col(table.block_time) <= cut_off) & live,
+            (col(table.orphaned_at) >= cut_off) & (col(table.block_time) <= cut_off)
+            & col(table.orphaned).is_(True),
+        ]
+
+    rows: dict[int, m.Transfer] = {}
+    for window in windows(m.Transfer):
+        query = select(m.Transfer).where(m.Transfer.chain_id == chain_id, window)
+        if addresses is not None:
+            query = query.where(col(m.Transfer.sender).in_(addresses)
+                                | col(m.Transfer.recipient).in_(addresses))
+        rows.update((r.id or 0, r) for r in session.exec(query))
+    fees: dict[int, m.FeePaid] = {}
+    for window in windows(m.FeePaid):
+        fee_query = select(m.FeePaid).where(m.FeePaid.chain_id == chain_id, window)
+        if addresses is not None:
+            fee_query = fee_query.where(col(m.FeePaid.payer).in_(addresses))
+        fees.update((f.id or 0, f) for f in session.exec(fee_query))
     return Candidates(
-        [_flow(r) for r in rows],
+        [_flow(r) for r in rows.values()],
         [FeePayment(ChainHead(f.block_number, f.block_hash, _stamp(f.block_time)), f.tx_hash,
-                    Address(f.payer), f.amount, f.success) for f in fees],  # type: ignore[arg-type]
-        {r.key for r in rows if r.withdrawal_id is not None},
-        {**{r.key: _aware(r.orphaned_at) for r in rows if r.orphaned and r.orphaned_at},
-         **{f"fee:{f.tx_hash}": _aware(f.orphaned_at) for f in fees
+                    Address(f.payer), f.amount, f.success) for f in fees.values()],  # type: ignore[arg-type]
+        {r.key for r in rows.values() if r.withdrawal_id is not None},
+        {**{r.key: _aware(r.orphaned_at) for r in rows.values()
+            if r.orphaned and r.orphaned_at},
+         **{f"fee:{f.tx_hash}": _aware(f.orphaned_at) for f in fees.values()
             if f.orphaned and f.orphaned_at}})
 
 
@@ -284,7 +291,7 @@ def _aware(moment: datetime) -> datetime:
 
 
 def _stamp(moment: datetime | None) -> int | None:
-    return None if moment is None else int(moment.timestamp())
+    return None if moment is None else int(_aware(moment).timestamp())
 
 
 def _flow(r: m.Transfer) -> Flow:

@@ -131,3 +131,20 @@ def test_migrated_schema_still_matches_the_models(store_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
     assert diff == []
     engine.dispose()
+
+
+def test_the_reconciling_items_revision_goes_down_and_up_again(store_url: str) -> None:
+    """Revision 0013 (block times, orphaned_at, in_transit) downgrades to 0012 and
+    upgrades again to a schema that matches the models."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    config = _alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0012")
+        assert "in_transit" not in {c["name"] for c in
+                                    sa.inspect(connection).get_columns("discrepancy")}
+        command.upgrade(config, "head")
+    with engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), SQLModel.metadata) == []
+    engine.dispose()

@@ -31,9 +31,16 @@ def upgrade() -> None:
     op.add_column("discrepancy", sa.Column("in_transit", Amount(), nullable=True))
     op.create_index("ix_transfer_chain_time", "transfer", ["chain_id", "block_time"])
     op.create_index("ix_fee_payment_chain_time", "fee_payment", ["chain_id", "block_time"])
+    op.create_index("ix_transfer_chain_orphaned_at", "transfer", ["chain_id", "orphaned_at"])
+    op.create_index("ix_fee_payment_chain_orphaned_at", "fee_payment",
+                    ["chain_id", "orphaned_at"])
+    op.create_index("ix_fee_payment_chain_block", "fee_payment", ["chain_id", "block_number"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_fee_payment_chain_block", "fee_payment")
+    op.drop_index("ix_fee_payment_chain_orphaned_at", "fee_payment")
+    op.drop_index("ix_transfer_chain_orphaned_at", "transfer")
     op.drop_index("ix_fee_payment_chain_time", "fee_payment")
     op.drop_index("ix_transfer_chain_time", "transfer")
     op.drop_column("discrepancy", "in_transit")
