@@ -1,8 +1,11 @@
 """The auditor proof package (SPEC §6): build it, verify it, prove one owner's share.
 
 A package is a directory (or a .zip of one) holding `manifest.json`, `wallets.csv`,
-`allocations.csv`, `discrepancies.csv` and `report.html`. The manifest lists every
-file's SHA-256, each chain's pinned block and sources, one Merkle-sum root and total
+`allocations.csv`, `in_transit.csv`, `discrepancies.csv` and `report.html`. Each
+wallet line carries the allocation total (booked), the reconciling items' net at the
+pinned block (`in_transit`, SPEC §8: the items are the lines of `in_transit.csv`), the
+expected balance (their sum) and `difference` = on-chain - expected. The manifest lists
+every file's SHA-256, each chain's pinned block and sources, one Merkle-sum root and total
 per (chain, asset) over `allocations.csv` (daemon/rules/merkle.py), and its signer's key
 fingerprint. `manifest.sig` holds a detached Ed25519 signature over the exact bytes of
 `manifest.json` (daemon/export/signing.py); a package verifies only against a trusted signer.
@@ -37,16 +40,20 @@ from daemon.export import signing
 from daemon.rules.leaves import Allocation, checked_ref, owner_secret, private_trees
 from daemon.rules.merkle import Leaf, MerkleSumTree, build, system_nonce
 
-FORMAT = "segwatch-export-v2"
+FORMAT = "segwatch-export-v3"
 SIGNATURE = "manifest.sig"
 WALLET_COLUMNS = ("chain", "network", "address", "structure", "asset", "onchain",
-                  "allocation_total", "difference", "status")
+                  "allocation_total", "in_transit", "expected", "difference", "status")
+TRANSIT_COLUMNS = ("chain", "address", "asset", "what", "direction", "amount", "side",
+                   "block", "block_time", "tx_hash")
 ALLOCATION_COLUMNS = ("chain", "address", "asset", "owner_ref", "amount", "nonce", "leaf_hash")
 DISCREPANCY_COLUMNS = ("id", "type", "severity", "status", "chain", "address", "asset",
                        "onchain", "ledger", "difference", "tx_hash", "detected_at",
                        "cure_deadline")
-FILES = ("wallets.csv", "allocations.csv", "discrepancies.csv", "report.html")
-NUMERIC = frozenset({"onchain", "allocation_total", "difference", "amount", "ledger", "id"})
+FILES = ("wallets.csv", "allocations.csv", "in_transit.csv", "discrepancies.csv",
+         "report.html")
+NUMERIC = frozenset({"onchain", "allocation_total", "in_transit", "expected", "difference",
+                     "amount", "ledger", "id", "block"})
 """CSV columns holding integers (a leading '-' is a sign, not a formula)."""
 SALT_SUFFIX = ".owner-salt"
 """Beside a pseudonymized package (never inside it): the salt that maps owners to refs."""
@@ -73,6 +80,8 @@ class ChainPin:
     sources: tuple[str, ...]
     balances: Mapping[tuple[str, str], int | None]
     """(address, asset symbol) → base units; None when it could not be read."""
+    items: Sequence[Mapping[str, Any]] = ()
+    """The reconciling items at the pinned block (`daemon.rules.transit.Item.as_json`)."""
 
 
 @dataclass(frozen=True)
@@ -125,7 +134,9 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
 
     salt = (salt or secrets.token_bytes(32)) if pseudonymize else None
     pins = {c.name: c for c in data.chains}
-    wallet_rows = _wallet_rows(data, pins)
+    transit_rows = [{"chain": c.name, **{k: item[k] for k in TRANSIT_COLUMNS if k != "chain"}}
+                    for c in data.chains for item in c.items]
+    wallet_rows = _wallet_rows(data, pins, transit_net(transit_rows))
     allocation_rows, trees, exposed = _allocations(data.wallets, salt, nonce,
                                                    rng or random.SystemRandom())
     liabilities = [{"chain": chain, "asset": asset, "root": tree.root_hash,
@@ -134,6 +145,7 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
     files = {
         "wallets.csv": _csv(WALLET_COLUMNS, wallet_rows),
         "allocations.csv": _csv(ALLOCATION_COLUMNS, allocation_rows),
+        "in_transit.csv": _csv(TRANSIT_COLUMNS, transit_rows),
         "discrepancies.csv": _csv(DISCREPANCY_COLUMNS, data.discrepancies),
     }
     manifest: dict[str, Any] = {
@@ -157,7 +169,7 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
                           "public_key": signing.raw_public(key.public_key()).hex()}
     files["report.html"] = render_report(
         manifest, wallet_rows, [dict(d) for d in data.discrepancies],
-        dict(data.decimals)).encode()
+        dict(data.decimals), transit_rows).encode()
     manifest["files"] = {name: hashlib.sha256(files[name]).hexdigest() for name in FILES}
     files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True,
                                          ensure_ascii=False) + "\n").encode()
@@ -165,26 +177,46 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
     return Package(files, salt, liabilities, exposed)
 
 
-def _wallet_rows(data: PackageInput, pins: Mapping[str, ChainPin]) -> list[dict[str, str]]:
+def transit_net(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str], int]:
+    """(chain, address, asset) → what the reconciling items add to the booked amount: an
+    unbooked item its signed amount (in +, out -), an ahead or reorged one the opposite.
+    Raises ValueError for a malformed line."""
+    net: dict[tuple[str, str, str], int] = defaultdict(int)
+    for row in rows:
+        amount = int(str(row["amount"]))
+        if row["direction"] not in ("in", "out") or \
+                row["side"] not in ("unbooked", "ahead", "reorged") or amount < 0:
+            raise ValueError(f"direction {row['direction']!r}, side {row['side']!r}")
+        delta = amount if row["direction"] == "in" else -amount
+        net[(str(row["chain"]), str(row["address"]), str(row["asset"]))] += \
+            delta if row["side"] == "unbooked" else -delta
+    return net
+
+
+def _wallet_rows(data: PackageInput, pins: Mapping[str, ChainPin],
+                 net: Mapping[tuple[str, str, str], int]) -> list[dict[str, str]]:
     rows = []
     for wallet in sorted(data.wallets, key=lambda w: (w.chain, w.address)):
         pin = pins[wallet.chain]
         network = str(pin.chain_id if pin.chain_id is not None else pin.network)
         for asset in data.assets.get(wallet.chain, ()):
             total = sum(wallet.allocations.get(asset, {}).values())
+            moving = net.get((wallet.chain, wallet.address, asset), 0)
             onchain = pin.balances.get((wallet.address, asset))
-            difference = None if onchain is None else onchain - total
+            difference = None if onchain is None else onchain - total - moving
             rows.append({"chain": wallet.chain, "network": network, "address": wallet.address,
                          "structure": wallet.structure, "asset": asset,
                          "onchain": "" if onchain is None else str(onchain),
-                         "allocation_total": str(total),
+                         "allocation_total": str(total), "in_transit": str(moving),
+                         "expected": str(total + moving),
                          "difference": "" if difference is None else str(difference),
-                         "status": wallet_status(wallet.structure, onchain, total)})
+                         "status": wallet_status(wallet.structure, onchain, total + moving)})
     return rows
 
 
 def wallet_status(structure: str, onchain: int | None, total: int) -> str:
-    """`unreadable`, `ok`, `shortfall` or `surplus` (house wallets: `house`)."""
+    """`unreadable`, `ok`, `shortfall` or `surplus` against the expected `total` (house
+    wallets: `house`)."""
     if onchain is None:
         return "unreadable"
     if structure == "house":
@@ -352,8 +384,14 @@ def verify_package(files: Mapping[str, bytes], trusted: Iterable[str] = ()) -> l
         problems.append(f"{name}: not listed in the manifest")
     allocations = _rows(files, "allocations.csv", ALLOCATION_COLUMNS, problems)
     wallets = _rows(files, "wallets.csv", WALLET_COLUMNS, problems)
+    transit = _rows(files, "in_transit.csv", TRANSIT_COLUMNS, problems)
     problems += _check_liabilities(manifest, allocations)
-    problems += _check_wallets(wallets, allocations)
+    try:
+        net = transit_net(transit)
+    except (ValueError, KeyError) as exc:
+        problems.append(f"in_transit.csv: malformed line ({exc})")
+        net = {}
+    problems += _check_wallets(wallets, allocations, net)
     return problems
 
 
@@ -422,7 +460,8 @@ def _check_liabilities(manifest: Mapping[str, Any],
 
 
 def _check_wallets(wallets: Sequence[Mapping[str, str]],
-                   allocations: Sequence[Mapping[str, str]]) -> list[str]:
+                   allocations: Sequence[Mapping[str, str]],
+                   net: Mapping[tuple[str, str, str], int]) -> list[str]:
     totals: dict[tuple[str, str, str], int] = defaultdict(int)
     for row in allocations:
         try:
@@ -436,6 +475,7 @@ def _check_wallets(wallets: Sequence[Mapping[str, str]],
         seen.add(key)
         try:
             total = int(row["allocation_total"])
+            moving, expected = int(row["in_transit"]), int(row["expected"])
             onchain = int(row["onchain"]) if row["onchain"] else None
             difference = int(row["difference"]) if row["difference"] else None
         except ValueError:
@@ -444,10 +484,14 @@ def _check_wallets(wallets: Sequence[Mapping[str, str]],
         if total != totals.get(key, 0):
             problems.append(f"wallets.csv line {n}: allocation_total {total} but allocations.csv "
                             f"sums to {totals.get(key, 0)}")
+        if moving != net.get(key, 0) or expected != total + moving:
+            problems.append(f"wallets.csv line {n}: in_transit {moving} / expected {expected} "
+                            f"do not follow from in_transit.csv ({net.get(key, 0)}) and "
+                            "allocation_total")
         if (onchain is None) != (difference is None) or (
-                onchain is not None and difference != onchain - total):
-            problems.append(f"wallets.csv line {n}: difference is not onchain - allocation_total")
-        if row["status"] != wallet_status(row["structure"], onchain, total):
+                onchain is not None and difference != onchain - expected):
+            problems.append(f"wallets.csv line {n}: difference is not onchain - expected")
+        if row["status"] != wallet_status(row["structure"], onchain, expected):
             problems.append(f"wallets.csv line {n}: status {row['status']!r} does not follow "
                             "from its amounts")
     for key in sorted(set(totals) - seen):

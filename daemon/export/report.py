@@ -104,7 +104,8 @@ class _Summary:
 
 def render_report(manifest: Mapping[str, Any], wallets: Sequence[Row],
                   discrepancies: Sequence[Row],
-                  decimals: Mapping[tuple[str, str], int]) -> str:
+                  decimals: Mapping[tuple[str, str], int],
+                  items: Sequence[Row] = ()) -> str:
     """Return the `report.html` of an export package as one self-contained HTML page.
 
     `manifest` is the package's manifest (its signature may be absent), `wallets` and
@@ -121,6 +122,7 @@ def render_report(manifest: Mapping[str, Any], wallets: Sequence[Row],
         _blocks_section(manifest.get("chains") or []),
         _liabilities_section(manifest.get("liabilities") or [], order, fmt),
         _wallets_section(wallets, order, fmt),
+        _items_section(items, fmt),
         _discrepancies_section(discrepancies, fmt),
         _footer(manifest),
     ]
@@ -270,11 +272,41 @@ def _wallets_section(wallets: Sequence[Row], order: Mapping[str, int], fmt: _For
             f"<td class=\"mono\">{_e(w.get('address'))}</td><td>{_e(w.get('structure'))}</td>"
             f"<td>{_e(asset)}</td>{fmt.text_cell(chain, asset, w.get('onchain'), 'onchain')}"
             f"{fmt.text_cell(chain, asset, w.get('allocation_total'), 'allocation_total')}"
+            f"{fmt.text_cell(chain, asset, w.get('in_transit'), 'in_transit')}"
+            f"{fmt.text_cell(chain, asset, w.get('expected'), 'expected')}"
             f"{fmt.text_cell(chain, asset, w.get('difference'), 'difference')}"
             f"{_status_cell(_text(w.get('status')))}</tr>")
     head = ("chain", "chain id / network", "address", "structure", "asset", "on-chain",
-            "allocation total", "difference", "status")
-    return _section("Wallets", head, rows, "")
+            "allocation total (booked)", "in transit", "expected", "difference", "status")
+    note = ("<p class=\"note\">Expected is the allocation total plus the reconciling items "
+            "(below) at the pinned block; the difference is on-chain minus expected.</p>")
+    return _section("Wallets", head, rows, note)
+
+
+ITEMS_SHOWN = 1000
+"""The report lists at most this many reconciling items; in_transit.csv has them all."""
+
+
+def _items_section(items: Sequence[Row], fmt: _Formatter) -> str:
+    """The reconciling items (SPEC §8): transfers booked on one side only."""
+    rows = []
+    for item in list(items)[:ITEMS_SHOWN]:
+        chain, asset = _text(item.get("chain")), _text(item.get("asset"))
+        rows.append(
+            f"<tr><td>{_e(chain)}</td><td class=\"mono\">{_e(item.get('address'))}</td>"
+            f"<td class=\"mono\">{_e(item.get('tx_hash') or _NO_VALUE)}</td>"
+            f"<td>{_e(item.get('what'))}</td><td>{_e(item.get('direction'))}</td>"
+            f"<td>{_e(asset)}</td>{fmt.text_cell(chain, asset, item.get('amount'), 'amount')}"
+            f"<td class=\"num\">{_e(item.get('block'))}</td><td>{_e(item.get('block_time'))}"
+            f"</td><td>{_e(item.get('side'))}</td></tr>")
+    more = len(items) - len(rows)
+    note = ("<p class=\"note\">Transfers the chain has and the books not yet (unbooked), "
+            "or the books have and the pinned block not yet (ahead, or removed by a reorg: "
+            "reorged)." + (f" {more} more are in in_transit.csv." if more > 0 else "")
+            + "</p>")
+    head = ("chain", "wallet", "transaction", "what", "direction", "asset", "amount",
+            "block", "block time", "side")
+    return _section("Reconciling items (in transit)", head, rows, note)
 
 
 def _discrepancies_section(discrepancies: Sequence[Row], fmt: _Formatter) -> str:

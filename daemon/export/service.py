@@ -3,6 +3,7 @@ the findings, then build, write, verify (with `--recheck`) or prove (daemon/expo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -60,7 +61,9 @@ def export(service: Service, out: Path, key: Ed25519PrivateKey, *, actor: Princi
     for chain in service.settings.chains:
         ledger = service.store.ledger_view(chain.name, as_of)
         addresses = sorted(ledger.wallets)
-        pins.append(_pin(service, chain, addresses, as_of=as_of))
+        pin = _pin(service, chain, addresses, as_of=as_of)
+        items = service.store.reconciling_items(ledger, pin.height, chain.native_asset.symbol)
+        pins.append(dataclasses.replace(pin, items=tuple(i.as_json(moment) for i in items)))
         wallets += [WalletLedger(chain.name, w.address, w.structure,
                                  {a: dict(o) for a, o in w.allocations.items()})
                     for w in ledger.wallets.values()]

@@ -49,6 +49,24 @@ def run_cli(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, str, 
     return proc.returncode, out, time.perf_counter() - started, usage.ru_maxrss
 
 
+def feeder_token(store_url: str) -> str:
+    """A token for a `books` user with the feeder role, made directly in the store
+    (imports need an authenticated feeder since identity came in)."""
+    from datetime import UTC, datetime
+
+    from daemon.store.db import make_engine, upgrade
+    from daemon.store.identity import Identities
+
+    engine = make_engine(store_url)
+    upgrade(engine)
+    now = datetime.now(UTC)
+    identities = Identities(engine)
+    identities.add_user("books", ["feeder"], None, "local", "bench", now)
+    token = identities.create_token("books", None, None, "bench", now)[1]
+    engine.dispose()
+    return token
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wallets", type=int, default=100_000)
@@ -92,7 +110,8 @@ tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
                 out.writerow(["devnet", w, "segregated", f"c{i}", "ETH", _display(eth, 18)])
                 out.writerow(["devnet", w, "segregated", f"c{i}", "USDC", _display(10**6 + i, 6)])
         env = {**os.environ, "SEGWATCH_CONFIG": str(config)}
-        code, _, import_s, import_rss = run_cli(["ledger", "import", str(ledger)], work, env)
+        books = {**env, "SEGWATCH_TOKEN": feeder_token(f"sqlite:///{work / 'bench.db'}")}
+        code, _, import_s, import_rss = run_cli(["ledger", "import", str(ledger)], work, books)
         assert code == 0, "ledger import failed"
         code, out_text, cycle_s, cycle_rss = run_cli(["run", "--once", "--json"], work, env)
         (cycle,) = json.loads(out_text)

@@ -133,4 +133,4 @@ sources = [{{ kind = "core-rpc", url = "{litecoind.url}" }}]
     import zipfile
     with zipfile.ZipFile(tmp_path / "pkg.zip") as zf:
         wallets = zf.read("wallets.csv").decode()
-    assert f"{address},segregated,LTC,70000000,70000000,0,ok" in wallets
+    assert f"{address},segregated,LTC,70000000,70000000,0,70000000,0,ok" in wallets

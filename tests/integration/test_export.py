@@ -100,8 +100,8 @@ def test_export_then_verify_holds(service: Service, key: Ed25519PrivateKey,
     out = tmp_path / "package"
     export(service, out, key, actor=AUDITOR)
     files = read_package(out)
-    assert sorted(files) == ["allocations.csv", "discrepancies.csv", "manifest.json",
-                             "manifest.sig", "report.html", "wallets.csv"]
+    assert sorted(files) == ["allocations.csv", "discrepancies.csv", "in_transit.csv",
+                             "manifest.json", "manifest.sig", "report.html", "wallets.csv"]
     assert verify_package(files, trust(key)) == []
     manifest = json.loads(files["manifest.json"])
     (chain,) = manifest["chains"]
@@ -412,8 +412,8 @@ def test_zip_members_are_exactly_the_package(service: Service, key: Ed25519Priva
     export(service, out, key, actor=AUDITOR)
     with zipfile.ZipFile(out) as zf:
         assert sorted(zf.namelist()) == ["allocations.csv", "discrepancies.csv",
-                                         "manifest.json", "manifest.sig", "report.html",
-                                         "wallets.csv"]
+                                         "in_transit.csv", "manifest.json", "manifest.sig",
+                                         "report.html", "wallets.csv"]
 
 
 def test_with_verify_two_the_export_reads_every_balance_from_two_sources(
@@ -482,3 +482,43 @@ def test_oversized_or_unlisted_entries_are_not_read_and_a_wide_manifest_is_quick
     monkeypatch.setattr(package_module, "MAX_FILE_BYTES", 1024)
     with pytest.raises(InputError, match="is larger than 1024 bytes"):
         read_package(bomb)
+
+
+def test_wallets_carry_booked_in_transit_and_expected_and_the_items_are_evidence(
+        service: Service, key: Ed25519PrivateKey, tmp_path: Path) -> None:
+    """A deposit of 0.5 ETH to alice after the books' cut-off, at or below the pinned
+    block, is a reconciling item: wallets.csv books 1.5, carries 0.5 in transit and
+    expects 2 (on-chain 1.5: a 0.5 shortfall against expected); in_transit.csv holds the
+    item and the report lists it; the package verifies. A holder of the signing key who
+    drops the item from in_transit.csv (so that wallets.csv no longer follows from it)
+    is caught by the recomputation."""
+    from sqlmodel import Session, select
+
+    from daemon.store import models as m
+
+    with Session(service.store.engine) as session:
+        chain_id = session.exec(select(m.Chain.id)).one()
+        session.add(m.Transfer(chain_id=chain_id, key="0xd1:native:-1:", kind="native",
+                               block_number=97, block_hash="0x" + "97" * 32, tx_hash="0xd1",
+                               sender="0x" + "ee" * 20, recipient=ALICE, asset="ETH",
+                               amount=ETH // 2, seen_at=NOW, block_time=NOW + timedelta(1)))
+        session.commit()
+    out = tmp_path / "package"
+    export(service, out, key, actor=AUDITOR)
+    files = read_package(out)
+    eth = next(r for r in rows(files, "wallets.csv")
+               if (r["address"], r["asset"]) == (ALICE, "ETH"))
+    assert (eth["allocation_total"], eth["in_transit"], eth["expected"], eth["difference"],
+            eth["status"]) == (str(3 * ETH // 2), str(ETH // 2), str(2 * ETH),
+                               str(-ETH // 2), "shortfall")
+    (item,) = rows(files, "in_transit.csv")
+    assert (item["address"], item["direction"], item["amount"], item["side"],
+            item["tx_hash"]) == (ALICE, "in", str(ETH // 2), "unbooked", "0xd1")
+    assert "Reconciling items (in transit)" in files["report.html"].decode()
+    assert "0xd1" in files["report.html"].decode()
+    assert verify_package(files, trust(key)) == []
+    forged = dict(files)
+    forged["in_transit.csv"] = files["in_transit.csv"].decode().splitlines()[0].encode() + b"\n"
+    resign(forged, key, {})
+    problems = verify_package(forged, trust(key))
+    assert any("in_transit" in p and "do not follow" in p for p in problems), problems

@@ -265,6 +265,20 @@ def test_chromium_renders_the_key_figures(tmp_path: Path) -> None:
     assert issue[2:4] == ["critical", "open"]
     assert shown(issue[9]) == "-0.25"
     wallet_row = tables.row(WALLET_TABLE, "ethereum", "1", ETH_B, "omnibus", "ETH")
-    assert [shown(c) for c in wallet_row[5:8]] + [wallet_row[8]] == [
-        "3", "3.25", "-0.25", "shortfall"]
+    assert [shown(c) for c in (wallet_row[5], wallet_row[6], wallet_row[9])] + [
+        wallet_row[10]] == ["3", "3.25", "-0.25", "shortfall"]
     assert "segwatch export verify DIR" in text
+
+
+def test_the_reconciling_items_are_listed_and_escaped() -> None:
+    """The report lists each reconciling item (wallet, transaction, what, direction,
+    amount in display units, block, block time, side); text from outside is escaped."""
+    item = {"chain": "ethereum", "address": "<b>0xabc</b>", "asset": "ETH",
+            "what": "transfer", "direction": "out", "amount": str(3 * 10**17),
+            "side": "unbooked", "block": "7", "block_time": "2026-12-05T00:43:34+00:00",
+            "tx_hash": "0x2a80"}
+    page = render(items=[item])
+    section = page[page.index("Reconciling items (in transit)"):]
+    assert "&lt;b&gt;0xabc&lt;/b&gt;" in section and "<b>0xabc" not in page
+    assert "0.3" in section and "unbooked" in section and "0x2a80" in section
+    assert "None." in render()[render().index("Reconciling items"):].split("</section>")[0]
