@@ -154,7 +154,8 @@ ITEMS_SHOWN = 20
 def items_table(items: Sequence[Item], now: datetime, chain: ChainSettings) -> Table:
     """Reconciling items (SPEC §8) as a table: transfer, direction, amount, block time,
     age, and whether the chain has it and the books not yet (unbooked) or the books have
-    it and the pinned block not yet (ahead); the oldest first, at most ITEMS_SHOWN."""
+    it and the pinned block not yet (ahead, or a reorg removed it: reorged); the oldest
+    first, at most ITEMS_SHOWN."""
     shown = _oldest(items, ITEMS_SHOWN)
     more = f", the oldest {len(shown)} shown" if len(items) > len(shown) else ""
     table = Table(title=f"{len(items)} reconciling items (in transit){more}")

@@ -62,6 +62,9 @@ class Alert:
     detected_at: datetime
     cure_deadline: datetime
     occurred_at: datetime
+    in_transit: int | None = None
+    """Balance findings: the reconciling items' net (expected = ledger + in_transit,
+    difference = onchain - expected; SPEC §8)."""
 
 
 def alert_from(entry: m.AuditEntry, row: m.Discrepancy, chain: str,
@@ -89,7 +92,8 @@ def alert_from(entry: m.AuditEntry, row: m.Discrepancy, chain: str,
         difference=_noted_int(noted, "difference", row.difference),
         amount=row.amount, counterparty=row.counterparty, tx_hash=row.tx_hash,
         block_number=_noted_int(noted, "block_number", row.block_number),
-        detected_at=row.detected_at, cure_deadline=row.cure_deadline, occurred_at=entry.at)
+        detected_at=row.detected_at, cure_deadline=row.cure_deadline, occurred_at=entry.at,
+        in_transit=_noted_int(noted, "in_transit", row.in_transit))
 
 
 def _noted_text(noted: dict[str, Any], keys: tuple[str, ...], fallback: str) -> str:
@@ -120,8 +124,9 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "severity": alert.severity, "status": alert.status, "chain": alert.chain,
         "address": alert.address, "asset": alert.asset, "decimals": alert.decimals,
         "owners": list(alert.owners), "onchain": _text(alert.onchain),
-        "ledger": _text(alert.ledger), "difference": _text(alert.difference),
-        "amount": _text(alert.amount), "counterparty": alert.counterparty,
+        "ledger": _text(alert.ledger), "in_transit": _text(alert.in_transit),
+        "difference": _text(alert.difference), "amount": _text(alert.amount),
+        "counterparty": alert.counterparty,
         "tx_hash": alert.tx_hash, "block_number": alert.block_number,
         "detected_at": _iso(alert.detected_at), "cure_deadline": _iso(alert.cure_deadline),
         "occurred_at": _iso(alert.occurred_at),

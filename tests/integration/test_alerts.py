@@ -74,8 +74,9 @@ AT = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 ADDRESS = "0x52908400098527886E0F7030069857D2E4169EE7"
 WEBHOOK_FIELDS = {
     "id", "event", "action", "actor", "discrepancy_id", "type", "severity", "status", "chain",
-    "address", "asset", "decimals", "owners", "onchain", "ledger", "difference", "amount",
-    "counterparty", "tx_hash", "block_number", "detected_at", "cure_deadline", "occurred_at"}
+    "address", "asset", "decimals", "owners", "onchain", "ledger", "in_transit", "difference",
+    "amount", "counterparty", "tx_hash", "block_number", "detected_at", "cure_deadline",
+    "occurred_at"}
 
 
 # ---------------------------------------------------------------- payloads (pure, no I/O)
