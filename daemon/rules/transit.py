@@ -107,7 +107,6 @@ def expected(booked: Mapping[tuple[str, str], int], found: Iterable[Item]
     return dict(out)
 
 
-
 def movements(ledger: LedgerView, flows: Iterable[Flow], fees: Iterable[FeePayment],
               native: str, matched: Iterable[str] = (),
               removed: Mapping[str, datetime] | None = None) -> list[Movement]:
