@@ -95,8 +95,12 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     if cycle.scan_error:
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
     found = _reconciling_items(session, chain, chain_id, cycle)
-    findings = [*transit.explain(cycle.ledger, cycle.observations, cycle.result,
-                                 found).findings, *transfer_findings]
+    covered = _scanned_through(session, chain_id, cycle.block) and \
+        not (cycle.shard == 0 and cycle.scan_error)
+    hold = cycle.ledger.cut_off is not None and not covered
+    findings = [f for f in transit.explain(cycle.ledger, cycle.observations, cycle.result,
+                                           found).findings
+                if not (hold and f.type in BALANCE_TYPES)] + transfer_findings
     latest = latest_observations(session, chain_id)
     findings += _continuity(session, chain, chain_id, cycle, latest)
     findings += unverified_findings(cycle.ledger, cycle.result.read_errors,
@@ -104,15 +108,15 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
                                     chain.freshness)
     stored = _store_observations(session, chain_id, cycle.observations, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
-    opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline)
+    opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline,
+                                               hold)
     session.add(m.Checkpoint(
         chain_id=chain_id, cycle_id=cycle.cycle_id, block_height=cycle.block.height,
         block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
         wallets=len({o.address for o in cycle.observations}),
         observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
         findings=len(findings), finished_at=now, shard=cycle.shard, shards=cycle.shards,
-        scanned=not cycle.scan_error if cycle.shard == 0
-        else _scanned_through(session, chain_id, cycle.block)))
+        scanned=covered))
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings), len(found))
 
 
@@ -274,8 +278,12 @@ def latest_observations(session: Session, chain_id: int,
 
 
 def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,
-                    now: datetime, deadline: Callable[[datetime], datetime]
-                    ) -> tuple[int, int, int]:
+                    now: datetime, deadline: Callable[[datetime], datetime],
+                    hold: bool = False) -> tuple[int, int, int]:
+    """Open, refresh and self-clear. With `hold` (the transfer scan does not cover the
+    block the balances were read at, so the reconciling items there are unknown), balance
+    findings are neither opened nor cleared: the cycle is unverified instead (status),
+    never compliant and never a false alarm."""
     open_rows = {d.fingerprint: d for d in session.exec(
         select(m.Discrepancy).where(m.Discrepancy.chain_id == chain_id,
                                     col(m.Discrepancy.status).in_(m.OPEN_STATUSES)))}
@@ -299,6 +307,8 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
     for row in open_rows.values():
         if row.proposed_reason == "ledger_corrected":
             continue  # cleared by an edit of the books, not by the chain: a checker decides
+        if hold and row.type in BALANCE_TYPES:
+            continue
         if row.type in ("source_stale", "ledger_stale") or (
                 row.type in _PAIR_TYPES and (row.address, row.asset) in result.verified):
             was = row.status

@@ -617,6 +617,35 @@ def test_a_state_edit_first_seen_by_a_cycle_with_a_failed_scan_is_still_unexplai
     assert run.is_open("unexplained_balance_change", FRANK)
 
 
+def test_a_deposit_read_before_its_block_is_scanned_is_no_false_alarm(run: Run) -> None:
+    """A cycle that reads a balance with a deposit in it but cannot scan that block (every
+    source fails eth_getLogs) does not know the reconciling item: it raises no balance
+    finding and clears none (it is unverified, never compliant); the next cycle scans the
+    deposit, which explains the balance. A theft seen by such a cycle is raised by the
+    next one that can scan."""
+    with run.quiet():
+        assert run.fully_read(run.cycle()) and run.fully_read(run.cycle())
+        run.node.transact(HENRY, value=ETH)  # a deposit after the books' cut-off
+        run.node.mine(CONFIRMATIONS)
+        for proxy in run.proxies:  # two Transfer filters, three attempts each
+            proxy.force("http_503", times=3, method="eth_getLogs")
+        failed = run.cycle()
+        assert failed.error is None and failed.scan_error and failed.read_errors == 0
+        assert not run.is_open("balance_surplus", HENRY)
+        assert [s.status for s in run.service.status()] == ["unverified"]
+        assert run.fully_read(run.cycle())
+        assert run.service.discrepancies(type_="balance_surplus") == []
+        impersonate(run.node, HENRY)
+        run.node.transact(OUTSIDE[0], value=ETH // 2, sender=HENRY)
+        run.node.mine(CONFIRMATIONS)
+        for proxy in run.proxies:
+            proxy.force("http_503", times=3, method="eth_getLogs")
+        assert run.cycle().scan_error and not run.is_open("balance_shortfall", HENRY)
+        assert run.fully_read(run.cycle())
+    assert run.is_open("balance_shortfall", HENRY)
+    assert run.is_open("unauthorized_outflow", HENRY)
+
+
 def test_a_source_on_another_chain_or_behind_the_others_is_not_used(run: Run) -> None:
     """A source answering for another chain id, or with a head more than max_lag_blocks
     behind the other source's, is passed over for that cycle and used again once it
