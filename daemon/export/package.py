@@ -2,9 +2,16 @@
 
 A package is a directory (or a .zip of one) holding `manifest.json`, `wallets.csv`,
 `allocations.csv`, `in_transit.csv`, `discrepancies.csv` and `report.html`. Each
-wallet line carries the allocation total (booked), the reconciling items' net at the
-pinned block (`in_transit`, SPEC §8: the items are the lines of `in_transit.csv`), the
-expected balance (their sum) and `difference` = on-chain - expected. The manifest lists
+wallet line carries the booked balance (`allocation_total`, the sum of its lines in
+`allocations.csv`), the reconciling items' net at the pinned block (`in_transit`, SPEC §8:
+the items are the lines of `in_transit.csv`), the expected balance (`expected` =
+allocation_total + in_transit), `difference` = onchain - expected and a `status` judged
+against expected. Every item names a wallet line, and its side follows from its block
+and block time against the chain's pinned block and the books' cut-off (the manifest's
+`ledger.as_of`): unbooked at or below the pinned block and after the cut-off, ahead above
+it and at or before the cut-off, reorged at or before the cut-off. A balance finding in
+`discrepancies.csv` carries the same `in_transit` and `expected` beside its `ledger`
+(booked) amount; its `difference` is on-chain - expected. The manifest lists
 every file's SHA-256, each chain's pinned block and sources, one Merkle-sum root and total
 per (chain, asset) over `allocations.csv` (daemon/rules/merkle.py), and its signer's key
 fingerprint. `manifest.sig` holds a detached Ed25519 signature over the exact bytes of
@@ -48,8 +55,8 @@ TRANSIT_COLUMNS = ("chain", "address", "asset", "what", "direction", "amount", "
                    "block", "block_time", "tx_hash")
 ALLOCATION_COLUMNS = ("chain", "address", "asset", "owner_ref", "amount", "nonce", "leaf_hash")
 DISCREPANCY_COLUMNS = ("id", "type", "severity", "status", "chain", "address", "asset",
-                       "onchain", "ledger", "difference", "tx_hash", "detected_at",
-                       "cure_deadline")
+                       "onchain", "ledger", "in_transit", "expected", "difference",
+                       "tx_hash", "detected_at", "cure_deadline")
 FILES = ("wallets.csv", "allocations.csv", "in_transit.csv", "discrepancies.csv",
          "report.html")
 NUMERIC = frozenset({"onchain", "allocation_total", "in_transit", "expected", "difference",
@@ -134,7 +141,8 @@ def build_package(data: PackageInput, key: Ed25519PrivateKey, *, pseudonymize: b
 
     salt = (salt or secrets.token_bytes(32)) if pseudonymize else None
     pins = {c.name: c for c in data.chains}
-    transit_rows = [{"chain": c.name, **{k: item[k] for k in TRANSIT_COLUMNS if k != "chain"}}
+    transit_rows = [{"chain": c.name, **{k: item.get(k) for k in TRANSIT_COLUMNS
+                                         if k != "chain"}}
                     for c in data.chains for item in c.items]
     wallet_rows = _wallet_rows(data, pins, transit_net(transit_rows))
     allocation_rows, trees, exposed = _allocations(data.wallets, salt, nonce,
@@ -195,11 +203,17 @@ def transit_net(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str, str],
 
 def _wallet_rows(data: PackageInput, pins: Mapping[str, ChainPin],
                  net: Mapping[tuple[str, str, str], int]) -> list[dict[str, str]]:
+    """One line per wallet and configured asset (and any other asset an item of the wallet
+    moves, so that every item has its line): booked (`allocation_total`), `in_transit`,
+    `expected` = booked + in_transit, `difference` = onchain - expected."""
     rows = []
     for wallet in sorted(data.wallets, key=lambda w: (w.chain, w.address)):
         pin = pins[wallet.chain]
         network = str(pin.chain_id if pin.chain_id is not None else pin.network)
-        for asset in data.assets.get(wallet.chain, ()):
+        configured = list(data.assets.get(wallet.chain, ()))
+        moved = sorted({a for (c, address, a) in net
+                        if (c, address) == (wallet.chain, wallet.address)} - set(configured))
+        for asset in configured + moved:
             total = sum(wallet.allocations.get(asset, {}).values())
             moving = net.get((wallet.chain, wallet.address, asset), 0)
             onchain = pin.balances.get((wallet.address, asset))
@@ -357,7 +371,9 @@ def verify_package(files: Mapping[str, bytes], trusted: Iterable[str] = ()) -> l
     without duplicate keys, its detached signature covers its exact bytes and comes from
     a `trusted` signer (fingerprints; a valid signature by another key is UNTRUSTED),
     exactly the listed files are present with their hashes, every leaf hash, the roots
-    and totals recomputed from allocations.csv, and wallets.csv against them."""
+    and totals recomputed from allocations.csv, every wallets.csv line against them and
+    in_transit.csv (booked, in transit, expected, difference = onchain - expected, status),
+    and every reconciling item against the pinned blocks and the books' cut-off."""
     problems: list[str] = []
     try:
         manifest = signing.strict_json(files["manifest.json"])
@@ -392,6 +408,7 @@ def verify_package(files: Mapping[str, bytes], trusted: Iterable[str] = ()) -> l
         problems.append(f"in_transit.csv: malformed line ({exc})")
         net = {}
     problems += _check_wallets(wallets, allocations, net)
+    problems += _check_items(manifest, transit, wallets)
     return problems
 
 
@@ -497,6 +514,65 @@ def _check_wallets(wallets: Sequence[Mapping[str, str]],
     for key in sorted(set(totals) - seen):
         problems.append(f"allocations.csv: {key} has no line in wallets.csv")
     return problems
+
+
+def _check_items(manifest: Mapping[str, Any], transit: Sequence[Mapping[str, str]],
+                 wallets: Sequence[Mapping[str, str]]) -> list[str]:
+    """Every reconciling item names a pinned chain and a wallets.csv line, and its side
+    follows from its block and block time: unbooked at or below the chain's pinned block
+    and after the books' cut-off (the manifest's `ledger.as_of`), ahead above the pinned
+    block and at or before the cut-off, reorged (removed by a reorg) at or before it."""
+    pinned: dict[str, Any] = {}
+    for chain in manifest.get("chains") or []:
+        if isinstance(chain, dict) and isinstance(chain.get("block"), dict):
+            pinned[str(chain.get("name"))] = chain["block"].get("height")
+    ledger = manifest.get("ledger")
+    cut_off = _instant(ledger.get("as_of")) if isinstance(ledger, dict) else None
+    lines = {(r.get("chain"), r.get("address"), r.get("asset")) for r in wallets}
+    problems: list[str] = []
+    for n, row in enumerate(transit, start=2):
+        where = f"in_transit.csv line {n}"
+        height = pinned.get(row["chain"])
+        if not isinstance(height, int) or isinstance(height, bool):
+            problems.append(f"{where}: chain {row['chain']!r} has no pinned block in the "
+                            "manifest")
+            continue
+        if (row["chain"], row["address"], row["asset"]) not in lines:
+            problems.append(f"{where}: {row['address']} {row['asset']} has no line in "
+                            "wallets.csv")
+        when = _instant(row["block_time"])
+        try:
+            block = int(row["block"])
+        except ValueError:
+            block = None
+        if when is None or block is None:
+            problems.append(f"{where}: malformed block or block_time")
+            continue
+        if cut_off is None:
+            problems.append(f"{where}: an item, but the manifest names no books' cut-off "
+                            "(ledger.as_of)")
+            continue
+        side = row["side"]
+        if side not in ("unbooked", "ahead", "reorged"):
+            continue  # reported as malformed by transit_net
+        placed = (block <= height and when > cut_off) if side == "unbooked" else \
+            (block > height and when <= cut_off) if side == "ahead" else when <= cut_off
+        if not placed:
+            problems.append(f"{where}: a {side} item in block {block} at {row['block_time']} "
+                            f"does not follow from the pinned block {height} and the books' "
+                            f"cut-off {ledger.get('as_of') if isinstance(ledger, dict) else ''}")
+    return problems
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time as an aware datetime (a naive one is UTC); None when malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 # --- proofs -----------------------------------------------------------------------------

@@ -10,7 +10,11 @@ beside them. Where the decimals of an asset are unknown, base units only.
 
 The liability comparison counts client wallets only (segregated and omnibus): house
 wallets hold the firm's own assets, so their balances are shown for information in a
-column of their own and never offset a client shortfall.
+column of their own and never offset a client shortfall. Balances are compared with the
+expected amount, not the booked one (SPEC §8): expected = booked (the allocation total) +
+in transit (the net of the reconciling items, the transfers booked on one side only at
+the pinned block), and difference = on-chain - expected. The items are listed (at most
+ITEMS_SHOWN; in_transit.csv has them all) with their age at the package's as-of time.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from html import escape
 from typing import Any
 
@@ -75,6 +79,8 @@ class _Summary:
 
     onchain: int = 0
     allocation: int = 0
+    moving: int = 0
+    """The reconciling items' net (in transit) over the client wallets."""
     house: int | None = 0
     unreadable: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
@@ -91,6 +97,7 @@ class _Summary:
         else:
             self.onchain += onchain
         self.allocation += _units(wallet.get("allocation_total"), "allocation_total") or 0
+        self.moving += _units(wallet.get("in_transit"), "in_transit") or 0
         self.statuses[status] = self.statuses.get(status, 0) + 1
 
     def status(self) -> str:
@@ -108,10 +115,11 @@ def render_report(manifest: Mapping[str, Any], wallets: Sequence[Row],
                   items: Sequence[Row] = ()) -> str:
     """Return the `report.html` of an export package as one self-contained HTML page.
 
-    `manifest` is the package's manifest (its signature may be absent), `wallets` and
-    `discrepancies` the rows of wallets.csv and discrepancies.csv (strings as in the
-    CSVs), `decimals` the decimals of each (chain, asset symbol). Raises ValueError
-    naming the field when an amount is neither empty nor a base-unit integer.
+    `manifest` is the package's manifest (its signature may be absent), `wallets`,
+    `discrepancies` and `items` the rows of wallets.csv, discrepancies.csv and
+    in_transit.csv (strings as in the CSVs), `decimals` the decimals of each (chain,
+    asset symbol). Raises ValueError naming the field when an amount is neither empty
+    nor a base-unit integer.
     """
     fmt = _Formatter(decimals)
     order = _chain_order(manifest, wallets)
@@ -122,7 +130,7 @@ def render_report(manifest: Mapping[str, Any], wallets: Sequence[Row],
         _blocks_section(manifest.get("chains") or []),
         _liabilities_section(manifest.get("liabilities") or [], order, fmt),
         _wallets_section(wallets, order, fmt),
-        _items_section(items, fmt),
+        _items_section(items, order, fmt, _instant(manifest.get("as_of"))),
         _discrepancies_section(discrepancies, fmt),
         _footer(manifest),
     ]
@@ -183,10 +191,13 @@ def _header(manifest: Mapping[str, Any], summaries: Mapping[tuple[str, str], _Su
     generator = manifest.get("generator") or {}
     failing = [f"{c} {a}" for (c, a), s in summaries.items() if s.status() != "compliant"]
     result = "compliant" if not failing else "not compliant"
-    detail = "every client wallet holds exactly its allocations" if not failing else \
-        "see " + ", ".join(failing)
+    detail = ("every client wallet holds exactly its expected balance (its allocations "
+              "plus the items in transit)") if not failing else "see " + ", ".join(failing)
+    ledger = manifest.get("ledger")
+    ledger = ledger if isinstance(ledger, Mapping) else {}
     meta = [
         ("As of", _text(manifest.get("as_of"))),
+        ("Books cut off at", _text(ledger.get("as_of")) or _NO_VALUE),
         ("Generated at", _text(manifest.get("generated_at"))),
         ("Generator", f"{_text(generator.get('name'))} {_text(generator.get('version'))}"),
         ("Owners pseudonymized", "yes" if manifest.get("pseudonymized") else "no"),
@@ -204,20 +215,27 @@ def _summary_section(summaries: Mapping[tuple[str, str], _Summary], fmt: _Format
     rows = []
     for (chain, asset), s in summaries.items():
         known = s.onchain if not s.unreadable else None
-        difference = None if known is None else known - s.allocation
+        expected = s.allocation + s.moving
+        difference = None if known is None else known - expected
         rows.append(
             f"<tr><td>{_e(chain)}</td><td>{_e(asset)}</td>"
             f"{fmt.cell(chain, asset, known)}{fmt.cell(chain, asset, s.allocation)}"
+            f"{fmt.cell(chain, asset, s.moving, signed=True)}"
+            f"{fmt.cell(chain, asset, expected)}"
             f"{fmt.cell(chain, asset, difference, signed=True)}"
             f"{_status_cell(s.status())}<td>{_e(_counts(s.statuses))}</td>"
             f"{fmt.cell(chain, asset, s.house)}</tr>")
-    head = ("chain", "asset", "on-chain (client wallets)", "allocation total", "difference",
-            "status", "client wallets", "house wallets (not compared)")
+    head = ("chain", "asset", "on-chain (client wallets)", "allocation total (booked)",
+            "in transit", "expected", "difference", "status", "client wallets",
+            "house wallets (not compared)")
     note = ("<p class=\"note\">On-chain totals add the balances of client wallets "
-            "(segregated and omnibus) at the pinned block. A (chain, asset) is compliant when "
-            "every client wallet holds exactly its allocation total; a surplus in one wallet "
-            "never offsets a shortfall in another. House wallets hold the firm's own assets: "
-            "their balances are shown for information and excluded from the comparison. "
+            "(segregated and omnibus) at the pinned block. Expected is the allocation total "
+            "(booked) plus the reconciling items in transit at the pinned block (listed "
+            "below); the difference is on-chain minus expected. A (chain, asset) is "
+            "compliant when every client wallet holds exactly its expected balance; a "
+            "surplus in one wallet never offsets a shortfall in another. House wallets "
+            "hold the firm's own assets: their balances are shown for information and "
+            "excluded from the comparison. "
             "Where a client wallet could not be read, the total is unknown (—).</p>")
     return _section("Client assets against allocations", head, rows, note)
 
@@ -287,25 +305,35 @@ ITEMS_SHOWN = 1000
 """The report lists at most this many reconciling items; in_transit.csv has them all."""
 
 
-def _items_section(items: Sequence[Row], fmt: _Formatter) -> str:
-    """The reconciling items (SPEC §8): transfers booked on one side only."""
+def _items_section(items: Sequence[Row], order: Mapping[str, int], fmt: _Formatter,
+                   as_of: datetime | None) -> str:
+    """The reconciling items (SPEC §8): transfers booked on one side only, by chain (the
+    manifest's order), at most ITEMS_SHOWN of them; their age is at the as-of time."""
+    ordered = sorted(items, key=lambda i: order.get(_text(i.get("chain")), len(order)))
     rows = []
-    for item in list(items)[:ITEMS_SHOWN]:
+    for item in ordered[:ITEMS_SHOWN]:
         chain, asset = _text(item.get("chain")), _text(item.get("asset"))
+        when = _instant(item.get("block_time"))
+        shown = when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else _text(item.get("block_time"))
+        age = _age(as_of - when) if when and as_of else _NO_VALUE
         rows.append(
             f"<tr><td>{_e(chain)}</td><td class=\"mono\">{_e(item.get('address'))}</td>"
             f"<td class=\"mono\">{_e(item.get('tx_hash') or _NO_VALUE)}</td>"
             f"<td>{_e(item.get('what'))}</td><td>{_e(item.get('direction'))}</td>"
             f"<td>{_e(asset)}</td>{fmt.text_cell(chain, asset, item.get('amount'), 'amount')}"
-            f"<td class=\"num\">{_e(item.get('block'))}</td><td>{_e(item.get('block_time'))}"
-            f"</td><td>{_e(item.get('side'))}</td></tr>")
-    more = len(items) - len(rows)
+            f"<td class=\"num\">{_e(item.get('block'))}</td><td>{_e(shown or _NO_VALUE)}</td>"
+            f"<td class=\"num\">{_e(age)}</td><td>{_e(item.get('side'))}</td></tr>")
+    more = len(ordered) - len(rows)
+    counts = ", ".join(f"{chain} {n}" for chain, n in _per_chain(ordered, order))
     note = ("<p class=\"note\">Transfers the chain has and the books not yet (unbooked), "
             "or the books have and the pinned block not yet (ahead, or removed by a reorg: "
-            "reorged)." + (f" {more} more are in in_transit.csv." if more > 0 else "")
-            + "</p>")
+            "reorged); each explains part of the difference between the booked and the "
+            "expected balance. The age is counted from the block time to the as-of time."
+            + (f" Items per chain: {_e(counts)}." if counts else "")
+            + "</p>" + (f"\n<p class=\"note more\">{more} more are not shown here: "
+                        "in_transit.csv lists them all.</p>" if more > 0 else ""))
     head = ("chain", "wallet", "transaction", "what", "direction", "asset", "amount",
-            "block", "block time", "side")
+            "block", "block time", "age", "side")
     return _section("Reconciling items (in transit)", head, rows, note)
 
 
@@ -316,7 +344,8 @@ def _discrepancies_section(discrepancies: Sequence[Row], fmt: _Formatter) -> str
     for d in discrepancies:
         chain, asset = _text(d.get("chain")), _text(d.get("asset"))
         amounts = "".join(fmt.text_cell(chain, asset, d.get(name), name)
-                          for name in ("onchain", "ledger", "difference"))
+                          for name in ("onchain", "ledger", "in_transit", "expected",
+                                       "difference"))
         tx_hash = d.get("tx_hash") or _NO_VALUE
         rows.append(
             f"<tr><td>{_e(d.get('id'))}</td><td>{_e(d.get('type'))}</td>"
@@ -325,8 +354,12 @@ def _discrepancies_section(discrepancies: Sequence[Row], fmt: _Formatter) -> str
             f"<td>{_e(asset)}</td>{amounts}<td class=\"mono\">{_e(tx_hash)}</td>"
             f"<td>{_e(d.get('detected_at'))}</td><td>{_e(d.get('cure_deadline'))}</td></tr>")
     head = ("id", "type", "severity", "status", "chain", "address", "asset", "on-chain",
-            "ledger", "difference", "transaction", "detected at", "cure deadline")
-    return _section("Open discrepancies", head, rows, "")
+            "ledger (booked)", "in transit", "expected", "difference", "transaction",
+            "detected at", "cure deadline")
+    note = ("<p class=\"note\">For a balance finding, expected is the booked amount plus "
+            "the items in transit when it was last seen, and the difference is on-chain "
+            "minus expected.</p>")
+    return _section("Open discrepancies", head, rows, note)
 
 
 def _footer(manifest: Mapping[str, Any]) -> str:
@@ -378,6 +411,41 @@ def _block_time(timestamp: Any) -> str:
     if not isinstance(timestamp, int) or isinstance(timestamp, bool):
         return _NO_VALUE
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _per_chain(items: Sequence[Row], order: Mapping[str, int]) -> list[tuple[str, int]]:
+    counts: dict[str, int] = {}
+    for item in items:
+        chain = _text(item.get("chain"))
+        counts[chain] = counts.get(chain, 0) + 1
+    return sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+
+
+def _instant(value: Any) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime (a naive one is UTC); None when absent
+    or malformed."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _age(elapsed: timedelta) -> str:
+    """`elapsed` in its two largest units: '3d 4h', '2h 5m', '4m 10s', '12s' (a negative
+    one, from a clock ahead of the as-of time, keeps its sign)."""
+    seconds = int(elapsed.total_seconds())
+    sign, seconds = ("-", -seconds) if seconds < 0 else ("", seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{sign}{days}d {hours}h"
+    if hours:
+        return f"{sign}{hours}h {minutes}m"
+    return f"{sign}{minutes}m {secs}s" if minutes else f"{sign}{secs}s"
 
 
 def _units(value: Any, name: str) -> int | None:

@@ -35,16 +35,22 @@ from daemon.store.heads import current as current_head
 
 log = structlog.get_logger("segwatch")
 CLOCK_SKEW = timedelta(minutes=2)
+GATHER_ATTEMPTS = 3
+"""Books imported while a package is gathered would leave its wallets, items and manifest
+naming different snapshots: it is gathered again, at most this many times in all."""
 
 
 def export(service: Service, out: Path, key: Ed25519PrivateKey, *, actor: Principal | None,
            as_of: datetime | None = None, pseudonymize: bool = True) -> Package:
     """Build the package of every configured chain and write it to `out` (all or nothing),
-    as `actor` (the auditor role; the export is audited).
+    as `actor` (the auditor role; the export is audited). Each wallet line books the
+    snapshot current at `as_of` (default: now) and carries the reconciling items' net at
+    the chain's pinned block: expected = booked + in_transit, difference = onchain -
+    expected (daemon/export/package.py).
 
     Raises Unauthenticated or Forbidden without an auditor, InputError (bad destination,
     `as_of` in the future or before the first observation, a block a source cannot
-    reach), SourceUnavailable, DecodeError.
+    reach, books imported during every attempt to gather), SourceUnavailable, DecodeError.
     """
     who = service.identity.require(actor, "export", "exporting a package")
     check_destination(out)
@@ -57,16 +63,15 @@ def export(service: Service, out: Path, key: Ed25519PrivateKey, *, actor: Princi
             raise InputError(f"--as-of {as_of.isoformat()} is before the store's first "
                              f"observation ({first.isoformat() if first else 'none yet'})")
     moment = as_of or now
-    pins, wallets = [], []
-    for chain in service.settings.chains:
-        ledger = service.store.ledger_view(chain.name, as_of)
-        addresses = sorted(ledger.wallets)
-        pin = _pin(service, chain, addresses, as_of=as_of)
-        items = service.store.reconciling_items(ledger, pin.height, chain.native_asset.symbol)
-        pins.append(dataclasses.replace(pin, items=tuple(i.as_json(moment) for i in items)))
-        wallets += [WalletLedger(chain.name, w.address, w.structure,
-                                 {a: dict(o) for a, o in w.allocations.items()})
-                    for w in ledger.wallets.values()]
+    for _attempt in range(GATHER_ATTEMPTS):
+        books = service.store.snapshot_at(as_of)
+        pins, wallets = _gather(service, as_of, moment)
+        if service.store.snapshot_at(as_of) == books:
+            break
+        log.warning("export_books_changed", snapshot=books)
+    else:
+        raise InputError("new books were imported while exporting, each of "
+                         f"{GATHER_ATTEMPTS} times: export again")
     open_then = [_discrepancy_row(r.chain, discrepancy_json(r, moment))
                  for r in service.store.discrepancies()
                  if r.row.detected_at <= moment and (r.row.closed_at is None
@@ -77,7 +82,7 @@ def export(service: Service, out: Path, key: Ed25519PrivateKey, *, actor: Princi
         decimals={(c.name, a.symbol): a.decimals for c in service.settings.chains
                   for a in c.assets},
         assets={c.name: [a.symbol for a in c.assets] for c in service.settings.chains},
-        audit_head=_audit_head(service), ledger=service.store.snapshot_at(as_of))
+        audit_head=_audit_head(service), ledger=books)
     package = build_package(data, key, pseudonymize=pseudonymize)
     write_package(package, out)
     service.identity.store.audit(who.name, "exported", {
@@ -88,6 +93,25 @@ def export(service: Service, out: Path, key: Ed25519PrivateKey, *, actor: Princi
     log.info("exported", out=str(out), chains=len(pins), wallets=len(wallets),
              allocations=sum(r["leaves"] for r in package.roots))
     return package
+
+
+def _gather(service: Service, as_of: datetime | None, moment: datetime
+            ) -> tuple[list[ChainPin], list[WalletLedger]]:
+    """Each chain's pinned block, its balances and its reconciling items (SPEC §8: the
+    transfers booked on one side only, for the books the package exports, at the pinned
+    block; their age at `moment`), and the wallets of those books."""
+    pins: list[ChainPin] = []
+    wallets: list[WalletLedger] = []
+    for chain in service.settings.chains:
+        ledger = service.store.ledger_view(chain.name, as_of)
+        addresses = sorted(ledger.wallets)
+        pin = _pin(service, chain, addresses, as_of=as_of)
+        items = service.store.reconciling_items(ledger, pin.height, chain.native_asset.symbol)
+        pins.append(dataclasses.replace(pin, items=tuple(i.as_json(moment) for i in items)))
+        wallets += [WalletLedger(chain.name, w.address, w.structure,
+                                 {a: dict(o) for a, o in w.allocations.items()})
+                    for w in ledger.wallets.values()]
+    return pins, wallets
 
 
 def _audit_head(service: Service) -> dict[str, Any] | None:

@@ -57,11 +57,16 @@ MANIFEST: dict[str, Any] = {
 
 
 def wallet(chain: str, network: str, address: str, structure: str, asset: str,
-           onchain: int | None, allocation: int, status: str) -> dict[str, str]:
-    difference = "" if onchain is None else str(onchain - allocation)
+           onchain: int | None, allocation: int, status: str,
+           in_transit: int = 0) -> dict[str, str]:
+    """A wallets.csv line: booked (allocation_total) + in_transit = expected; difference
+    = onchain - expected."""
+    expected = allocation + in_transit
+    difference = "" if onchain is None else str(onchain - expected)
     return {"chain": chain, "network": network, "address": address, "structure": structure,
             "asset": asset, "onchain": "" if onchain is None else str(onchain),
-            "allocation_total": str(allocation), "difference": difference, "status": status}
+            "allocation_total": str(allocation), "in_transit": str(in_transit),
+            "expected": str(expected), "difference": difference, "status": status}
 
 
 WALLETS = [
@@ -174,10 +179,10 @@ def test_summary_compares_client_wallets_only() -> None:
     """House balances are shown apart and never counted against client allocations."""
     tables = parse(render())
     eth = tables.row(SUMMARY, "ethereum", "ETH")
-    assert [shown(c) for c in eth[2:5]] == ["15.5", "15.75", "-0.25"]
-    assert eth[5] == "shortfall"
-    assert shown(eth[7]) == "100"
-    assert tables.row(SUMMARY, "bitcoin", "BTC")[5] == "compliant"
+    assert [shown(c) for c in eth[2:7]] == ["15.5", "15.75", "0", "15.75", "-0.25"]
+    assert eth[7] == "shortfall"
+    assert shown(eth[9]) == "100"
+    assert tables.row(SUMMARY, "bitcoin", "BTC")[7] == "compliant"
 
 
 def test_an_unreadable_client_wallet_makes_the_total_unknown() -> None:
@@ -187,7 +192,7 @@ def test_an_unreadable_client_wallet_makes_the_total_unknown() -> None:
                wallet("bitcoin", "mainnet", BTC_A, "segregated", "BTC", None, 50000000,
                       "unreadable")]
     btc = parse(render(wallets=wallets)).row(SUMMARY, "bitcoin", "BTC")
-    assert (btc[2], btc[4], btc[5]) == ("—", "—", "unreadable")
+    assert (btc[2], btc[6], btc[7]) == ("—", "—", "unreadable")
     assert shown(btc[3]) == "0.5"
 
 
@@ -247,12 +252,15 @@ def test_chromium_renders_the_key_figures(tmp_path: Path) -> None:
     assert PAYLOAD in text
 
     eth = tables.row(SUMMARY, "ethereum", "ETH")
-    assert [shown(c) for c in eth[2:5]] + [eth[5]] == ["15.5", "15.75", "-0.25", "shortfall"]
+    assert [shown(c) for c in eth[2:7]] + [eth[7]] == ["15.5", "15.75", "0", "15.75", "-0.25",
+                                                       "shortfall"]
     usdc = tables.row(SUMMARY, "ethereum", "USDC")
-    assert [shown(c) for c in usdc[2:5]] + [usdc[5]] == ["1500.25", "1500.25", "0", "compliant"]
+    assert [shown(c) for c in (usdc[2], usdc[3], usdc[6])] + [usdc[7]] == [
+        "1500.25", "1500.25", "0", "compliant"]
     assert "1500250000 base units" in usdc[2]
     btc = tables.row(SUMMARY, "bitcoin", "BTC")
-    assert [shown(c) for c in btc[2:5]] + [btc[5]] == ["0.5", "0.5", "0", "compliant"]
+    assert [shown(c) for c in (btc[2], btc[3], btc[6])] + [btc[7]] == [
+        "0.5", "0.5", "0", "compliant"]
 
     assert tables.row(BLOCKS, "ethereum", "evm")[3] == "19876543"
     assert tables.row(BLOCKS, "bitcoin", "utxo")[3] == "842000"
@@ -263,7 +271,7 @@ def test_chromium_renders_the_key_figures(tmp_path: Path) -> None:
 
     issue = tables.row(OPEN, "17", "balance_shortfall")
     assert issue[2:4] == ["critical", "open"]
-    assert shown(issue[9]) == "-0.25"
+    assert shown(issue[11]) == "-0.25"
     wallet_row = tables.row(WALLET_TABLE, "ethereum", "1", ETH_B, "omnibus", "ETH")
     assert [shown(c) for c in (wallet_row[5], wallet_row[6], wallet_row[9])] + [
         wallet_row[10]] == ["3", "3.25", "-0.25", "shortfall"]
@@ -282,3 +290,77 @@ def test_the_reconciling_items_are_listed_and_escaped() -> None:
     assert "&lt;b&gt;0xabc&lt;/b&gt;" in section and "<b>0xabc" not in page
     assert "0.3" in section and "unbooked" in section and "0x2a80" in section
     assert "None." in render()[render().index("Reconciling items"):].split("</section>")[0]
+
+
+ITEMS = "Reconciling items (in transit)"
+
+
+def item(chain: str, address: str, asset: str, amount: int, *, side: str = "unbooked",
+         direction: str = "out", block: int = 7, block_time: str = "2024-06-01T11:00:00+00:00",
+         tx_hash: str = "0x2a80", what: str = "transfer") -> dict[str, str]:
+    """An in_transit.csv line."""
+    return {"chain": chain, "address": address, "asset": asset, "what": what,
+            "direction": direction, "amount": str(amount), "side": side, "block": str(block),
+            "block_time": block_time, "tx_hash": tx_hash}
+
+
+def test_an_item_row_shows_wallet_transaction_direction_amount_block_time_and_age() -> None:
+    """One row per item: wallet, transaction, what, direction, asset, the amount in display
+    units (base units beside), block, block time, its age at the as-of time and side."""
+    withdrawal = item("ethereum", ETH_A, "ETH", 3 * ETH // 10, block=19876540,
+                      block_time="2024-06-01T10:54:30+00:00")
+    row = parse(render(items=[withdrawal])).row(ITEMS, "ethereum", ETH_A)
+    assert row[2:6] == ["0x2a80", "transfer", "out", "ETH"]
+    assert shown(row[6]) == "0.3" and "300000000000000000 base units" in row[6]
+    assert row[7:] == ["19876540", "2024-06-01 10:54:30 UTC", "1h 5m", "unbooked"]
+    days = item("bitcoin", BTC_A, "BTC", 1, block_time="2024-05-29T09:59:00Z", side="ahead")
+    assert parse(render(items=[days])).row(ITEMS, "bitcoin", BTC_A)[9:] == ["3d 2h", "ahead"]
+
+
+def test_items_are_listed_by_chain_in_the_manifest_order_and_bounded(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items follow the manifest's chain order; past ITEMS_SHOWN rows the page says how
+    many more there are (in_transit.csv has them all)."""
+    from daemon.export import report
+
+    items = [item("bitcoin", BTC_A, "BTC", n + 1, tx_hash=f"btc{n}") for n in range(3)] + \
+        [item("ethereum", ETH_A, "ETH", n + 1, tx_hash=f"eth{n}") for n in range(3)]
+    tables = parse(render(items=items))
+    assert [r[0] for r in tables.sections[ITEMS][1:]] == ["ethereum"] * 3 + ["bitcoin"] * 3
+    assert "Items per chain: ethereum 3, bitcoin 3." in " ".join(" ".join(tables.text).split())
+    monkeypatch.setattr(report, "ITEMS_SHOWN", 4)
+    tables = parse(render(items=items))
+    assert len(tables.sections[ITEMS]) == 1 + 4
+    assert "2 more are not shown here" in " ".join(tables.text)
+
+
+def test_untrusted_item_text_is_escaped() -> None:
+    """Every text of an item line (wallet, transaction, what, side, a block time that is
+    not a time) is shown as text, never as markup."""
+    hostile = item("ethereum", ETH_A, "ETH", 1, tx_hash=PAYLOAD, what=PAYLOAD, side=PAYLOAD,
+                   block_time=PAYLOAD, direction=PAYLOAD)
+    html = render(items=[hostile])
+    assert "<script>" not in html
+    row = parse(html).row(ITEMS, "ethereum", ETH_A)
+    assert row[2] == row[3] == row[4] == row[8] == row[10] == PAYLOAD
+    assert row[9] == "—"
+
+
+def test_the_summary_compares_on_chain_with_booked_plus_in_transit() -> None:
+    """A client wallet whose 0.3 ETH withdrawal is mined but not yet booked holds 0.3 less
+    than its allocations and is compliant: expected = booked + in transit, and the summary's
+    difference is on-chain minus expected. The header names the books' cut-off."""
+    wallets = [wallet("ethereum", "1", ETH_A, "segregated", "ETH", 122 * ETH // 10,
+                      125 * ETH // 10, "ok", in_transit=-3 * ETH // 10), *WALLETS[1:2]]
+    manifest = {**MANIFEST, "ledger": {"snapshot": 4, "as_of": "2024-06-01T10:00:00+00:00"}}
+    tables = parse(render(manifest=manifest, wallets=wallets, discrepancies=[],
+                          items=[item("ethereum", ETH_A, "ETH", 3 * ETH // 10)]))
+    eth = tables.row(SUMMARY, "ethereum", "ETH")
+    assert [shown(c) for c in eth[2:7]] + [eth[7]] == ["12.2", "12.5", "-0.3", "12.2", "0",
+                                                       "compliant"]
+    row = tables.row(WALLET_TABLE, "ethereum", "1", ETH_A, "segregated", "ETH")
+    assert [shown(c) for c in row[5:10]] + [row[10]] == ["12.2", "12.5", "-0.3", "12.2", "0",
+                                                         "ok"]
+    text = " ".join(" ".join(tables.text).split())
+    assert "Books cut off at 2024-06-01T10:00:00+00:00" in text
+    assert "compliant every client wallet holds exactly its expected balance" in text
