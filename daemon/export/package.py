@@ -527,7 +527,7 @@ def _check_items(manifest: Mapping[str, Any], transit: Sequence[Mapping[str, str
         if isinstance(chain, dict) and isinstance(chain.get("block"), dict):
             pinned[str(chain.get("name"))] = chain["block"].get("height")
     ledger = manifest.get("ledger")
-    cut_off = _instant(ledger.get("as_of")) if isinstance(ledger, dict) else None
+    cut_off = parse_instant(ledger.get("as_of")) if isinstance(ledger, dict) else None
     lines = {(r.get("chain"), r.get("address"), r.get("asset")) for r in wallets}
     problems: list[str] = []
     for n, row in enumerate(transit, start=2):
@@ -540,7 +540,7 @@ def _check_items(manifest: Mapping[str, Any], transit: Sequence[Mapping[str, str
         if (row["chain"], row["address"], row["asset"]) not in lines:
             problems.append(f"{where}: {row['address']} {row['asset']} has no line in "
                             "wallets.csv")
-        when = _instant(row["block_time"])
+        when = parse_instant(row["block_time"])
         try:
             block = int(row["block"])
         except ValueError:
@@ -564,15 +564,16 @@ def _check_items(manifest: Mapping[str, Any], transit: Sequence[Mapping[str, str
     return problems
 
 
-def _instant(value: Any) -> datetime | None:
-    """An ISO 8601 time as an aware datetime (a naive one is UTC); None when malformed."""
+def parse_instant(value: Any) -> datetime | None:
+    """An ISO 8601 time as an aware UTC datetime (a naive one is UTC); None when absent
+    or malformed."""
     if not isinstance(value, str):
         return None
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
         return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 # --- proofs -----------------------------------------------------------------------------

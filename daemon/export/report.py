@@ -27,6 +27,7 @@ from html import escape
 from typing import Any
 
 from chains.urls import redact_url
+from daemon.export.package import parse_instant
 from daemon.rules.amounts import format_amount
 
 Row = Mapping[str, Any]
@@ -130,7 +131,7 @@ def render_report(manifest: Mapping[str, Any], wallets: Sequence[Row],
         _blocks_section(manifest.get("chains") or []),
         _liabilities_section(manifest.get("liabilities") or [], order, fmt),
         _wallets_section(wallets, order, fmt),
-        _items_section(items, order, fmt, _instant(manifest.get("as_of"))),
+        _items_section(items, order, fmt, parse_instant(manifest.get("as_of"))),
         _discrepancies_section(discrepancies, fmt),
         _footer(manifest),
     ]
@@ -313,7 +314,7 @@ def _items_section(items: Sequence[Row], order: Mapping[str, int], fmt: _Formatt
     rows = []
     for item in ordered[:ITEMS_SHOWN]:
         chain, asset = _text(item.get("chain")), _text(item.get("asset"))
-        when = _instant(item.get("block_time"))
+        when = parse_instant(item.get("block_time"))
         shown = when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else _text(item.get("block_time"))
         age = _age(as_of - when) if when and as_of else _NO_VALUE
         rows.append(
@@ -419,18 +420,6 @@ def _per_chain(items: Sequence[Row], order: Mapping[str, int]) -> list[tuple[str
         chain = _text(item.get("chain"))
         counts[chain] = counts.get(chain, 0) + 1
     return sorted(counts.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
-
-
-def _instant(value: Any) -> datetime | None:
-    """An ISO 8601 time as an aware UTC datetime (a naive one is UTC); None when absent
-    or malformed."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
 def _age(elapsed: timedelta) -> str:
