@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
 from fastapi import Path as PathParam
@@ -39,6 +39,9 @@ from daemon.runtime.health import STATUS_CACHE_SECONDS, StatusCache, health_app
 from daemon.runtime.metrics import Metrics
 from daemon.service import Service, overall
 from daemon.store.identity import SignedIn
+
+if TYPE_CHECKING:
+    from daemon.auth.oidc import OidcClient
 
 PREFIX = "/api/v1"
 MAX_PAGE = 1000
@@ -78,8 +81,10 @@ class NewToken(_Body):
     expires_days: float | None = Field(default=None, gt=0, le=3650)
 
 
-def build_app(service: Service, metrics: Metrics, metrics_token: str | None = None) -> FastAPI:
-    """The whole ASGI app: /healthz, /metrics and the API over `service`."""
+def build_app(service: Service, metrics: Metrics, metrics_token: str | None = None,
+              console: bool = True) -> FastAPI:
+    """The whole ASGI app: /healthz, /metrics, the API and (unless `console` is off) the
+    operator console's pages over `service`."""
     statuses = StatusCache(service.status, STATUS_CACHE_SECONDS)
     """/healthz and /api/v1/status ask the store at most once a second between them."""
     app = health_app(statuses.get, metrics, metrics_token)
@@ -92,13 +97,23 @@ def build_app(service: Service, metrics: Metrics, metrics_token: str | None = No
         service.identity.require(who, "read", "the API description")
         return app.openapi()
 
+    oidc = None
+    if service.settings.auth.oidc is not None:
+        from daemon.auth.oidc import OidcClient
+
+        oidc = OidcClient(service.settings.auth.oidc, service.store.engine, service.now)
     api = APIRouter(prefix=PREFIX)
-    _auth_routes(api, service)
+    _auth_routes(api, service, oidc)
     _review_routes(api, service, statuses)
     _feed_routes(api, service)
     _admin_routes(api, service)
     exports.routes(api, service)
     app.include_router(api)
+    if console:
+        from daemon import __version__
+        from daemon.web.app import install
+
+        install(app, service, statuses, oidc, __version__)
 
     @app.middleware("http")
     async def _headers(request: Request,
@@ -114,7 +129,7 @@ def build_app(service: Service, metrics: Metrics, metrics_token: str | None = No
     return app
 
 
-def _auth_routes(api: APIRouter, service: Service) -> None:
+def _auth_routes(api: APIRouter, service: Service, oidc: OidcClient | None) -> None:
     secure = service.settings.auth.secure_cookies
 
     def session_started(response: Response, signed: SignedIn,
@@ -141,12 +156,6 @@ def _auth_routes(api: APIRouter, service: Service) -> None:
         signed = service.identity.sign_in(body.name, body.password, client_of(request))
         return session_started(response, signed, "strict")
 
-    oidc = None
-    if service.settings.auth.oidc is not None:
-        from daemon.auth.oidc import OidcClient
-
-        oidc = OidcClient(service.settings.auth.oidc, service.store.engine, service.now)
-
     @api.get("/auth/oidc/login", tags=["auth"], status_code=302,
              response_class=RedirectResponse)
     def oidc_login() -> RedirectResponse:
@@ -162,16 +171,21 @@ def _auth_routes(api: APIRouter, service: Service) -> None:
                       code: Annotated[str | None, Query(max_length=2048)] = None,
                       state: Annotated[str | None, Query(max_length=100)] = None,
                       error: Annotated[str | None, Query(max_length=200)] = None
-                      ) -> dict[str, Any]:
+                      ) -> Any:
         """The identity provider's redirect: checks the code and the ID token, maps the
-        claims to roles, sets the session cookie; returns the CSRF token."""
-        from daemon.auth.oidc import check_callback
+        claims to roles, sets the session cookie; returns the CSRF token (a sign-in
+        started from the console goes back to the console instead)."""
+        from daemon.auth.oidc import CONSOLE_STATE, check_callback
 
         if oidc is None:
             raise InputError("sign-in through an identity provider is not configured "
                              "([auth.oidc])")
         who = oidc.complete(*check_callback(code, state, error))
         signed = service.identity.oidc_sign_in(who.name, who.roles, client_of(request))
+        if state is not None and state.startswith(CONSOLE_STATE):
+            back = RedirectResponse("/", status_code=303)
+            session_started(back, signed, "lax")
+            return back
         return session_started(response, signed, "lax")  # the provider's redirect
 
     @api.post("/auth/logout", tags=["auth"])

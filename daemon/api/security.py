@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from chains.errors import SegwatchError, SourceUnavailable
@@ -142,45 +142,63 @@ class _TooLarge(Exception):
     pass
 
 
+NOT_PAGES = ("/api/", "/healthz", "/metrics")
+"""Paths answered in JSON; every other path is a console page (daemon/web/)."""
+
+
+def _answer(request: Request, status: int, message: str, lines: list[str] | None = None,
+            **headers: str) -> Response:
+    """An error as JSON for the API, or as the console's error page (app.state.page_error,
+    when the console is installed) for a page."""
+    page_error = getattr(request.app.state, "page_error", None)
+    if page_error is not None and not request.url.path.startswith(NOT_PAGES):
+        if status == 401:
+            return RedirectResponse("/login", status_code=303)
+        response: Response = page_error(request, status, message, lines)
+        return response
+    if lines is not None:
+        return JSONResponse({"error": {"code": status, "message": message,
+                                       "lines": lines[:1000]}}, status_code=status)
+    return error(status, message, **headers)
+
+
 def install_errors(app: FastAPI) -> None:
-    """Map segwatch's errors to JSON answers: 401, 403, 404, 400, 422, 503; a bug is a
-    500 naming its type, never a traceback."""
+    """Map segwatch's errors to JSON answers (or console pages): 401, 403, 404, 400, 422,
+    503; a bug is a 500 naming its type, never a traceback."""
 
     @app.exception_handler(Unauthenticated)
-    async def _unauthenticated(_request: Request, exc: Unauthenticated) -> JSONResponse:
-        return error(401, exc.user_message, **{"WWW-Authenticate": "Bearer"})
+    async def _unauthenticated(request: Request, exc: Unauthenticated) -> Response:
+        return _answer(request, 401, exc.user_message, None, **{"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(Forbidden)
-    async def _forbidden(_request: Request, exc: Forbidden) -> JSONResponse:
-        return error(403, exc.user_message)
+    async def _forbidden(request: Request, exc: Forbidden) -> Response:
+        return _answer(request, 403, exc.user_message)
 
     @app.exception_handler(InputError)
-    async def _input(_request: Request, exc: InputError) -> JSONResponse:
+    async def _input(request: Request, exc: InputError) -> Response:
         status = 404 if exc.user_message.startswith("no discrepancy with id") else 400
-        body = error(status, exc.user_message)
         if len(exc.lines) > 1 or exc.lines != [exc.user_message]:
-            return JSONResponse({"error": {"code": status, "message": exc.user_message,
-                                           "lines": exc.lines[:1000]}}, status_code=status)
-        return body
+            return _answer(request, status, exc.user_message, exc.lines)
+        return _answer(request, status, exc.user_message)
 
     @app.exception_handler(SourceUnavailable)
-    async def _source(_request: Request, exc: SourceUnavailable) -> JSONResponse:
-        return error(503, exc.user_message)
+    async def _source(request: Request, exc: SourceUnavailable) -> Response:
+        return _answer(request, 503, exc.user_message)
 
     @app.exception_handler(SegwatchError)
-    async def _segwatch(_request: Request, exc: SegwatchError) -> JSONResponse:
-        return error(400, exc.user_message)
+    async def _segwatch(request: Request, exc: SegwatchError) -> Response:
+        return _answer(request, 400, exc.user_message)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or "body"
-        return error(422, f"{where}: {first.get('msg', 'invalid request')}"[:300])
+        return _answer(request, 422, f"{where}: {first.get('msg', 'invalid request')}"[:300])
 
     @app.exception_handler(HTTPException)
-    async def _http(_request: Request, exc: HTTPException) -> JSONResponse:
-        return error(exc.status_code, str(exc.detail))
+    async def _http(request: Request, exc: HTTPException) -> Response:
+        return _answer(request, exc.status_code, str(exc.detail))
 
     @app.exception_handler(Exception)
-    async def _bug(_request: Request, exc: Exception) -> JSONResponse:
-        return error(500, f"internal error ({type(exc).__name__})")
+    async def _bug(request: Request, exc: Exception) -> Response:
+        return _answer(request, 500, f"internal error ({type(exc).__name__})")

@@ -36,6 +36,8 @@ PENDING = timedelta(minutes=10)
 HTTP_SECONDS = 10.0
 DISCOVERY_SECONDS = 300.0
 MAX_ANSWER = 1024 * 1024
+CONSOLE_STATE = "c."
+"""The prefix of a console sign-in's state (new_secret() never contains a dot)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,10 +82,13 @@ class OidcClient:
     def redirect_uri(self) -> str:
         return self.settings.public_url.rstrip("/") + CALLBACK
 
-    def authorization_url(self) -> str:
+    def authorization_url(self, console: bool = False) -> str:
         """Start a sign-in: remember state, verifier and nonce; return the URL to send the
-        browser to. Raises Unauthenticated when the provider cannot be reached."""
-        state, nonce, verifier = new_secret(), new_secret(), new_secret() + new_secret()
+        browser to. A `console` sign-in's state says so (CONSOLE_STATE), so that the
+        callback sends the browser to the console rather than answering JSON. Raises
+        Unauthenticated when the provider cannot be reached."""
+        state = (CONSOLE_STATE if console else "") + new_secret()
+        nonce, verifier = new_secret(), new_secret() + new_secret()
         now = self._clock()
         with session_scope(self._engine) as session:
             session.execute(delete(m.OidcLogin).where(col(m.OidcLogin.created_at) < now - PENDING))

@@ -145,7 +145,7 @@ class Identities:
             counts: dict[int | None, int] = dict(session.execute(
                 sa_select(col(m.ApiToken.user_id), func.count()).where(
                     col(m.ApiToken.revoked_at).is_(None))
-                .group_by(col(m.ApiToken.user_id))).tuples().all())
+                .group_by(col(m.ApiToken.user_id))).all())
             return [UserInfo(u.name, tuple(sorted(decode_roles(u.roles))), u.origin,
                              u.password_hash is not None, u.locked_until, u.disabled,
                              counts.get(u.id, 0))

@@ -30,6 +30,7 @@ from daemon.store import models as m
 from daemon.store import transfers as tx
 from daemon.store.audit import AuditLog
 from daemon.store.audit_queries import AuditQueries
+from daemon.store.console import ConsoleQueries
 from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record, record_stale
 from daemon.store.db import session_scope
 from daemon.store.feeds import FeedQueries
@@ -66,9 +67,10 @@ class OpenSummary:
     nearest_deadline: datetime | None = None
 
 
-class Store(AuditQueries, FeedQueries):
-    """Reads and writes segwatch's tables through one engine (audit verification and
-    feed reads live in store/audit_queries.py and store/feeds.py)."""
+class Store(AuditQueries, FeedQueries, ConsoleQueries):
+    """Reads and writes segwatch's tables through one engine (audit verification, feed
+    reads and the console's reads live in store/audit_queries.py, store/feeds.py and
+    store/console.py)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
