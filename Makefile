@@ -6,7 +6,7 @@ ANVIL_VERSION := 1.7.1
 ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
 OIDC_STAMP    := tests/oidc/node_modules/.installed
 
-.PHONY: install demo test lint typecheck unit bench postgres litecoind chromium oidc-provider clean
+.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,12 @@ postgres:
 
 demo: install
 	$(PY) scripts/demo.py
+
+# The operator console over the demo's store (after `make demo`), on daemon.listen.
+console: install
+	SEGWATCH_DEMO_RPC=http://127.0.0.1:8545 \
+	SEGWATCH_EXPORT__TRUSTED_KEYS="$$(cat demo/trusted-keys.json 2>/dev/null || echo '[]')" \
+	$(PY) -m daemon.cli --config config/demo/segwatch.toml serve
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check daemon chains tests scripts

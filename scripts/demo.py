@@ -18,6 +18,7 @@ books cut after it book it, nothing is in transit any more.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -56,7 +57,9 @@ OMNIBUS = "0x1000000000000000000000000000000000000002"
 DAVE = "0x1000000000000000000000000000000000000003"
 HOUSE = "0x1000000000000000000000000000000000000009"
 EXPECTED_CONTRACT = "0x5FbDB2315678afecb367f032d93F642f64180aa3"
-PEOPLE = {"mia": "maker", "carl": "checker"}
+PEOPLE = {"mia": "maker", "carl": "checker", "audrey": "auditor"}
+CONSOLE = "127.0.0.1:9464"
+"""Where `make console` serves the demo store's console (daemon.listen's default)."""
 PAYEE = "0x20000000000000000000000000000000000000AA"
 WITHDRAWN = 3 * ETH // 10
 
@@ -106,6 +109,7 @@ def api_workflow(url: str, passwords: dict[str, str]) -> str:
         sessions[name] = client
         print(f"POST /auth/login as {name}: roles {signed.json()['roles']}")
     mia, carl = sessions["mia"], sessions["carl"]
+    console_glance(url, "carl", passwords["carl"])
     (finding,) = mia.get("/discrepancies", params={"status": "open"}).json()
     id_ = finding["id"]
     print(f"GET /discrepancies?status=open: #{id_} {finding['type']} {finding['asset']} "
@@ -182,6 +186,18 @@ def in_transit(node: AnvilNode, as_books: dict[str, str]) -> list[int]:
     return codes
 
 
+def console_glance(url: str, name: str, password: str) -> None:
+    """Sign in to the console's form as `name` and read the dashboard's overall signal."""
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        form = browser.get("/login").text
+        nonce = form.split('name="nonce" value="', 1)[1].split('"', 1)[0]
+        browser.post("/login", data={"name": name, "password": password, "nonce": nonce})
+        page = browser.get("/").text
+        signal = page.split('data-testid="overall">', 1)[1].split("<", 1)[0] \
+            if 'data-testid="overall">' in page else "not signed in"
+        print(f"console at {url}/ as {name}: dashboard says {signal}")
+
+
 def show(what: str, answer: httpx.Response) -> None:
     body: Any = answer.json()
     detail = body.get("status") if answer.is_success else body["error"]["message"]
@@ -227,6 +243,10 @@ def main() -> int:
         env.update({"SEGWATCH_DEMO_RPC": node.url, "SEGWATCH_DAEMON__LISTEN": listen})
         codes = [segwatch("keys", "generate", "--out", "demo/audit-key.pem", env=env)
                  .returncode]
+        made = segwatch("keys", "generate", "--out", "demo/export-key.pem", env=env, show=False)
+        fingerprint = made.stdout.split("fingerprint: ", 1)[1].split()[0]
+        (STORE_DIR / "trusted-keys.json").write_text(json.dumps([fingerprint]) + "\n")
+        env["SEGWATCH_EXPORT__TRUSTED_KEYS"] = json.dumps([fingerprint])
         passwords, books = identities(env)
         codes += [
             segwatch("ledger", "import", str(LEDGER),
@@ -257,6 +277,12 @@ def main() -> int:
     print("demo: the deliberate shortfall was found, proposed by the maker and approved by "
           "the checker through the API; a withdrawal mined before the books booked it "
           "raised nothing; the audit log verifies")
+    print(f"\nOperator console: run `make console`, then open http://{CONSOLE}/ and sign in "
+          "as")
+    for name, role in {"admin": "admin", **PEOPLE}.items():
+        print(f"  {name:<7} password {passwords[name]}   ({role})")
+    print("(the devnet is stopped: the console shows the demo's stored state; a live spot "
+          "check says it cannot reach the node)")
     return 0
 
 

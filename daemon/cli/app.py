@@ -300,7 +300,8 @@ def serve(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
                           app=build_app(service, metrics, token)).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    err.print(f"serving the API on http://{server.address}/api/v1/", markup=False)
+    err.print(f"serving the console on http://{server.address}/ and the API on "
+              f"http://{server.address}/api/v1/", markup=False)
     try:
         while not stop.wait(1.0):
             pass
