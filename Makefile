@@ -5,8 +5,9 @@ PY      := $(VENV)/bin/python
 ANVIL_VERSION := 1.7.1
 ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
 OIDC_STAMP    := tests/oidc/node_modules/.installed
+AXE_STAMP     := tests/axe/node_modules/.installed
 
-.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider clean
+.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider axe clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,11 +27,11 @@ litecoind:
 	  command -v apt-get >/dev/null && (apt-get update -qq && apt-get install -y -qq litecoind); } \
 	  || echo "warning: litecoind could not be installed (UTXO node tests will fail under CI)"
 
-# Headless Chromium for the report.html test, from Debian's packages.
+# Headless Chromium for the report.html and console tests, from Debian's packages.
 chromium:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); } \
-	  || echo "warning: chromium could not be installed (the report.html test will fail under CI)"
+	  || echo "warning: chromium could not be installed (the browser tests will fail under CI)"
 
 install: $(VENV)/.installed $(ANVIL_STAMP)
 
@@ -41,6 +42,13 @@ $(OIDC_STAMP): tests/oidc/package.json tests/oidc/package-lock.json
 	touch $@
 
 oidc-provider: $(OIDC_STAMP)
+
+# axe-core (npm, pinned in tests/axe/package-lock.json): the console's accessibility check.
+$(AXE_STAMP): tests/axe/package.json tests/axe/package-lock.json
+	cd tests/axe && npm ci --no-audit --no-fund --silent
+	touch $@
+
+axe: $(AXE_STAMP)
 
 # The local PostgreSQL server the store tests use (already running on this machine kind).
 postgres:
@@ -66,7 +74,7 @@ typecheck: $(VENV)/.installed
 
 # Both cores: each pytest-xdist worker starts its own anvil and litecoind, and every
 # PostgreSQL test has its own schema.
-test: install oidc-provider litecoind chromium postgres lint typecheck
+test: install oidc-provider axe litecoind chromium postgres lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider -n auto
 
 unit: $(VENV)/.installed

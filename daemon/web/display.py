@@ -7,6 +7,7 @@ nothing here returns markup).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,6 +41,21 @@ class Units:
         if places is None:
             return f"{units} base units{' of ' + symbol if symbol else ''}"
         return f"{format_amount(units, places)} {symbol}"
+
+
+    def field(self, key: str, value: object, chain: str, symbol: str | None) -> str:
+        """An audit entry's field as shown: amounts (by their key) in display units,
+        anything else as bounded outside text."""
+        if key in AMOUNT_FIELDS and isinstance(value, (int, str)) and \
+                _INTEGER.fullmatch(str(value)):
+            return self.amount(int(value), chain, symbol)
+        return untrusted(value)
+
+
+AMOUNT_FIELDS = frozenset({"onchain", "ledger", "difference", "in_transit", "expected",
+                           "amount"})
+"""Audit payload keys that hold base-unit amounts of the discrepancy's asset."""
+_INTEGER = re.compile(r"-?[0-9]{1,80}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,9 @@
 """Rendering: one Jinja environment (autoescape on, undefined names are errors), the
 console's strict Content-Security-Policy, its stylesheet, and error pages.
 
-The pages load nothing from elsewhere and run no script: the stylesheet and the icon
-come from this server, the dashboard refreshes itself with a meta refresh.
+The pages load nothing from elsewhere: the stylesheet, the icon and one small script
+(the dashboard's refresh, which the person can switch off) come from this server, and
+every page works without the script.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from daemon.inputs.config import Settings
 from daemon.web import display
 from daemon.web.session import CSRF_FIELD, Viewer
 
-CSP = ("default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-       "frame-ancestors 'none'; base-uri 'none'")
-"""No script at all, styles and images from this server only, forms post here only."""
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+"""Scripts, styles and images from this server only (one script: the dashboard's
+refresh switch), no inline code, forms post here only, never framed."""
 HEADERS = {"Content-Security-Policy": CSP, "Referrer-Policy": "same-origin",
            "X-Frame-Options": "DENY", "Cache-Control": "no-store"}
-STATIC_TYPES = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml"}
+STATIC_TYPES = {"console.css": "text/css; charset=utf-8", "favicon.svg": "image/svg+xml",
+                "console.js": "text/javascript; charset=utf-8"}
 
 
 class Pages:
@@ -38,7 +41,8 @@ class Pages:
         units = display.Units.of(settings)
         clock = display.Clock(ZoneInfo(settings.daemon.timezone))
         self.env.globals.update(
-            amount=units.amount, local=clock.local, utc=clock.utc, duration=display.duration,
+            amount=units.amount, field=units.field, local=clock.local, utc=clock.utc,
+            duration=display.duration,
             untrusted=display.untrusted, short=display.short, query=display.query,
             join=display.join, timezone=settings.daemon.timezone, version=version,
             csrf_field=CSRF_FIELD)

@@ -33,6 +33,14 @@ def test_amounts_are_display_units_with_their_symbol(value: object, chain: str,
     assert UNITS.amount(value, chain, symbol) == shown  # type: ignore[arg-type]
 
 
+def test_audit_fields_show_amounts_in_display_units_and_bound_the_rest() -> None:
+    assert UNITS.field("difference", "-900000000000000000", "ethereum", "ETH") == "-0.9 ETH"
+    assert UNITS.field("amount", 2_500_000, "ethereum", "USDC") == "2.5 USDC"
+    assert UNITS.field("block_number", 100, "ethereum", "ETH") == "100"
+    assert UNITS.field("ledger", "1e18", "ethereum", "ETH") == "1e18"  # not an amount
+    assert UNITS.field("note", "a\nb", "ethereum", "ETH") == "a b"
+
+
 def test_times_are_local_with_utc_for_the_hover() -> None:
     clock = Clock(ZoneInfo("America/New_York"))
     moment = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
