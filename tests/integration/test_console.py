@@ -7,6 +7,7 @@ The real-browser tests are tests/e2e/test_console_browser.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import re
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -307,3 +309,39 @@ def test_sign_out_ends_the_session(console: Console) -> None:
     with console.browser() as again:
         again.cookies.set("segwatch_session", cookie)
         assert again.get("/").status_code == 303
+
+
+def test_a_transfer_finding_shows_its_transfer_with_block_and_confirmations(
+        console: Console) -> None:
+    """An unauthorized outflow's page lists the transaction's transfer with its block,
+    its confirmations at the newest scanned block, both sides and the amount in ETH."""
+    from chains.evm.address import canonical_evm_address
+    from chains.fake import FakeAdapter
+    from chains.types import BaseUnits, ChainHead, TransferObservation
+
+    chain = console.service.settings.chains[0]
+    fake = console.service.connect(chain)
+    assert isinstance(fake, FakeAdapter)
+    thief = canonical_evm_address("0x" + "99" * 20)
+    fake.transfers = [TransferObservation(
+        "native", ChainHead(101, f"0x{101:064x}"), "0x" + "cd" * 32, None, ALICE, thief,
+        None, BaseUnits(5 * 10**16), "fake")]
+    pinned = fake.head_block.hash  # block 100 as the first cycle read it
+    scan = fake.scan
+
+    def chained(*args: Any, **kwargs: Any) -> Any:  # block 101 builds on that block 100
+        found = scan(*args, **kwargs)
+        return dataclasses.replace(found, blocks=tuple(
+            dataclasses.replace(b, parent_hash=pinned) if b.height == 101 else b
+            for b in found.blocks))
+
+    fake.scan = chained  # type: ignore[method-assign]
+    fake.head_block = ChainHead(103, f"0x{103:064x}")
+    fake.balances_by_key = {**fake.balances_by_key, (ALICE, "ETH"): 5 * 10**16}
+    assert console.service.run_cycle(chain).error is None
+    (outflow,) = console.service.discrepancies(status="open", type_="unauthorized_outflow")
+    with console.signed_in("val") as val:
+        page = text_of(val.get(f"/exceptions/{outflow.row.id}").text)
+    assert "Transfers of this transaction" in page
+    assert "101 · 3 confirmations" in " ".join(page.split())
+    assert "0.05 ETH" in page and thief in page
