@@ -23,14 +23,25 @@ from daemon.errors import InputError
 from daemon.export import packages
 from daemon.service import Service
 from daemon.web.pages import Pages
-from daemon.web.session import PostedForm, SignedInViewer, text
+from daemon.web.session import PostedForm, SignedInViewer, Viewer, text
 
 MAX_UPLOAD = 32 * 1024 * 1024
+SNAPSHOTS_SHOWN = 100
+MAX_CHANGES = 2000
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def routes(router: APIRouter, service: Service, pages: Pages) -> None:
     """Add the ledger, export and admin pages to `router`."""
+
+    def ledger_page(request: Request, viewer: Viewer, status_code: int = 200,
+                    **shown: Any) -> Response:
+        snapshots = service.store.snapshots()
+        context: dict[str, Any] = {"before": None, "after": None, "changes": None,
+                                   "changed": 0, "result": None, "lines": [], **shown}
+        return pages.render(request, "ledger.html", viewer, status_code=status_code,
+                            snapshots=snapshots[:SNAPSHOTS_SHOWN], total=len(snapshots),
+                            **context)
 
     @router.get("/ledger", response_class=HTMLResponse)
     def ledger(request: Request, viewer: SignedInViewer,
@@ -40,13 +51,11 @@ def routes(router: APIRouter, service: Service, pages: Pages) -> None:
         from daemon.rules.snapshots import diff
 
         service.identity.require(viewer.principal, "read", "ledger snapshots")
-        changes = None
-        if before is not None and after is not None:
-            changes = diff(service.store.snapshot(before), service.store.snapshot(after))
-        return pages.render(request, "ledger.html", viewer,
-                            snapshots=service.store.snapshots(), before=before, after=after,
-                            changes=changes[:2000] if changes else changes,
-                            changed=len(changes) if changes else 0, result=None, lines=[])
+        if before is None or after is None:
+            return ledger_page(request, viewer)
+        changes = diff(service.store.snapshot(before), service.store.snapshot(after))
+        return ledger_page(request, viewer, before=before, after=after,
+                           changes=changes[:MAX_CHANGES], changed=len(changes))
 
     @router.post("/ledger/upload", response_class=HTMLResponse)
     async def upload(request: Request, form: PostedForm) -> Response:
@@ -70,14 +79,9 @@ def routes(router: APIRouter, service: Service, pages: Pages) -> None:
             result = await run_in_threadpool(_import, service, kind, name, body, dry_run,
                                              viewer.principal, as_of)
         except InputError as exc:  # every bad line, on the page with the form
-            return pages.render(request, "ledger.html", viewer, status_code=400,
-                                snapshots=service.store.snapshots(), before=None, after=None,
-                                changes=None, changed=0, result=None,
-                                lines=exc.lines[:1000] or [exc.user_message],
-                                message=exc.user_message, kind=kind)
-        return pages.render(request, "ledger.html", viewer, snapshots=service.store
-                            .snapshots(), before=None, after=None, changes=None, changed=0,
-                            result=result, lines=[], kind=kind, dry_run=dry_run)
+            return ledger_page(request, viewer, 400, lines=exc.lines[:1000],
+                               message=exc.user_message, kind=kind)
+        return ledger_page(request, viewer, result=result, kind=kind, dry_run=dry_run)
 
     @router.get("/exports", response_class=HTMLResponse)
     def exports(request: Request, viewer: SignedInViewer) -> Response:

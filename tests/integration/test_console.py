@@ -238,6 +238,13 @@ def test_an_upload_with_bad_lines_shows_every_one_and_imports_nothing(
                                                 "kind": "ledger", "as_of": ""},
                         files={"file": ("books.csv", good.encode(), "text/csv")})
         assert ok.status_code == 200 and "Imported: 1 line" in text_of(ok.text)
+        first, second = sorted(s["id"] for s in console.service.store.snapshots())
+        diff = books.get("/ledger", params={"from": first, "to": second}).text
+        changed = diff.split('data-testid="diff"')[1].split("</table>")[0]
+        assert "2 allocations differ from snapshot" in " ".join(text_of(diff).split())
+        rows = [" ".join(text_of(r).split()) for r in changed.split("<tr>")[2:]]
+        assert rows[0].startswith("changed ethereum") and rows[0].endswith("alice 1 ETH 1.5 ETH")
+        assert rows[1].startswith("removed ethereum") and rows[1].endswith("bob 1 ETH —")
     assert console.service.store.snapshots()[0]["imported_by"] == "books"
     with console.signed_in("val") as val:
         page = val.get("/ledger")
