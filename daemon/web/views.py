@@ -16,7 +16,8 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from chains.errors import SegwatchError
+from chains.addresses import canonical_address
+from chains.errors import InvalidAddress, SegwatchError
 from chains.types import Address
 from daemon.errors import InputError
 from daemon.rules.reconcile import SEVERITY
@@ -198,6 +199,10 @@ def routes(router: APIRouter, service: Service, pages: Pages, statuses: StatusCa
         settings = service.settings.chain(chain)
         if settings is None:
             raise InputError(f"unknown chain {chain[:64]!r}")
+        try:
+            address = canonical_address(settings.family, settings.network, address)
+        except InvalidAddress as exc:
+            raise InputError(f"{settings.name}: {exc.user_message}") from None
         page = await run_in_threadpool(_wallet_page, service, settings.name, address)
         spot, spot_error = None, None
         if check:

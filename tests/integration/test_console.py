@@ -352,3 +352,13 @@ def test_a_transfer_finding_shows_its_transfer_with_block_and_confirmations(
     assert "Transfers of this transaction" in page
     assert "101 · 3 confirmations" in " ".join(page.split())
     assert "0.05 ETH" in page and thief in page
+
+
+def test_a_wallet_page_takes_any_spelling_of_its_address_and_refuses_a_bad_one(
+        console: Console) -> None:
+    with console.signed_in("val") as val:
+        page = val.get(f"/wallets/ethereum/{ALICE.lower()}")
+        assert page.status_code == 200 and "segregated" in page.text and ALICE in page.text
+        bad = val.get("/wallets/ethereum/0xnot-an-address")
+        assert bad.status_code == 400 and "not an EVM address" in html.unescape(bad.text)
+        assert val.get(f"/wallets/mars/{ALICE}").status_code == 400
