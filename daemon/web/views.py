@@ -104,6 +104,7 @@ def routes(router: APIRouter, service: Service, pages: Pages, statuses: StatusCa
                 nearest = s.nearest_deadline
         return pages.render(
             request, "dashboard.html", viewer, overall=overall(current), chains=current,
+            doubts={s.chain: _doubt(s) for s in current},
             lines=dashboard_lines(service, current), severities=severities,
             severity_order=SEVERITY_ORDER, nearest=nearest,
             nearest_left=None if nearest is None else (nearest - now).total_seconds(),
@@ -230,6 +231,17 @@ def _wallet_page(service: Service, chain: str, address: str) -> dict[str, Any]:
             "moving": adjustments(items), "transfers": service.store.wallet_transfers(
                 chain, address), "open_rows": open_rows, "cut_off": ledger.cut_off,
             "block": checkpoint.block_height if checkpoint else None}
+
+
+def _doubt(status: ChainStatus) -> str | None:
+    """PURE: why a chain's totals are not vouched for now (None: they are): no fresh
+    cycle, or the last one could not read or verify everything. A chain with open
+    findings says `discrepancy` but may be unreadable as well."""
+    if not status.fresh:
+        return "no recent cycle"
+    if status.last_error or status.scan_error:
+        return "the last cycle could not read or verify the chain"
+    return "not vouched for" if status.status == "unverified" else None
 
 
 def _known(name: str, value: str, known: Any, blank: bool = False) -> None:

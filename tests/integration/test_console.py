@@ -362,3 +362,20 @@ def test_a_wallet_page_takes_any_spelling_of_its_address_and_refuses_a_bad_one(
         bad = val.get("/wallets/ethereum/0xnot-an-address")
         assert bad.status_code == 400 and "not an EVM address" in html.unescape(bad.text)
         assert val.get(f"/wallets/mars/{ALICE}").status_code == 400
+
+
+def test_a_chain_that_cannot_be_read_is_never_shown_as_vouched_for(console: Console) -> None:
+    """Fail closed on the dashboard: once the node stops answering, the chain's signal is
+    not compliant and its totals say they are not vouched for."""
+    from chains.fake import FakeAdapter
+
+    chain = console.service.settings.chains[0]
+    fake = console.service.connect(chain)
+    assert isinstance(fake, FakeAdapter)
+    fake.fail = True
+    console.service.run_cycle(chain)
+    console.clock.now += timedelta(seconds=2)  # past the status cache
+    with console.signed_in("val") as val:
+        page = " ".join(text_of(val.get("/").text).split())
+    assert "Overall: compliant" not in page
+    assert "(not vouched for: the last cycle could not read or verify the chain)" in page
