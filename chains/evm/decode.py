@@ -197,7 +197,9 @@ def _decode_withdrawal(raw: Any, position: int, head: ChainHead,
 @dataclass(frozen=True, slots=True)
 class Receipt:
     """A transaction's receipt. `effective_gas_price` is None where the node omits it
-    (pre-London nodes); `logs` are the raw log objects, for `token_transfers`."""
+    (pre-London nodes); `logs` are the raw log objects, for `token_transfers`;
+    `blob_fee` is what an EIP-4844 transaction paid for its blobs (`blobGasUsed *
+    blobGasPrice`, charged whether it succeeded or not; 0 for any other transaction)."""
 
     tx_hash: str
     block_hash: str
@@ -207,12 +209,13 @@ class Receipt:
     effective_gas_price: int | None
     contract_address: Address | None
     logs: tuple[Any, ...]
+    blob_fee: int = 0
 
     @property
     def fee(self) -> int | None:
-        """Wei paid for gas, when the receipt states the price."""
+        """Wei paid for gas (and blobs), when the receipt states the price."""
         price = self.effective_gas_price
-        return None if price is None else self.gas_used * price
+        return None if price is None else self.gas_used * price + self.blob_fee
 
 
 def decode_receipts(raw: Any, block: ChainHead, source: str) -> tuple[Receipt, ...]:
@@ -252,7 +255,21 @@ def _decode_receipt(raw: Any, position: int, block: ChainHead, source: str) -> R
             price, f"{where}.effectiveGasPrice", source),
         contract_address=optional_address(raw.get("contractAddress"),
                                           f"{where}.contractAddress", source),
-        logs=tuple(logs))
+        logs=tuple(logs), blob_fee=_blob_fee(raw, where, source))
+
+
+def _blob_fee(raw: Any, where: str, source: str) -> int:
+    """`blobGasUsed * blobGasPrice` of a receipt; 0 without `blobGasUsed` (nodes such as
+    anvil state a `blobGasPrice` on every receipt). Raises DecodeError for blob gas
+    without its price: the fee would be unknown."""
+    used = raw.get("blobGasUsed")
+    if used is None:
+        return 0
+    price = raw.get("blobGasPrice")
+    if price is None:
+        raise DecodeError(source, f"{where}.blobGasPrice", "missing beside blobGasUsed")
+    return hex_quantity(used, f"{where}.blobGasUsed", source, UINT64_MAX) * \
+        hex_quantity(price, f"{where}.blobGasPrice", source)
 
 
 def _paired(block: DecodedBlock, receipts: Iterable[Receipt],
@@ -299,7 +316,8 @@ def native_transfers(block: DecodedBlock, receipts: Iterable[Receipt],
 def fee_payments(block: DecodedBlock, receipts: Iterable[Receipt]) -> list[FeePayment]:
     """Return the gas fee of every transaction of `block`, paid by its sender, failed or not.
 
-    The price is the receipt's `effectiveGasPrice`, else the transaction's `gasPrice`.
+    The price is the receipt's `effectiveGasPrice`, else the transaction's `gasPrice`;
+    an EIP-4844 transaction's blob fee is added.
     Raises DecodeError (naming `block.source`) when a receipt is missing or neither
     price is known.
     """
@@ -309,7 +327,8 @@ def fee_payments(block: DecodedBlock, receipts: Iterable[Receipt]) -> list[FeePa
         if fee is None and tx.gas_price is None:
             raise DecodeError(block.source, "receipt.effectiveGasPrice",
                               f"no gas price for {tx.hash}")
-        amount = fee if fee is not None else receipt.gas_used * (tx.gas_price or 0)
+        amount = fee if fee is not None else \
+            receipt.gas_used * (tx.gas_price or 0) + receipt.blob_fee
         out.append(FeePayment(block=block.head, tx_hash=tx.hash, payer=tx.sender,
                               amount=BaseUnits(amount), success=receipt.success))
     return out
