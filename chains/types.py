@@ -54,7 +54,7 @@ class BalanceObservation:
     error: str | None = None
 
 
-TransferKind = Literal["native", "token", "internal", "withdrawal"]
+TransferKind = Literal["native", "token", "internal", "withdrawal", "reward"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,8 @@ class TransferObservation:
     - `internal`: ETH moved by a contract call frame (`trace_path` e.g. "0.1").
     - `withdrawal`: an EIP-4895 consensus-layer withdrawal (`tx_hash` and `sender`
       None, `log_index` the withdrawal index, amount converted from gwei to wei).
+    - `reward`: a block's priority fees credited to its fee recipient (`tx_hash` and
+      `sender` None, `log_index` the block's height, `trace_path` its hash).
 
     On UTXO chains every transfer is `native`: an output (`log_index` its index) or an
     input consolidated into the transaction's principal (`trace_path` "vin:<i>"), and

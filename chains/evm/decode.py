@@ -123,6 +123,10 @@ class DecodedBlock:
     transactions: tuple[Tx, ...]
     withdrawals: tuple[TransferObservation, ...]
     source: str
+    miner: Address | None = None
+    """The fee recipient (`miner`): credited each transaction's priority fee."""
+    base_fee: int | None = None
+    """`baseFeePerGas` (None before London: the whole gas price went to the miner)."""
 
 
 def decode_block(raw: Any, source: str) -> DecodedBlock:
@@ -154,7 +158,10 @@ def decode_block(raw: Any, source: str) -> DecodedBlock:
         transactions=tuple(_decode_tx(tx, i, source) for i, tx in enumerate(txs)),
         withdrawals=tuple(_decode_withdrawal(w, i, head, source)
                           for i, w in enumerate(withdrawals)),
-        source=source)
+        source=source,
+        miner=optional_address(raw.get("miner"), "block.miner", source),
+        base_fee=None if raw.get("baseFeePerGas") is None else hex_quantity(
+            raw["baseFeePerGas"], "block.baseFeePerGas", source))
 
 
 def _decode_tx(raw: Any, position: int, source: str) -> Tx:
@@ -332,6 +339,35 @@ def fee_payments(block: DecodedBlock, receipts: Iterable[Receipt]) -> list[FeePa
         out.append(FeePayment(block=block.head, tx_hash=tx.hash, payer=tx.sender,
                               amount=BaseUnits(amount), success=receipt.success))
     return out
+
+
+def fee_recipient_credit(block: DecodedBlock, receipts: Iterable[Receipt]
+                         ) -> TransferObservation | None:
+    """What `block`'s fee recipient (`miner`) was credited: each transaction's gas times
+    its price above the base fee (the base fee and blob fees are burned), as one
+    `reward` transfer with no sender; None without a miner or a credit. `block` must hold
+    every transaction of the block. Raises DecodeError when a receipt is missing, a
+    price is unknown, or a price is below the base fee."""
+    if block.miner is None or not block.transactions:
+        return None
+    credit = 0
+    for tx, receipt in _paired(block, receipts, block.source):
+        price = receipt.effective_gas_price if receipt.effective_gas_price is not None \
+            else tx.gas_price
+        if price is None:
+            raise DecodeError(block.source, "receipt.effectiveGasPrice",
+                              f"no gas price for {tx.hash}")
+        tip = price - (block.base_fee or 0)
+        if tip < 0:
+            raise DecodeError(block.source, "receipt.effectiveGasPrice",
+                              f"{tx.hash} paid {price}, below the base fee {block.base_fee}")
+        credit += receipt.gas_used * tip
+    if credit == 0:
+        return None
+    return TransferObservation(
+        kind="reward", block=block.head, tx_hash=None, log_index=block.head.height,
+        sender=None, recipient=block.miner, contract=None, amount=BaseUnits(credit),
+        source=block.source, trace_path=block.head.hash)
 
 
 # --- ERC-20 Transfer logs -------------------------------------------------------------

@@ -4,7 +4,8 @@ in `chains.evm.decode`).
 Per range: full blocks in JSON-RPC batches (native value, withdrawals, parent hashes);
 ERC-20 `Transfer` logs with the watched addresses in topic 1 and in topic 2, for any
 token contract, with ranges split when a provider refuses them; receipts of the
-transactions that touch a watched wallet (success and fees); internal value
+transactions that touch a watched wallet (success and fees), and of every transaction
+of a block whose fee recipient is watched (its priority-fee credit, a `reward`); internal value
 transfers from whichever trace API the source offers (probed once). Every log must
 belong to the block the scan read; a block whose bloom says a watched Transfer may be
 present while the logs query returned none is re-asked by block hash.
@@ -25,6 +26,7 @@ from chains.evm.decode import (
     decode_block,
     decode_receipts,
     fee_payments,
+    fee_recipient_credit,
     native_transfers,
     token_transfers,
     watched_bloom_bits,
@@ -210,9 +212,11 @@ class RangeScanner:
     # --- native value and fees ----------------------------------------------------------
     def _natives_and_fees(self, blocks: Sequence[DecodedBlock], watch: frozenset[Address]
                           ) -> NativesFees:
-        touching = [(b, [t for t in b.transactions
-                         if t.sender in watch or (t.recipient is not None and
-                                                  t.recipient in watch)])
+        # a block whose fee recipient is watched needs every receipt: its credit
+        touching = [(b, list(b.transactions) if b.miner in watch else
+                     [t for t in b.transactions
+                      if t.sender in watch or (t.recipient is not None and
+                                               t.recipient in watch)])
                     for b in blocks]
         wanted = [(b, txs) for b, txs in touching if txs]
         hashes = [t.hash for _, txs in wanted for t in txs]
@@ -231,6 +235,9 @@ class RangeScanner:
             natives += [t for t in native_transfers(only, receipts, self.source)
                         if t.sender in watch or t.recipient in watch]
             fees += [f for f in fee_payments(only, receipts) if f.payer in watch]
+            credit = fee_recipient_credit(only, receipts) if block.miner in watch else None
+            if credit is not None:
+                natives.append(credit)
         return natives, fees
 
     # --- internal transfers -------------------------------------------------------------

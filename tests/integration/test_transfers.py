@@ -225,3 +225,34 @@ def test_a_tx_hash_alone_authorizes_nothing(world: World) -> None:
         "\n".join(refused.value.lines)
     world.cycle()
     assert ("unauthorized_outflow", ALICE, stolen) in world.open_types()
+
+
+def test_a_watched_fee_recipient_is_credited_its_priority_fees(world: World) -> None:
+    """A client wallet set as the block's fee recipient (institutional staking custody)
+    is credited each transaction's gas times its price above the base fee, with no
+    transaction of its own: the scan records it as a `reward` (also in a spot check),
+    balance continuity holds, and the credit equals the balance change exactly."""
+    from chains.evm.devnet import DEV_ACCOUNT
+
+    before = int(world.node.call("eth_getBalance", [BOB, "latest"]), 16)
+    coinbase = world.node.call("eth_coinbase")
+    world.node.call("anvil_setCoinbase", [BOB])
+    try:
+        tx_hash = world.node.call("eth_sendTransaction", [{
+            "from": DEV_ACCOUNT, "to": OUTSIDE, "value": hex(1),
+            "maxPriorityFeePerGas": hex(2 * 10**9), "maxFeePerGas": hex(100 * 10**9)}])
+        mined = world.node.receipt(tx_hash)
+    finally:
+        world.node.call("anvil_setCoinbase", [coinbase])
+    block = world.node.call("eth_getBlockByNumber", [mined["blockNumber"], False])
+    tip = int(mined["effectiveGasPrice"], 16) - int(block["baseFeePerGas"], 16)
+    credit = int(mined["gasUsed"], 16) * tip
+    assert credit > 0
+    after = int(world.node.call("eth_getBalance", [BOB, mined["blockNumber"]]), 16)
+    assert after - before == credit  # what the chain did, independently of segwatch
+    world.cycle()
+    assert not [t for t in world.open_types() if t[0] == "unexplained_balance_change"]
+    height = int(mined["blockNumber"], 16)
+    report = world.service.check(world.service.settings.chains[0], BOB, blocks=(height, height))
+    (reward,) = [t for t in report.scan.transfers if t.kind == "reward"]  # type: ignore[union-attr]
+    assert (reward.recipient, reward.sender, reward.amount) == (BOB, None, credit)

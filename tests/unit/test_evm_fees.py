@@ -1,9 +1,11 @@
-"""Fees a sender pays, from receipts (issue 16, first step: EIP-4844 blob fees).
+"""Fees a sender pays and the fee recipient is credited, from receipts (issue 16:
+EIP-4844 blob fees and fee-recipient credits).
 
 A blob transaction's sender pays `gasUsed * effectiveGasPrice` plus `blobGasUsed *
 blobGasPrice`, whether the transaction succeeded or not; a receipt without `blobGasUsed`
 pays no blob fee even when the node states a `blobGasPrice` (anvil does on every
-receipt); blob gas without its price is refused (the fee would be unknown)."""
+receipt); blob gas without its price is refused (the fee would be unknown). A block's
+fee recipient is credited each transaction's gas times its price above the base fee."""
 
 from __future__ import annotations
 
@@ -59,3 +61,37 @@ def test_the_fee_is_gas_plus_blob_gas_exactly(gas: int, price: int, blobs: int,
                   blobGasUsed=hex(blobs * 131_072), blobGasPrice=hex(blob_price))
     (decoded,) = decode_receipts([raw], ChainHead(1, HASH), "node")
     assert decoded.fee == gas * price + blobs * 131_072 * blob_price
+
+
+MAINNET = Path(__file__).parent.parent / "fixtures" / "eth-mainnet-17173049"
+
+
+def test_a_recorded_mainnet_blocks_fee_recipient_credit_is_the_sum_of_its_tips() -> None:
+    """Block 17,173,049 (tests/fixtures/README.md): the credit is the sum over its 116
+    transactions of gasUsed * (effectiveGasPrice - baseFeePerGas), computed here from the
+    raw JSON alone, and goes to the block's `miner` as a `reward` with no sender."""
+    from chains.evm.decode import decode_block, fee_recipient_credit
+
+    raw_block = json.loads((MAINNET / "eth_getBlockByNumber_17173049_true.json").read_text())
+    raw_receipts = json.loads((MAINNET / "eth_getBlockReceipts_17173049.json").read_text())
+    base = int(raw_block["baseFeePerGas"], 16)
+    by_hand = sum(int(r["gasUsed"], 16) * (int(r["effectiveGasPrice"], 16) - base)
+                  for r in raw_receipts)
+    block = decode_block(raw_block, "recorded")
+    credit = fee_recipient_credit(block, decode_receipts(raw_receipts, block.head, "recorded"))
+    assert credit is not None and by_hand > 0
+    assert (credit.kind, credit.sender, credit.amount) == ("reward", None, by_hand)
+    assert credit.recipient.lower() == raw_block["miner"].lower()
+    assert credit.key == ("", "reward", 17173049, block.head.hash)
+
+
+def test_a_price_below_the_base_fee_is_refused() -> None:
+    from chains.evm.decode import DecodedBlock, Tx, fee_recipient_credit
+
+    head = ChainHead(1, HASH)
+    sender = decode_receipts([receipt()], head, "n")[0].sender
+    block = DecodedBlock(head, "0x" + "00" * 32, b"\0" * 256, (Tx(
+        "0x" + "cd" * 32, 0, sender, None, 0, None, 0),), (), "n", miner=sender,  # type: ignore[arg-type]
+        base_fee=2 * 10**9)
+    with pytest.raises(DecodeError, match="below the base fee"):
+        fee_recipient_credit(block, decode_receipts([receipt()], head, "n"))
