@@ -58,7 +58,7 @@ from daemon.service import Service, overall  # noqa: E402
 from daemon.store.db import make_engine, upgrade  # noqa: E402
 from daemon.web.pages import Pages  # noqa: E402
 from daemon.web.session import Viewer  # noqa: E402
-from daemon.web.views import PER_PAGE, STATUS_FILTERS, AssetLine  # noqa: E402
+from daemon.web.views import PER_PAGE, STATUS_FILTERS, AssetLine, _doubt  # noqa: E402
 from tests.principals import FEEDER  # noqa: E402
 from tests.realdeps import postgres_schema  # noqa: E402
 
@@ -132,6 +132,7 @@ def naive_routes(app: Any, service: Service) -> None:
         nearest = min((r.row.cure_deadline for r in records), default=None)
         return pages.render(
             request, "dashboard.html", viewer, overall=overall(current), chains=current,
+            doubts={s.chain: _doubt(s) for s in current},
             lines=lines, severities=severities, severity_order=("critical", "warning", "info"),
             nearest=nearest, nearest_left=None if nearest is None
             else (nearest - now).total_seconds(), now=now, refresh=30)
