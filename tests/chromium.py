@@ -34,7 +34,7 @@ def chromium_executable() -> str:
     found = os.environ.get("SEGWATCH_CHROMIUM") or shutil.which("chromium") or \
         shutil.which("chromium-browser")
     if not found:
-        missing("chromium is not installed (make chromium: Debian's package)")
+        missing("chromium", "not installed (make chromium: Debian's package)")
     assert found is not None
     return found
 
@@ -87,7 +87,7 @@ def open_browser() -> Iterator[Browser]:
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        missing("playwright is not installed (make install: the dev extra)")
+        missing("playwright", "not installed (make install: the dev extra)")
         raise
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -111,7 +111,7 @@ def axe_violations(page: Any, impacts: tuple[str, ...] = IMPACTS) -> list[dict[s
     CSP does not govern) and return its violations of those impacts: id, impact, help
     and up to five offending elements each."""
     if not AXE.is_file():
-        missing("axe-core is not installed (make axe: npm ci in tests/axe)")
+        missing("axe-core", "not installed (make axe: npm ci in tests/axe)")
     page.evaluate(AXE.read_text(encoding="utf-8"))
     found: list[dict[str, Any]] = page.evaluate(
         "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
