@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import ColumnElement, Engine, case, func, or_, type_coerce
 from sqlalchemy import select as sa_select
@@ -232,21 +232,16 @@ class ConsoleQueries:
                          ) -> list[WalletTransfer]:
         """The newest stored transfers into or out of one wallet (reorged ones marked)."""
         t = m.Transfer
-        with Session(self.engine) as session:
-            rows = session.exec(
-                select(t, m.ApprovedWithdrawal.ext_id)
-                .join(m.Chain, col(t.chain_id) == m.Chain.id)
-                .outerjoin(m.ApprovedWithdrawal,
-                           col(t.withdrawal_id) == m.ApprovedWithdrawal.id)
-                .where(col(m.Chain.name) == chain,
-                       or_(col(t.sender) == address, col(t.recipient) == address))
-                .order_by(col(t.block_number).desc(), col(t.id).desc()).limit(limit)).all()
-        return [WalletTransfer(r.kind, r.block_number, r.block_time, r.tx_hash, r.sender,
-                               r.recipient, r.asset, r.amount, r.orphaned, ext)
-                for r, ext in rows]
+        return self._transfers(chain, or_(col(t.sender) == address, col(t.recipient) == address),
+                               [col(t.block_number).desc(), col(t.id).desc()], limit)
 
     def transfers_of(self, chain: str, tx_hash: str) -> list[WalletTransfer]:
         """Every stored transfer of one transaction."""
+        return self._transfers(chain, col(m.Transfer.tx_hash) == tx_hash,
+                               [col(m.Transfer.id)], MAX_TRANSFERS)
+
+    def _transfers(self, chain: str, where: ColumnElement[bool], order: list[Any],
+                   limit: int) -> list[WalletTransfer]:
         t = m.Transfer
         with Session(self.engine) as session:
             rows = session.exec(
@@ -254,8 +249,8 @@ class ConsoleQueries:
                 .join(m.Chain, col(t.chain_id) == m.Chain.id)
                 .outerjoin(m.ApprovedWithdrawal,
                            col(t.withdrawal_id) == m.ApprovedWithdrawal.id)
-                .where(m.Chain.name == chain, t.tx_hash == tx_hash)
-                .order_by(col(t.id)).limit(MAX_TRANSFERS)).all()
+                .where(col(m.Chain.name) == chain, where)
+                .order_by(*order).limit(limit)).all()
         return [WalletTransfer(r.kind, r.block_number, r.block_time, r.tx_hash, r.sender,
                                r.recipient, r.asset, r.amount, r.orphaned, ext)
                 for r, ext in rows]

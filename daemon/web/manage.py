@@ -66,15 +66,10 @@ def routes(router: APIRouter, service: Service, pages: Pages) -> None:
         dry_run = text(fields, "dry_run", 3) == "1"
         service.identity.require(viewer.principal, "read" if dry_run else "feed",
                                  f"uploading {kind}")
-        file = fields.get("file")
-        if not isinstance(file, UploadFile) or not file.filename:
-            raise InputError("choose a file to upload")
-        body = await file.read(MAX_UPLOAD + 1)
-        if len(body) > MAX_UPLOAD:
-            raise InputError(f"the file is larger than {MAX_UPLOAD} bytes")
+        filename, body = await _uploaded(fields, "choose a file to upload")
         as_of = _cut_off(text(fields, "as_of", 40), service.settings.daemon.timezone) \
             if kind == "ledger" else None
-        name = _file_name(file.filename, kind)
+        name = _file_name(filename, kind)
         try:
             result = await run_in_threadpool(_import, service, kind, name, body, dry_run,
                                              viewer.principal, as_of)
@@ -104,17 +99,12 @@ def routes(router: APIRouter, service: Service, pages: Pages) -> None:
     async def verify_export(request: Request, form: PostedForm) -> Response:
         viewer, fields = form
         service.identity.require(viewer.principal, "verify", "verifying a package")
-        file = fields.get("file")
-        if not isinstance(file, UploadFile) or not file.filename:
-            raise InputError("choose a package (.zip) to verify")
-        body = await file.read(MAX_UPLOAD + 1)
-        if len(body) > MAX_UPLOAD:
-            raise InputError(f"the file is larger than {MAX_UPLOAD} bytes")
+        filename, body = await _uploaded(fields, "choose a package (.zip) to verify")
         verdict = await run_in_threadpool(packages.verify_upload, service, viewer.principal,
                                           body)
         kept = packages.kept(service, viewer.principal) if viewer.may("export") else []
         return pages.render(request, "exports.html", viewer, kept=kept, created=None,
-                            verdict={**verdict, "file": file.filename[:100]},
+                            verdict={**verdict, "file": filename[:100]},
                             can_sign=service.settings.export.sign_key is not None)
 
     @router.get("/admin", response_class=HTMLResponse)
@@ -168,6 +158,18 @@ def routes(router: APIRouter, service: Service, pages: Pages) -> None:
         await run_in_threadpool(service.identity.revoke_token, viewer.principal,
                                 token_id[:24])
         return RedirectResponse("/admin?done=revoked", status_code=303)
+
+
+async def _uploaded(fields: Any, missing: str) -> tuple[str, bytes]:
+    """The form's file: its name and bytes. Raises InputError (`missing` without one,
+    or for a file over MAX_UPLOAD bytes)."""
+    file = fields.get("file")
+    if not isinstance(file, UploadFile) or not file.filename:
+        raise InputError(missing)
+    body = await file.read(MAX_UPLOAD + 1)
+    if len(body) > MAX_UPLOAD:
+        raise InputError(f"the file is larger than {MAX_UPLOAD} bytes")
+    return file.filename, body
 
 
 def _import(service: Service, kind: str, name: str, body: bytes, dry_run: bool,
