@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from chains.base import ChainAdapter
 from chains.errors import SegwatchError
@@ -29,10 +30,13 @@ def make_adapter(
     headers: Mapping[str, str] | None = None,
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     deadline: float = DEFAULT_DEADLINE,
+    features: Any = None,
 ) -> ChainAdapter:
     """Return an adapter reading `url`, labelled `name` (default: the URL's host) in every
     message, metric and stored observation; `headers` go with every request,
-    `max_response_bytes` and `deadline` bound each response. Raises UnsupportedSource."""
+    `max_response_bytes` and `deadline` bound each response; `features`: what an earlier
+    adapter of this source probed (an EVM source's `SourceFeatures`, updated in place).
+    Raises UnsupportedSource."""
     if family == "evm" and kind == "jsonrpc":
         from chains.evm.adapter import EvmAdapter
 
@@ -46,6 +50,7 @@ def make_adapter(
             headers=headers,
             max_response_bytes=max_response_bytes,
             deadline=deadline,
+            features=features,
         )
     if family == "utxo" and kind == "core-rpc" and network is not None:
         from chains.utxo.core_rpc import CoreRpcAdapter

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from chains.base import ChainAdapter
 from chains.registry import make_adapter
@@ -15,15 +15,34 @@ if TYPE_CHECKING:
     from daemon.runtime.alerts import AlertDispatcher
 
 
+class Adapters:
+    """The adapter factory: a new adapter per use, with what each source was found to
+    support (pinning, Multicall3, trace API) probed once per process and remembered per
+    chain and source (keyed by the chain's identity as well as the source's name and URL,
+    so a source reconfigured to another chain or node is probed anew)."""
+
+    def __init__(self) -> None:
+        self._features: dict[tuple[str, str, str, str], Any] = {}
+
+    def __call__(self, chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
+        features = None
+        if chain.family == "evm":
+            from chains.evm.adapter import SourceFeatures
+
+            key = (chain.name, str(chain.chain_id), source.name or "", source.url)
+            features = self._features.setdefault(key, SourceFeatures())
+        return make_adapter(chain.family, source.kind, source.url, chain_id=chain.chain_id,
+                            multicall=chain.multicall, max_batch=source.max_batch,
+                            timeout=source.timeout_seconds, network=chain.network,
+                            concurrency=source.concurrency, rate_limit=source.rate_limit,
+                            name=source.name, headers=source.headers,
+                            max_response_bytes=source.max_response_bytes,
+                            deadline=source.deadline_seconds, features=features)
+
+
 def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
-    """Return the adapter for one source of `chain`."""
-    return make_adapter(chain.family, source.kind, source.url, chain_id=chain.chain_id,
-                        multicall=chain.multicall, max_batch=source.max_batch,
-                        timeout=source.timeout_seconds, network=chain.network,
-                        concurrency=source.concurrency, rate_limit=source.rate_limit,
-                        name=source.name, headers=source.headers,
-                        max_response_bytes=source.max_response_bytes,
-                        deadline=source.deadline_seconds)
+    """Return an adapter for one source of `chain` that probes its source anew."""
+    return Adapters()(chain, source)
 
 
 def open_store(url: str) -> Store:
@@ -35,7 +54,7 @@ def open_store(url: str) -> Store:
 
 def build_service(settings: Settings, db_url: str | None = None) -> Service:
     """Return the service wired to the configured store and real adapters."""
-    service = Service(settings, open_store(db_url or settings.store.url), adapter_for)
+    service = Service(settings, open_store(db_url or settings.store.url), Adapters())
     if settings.daemon.audit_key:
         from pathlib import Path
 

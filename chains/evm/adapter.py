@@ -1,16 +1,26 @@
 """The EVM chain adapter: heads and balances over one JSON-RPC endpoint.
 
-Every balance read is pinned to one block by hash (EIP-1898 `{"blockHash": ...}`),
-so all wallets and assets of a cycle are observed at the same state. Reads never cost
-a round trip per wallet: with Multicall3 deployed, up to `calls_per_multicall` balance
-calls are packed into one `aggregate3` eth_call and many such eth_calls travel in one
-JSON-RPC batch; without it, plain `eth_getBalance` / `balanceOf` calls are batched.
+Every balance read is pinned to one block, so all wallets and assets of a cycle are
+observed at the same state. A source is probed once (`SourceFeatures`, shared by every
+adapter of the same source in a process) for how to pin:
+- `hash`: EIP-1898 `{"blockHash": ...}` on every call (the node resolves the hash);
+- `number`: the block's number on every call, proven by reading the block's hash at
+  that number in the same batch before and after the reads: both must equal the
+  pinned hash, else the read is retried once and then refused (SourceUnavailable).
+  Chosen where block-hash parameters are refused (ganache 7) or much slower than
+  numbers (anvil resolves a hash about 130x slower than a number).
+Reads never cost a round trip per wallet: with Multicall3 deployed, up to
+`calls_per_multicall` balance calls are packed into one `aggregate3` eth_call and many
+such eth_calls travel in one JSON-RPC batch; without it, plain `eth_getBalance` /
+`balanceOf` calls are batched.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping, Sequence
-from typing import Any, TypeAlias
+from dataclasses import dataclass
+from typing import Any, Literal, TypeAlias
 
 import httpx
 from eth_utils.address import to_checksum_address
@@ -40,6 +50,7 @@ from chains.types import (
     BaseUnits,
     ChainHead,
     ScanResult,
+    TraceMode,
     TrackedOutput,
 )
 
@@ -54,6 +65,28 @@ Outcome: TypeAlias = int | str
 # (anvil, Nethermind), -32602: invalid params (a block parameter the node rejects).
 _BLOCK_GONE_CODES = frozenset({-32001, -32602})
 _BLOCK_GONE_HINTS = ("not found", "missing trie node", "unknown block", "pruned", "unavailable")
+
+Pinning: TypeAlias = Literal["hash", "number"]
+PROBE_CALLS = 16
+"""Calls per form in the pinning probe (one batch each)."""
+SLOW_HASH_RATIO = 4.0
+"""Hash-pinned calls this many times slower than number-pinned ones choose `number`."""
+SLOW_HASH_FLOOR = 0.02
+"""...and only when the hash-pinned probe batch took at least this many seconds."""
+_ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+
+
+@dataclass
+class SourceFeatures:
+    """What a source supports, probed once and then remembered for every adapter on the
+    same source in the process (None: not probed yet). A feature whose use fails is
+    forgotten, so that it is probed again."""
+
+    pinning: Pinning | None = None
+    multicall: bool | None = None
+    trace_mode: TraceMode | None = None
+    probes: int = 0
+    """How many probes were run (for tests and metrics)."""
 
 
 class EvmAdapter:
@@ -74,9 +107,13 @@ class EvmAdapter:
         headers: Mapping[str, str] | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         deadline: float = DEFAULT_DEADLINE,
+        features: SourceFeatures | None = None,
+        pinning: Pinning | None = None,
     ) -> None:
         """`name` labels the source everywhere (default: the URL's host); `headers` go with
-        every request; `max_response_bytes` and `deadline` bound each response."""
+        every request; `max_response_bytes` and `deadline` bound each response;
+        `features`: what earlier adapters on this source found (shared and updated);
+        `pinning` forces a pinning instead of probing it."""
         if calls_per_multicall < 1:
             raise ValueError("calls_per_multicall must be at least 1")
         self._client = JsonRpcClient(
@@ -93,8 +130,17 @@ class EvmAdapter:
         self._expected_chain_id = expected_chain_id
         self._multicall = to_checksum_address(multicall_address) if multicall_address else None
         self._calls_per_multicall = calls_per_multicall
-        self._multicall_deployed: bool | None = None if self._multicall else False
-        self._scanner = RangeScanner(self._client)
+        self.features = features if features is not None else SourceFeatures()
+        if pinning is not None:
+            self.features.pinning = pinning
+        if not self._multicall:
+            self.features.multicall = False
+        self._scanner = RangeScanner(self._client, self.features)
+
+    @property
+    def pinning(self) -> Pinning | None:
+        """How reads are pinned to a block on this source (None until first probed)."""
+        return self.features.pinning
 
     @property
     def source(self) -> str:
@@ -170,10 +216,16 @@ class EvmAdapter:
         pairs = [(address, asset) for address in addresses for asset in assets]
         if not pairs:
             return []
-        if self._multicall_ready(block):
-            outcomes = self._read_multicall(pairs, block)
-        else:
-            outcomes = self._read_direct(pairs, block)
+        self._probe_pinning(block)
+        try:
+            if self._multicall_ready(block):
+                outcomes = self._read_multicall(pairs, block)
+            else:
+                outcomes = self._read_direct(pairs, block)
+        except (SourceUnavailable, DecodeError):
+            self.features.multicall = None if self._multicall else False
+            self.features.pinning = None  # probed again: the source may have changed
+            raise
         return [
             self._observation(address, asset, block, outcome)
             for (address, asset), outcome in zip(pairs, outcomes, strict=True)
@@ -201,14 +253,74 @@ class EvmAdapter:
         `field` and the source."""
         return hex_quantity(value, field, self.source, limit)
 
+    # -- pinning ------------------------------------------------------------------
+
+    def _probe_pinning(self, block: ChainHead) -> None:
+        """Choose how to pin reads on this source, once: `number` when the source refuses
+        EIP-1898 block-hash parameters or answers them much slower than numbers."""
+        if self.features.pinning is not None:
+            return
+        self.features.probes += 1
+        number, by_hash = hex(block.height), {"blockHash": block.hash}
+        started = time.monotonic()
+        for reply in self._client.batch([("eth_getBalance", [_ZERO_ADDRESS, number])]
+                                        * PROBE_CALLS):
+            if isinstance(reply, RpcError):
+                self._raise_if_source_failed(reply)
+                raise SourceUnavailable(self.source, f"eth_getBalance refused: {reply.message}")
+        by_number_seconds = time.monotonic() - started
+        try:  # alone first: a refused batch would shrink the client's batch size
+            self._client.call("eth_getBalance", [_ZERO_ADDRESS, by_hash])
+        except SourceUnavailable:  # e.g. ganache 7: -32700 Cannot wrap a "object"
+            self.features.pinning = "number"  # always correct: the reads are proven
+            return
+        started = time.monotonic()
+        replies = self._client.batch([("eth_getBalance", [_ZERO_ADDRESS, by_hash])]
+                                     * PROBE_CALLS)
+        by_hash_seconds = time.monotonic() - started
+        slow = by_hash_seconds >= SLOW_HASH_FLOOR and \
+            by_hash_seconds > SLOW_HASH_RATIO * by_number_seconds
+        refused = any(isinstance(r, RpcError) for r in replies)
+        self.features.pinning = "number" if refused or slow else "hash"
+
+    def _pinned_batch(self, requests: Sequence[Request], block: ChainHead) -> list[Any]:
+        """Send `requests` (pinned with `_param(block)`) in JSON-RPC batches. Pinned by
+        number, the block's hash is read in the same batches before and after; both must
+        be `block`'s, else the batch is sent once more and then refused."""
+        if self.features.pinning != "number":
+            return self._client.batch(requests)
+        proof: Request = ("eth_getBlockByNumber", [hex(block.height), False])
+        found: list[str] = []
+        for _ in range(2):
+            replies = self._client.batch([proof, *requests, proof])
+            found = [self._proof_hash(replies[0]), self._proof_hash(replies[-1])]
+            if found == [block.hash.lower()] * 2:
+                return replies[1:-1]
+        raise SourceUnavailable(self.source, f"block {block.height} changed during the read: "
+                                             f"expected {block.hash}, read "
+                                             f"{' then '.join(found)}")
+
+    def _proof_hash(self, reply: Any) -> str:
+        if isinstance(reply, RpcError) or not isinstance(reply, dict):
+            return f"no block ({reply})"
+        value = reply.get("hash")
+        return str(value).lower() if _is_hash(value) else f"no hash ({str(value)[:80]})"
+
+    def _param(self, block: ChainHead) -> str | dict[str, str]:
+        """The block parameter that pins a read to `block` on this source."""
+        return hex(block.height) if self.features.pinning == "number" else _at(block)
+
     # -- balances -----------------------------------------------------------------
 
     def _multicall_ready(self, block: ChainHead) -> bool:
         """Whether Multicall3 code exists at its address; asked once, then remembered."""
-        if self._multicall_deployed is None:
-            code = self._client.call("eth_getCode", [self._multicall, _at(block)])
-            self._multicall_deployed = isinstance(code, str) and len(code) > 2
-        return self._multicall_deployed
+        if self.features.multicall is None:
+            code = self._pinned_batch([("eth_getCode", [self._multicall, self._param(block)])],
+                                      block)[0]
+            if isinstance(code, RpcError):
+                self._raise_if_source_failed(code)
+            self.features.multicall = isinstance(code, str) and len(code) > 2
+        return self.features.multicall
 
     def _read_multicall(
         self, pairs: Sequence[tuple[Address, AssetRef]], block: ChainHead
@@ -237,8 +349,8 @@ class EvmAdapter:
         step = self._calls_per_multicall
         spans = [(start, min(start + step, len(calls))) for start in range(0, len(calls), step)]
         while spans:
-            replies = self._client.batch(
-                [self._aggregate_request(calls[a:b], block) for a, b in spans]
+            replies = self._pinned_batch(
+                [self._aggregate_request(calls[a:b], block) for a, b in spans], block
             )
             retry: list[tuple[int, int]] = []
             for (start, end), reply in zip(spans, replies, strict=True):
@@ -256,7 +368,7 @@ class EvmAdapter:
 
     def _aggregate_request(self, calls: Sequence[Call], block: ChainHead) -> Request:
         data = "0x" + encode_aggregate3(calls).hex()
-        return ("eth_call", [{"to": self._multicall, "data": data}, _at(block)])
+        return ("eth_call", [{"to": self._multicall, "data": data}, self._param(block)])
 
     def _decode_aggregate(self, reply: Any, expected: int) -> list[CallResult]:
         """Return aggregate3's items. Raises DecodeError if the reply does not parse."""
@@ -270,7 +382,7 @@ class EvmAdapter:
     ) -> list[Outcome]:
         """Read every pair with batched eth_getBalance / eth_call balanceOf requests."""
         requests = [self._direct_request(address, asset, block) for address, asset in pairs]
-        replies = self._client.batch(requests)
+        replies = self._pinned_batch(requests, block)
         return [
             self._direct_outcome(reply, asset.contract is None)
             for (_, asset), reply in zip(pairs, replies, strict=True)
@@ -278,9 +390,10 @@ class EvmAdapter:
 
     def _direct_request(self, address: Address, asset: AssetRef, block: ChainHead) -> Request:
         if asset.contract is None:
-            return ("eth_getBalance", [address, _at(block)])
+            return ("eth_getBalance", [address, self._param(block)])
         call = self._balance_call(address, asset)
-        return ("eth_call", [{"to": call.target, "data": "0x" + call.call_data.hex()}, _at(block)])
+        return ("eth_call", [{"to": call.target, "data": "0x" + call.call_data.hex()},
+                             self._param(block)])
 
     def _direct_outcome(self, reply: Any, native: bool) -> Outcome:
         method = "eth_getBalance" if native else "balanceOf"

@@ -17,7 +17,8 @@ import dataclasses
 import re
 from collections.abc import Collection, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from chains.errors import DecodeError, SourceUnavailable
 from chains.evm.decode import (
@@ -60,12 +61,33 @@ _NO_METHOD = re.compile(r"(method|namespace|api)\b.*\b(not (found|supported|avai
 NativesFees = tuple[list[TransferObservation], list[FeePayment]]
 
 
-class RangeScanner:
-    """Scans block ranges through one JSON-RPC client; remembers the trace API it found."""
+class TraceFeature(Protocol):
+    """Where the trace API found is remembered (shared by the adapters of one source)."""
 
-    def __init__(self, client: JsonRpcClient) -> None:
+    trace_mode: TraceMode | None
+
+
+@dataclass
+class _Remembered:
+    trace_mode: TraceMode | None = None
+
+
+class RangeScanner:
+    """Scans block ranges through one JSON-RPC client; remembers the trace API it found
+    (in `features`, shared with later scanners of the same source)."""
+
+    def __init__(self, client: JsonRpcClient, features: TraceFeature | None = None) -> None:
         self._client = client
-        self.trace_mode: TraceMode | None = None
+        self._features = features if features is not None else _Remembered()
+
+    @property
+    def trace_mode(self) -> TraceMode | None:
+        """The trace API the source serves (None until probed)."""
+        return self._features.trace_mode
+
+    @trace_mode.setter
+    def trace_mode(self, mode: TraceMode | None) -> None:
+        self._features.trace_mode = mode
 
     @property
     def source(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,7 @@ import httpx
 import pytest
 
 from chains.errors import ChainMismatch, SourceUnavailable
-from chains.evm.adapter import EvmAdapter
+from chains.evm.adapter import EvmAdapter, Pinning, SourceFeatures
 from chains.evm.devnet import (
     ANVIL_CHAIN_ID,
     DEV_ACCOUNT,
@@ -154,14 +155,19 @@ def test_block_at_future_height_raises(anvil: AnvilNode) -> None:
 
 def test_multicall_reads_equal_per_wallet_reads(anvil_node: AnvilNode, funded: Funded) -> None:
     """With Multicall3, native and token balances of many wallets equal per-wallet reads,
-    in two HTTP requests (code check, then one batch of aggregate3 calls)."""
+    in two HTTP requests (code check, then one batch of aggregate3 calls) once the source's
+    pinning is probed (three requests, once per source)."""
     install_multicall(anvil_node)
     assets = [ETH, funded.token]
     with make_adapter(anvil_node.url, calls_per_multicall=64) as adapter:
         head = adapter.head()
         before = adapter.requests_made
         observations = adapter.balances(funded.wallets, assets, head)
-        assert adapter.requests_made - before == 2
+        assert adapter.requests_made - before == 3 + 2
+        assert adapter.features.probes == 1
+        before = adapter.requests_made
+        assert adapter.balances(funded.wallets, assets, head) == observations
+        assert adapter.requests_made - before == 1  # nothing probed again
     assert len(observations) == len(funded.wallets) * 2
     assert all(o.error is None and o.block == head for o in observations)
     assert all(isinstance(o.amount, int) for o in observations)
@@ -179,7 +185,8 @@ def test_fallback_without_multicall_equals_per_wallet_reads(
     with adapter:
         head = adapter.head()
         observations = adapter.balances(funded.wallets, assets, head)
-        assert adapter.requests_made <= 1 + 1 + 3  # head, code check, 300 reads / 100
+        # head, pinning probe, code check, 300 reads (+2 proofs when pinned by number) / 100
+        assert adapter.requests_made <= 1 + 3 + 1 + 4
     assert all(o.error is None for o in observations)
     assert amounts(observations) == per_wallet_reads(anvil_node, funded.wallets, assets, head)
 
@@ -305,14 +312,15 @@ def test_unknown_block_hash_raises_source_unavailable(
 
 
 def test_2000_wallets_cost_few_http_requests(anvil_node: AnvilNode) -> None:
-    """Native and token balances of 2,000 wallets (4,000 reads) take at most 2 HTTP requests."""
+    """Native and token balances of 2,000 wallets (4,000 reads) take at most 2 HTTP requests
+    (plus the source's one-time pinning probe, 3 requests)."""
     funded = fund(anvil_node, 2000)
     install_multicall(anvil_node)
     with make_adapter(anvil_node.url) as adapter:
         head = adapter.head()
         before = adapter.requests_made
         observations = adapter.balances(funded.wallets, [ETH, funded.token], head)
-        assert adapter.requests_made - before <= 2
+        assert adapter.requests_made - before <= 3 + 2
     assert len(observations) == 4000
     assert all(o.error is None for o in observations)
     assert observations[-1].amount == 1000 * 1999 + 1
@@ -324,3 +332,105 @@ def test_malformed_block_hash_is_rejected_before_any_request() -> None:
         with pytest.raises(ValueError, match="32-byte block hash"):
             adapter.balances([Address("0x" + "11" * 20)], [ETH], ChainHead(1, "0x1234"))
         assert adapter.requests_made == 0
+
+
+class HashRefusingTransport(httpx.BaseTransport):
+    """Forwards to the node, but answers any request with an EIP-1898 block-hash parameter
+    as ganache 7.9 does (`-32700 Cannot wrap a "object"`), or, with `delay`, answers it
+    that many seconds late (a node that resolves hashes slowly). Counts such requests."""
+
+    def __init__(self, delay: float | None = None) -> None:
+        self._inner = httpx.HTTPTransport()
+        self._delay = delay
+        self.hash_requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if b'"blockHash"' not in request.content:
+            return self._inner.handle_request(request)
+        self.hash_requests += 1
+        if self._delay is not None:
+            time.sleep(self._delay)
+            return self._inner.handle_request(request)
+        error = {"code": -32700, "message": 'Cannot wrap a "object" as a json-rpc type'}
+        return httpx.Response(200, json={"jsonrpc": "2.0", "id": None, "error": error})
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+@pytest.mark.parametrize("with_multicall", [True, False])
+@pytest.mark.parametrize("pinning", ["hash", "number"])
+def test_hash_and_number_pinning_read_the_same(
+    anvil_node: AnvilNode, funded: Funded, pinning: Pinning, with_multicall: bool
+) -> None:
+    """Reads pinned by number (proven by the block's hash) equal per-wallet reads at the
+    block, with and without Multicall3, and cost one request once probed."""
+    if with_multicall:
+        install_multicall(anvil_node)
+    assets = [ETH, funded.token]
+    with make_adapter(anvil_node.url, pinning=pinning) as adapter:
+        head = adapter.head()
+        adapter.balances(funded.wallets[:1], assets, head)
+        before = adapter.requests_made
+        observations = adapter.balances(funded.wallets, assets, head)
+        assert adapter.requests_made - before == 1
+        assert adapter.pinning == pinning and adapter.features.probes == 0
+    assert all(o.error is None and o.block == head for o in observations)
+    assert amounts(observations) == per_wallet_reads(anvil_node, funded.wallets, assets, head)
+
+
+@pytest.mark.parametrize("with_multicall", [True, False])
+def test_number_pinned_read_of_a_replaced_block_is_refused(
+    anvil_node: AnvilNode, funded: Funded, with_multicall: bool
+) -> None:
+    """Attack: the block read by number is no longer the pinned one (a reorg between the
+    head and the read). The proof (the hash at that number, read before and after in the
+    same batch) differs, so the read is refused, naming both hashes: never balances of
+    another block reported as the pinned block's."""
+    if with_multicall:
+        install_multicall(anvil_node)
+    snapshot = anvil_node.snapshot()
+    anvil_node.mine(1)
+    with make_adapter(anvil_node.url, pinning="number") as adapter:
+        pinned = adapter.head()
+        anvil_node.revert(snapshot)
+        anvil_node.call("evm_setNextBlockTimestamp", [(pinned.timestamp or 0) + 7])
+        anvil_node.mine(1)
+        replaced = adapter.block_at(pinned.height)
+        assert replaced.hash != pinned.hash
+        with pytest.raises(SourceUnavailable, match="changed during the read") as caught:
+            adapter.balances(funded.wallets[:3], [ETH, funded.token], pinned)
+    assert pinned.hash in caught.value.user_message
+    assert replaced.hash in caught.value.user_message
+
+
+def test_probe_chooses_number_where_block_hash_params_are_refused(
+    anvil_node: AnvilNode, funded: Funded
+) -> None:
+    """A node refusing EIP-1898 block-hash parameters (ganache 7.9's answer) is probed once
+    and then read by number: every balance is right and no later read carries a hash."""
+    transport = HashRefusingTransport()
+    features = SourceFeatures()
+    assets = [ETH, funded.token]
+    with make_adapter(anvil_node.url, transport=transport, features=features) as adapter:
+        head = adapter.head()
+        observations = adapter.balances(funded.wallets, assets, head)
+    assert adapter.pinning == "number" and features.probes == 1
+    assert transport.hash_requests == 1  # the probe's single call
+    assert all(o.error is None for o in observations)
+    assert amounts(observations) == per_wallet_reads(anvil_node, funded.wallets, assets, head)
+    with make_adapter(anvil_node.url, transport=transport, features=features) as again:
+        again.balances(funded.wallets, assets, again.head())
+    assert features.probes == 1 and transport.hash_requests == 1  # remembered per source
+
+
+def test_probe_chooses_number_where_block_hash_reads_are_slow(
+    anvil_node: AnvilNode, funded: Funded
+) -> None:
+    """A node that answers hash-pinned reads far slower than number-pinned ones (anvil on a
+    long chain: measured ~130x) is read by number."""
+    transport = HashRefusingTransport(delay=0.05)
+    with make_adapter(anvil_node.url, transport=transport) as adapter:
+        head = adapter.head()
+        adapter.balances(funded.wallets, [ETH], head)
+    assert adapter.pinning == "number"
