@@ -114,6 +114,7 @@ class RangeScanner:
                 batch_natives, batch_fees = job.result()
                 natives += batch_natives
                 fees += batch_fees
+        blocks = self._linked(blocks)
         expected = {b.head.height: b.head for b in blocks}
         rechecked, extra = self._recheck_blooms(blocks, watch, logs)
         tokens = token_transfers(logs + extra, expected, self.source)
@@ -157,6 +158,29 @@ class RangeScanner:
                     read.cancel()
                 raise
         return out, hashes, receipts
+
+    def _linked(self, blocks: list[DecodedBlock]) -> list[DecodedBlock]:
+        """`blocks`, checked to form one chain. A block whose parent hash is not the hash of
+        the block before it is read again, alone, with its parent: a batch answer can be
+        wrong where a single one is not. Raises SourceUnavailable naming what is wrong
+        when the blocks read alone still do not link, or were replaced meanwhile (the
+        caller may then ask another source)."""
+        for position in range(1, len(blocks)):
+            parent, child = blocks[position - 1], blocks[position]
+            if child.parent_hash == parent.head.hash.lower():
+                continue
+            again = [self._decoded(b.head.height, self._client.call(
+                "eth_getBlockByNumber", [hex(b.head.height), True]))[0]
+                for b in (parent, child)]
+            for first, second in zip((parent, child), again, strict=True):
+                if first.head.hash != second.head.hash:
+                    raise SourceUnavailable(self.source, f"the chain moved during the scan: "
+                                            f"block {first.head.height} was {first.head.hash}, "
+                                            f"is now {second.head.hash}")
+            if again[1].parent_hash != again[0].head.hash.lower():
+                raise SourceUnavailable(self.source, link_problem(again[0], again[1]))
+            blocks[position - 1], blocks[position] = again
+        return blocks
 
     def _decoded(self, height: int, reply: Any
                  ) -> tuple[DecodedBlock, list[str]]:
@@ -313,6 +337,12 @@ class RangeScanner:
             return mode
         self.trace_mode = "none"
         return "none"
+
+
+def link_problem(parent: DecodedBlock, child: DecodedBlock) -> str:
+    """What is wrong when `child` does not extend `parent` (the block before it)."""
+    return (f"block {child.head.height} has parent {child.parent_hash}, expected the hash "
+            f"of block {parent.head.height} ({parent.head.hash})")
 
 
 def _parity_relevant(traces: Any, watched_lower: set[str]) -> Any:

@@ -97,7 +97,12 @@ def compare_scans(first: ScanResult, second: ScanResult) -> str | None:
 
 
 def _check_links(source: str, blocks: Sequence[BlockLink]) -> None:
+    """Raise SourceUnavailable naming the first block that does not extend the one before."""
     for parent, child in itertools.pairwise(blocks):
-        if child.parent_hash != parent.hash or child.height != parent.height + 1:
-            raise SourceUnavailable(source, f"block {child.height} does not extend block "
-                                            f"{parent.height} (the chain moved during the scan)")
+        if child.height != parent.height + 1:
+            raise SourceUnavailable(source, f"block {child.height} follows block "
+                                            f"{parent.height}: the range has a gap")
+        if child.parent_hash != parent.hash:
+            raise SourceUnavailable(source, f"block {child.height} has parent "
+                                            f"{child.parent_hash}, expected the hash of block "
+                                            f"{parent.height} ({parent.hash})")

@@ -548,3 +548,66 @@ def test_bloom_mask_of_an_address_whose_bits_coincide() -> None:
         for index, mask in bloom_bits(item):
             bloom[index] |= mask
     assert bloom_suggests_transfers(bytes(bloom), [address])
+
+
+# --- inconsistent links ---------------------------------------------------------------
+ZERO_HASH = "0x" + "00" * 32
+
+
+class ZeroParentInBatches(FakeNode):
+    """Answers `block` with an all-zero parentHash inside batches only (a node whose batch
+    path misreports a field its single-call path gets right)."""
+
+    def _answer(self, item: dict[str, Any], batched: bool) -> dict[str, Any]:
+        reply = super()._answer(item, batched)
+        result = reply.get("result")
+        if batched and item["method"] == "eth_getBlockByNumber" and isinstance(result, dict) \
+                and int(result["number"], 16) == LAST:
+            reply = {**reply, "result": {**result, "parentHash": ZERO_HASH}}
+        return reply
+
+
+def test_block_with_inconsistent_links_is_read_again_alone() -> None:
+    """A block whose parent hash does not match is re-read alone with its parent; when the
+    single answers link, the scan goes on with them (same transfers as the baseline)."""
+    node = ZeroParentInBatches()
+    result = scan(node)
+    assert result.blocks == baseline().blocks
+    assert set(result.transfers) == set(baseline().transfers)
+    singles = [p for m, p, b in node.calls if m == "eth_getBlockByNumber" and not b]
+    assert sorted(int(p[0], 16) for p in singles) == [FIRST, LAST]
+
+
+def test_block_whose_parent_is_wrong_even_alone_is_refused_naming_it() -> None:
+    """Hardhat's EDR node once served an all-zero parentHash after `hardhat_mine`: the range
+    is refused (so another source may be asked), and the message says which block has
+    which parent where the hash of which block was expected; not "the chain moved"."""
+    node = FakeNode()
+    node.blocks[LAST]["parentHash"] = ZERO_HASH
+    with pytest.raises(SourceUnavailable) as caught:
+        scan(node)
+    first_hash = raw_block(FIRST)["hash"]
+    assert f"block {LAST} has parent {ZERO_HASH}, expected the hash of block {FIRST} " \
+           f"({first_hash})" in caught.value.user_message
+    assert "moved" not in caught.value.user_message
+
+
+class ReplacedWhileScanning(FakeNode):
+    """Serves another block at LAST to single calls (a reorg between the batch and the
+    re-read)."""
+
+    def block(self, tag: str, full: bool) -> Any:
+        block = super().block(tag, full)
+        if block is not None and int(tag, 16) == LAST and self.calls[-1][2] is False:
+            return {**block, "hash": "0x" + "ee" * 32}
+        return block
+
+
+def test_block_replaced_between_the_batch_and_the_re_read_is_the_chain_moving() -> None:
+    """When the re-read block has another hash, the chain moved: the scan is refused saying
+    so, with both hashes."""
+    node = ReplacedWhileScanning()
+    node.blocks[LAST]["parentHash"] = ZERO_HASH
+    with pytest.raises(SourceUnavailable, match="the chain moved during the scan") as caught:
+        scan(node)
+    assert "0x" + "ee" * 32 in caught.value.user_message
