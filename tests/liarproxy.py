@@ -14,6 +14,8 @@ to one of LIES, with `target` (a wallet) and `height` (a block) where the lie ne
                  are still answered by the node
     withhold     block `height` is served without its transactions, logs or traces
     huge         eth_getBalance answers a 4,000-digit hex quantity
+    zero_parent  every block above `height` asked for by number carries an all-zero
+                 parentHash (as Hardhat's EDR node served after `hardhat_mine`)
     refuse       eth_getBalance answers a JSON-RPC error about the request (REFUSAL, as
                  ganache 7 refuses block-hash parameters): no failover can help
     flood        every answer is a 100 MB body, streamed in 1 MiB chunks, no Content-Length
@@ -38,7 +40,7 @@ from chains.evm.multicall import selector
 from tests.httpserve import LoopbackServer, QuietHandler, answer
 
 LIES = ("far_head", "ahead_head", "future_head", "balance", "swap_hash", "withhold", "huge", "flood",
-        "drip", "refuse")
+        "drip", "refuse", "zero_parent")
 REFUSAL = {"code": -32700, "message": 'Cannot wrap a "object" as a "QUANTITY" [/bold] [red]'}
 """The refusal's text carries Rich markup, which must be shown as written."""
 FAR_HEAD = 10**12
@@ -145,6 +147,10 @@ class LiarProxy(LoopbackServer):
             return {**result, "hash": "0x" + "5a" * 32}
         if lie == "withhold":
             return self._withhold(method, params, result)
+        if lie == "zero_parent" and method == "eth_getBlockByNumber" and params and \
+                not latest and isinstance(result, dict) and \
+                int(result["number"], 16) > self.height:
+            return {**result, "parentHash": "0x" + "00" * 32}
         if lie == "huge" and method == "eth_getBalance":
             return HUGE
         return _TRUTH

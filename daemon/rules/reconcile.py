@@ -5,6 +5,7 @@ No I/O, no clock, no database: the same inputs in any order give the same findin
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ SEVERITY: Mapping[str, str] = {
     "source_stale": "warning",
     "balance_unverified": "warning",
     "ledger_stale": "warning",
+    "scan_stalled": "warning",
 }
 BALANCE_TYPES = ("balance_shortfall", "balance_surplus")
 
@@ -253,6 +255,31 @@ def stale_finding(chain: str, critical: bool) -> Finding:
     return Finding(type="source_stale", severity="critical" if critical else "warning",
                    chain=chain, address=Address(""), asset="", contract=None, owners=(),
                    onchain=None, ledger=None, difference=None)
+
+
+MAX_DETAIL_CHARS = 100
+"""The longest description a finding stores (its `counterparty` column)."""
+_SOURCE_PREFIX = re.compile(r"^source \S+ unavailable: ")
+_LONG_HASH = re.compile(r"0x([0-9a-fA-F]{6})[0-9a-fA-F]{52}([0-9a-fA-F]{6})")
+
+
+def scan_stalled_finding(chain: str, since: datetime, now: datetime, sla_seconds: float,
+                         problem: str) -> Finding:
+    """The chain-level `scan_stalled` finding: the transfer scan could not advance (a
+    source refused or misreported the range). Transfers after the cursor are unknown, so
+    the chain is not compliant while it lasts: warning, critical once the scan has not
+    advanced for longer than the chain's SLA (`sla_seconds`). It says for how long and
+    what is wrong, bounded to MAX_DETAIL_CHARS with 32-byte hashes shortened (the whole
+    message is the chain's `scan_error` in status)."""
+    stalled = max(0, int((now - since).total_seconds()))
+    detail = f"stalled {stalled} s: " + _LONG_HASH.sub(r"0x\1…\2",
+                                                     _SOURCE_PREFIX.sub("", problem))
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS - 1] + "…"
+    return Finding(type="scan_stalled",
+                   severity="critical" if stalled > sla_seconds else SEVERITY["scan_stalled"],
+                   chain=chain, address=Address(""), asset="", contract=None, owners=(),
+                   onchain=None, ledger=None, difference=None, counterparty=detail)
 
 
 def ledger_stale_finding(chain: str, cut_off: datetime | None, now: datetime,

@@ -24,6 +24,7 @@ from daemon.rules.reconcile import (
     Finding,
     LedgerView,
     Reconciliation,
+    scan_stalled_finding,
     unverified_findings,
 )
 from daemon.store import models as m
@@ -92,15 +93,19 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     elif cycle.shard == 0 and tx.scan_state(session, chain_id) is None and \
             not cycle.scan_error:
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
+    stalled: list[Finding] = []
     if cycle.scan_error:
+        since = tx.scan_advanced_at(session, chain_id) or now
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
+        stalled.append(scan_stalled_finding(chain.name, since, now, chain.freshness,
+                                            cycle.scan_error))
     found = _reconciling_items(session, chain, chain_id, cycle)
     covered = _scanned_through(session, chain_id, cycle.block) and \
         not (cycle.shard == 0 and cycle.scan_error)
     hold = cycle.ledger.cut_off is not None and not covered
     findings = [f for f in transit.explain(cycle.ledger, cycle.observations, cycle.result,
                                            found).findings
-                if not (hold and f.type in BALANCE_TYPES)] + transfer_findings
+                if not (hold and f.type in BALANCE_TYPES)] + transfer_findings + stalled
     latest = latest_observations(session, chain_id)
     findings += _continuity(session, chain, chain_id, cycle, latest)
     findings += unverified_findings(cycle.ledger, cycle.result.read_errors,
@@ -109,7 +114,8 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     stored = _store_observations(session, chain_id, cycle.observations, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline,
-                                               hold)
+                                               hold, scanned=cycle.shard == 0 and
+                                               not cycle.scan_error)
     session.add(m.Checkpoint(
         chain_id=chain_id, cycle_id=cycle.cycle_id, block_height=cycle.block.height,
         block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
@@ -279,11 +285,12 @@ def latest_observations(session: Session, chain_id: int,
 
 def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,
                     now: datetime, deadline: Callable[[datetime], datetime],
-                    hold: bool = False) -> tuple[int, int, int]:
+                    hold: bool = False, *, scanned: bool = False) -> tuple[int, int, int]:
     """Open, refresh and self-clear. With `hold` (the transfer scan does not cover the
     block the balances were read at, so the reconciling items there are unknown), balance
     findings are neither opened nor cleared: the cycle is unverified instead (status),
-    never compliant and never a false alarm."""
+    never compliant and never a false alarm. `scanned`: this cycle's scan ran without
+    error (only then does a `scan_stalled` finding clear)."""
     open_rows = {d.fingerprint: d for d in session.exec(
         select(m.Discrepancy).where(m.Discrepancy.chain_id == chain_id,
                                     col(m.Discrepancy.status).in_(m.OPEN_STATUSES)))}
@@ -309,7 +316,8 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
             continue  # cleared by an edit of the books, not by the chain: a checker decides
         if hold and row.type in BALANCE_TYPES:
             continue
-        if row.type in ("source_stale", "ledger_stale") or (
+        if row.type in ("source_stale", "ledger_stale") or \
+                (row.type == "scan_stalled" and scanned) or (
                 row.type in _PAIR_TYPES and (row.address, row.asset) in result.verified):
             was = row.status
             row.status, row.closed_at = "self_cleared", now

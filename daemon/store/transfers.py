@@ -78,6 +78,15 @@ def start_cursor(session: Session, chain_id: int, block: ChainHead, now: datetim
                                parent_hash=""))
 
 
+def scan_advanced_at(session: Session, chain_id: int) -> datetime | None:
+    """When the chain's scan cursor last moved (None before the first scan)."""
+    cursor = session.get(m.ScanCursor, chain_id)
+    if cursor is None or cursor.updated_at is None:
+        return None
+    moved: datetime = cursor.updated_at
+    return moved if moved.tzinfo else moved.replace(tzinfo=UTC)
+
+
 def record_scan_error(session: Session, chain_id: int, message: str, now: datetime) -> None:
     """Remember why the cursor could not advance (shown by `status`)."""
     cursor = session.get(m.ScanCursor, chain_id)

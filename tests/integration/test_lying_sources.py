@@ -287,3 +287,44 @@ def test_withheld_transfers_are_never_a_silent_pass(stage: Stage, liar: LiarProx
     # the withheld payment is not lost: the honest source's scan (or continuity) finds it
     assert open_types(service) & {"unauthorized_outflow", "unexplained_balance_change"}, \
         describe(service, None)
+
+
+def test_a_scan_that_cannot_advance_is_a_finding_until_it_does(stage: Stage,
+                                                               liar: LiarProxy) -> None:
+    """The only source serves blocks whose parent hash is all zeros (Hardhat's EDR node did
+    after `hardhat_mine`). Before: the scan stopped for good while `status` said compliant,
+    and a later unauthorized outflow went unseen. Now: the refusal names the block, its
+    parent and the expected hash; a `scan_stalled` finding opens and the chain is not
+    compliant while it lasts; once the source serves sound blocks the scan catches up,
+    finds the outflow made meanwhile, and `scan_stalled` clears itself."""
+    set_balances(stage.node, {ALICE: 10 * ETH})  # the books (10 ETH) match the chain
+    stage.node.mine(2)
+    service = stage.service([("liar", liar.url)], verify=1)
+    baseline = service.run_cycle(service.settings.chains[0])
+    assert baseline.error is None and baseline.scan_error is None, describe(service, baseline)
+    assert signal(service) == "compliant", describe(service, baseline)
+    liar.lie, liar.height = "zero_parent", stage.node.block_number()
+    stage.node.mine(3)
+    stalled = service.run_cycle(service.settings.chains[0])
+    assert stalled.scan_error is not None
+    assert f"block {liar.height + 1} has parent 0x{'00' * 32}, expected the hash of block " \
+           f"{liar.height}" in stalled.scan_error
+    assert "moved" not in stalled.scan_error
+    assert "scan_stalled" in open_types(service)
+    assert signal(service) == "discrepancy"
+    (row,) = [r.row for r in service.discrepancies(status="open") if r.row.type == "scan_stalled"]
+    assert row.severity == "warning"
+    assert f"block {liar.height + 1} has parent 0x000000…000000, expected the hash of block " \
+           f"{liar.height}" in (row.counterparty or "")
+    impersonate(stage.node, ALICE)
+    outflow = stage.node.transact(OUTSIDE, value=ETH // 2, sender=ALICE)
+    stage.node.mine(1)
+    service.run_cycle(service.settings.chains[0])
+    assert "scan_stalled" in open_types(service)
+    liar.lie = None
+    stage.node.mine(1)
+    recovered = service.run_cycle(service.settings.chains[0])
+    assert recovered.scan_error is None, describe(service, recovered)
+    found = {r.row.type: r.row for r in service.discrepancies(status="open")}
+    assert "scan_stalled" not in found
+    assert found["unauthorized_outflow"].tx_hash == outflow["transactionHash"]

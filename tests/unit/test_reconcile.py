@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from hypothesis import given
 from hypothesis import strategies as st
 
 from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
-from daemon.rules.reconcile import LedgerView, WalletView, reconcile
+from daemon.rules.reconcile import (
+    MAX_DETAIL_CHARS,
+    LedgerView,
+    WalletView,
+    reconcile,
+    scan_stalled_finding,
+)
 
 ETH = AssetRef("ETH", 18)
 USDC = AssetRef("USDC", 6, Address("0xA0b86991c6218b36c1d19D4a2e9Eb0cE3606eB48"))
@@ -104,3 +112,21 @@ def test_difference_is_onchain_minus_ledger(onchain: int, allocated: int) -> Non
     assert len(findings) == (onchain != allocated)
     for finding in findings:
         assert finding.difference == onchain - allocated
+
+
+def test_scan_stalled_is_a_warning_then_critical_past_the_sla_and_bounded() -> None:
+    """`scan_stalled` is a chain-level warning while the scan has not advanced for at most
+    the chain's SLA, critical after; its description says for how long and what is wrong,
+    with 32-byte hashes shortened, the source prefix dropped, and never more than
+    MAX_DETAIL_CHARS whatever the source said."""
+    now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+    problem = (f"source node-1 unavailable: block 22 has parent 0x{'00' * 32}, expected the "
+               f"hash of block 21 (0x{'ab' * 32})")
+    early = scan_stalled_finding("ethereum", now - timedelta(seconds=60), now, 600, problem)
+    late = scan_stalled_finding("ethereum", now - timedelta(seconds=601), now, 600, problem)
+    assert (early.type, early.severity, late.severity) == ("scan_stalled", "warning", "critical")
+    assert early.fingerprint == late.fingerprint == "scan_stalled:ethereum:::"
+    assert early.counterparty == ("stalled 60 s: block 22 has parent 0x000000…000000, "
+                                  "expected the hash of block 21 (0xababab…ababab)")
+    flood = scan_stalled_finding("ethereum", now, now, 600, "[bold]x" * 10_000)
+    assert flood.counterparty is not None and len(flood.counterparty) == MAX_DETAIL_CHARS
