@@ -95,10 +95,13 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
     stalled: list[Finding] = []
     if cycle.scan_error:
-        since = tx.scan_advanced_at(session, chain_id) or now
+        # one failed scan leaves the cycle unverified (status); a second one in a row, with
+        # no advance between them, is a finding: a blip never pages anyone
+        since, failing = tx.scan_stall(session, chain_id)
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
-        stalled.append(scan_stalled_finding(chain.name, since, now, chain.freshness,
-                                            cycle.scan_error))
+        if failing:
+            stalled.append(scan_stalled_finding(chain.name, since or now, now,
+                                                chain.freshness, cycle.scan_error))
     found = _reconciling_items(session, chain, chain_id, cycle)
     covered = _scanned_through(session, chain_id, cycle.block) and \
         not (cycle.shard == 0 and cycle.scan_error)

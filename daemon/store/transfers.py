@@ -78,13 +78,14 @@ def start_cursor(session: Session, chain_id: int, block: ChainHead, now: datetim
                                parent_hash=""))
 
 
-def scan_advanced_at(session: Session, chain_id: int) -> datetime | None:
-    """When the chain's scan cursor last moved (None before the first scan)."""
+def scan_stall(session: Session, chain_id: int) -> tuple[datetime | None, bool]:
+    """When the chain's scan cursor last moved (None before the first scan), and whether a
+    scan has failed since then (an error is recorded and not yet cleared by an advance)."""
     cursor = session.get(m.ScanCursor, chain_id)
     if cursor is None or cursor.updated_at is None:
-        return None
+        return None, False
     moved: datetime = cursor.updated_at
-    return moved if moved.tzinfo else moved.replace(tzinfo=UTC)
+    return (moved if moved.tzinfo else moved.replace(tzinfo=UTC)), cursor.error is not None
 
 
 def record_scan_error(session: Session, chain_id: int, message: str, now: datetime) -> None:
