@@ -8,6 +8,7 @@ from typing import Any
 from chains.base import ChainAdapter
 from chains.errors import SegwatchError
 from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
+from chains.types import FeeModel
 
 
 class UnsupportedSource(SegwatchError):
@@ -31,14 +32,18 @@ def make_adapter(
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     deadline: float = DEFAULT_DEADLINE,
     features: Any = None,
+    fee_model: FeeModel = "ethereum",
+    jovian_time: int | None = None,
 ) -> ChainAdapter:
     """Return an adapter reading `url`, labelled `name` (default: the URL's host) in every
     message, metric and stored observation; `headers` go with every request,
     `max_response_bytes` and `deadline` bound each response; `features`: what an earlier
-    adapter of this source probed (an EVM source's `SourceFeatures`, updated in place).
+    adapter of this source probed (an EVM source's `SourceFeatures`, updated in place);
+    `fee_model` and `jovian_time`: how an EVM chain charges fees (`FeeRules`).
     Raises UnsupportedSource."""
     if family == "evm" and kind == "jsonrpc":
         from chains.evm.adapter import EvmAdapter
+        from chains.evm.decode import FeeRules
 
         return EvmAdapter(
             url,
@@ -51,6 +56,7 @@ def make_adapter(
             max_response_bytes=max_response_bytes,
             deadline=deadline,
             features=features,
+            fees=FeeRules(fee_model, jovian_time),
         )
     if family == "utxo" and kind == "core-rpc" and network is not None:
         from chains.utxo.core_rpc import CoreRpcAdapter

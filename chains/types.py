@@ -54,7 +54,10 @@ class BalanceObservation:
     error: str | None = None
 
 
-TransferKind = Literal["native", "token", "internal", "withdrawal", "reward"]
+TransferKind = Literal["native", "token", "internal", "withdrawal", "reward", "mint"]
+
+FeeModel = Literal["ethereum", "op-stack", "arbitrum"]
+"""How an EVM chain charges a transaction's sender (chains/evm/decode.py `FeeRules`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,8 @@ class TransferObservation:
       None, `log_index` the withdrawal index, amount converted from gwei to wei).
     - `reward`: a block's priority fees credited to its fee recipient (`tx_hash` and
       `sender` None, `log_index` the block's height, `trace_path` its hash).
+    - `mint`: value an OP-stack deposit transaction (type 0x7e) mints to its `from`,
+      whether its execution succeeds or not (`sender` None, `trace_path` "mint").
 
     On UTXO chains every transfer is `native`: an output (`log_index` its index) or an
     input consolidated into the transaction's principal (`trace_path` "vin:<i>"), and

@@ -37,7 +37,8 @@ class Adapters:
                             concurrency=source.concurrency, rate_limit=source.rate_limit,
                             name=source.name, headers=source.headers,
                             max_response_bytes=source.max_response_bytes,
-                            deadline=source.deadline_seconds, features=features)
+                            deadline=source.deadline_seconds, features=features,
+                            fee_model=chain.fees, jovian_time=chain.jovian_time)
 
 
 def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:

@@ -26,7 +26,7 @@ import httpx
 from eth_utils.address import to_checksum_address
 
 from chains.errors import ChainMismatch, DecodeError, InvalidAddress, SourceUnavailable
-from chains.evm.decode import hex_quantity
+from chains.evm.decode import ETHEREUM_FEES, FeeRules, hex_quantity
 from chains.evm.multicall import (
     BalanceReadError,
     Call,
@@ -109,11 +109,12 @@ class EvmAdapter:
         deadline: float = DEFAULT_DEADLINE,
         features: SourceFeatures | None = None,
         pinning: Pinning | None = None,
+        fees: FeeRules = ETHEREUM_FEES,
     ) -> None:
         """`name` labels the source everywhere (default: the URL's host); `headers` go with
         every request; `max_response_bytes` and `deadline` bound each response;
         `features`: what earlier adapters on this source found (shared and updated);
-        `pinning` forces a pinning instead of probing it."""
+        `pinning` forces a pinning instead of probing it; `fees`: the chain's fee model."""
         if calls_per_multicall < 1:
             raise ValueError("calls_per_multicall must be at least 1")
         self._client = JsonRpcClient(
@@ -135,7 +136,7 @@ class EvmAdapter:
             self.features.pinning = pinning
         if not self._multicall:
             self.features.multicall = False
-        self._scanner = RangeScanner(self._client, self.features)
+        self._scanner = RangeScanner(self._client, self.features, fees)
 
     @property
     def pinning(self) -> Pinning | None:

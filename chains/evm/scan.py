@@ -22,7 +22,9 @@ from typing import Any, Protocol
 
 from chains.errors import DecodeError, SourceUnavailable
 from chains.evm.decode import (
+    ETHEREUM_FEES,
     DecodedBlock,
+    FeeRules,
     bloom_suggests_transfers,
     decode_block,
     decode_receipts,
@@ -76,9 +78,11 @@ class RangeScanner:
     """Scans block ranges through one JSON-RPC client; remembers the trace API it found
     (in `features`, shared with later scanners of the same source)."""
 
-    def __init__(self, client: JsonRpcClient, features: TraceFeature | None = None) -> None:
+    def __init__(self, client: JsonRpcClient, features: TraceFeature | None = None,
+                 fees: FeeRules = ETHEREUM_FEES) -> None:
         self._client = client
         self._features = features if features is not None else _Remembered()
+        self._fees = fees
 
     @property
     def trace_mode(self) -> TraceMode | None:
@@ -276,7 +280,7 @@ class RangeScanner:
             if any(isinstance(r, RpcError) or r is None for r in raw):
                 raise SourceUnavailable(self.source, f"receipts of block {block.head.height} "
                                                      "not served")
-            receipts = decode_receipts(raw, block.head, self.source)
+            receipts = decode_receipts(raw, block.head, self.source, self._fees)
             only = dataclasses.replace(block, transactions=tuple(txs))
             natives += [t for t in native_transfers(only, receipts, self.source)
                         if t.sender in watch or t.recipient in watch]

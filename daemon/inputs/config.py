@@ -30,7 +30,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from chains.errors import InvalidAddress
 from chains.evm.address import canonical_evm_address
-from chains.types import Address, AssetRef
+from chains.types import Address, AssetRef, FeeModel
 from daemon.errors import ConfigError
 from daemon.inputs.auth_settings import AuthSettings, UserSettings
 from daemon.rules.calendar import is_known_calendar
@@ -206,6 +206,12 @@ class ChainSettings(_Frozen):
     ledger_max_age_seconds: float = Field(default=86_400.0, gt=0)
     """A ledger snapshot cut longer ago than this raises `ledger_stale` (SPEC §8)."""
     multicall: str | None = CANONICAL_MULTICALL3
+    fee_model: FeeModel | None = None
+    """How the chain charges a transaction's sender (evm): `ethereum`, `op-stack` or
+    `arbitrum`; default by chain id (`fees`)."""
+    jovian_time: int | None = Field(default=None, ge=0)
+    """OP-stack: when the Jovian upgrade activated (unix seconds): the operator fee's
+    formula changed then. Unset: a fee that differs between the formulas is refused."""
     sources: list[SourceSettings] = Field(min_length=1)
     tokens: list[TokenSettings] = Field(default_factory=list)
 
@@ -257,6 +263,13 @@ class ChainSettings(_Frozen):
         return (self.native_asset, *tokens)
 
     @property
+    def fees(self) -> FeeModel:
+        """The fee model: the configured one, else `op-stack` for OP Mainnet, Base and
+        their Sepolia testnets, `arbitrum` for Arbitrum One, Nova and Sepolia, else
+        `ethereum`."""
+        return self.fee_model or DEFAULT_FEE_MODELS.get(self.chain_id or 0, "ethereum")
+
+    @property
     def freshness(self) -> float:
         """Seconds after which a chain with no successful cycle counts as stale."""
         return self.freshness_seconds or max(3 * self.poll_seconds, 60.0)
@@ -272,6 +285,13 @@ class ChainSettings(_Frozen):
     def future_limit(self) -> float:
         """Seconds a block's timestamp may be ahead of this machine's clock."""
         return self.max_future_seconds or (300.0 if self.family == "evm" else 7_200.0)
+
+
+DEFAULT_FEE_MODELS: dict[int, FeeModel] = {
+    10: "op-stack", 8453: "op-stack", 11155420: "op-stack", 84532: "op-stack",
+    42161: "arbitrum", 42170: "arbitrum", 421614: "arbitrum",
+}
+"""Chain id → fee model, for chains configured without `fee_model`."""
 
 
 def _name_sources(sources: list[SourceSettings]) -> None:
@@ -303,6 +323,8 @@ def _check_utxo_chain(chain: ChainSettings) -> None:
         raise ValueError("chain_id is for evm chains; utxo chains use network")
     if chain.tokens:
         raise ValueError("utxo chains have no tokens")
+    if chain.fee_model is not None or chain.jovian_time is not None:
+        raise ValueError("fee_model and jovian_time are for evm chains")
     bad = [s.kind for s in chain.sources if s.kind == "jsonrpc"]
     if bad:
         raise ValueError("source kind 'jsonrpc' does not serve a utxo chain "
