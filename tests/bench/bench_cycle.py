@@ -6,6 +6,10 @@ reports wall time, HTTP requests (from the cycle's own report), balance reads pe
 request, and the peak RSS of the cycle process. Usage:
 
     .venv/bin/python tests/bench/bench_cycle.py --wallets 100000
+    .venv/bin/python tests/bench/bench_cycle.py --wallets 5000 --no-multicall --naive-sample 5000
+
+`--no-multicall` configures the chain without Multicall3 (plain batched reads, pinned
+by number or by hash as the source's probe chooses) and says which pinning was used.
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ def main() -> int:
     parser.add_argument("--wallets", type=int, default=100_000)
     parser.add_argument("--naive-sample", type=int, default=1_000,
                         help="wallets the naive web3.py loop reads in the same run")
+    parser.add_argument("--no-multicall", action="store_true",
+                        help="configure the chain without Multicall3 (the fallback path)")
     args = parser.parse_args()
     binary = find_anvil()
     if binary is None:
@@ -98,6 +104,7 @@ name = "devnet"
 family = "evm"
 chain_id = 31337
 confirmations = 0
+{'multicall = ""' if args.no_multicall else ''}
 sources = [{{ kind = "jsonrpc", url = "{node.url}" }}]
 tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
 """)
@@ -125,10 +132,22 @@ tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
               f"{reads / max(requests, 1):,.0f} | {cycle_rss / 1024:.0f} MiB |")
         print(f"(ledger import peak RSS {import_rss / 1024:.0f} MiB; findings "
               f"{len(cycle['findings'])} = the {SHORT} deliberate shortfalls)")
+        if args.no_multicall:
+            print(f"(no Multicall3; the source's probe chose pinning by {pinning(node.url)})")
         naive_baseline(node.url, wallets[:args.naive_sample], token, len(wallets), cycle_s)
     finally:
         node.stop()
     return 0
+
+
+def pinning(url: str) -> str:
+    """How a fresh adapter's probe pins reads on this node (as the cycle's did)."""
+    from chains.evm.adapter import EvmAdapter
+
+    with EvmAdapter(url, expected_chain_id=None, multicall_address=None) as adapter:
+        head = adapter.head()
+        adapter.balances([Address("0x" + "00" * 19 + "01")], [AssetRef("ETH", 18)], head)
+        return str(adapter.pinning)
 
 
 def naive_baseline(url: str, sample: list[Address], token: str, total: int,

@@ -256,3 +256,21 @@ def test_a_watched_fee_recipient_is_credited_its_priority_fees(world: World) -> 
     report = world.service.check(world.service.settings.chains[0], BOB, blocks=(height, height))
     (reward,) = [t for t in report.scan.transfers if t.kind == "reward"]  # type: ignore[union-attr]
     assert (reward.recipient, reward.sender, reward.amount) == (BOB, None, credit)
+
+
+def test_eip_7702_delegated_wallet_moving_value_it_did_not_sign_is_found(world: World) -> None:
+    """EIP-7702: alice's EOA delegates to code (its code is the designator 0xef0100 followed
+    by the Forwarder's address). A transaction another account signs calls alice's EOA,
+    whose delegated code sweeps her ETH to an outsider: no transaction of alice's, no
+    value in the transaction, no log. The trace shows the internal transfer from alice,
+    so it is an unauthorized outflow and continuity holds."""
+    world.node.call("anvil_setCode", [ALICE, "0xef0100" + world.forwarder[2:].lower()])
+    code = world.node.call("eth_getCode", [ALICE, "latest"])
+    assert code.lower() == "0xef0100" + world.forwarder[2:].lower()
+    data = call_data("sweep(address)", ["address"], [OUTSIDE])
+    swept = str(world.node.transact(ALICE, data)["transactionHash"])  # the dev account signs
+    assert int(world.node.call("eth_getBalance", [ALICE, "latest"]), 16) == 0
+    world.cycle()
+    found = world.open_types()
+    assert ("unauthorized_outflow", ALICE, swept) in found
+    assert not [f for f in found if f[0] == "unexplained_balance_change"]
