@@ -38,7 +38,7 @@ class Adapters:
                             name=source.name, headers=source.headers,
                             max_response_bytes=source.max_response_bytes,
                             deadline=source.deadline_seconds, features=features,
-                            fee_model=chain.fees, jovian_time=chain.jovian_time)
+                            fee_model=chain.fees, jovian_time=chain.jovian)
 
 
 def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:

@@ -270,6 +270,14 @@ class ChainSettings(_Frozen):
         return self.fee_model or DEFAULT_FEE_MODELS.get(self.chain_id or 0, "ethereum")
 
     @property
+    def jovian(self) -> int | None:
+        """When Jovian activated (OP-stack): the configured time, else the known one of OP
+        Mainnet and Base (DEFAULT_JOVIAN_TIMES), else None (unknown)."""
+        if self.jovian_time is not None:
+            return self.jovian_time
+        return DEFAULT_JOVIAN_TIMES.get(self.chain_id or 0) if self.fees == "op-stack" else None
+
+    @property
     def freshness(self) -> float:
         """Seconds after which a chain with no successful cycle counts as stale."""
         return self.freshness_seconds or max(3 * self.poll_seconds, 60.0)
@@ -292,6 +300,12 @@ DEFAULT_FEE_MODELS: dict[int, FeeModel] = {
     42161: "arbitrum", 42170: "arbitrum", 421614: "arbitrum",
 }
 """Chain id → fee model, for chains configured without `fee_model`."""
+
+DEFAULT_JOVIAN_TIMES: dict[int, int] = {10: 1_764_691_201, 8453: 1_764_691_201}
+"""Jovian's activation on OP Mainnet and Base (2025-12-02 16:00:01 UTC; from Base's
+BASE_MAINNET_JOVIAN_TIMESTAMP and op-reth's OP Mainnet fork list). Where the formulas
+differ, a wrong time gives a wrong fee for blocks between the two times only, which
+continuity then reports (never a silent pass); `jovian_time` overrides it."""
 
 
 def _name_sources(sources: list[SourceSettings]) -> None:

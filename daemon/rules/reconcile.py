@@ -264,20 +264,25 @@ _LONG_HASH = re.compile(r"0x([0-9a-fA-F]{6})[0-9a-fA-F]{52}([0-9a-fA-F]{6})")
 
 
 def scan_stalled_finding(chain: str, since: datetime, now: datetime, sla_seconds: float,
-                         problem: str) -> Finding:
-    """The chain-level `scan_stalled` finding: the transfer scan could not advance (a
-    source refused or misreported the range). Transfers after the cursor are unknown, so
-    the chain is not compliant while it lasts: warning, critical once the scan has not
-    advanced for longer than the chain's SLA (`sla_seconds`). It says for how long and
-    what is wrong, bounded to MAX_DETAIL_CHARS with 32-byte hashes shortened (the whole
-    message is the chain's `scan_error` in status)."""
-    stalled = max(0, int((now - since).total_seconds()))
+                         problem: str) -> Finding | None:
+    """The chain-level `scan_stalled` finding: the transfer scan has failed in every cycle
+    since `since` (a source refused or misreported the range), so transfers after its
+    cursor are unknown. The chain is unverified from the first failure (status); this
+    finding opens once the failures have lasted half the chain's SLA (`sla_seconds`), as a
+    warning, and is critical past the SLA: a failure or two that the next cycle mends
+    pages nobody. None before then. It says for how long and what is wrong, bounded to
+    MAX_DETAIL_CHARS with 32-byte hashes shortened (the whole message is the chain's
+    `scan_error` in status)."""
+    seconds = (now - since).total_seconds()
+    if seconds < sla_seconds / 2:
+        return None
+    stalled = max(0, int(seconds))
     detail = f"stalled {stalled} s: " + _LONG_HASH.sub(r"0x\1…\2",
                                                      _SOURCE_PREFIX.sub("", problem))
     if len(detail) > MAX_DETAIL_CHARS:
         detail = detail[:MAX_DETAIL_CHARS - 1] + "…"
     return Finding(type="scan_stalled",
-                   severity="critical" if stalled > sla_seconds else SEVERITY["scan_stalled"],
+                   severity="critical" if seconds > sla_seconds else SEVERITY["scan_stalled"],
                    chain=chain, address=Address(""), asset="", contract=None, owners=(),
                    onchain=None, ledger=None, difference=None, counterparty=detail)
 

@@ -95,13 +95,12 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
     stalled: list[Finding] = []
     if cycle.scan_error:
-        # one failed scan leaves the cycle unverified (status); a second one in a row, with
-        # no advance between them, is a finding: a blip never pages anyone
-        since, failing = tx.scan_stall(session, chain_id)
         tx.record_scan_error(session, chain_id, cycle.scan_error, now)
-        if failing:
-            stalled.append(scan_stalled_finding(chain.name, since or now, now,
-                                                chain.freshness, cycle.scan_error))
+        finding = scan_stalled_finding(chain.name, tx.scan_failing_since(session, chain_id)
+                                       or now, now, chain.freshness, cycle.scan_error)
+        stalled += [finding] if finding else []
+    elif cycle.scan is not None and cycle.shard == 0:
+        tx.clear_scan_error(session, chain_id)
     found = _reconciling_items(session, chain, chain_id, cycle)
     covered = _scanned_through(session, chain_id, cycle.block) and \
         not (cycle.shard == 0 and cycle.scan_error)
@@ -310,6 +309,12 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
                   reopens=previous.id if previous else None)
             opened += 1
         else:
+            if row.type == "scan_stalled" and finding.severity == "critical" != row.severity:
+                audit.append(now, ENGINE_ACTOR, "escalated", row.id,
+                             {"from_severity": row.severity, "to_severity": "critical",
+                              "status": row.status,
+                              "reason": "scan stalled for longer than the SLA"})
+                row.severity = "critical"
             _refresh(row, finding, now)
             session.add(row)
             updated += 1

@@ -78,21 +78,31 @@ def start_cursor(session: Session, chain_id: int, block: ChainHead, now: datetim
                                parent_hash=""))
 
 
-def scan_stall(session: Session, chain_id: int) -> tuple[datetime | None, bool]:
-    """When the chain's scan cursor last moved (None before the first scan), and whether a
-    scan has failed since then (an error is recorded and not yet cleared by an advance)."""
+def scan_failing_since(session: Session, chain_id: int) -> datetime | None:
+    """When the chain's current run of failed scans began (None: the last scan worked)."""
     cursor = session.get(m.ScanCursor, chain_id)
-    if cursor is None or cursor.updated_at is None:
-        return None, False
-    moved: datetime = cursor.updated_at
-    return (moved if moved.tzinfo else moved.replace(tzinfo=UTC)), cursor.error is not None
+    if cursor is None or cursor.error is None or cursor.error_at is None:
+        return None
+    began: datetime = cursor.error_at
+    return began if began.tzinfo else began.replace(tzinfo=UTC)
 
 
 def record_scan_error(session: Session, chain_id: int, message: str, now: datetime) -> None:
-    """Remember why the cursor could not advance (shown by `status`)."""
+    """Remember why the cursor could not advance (shown by `status`), and when the run of
+    failed scans began (`error_at`, kept while the failures go on)."""
     cursor = session.get(m.ScanCursor, chain_id)
     if cursor is not None:
-        cursor.error, cursor.error_at = message[:500], now
+        if cursor.error is None or cursor.error_at is None:
+            cursor.error_at = now
+        cursor.error = message[:500]
+        session.add(cursor)
+
+
+def clear_scan_error(session: Session, chain_id: int) -> None:
+    """A scan worked (even one with no new block): the run of failures is over."""
+    cursor = session.get(m.ScanCursor, chain_id)
+    if cursor is not None and cursor.error is not None:
+        cursor.error = cursor.error_at = None
         session.add(cursor)
 
 

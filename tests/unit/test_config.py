@@ -195,3 +195,39 @@ def test_names_with_a_trailing_newline_are_refused(tmp_path: Path) -> None:
                       'sources = [{ kind = "jsonrpc", url = "http://127.0.0.1:8545" }]\n')
     with pytest.raises(ConfigError, match="name"):
         load_settings(config)
+
+
+def _evm_chain(name: str, chain_id: int, extra: str = "") -> str:
+    return f"""
+[[chains]]
+name = "{name}"
+family = "evm"
+chain_id = {chain_id}
+sources = [{{ kind = "jsonrpc", url = "https://{name}.example/rpc" }}]
+{extra}
+"""
+
+
+def test_fee_model_defaults_by_chain_id_and_can_be_set(tmp_path: Path) -> None:
+    """OP Mainnet and Base are op-stack (with Jovian's known activation), Arbitrum One is
+    arbitrum, anything else ethereum; `fee_model` and `jovian_time` override; an unknown
+    model, or fee settings on a utxo chain, are one clear line each."""
+    settings = load_settings(_write(tmp_path, "".join([
+        _evm_chain("ethereum", 1), _evm_chain("optimism", 10), _evm_chain("base", 8453),
+        _evm_chain("arbitrum", 42161),
+        _evm_chain("myrollup", 99999, 'fee_model = "op-stack"\njovian_time = 1800000000')])))
+    assert [(c.fees, c.jovian) for c in settings.chains] == [
+        ("ethereum", None), ("op-stack", 1_764_691_201), ("op-stack", 1_764_691_201),
+        ("arbitrum", None), ("op-stack", 1_800_000_000)]
+    assert any("fee_model" in line for line in problems(
+        tmp_path, _evm_chain("ethereum", 1, 'fee_model = "zksync"')))
+    utxo = """
+[[chains]]
+name = "bitcoin"
+family = "utxo"
+network = "bitcoin"
+fee_model = "op-stack"
+sources = [{ kind = "esplora", url = "https://esplora.example/api" }]
+"""
+    assert any("fee_model and jovian_time are for evm chains" in line
+               for line in problems(tmp_path, utxo))

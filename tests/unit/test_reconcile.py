@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
 from daemon.rules.reconcile import (
     MAX_DETAIL_CHARS,
+    Finding,
     LedgerView,
     WalletView,
     reconcile,
@@ -114,19 +115,28 @@ def test_difference_is_onchain_minus_ledger(onchain: int, allocated: int) -> Non
         assert finding.difference == onchain - allocated
 
 
-def test_scan_stalled_is_a_warning_then_critical_past_the_sla_and_bounded() -> None:
-    """`scan_stalled` is a chain-level warning while the scan has not advanced for at most
-    the chain's SLA, critical after; its description says for how long and what is wrong,
-    with 32-byte hashes shortened, the source prefix dropped, and never more than
-    MAX_DETAIL_CHARS whatever the source said."""
+def test_scan_stalled_opens_at_half_the_sla_is_critical_past_it_and_is_bounded() -> None:
+    """`scan_stalled` is raised once the scan has failed for half the chain's SLA (before
+    that the chain is only unverified: a failure the next cycle mends pages nobody), as a
+    warning, and is critical once the failures outlast the SLA; its description says for
+    how long and what is wrong, with 32-byte hashes shortened, the source prefix dropped,
+    and never more than MAX_DETAIL_CHARS whatever the source said."""
     now = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
     problem = (f"source node-1 unavailable: block 22 has parent 0x{'00' * 32}, expected the "
                f"hash of block 21 (0x{'ab' * 32})")
-    early = scan_stalled_finding("ethereum", now - timedelta(seconds=60), now, 600, problem)
-    late = scan_stalled_finding("ethereum", now - timedelta(seconds=601), now, 600, problem)
-    assert (early.type, early.severity, late.severity) == ("scan_stalled", "warning", "critical")
-    assert early.fingerprint == late.fingerprint == "scan_stalled:ethereum:::"
-    assert early.counterparty == ("stalled 60 s: block 22 has parent 0x000000…000000, "
-                                  "expected the hash of block 21 (0xababab…ababab)")
-    flood = scan_stalled_finding("ethereum", now, now, 600, "[bold]x" * 10_000)
-    assert flood.counterparty is not None and len(flood.counterparty) == MAX_DETAIL_CHARS
+
+    def after(seconds: int, text: str = problem) -> Finding | None:
+        return scan_stalled_finding("ethereum", now - timedelta(seconds=seconds), now, 600,
+                                    text)
+
+    assert after(299) is None
+    warning, critical = after(300), after(601)
+    assert warning is not None and critical is not None
+    assert (warning.type, warning.severity, critical.severity) == \
+        ("scan_stalled", "warning", "critical")
+    assert warning.fingerprint == critical.fingerprint == "scan_stalled:ethereum:::"
+    assert warning.counterparty == ("stalled 300 s: block 22 has parent 0x000000…000000, "
+                                    "expected the hash of block 21 (0xababab…ababab)")
+    flood = after(300, "[bold]x" * 10_000)
+    assert flood is not None and flood.counterparty is not None
+    assert len(flood.counterparty) == MAX_DETAIL_CHARS
