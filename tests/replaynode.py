@@ -5,7 +5,8 @@ source would, for chains no local node can run (OP-stack, Arbitrum).
 `eth_chainId`, `eth_blockNumber`, `eth_getBlockByNumber` (by number or "latest", full
 transactions or hashes), `eth_getTransactionReceipt`, `eth_getBalance` (by number or
 EIP-1898 block hash, from `balances[(address, height)]`, default 0), `eth_getLogs`
-(the recorded receipts' logs, filtered by range, block hash and topics), `eth_getCode`
+(the recorded receipts' logs, filtered by range, block hash and topics), `eth_call` of an
+ERC-20 `balanceOf` (from `tokens[(contract, address, height)]`, lowercase), `eth_getCode`
 ("0x": no Multicall3). Anything else (trace APIs included) is "method not found", as on
 a node without them. `calls` counts what was asked.
 """
@@ -21,6 +22,7 @@ from typing import Any
 from tests.httpserve import LoopbackServer, QuietHandler, answer
 
 MAX_BODY = 16 * 1024 * 1024
+BALANCE_OF = "0x70a08231"
 
 
 class NodeError(Exception):
@@ -34,8 +36,10 @@ class ReplayNode(LoopbackServer):
     (tx hash -> receipt) and `balances` ((lowercase address, height) -> wei)."""
 
     def __init__(self, chain_id: int, blocks: Mapping[int, Any], receipts: Mapping[str, Any],
-                 balances: Mapping[tuple[str, int], int]) -> None:
+                 balances: Mapping[tuple[str, int], int],
+                 tokens: Mapping[tuple[str, str, int], int] | None = None) -> None:
         self.chain_id = chain_id
+        self.tokens = dict(tokens or {})
         self.blocks = dict(blocks)
         self.receipts = {h.lower(): r for h, r in receipts.items()}
         self.balances = dict(balances)
@@ -63,6 +67,7 @@ class ReplayNode(LoopbackServer):
             "eth_getBalance": self._balance,
             "eth_getLogs": self._logs,
             "eth_getCode": lambda address, at: "0x",
+            "eth_call": self._call,
         }
         try:
             if method not in methods:
@@ -90,6 +95,14 @@ class ReplayNode(LoopbackServer):
 
     def _balance(self, address: str, tag: Any) -> str:
         return hex(self.balances.get((address.lower(), self._height(tag)), 0))
+
+    def _call(self, call: dict[str, Any], tag: Any) -> str:
+        data = str(call.get("data") or call.get("input") or "")
+        if not data.startswith(BALANCE_OF) or len(data) != 2 + 8 + 64:
+            raise NodeError(3, "execution reverted")
+        holder = "0x" + data[-40:].lower()
+        key = (str(call.get("to")).lower(), holder, self._height(tag))
+        return "0x" + f"{self.tokens.get(key, 0):064x}"
 
     def _logs(self, query: dict[str, Any]) -> list[Any]:
         logs = [log for r in self.receipts.values() for log in r.get("logs", [])]

@@ -137,7 +137,7 @@ class Discrepancy(SQLModel, table=True):
     severity: str = Field(max_length=16)
     status: str = Field(max_length=16, index=True)
     address: str | None = Field(default=None, max_length=100)
-    asset: str | None = Field(default=None, max_length=20)
+    asset: str | None = Field(default=None, max_length=64)
     contract: str | None = Field(default=None, max_length=64)
     owners: list[str] = Field(default_factory=list, sa_column=Column(JSONText(), nullable=False))
     onchain: int | None = _amount(nullable=True)
