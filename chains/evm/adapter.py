@@ -268,7 +268,9 @@ class EvmAdapter:
                                         * PROBE_CALLS):
             if isinstance(reply, RpcError):
                 self._raise_if_source_failed(reply)
-                raise SourceUnavailable(self.source, f"eth_getBalance refused: {reply.message}")
+                # the call itself is refused: no pinning is better; each read will say why
+                self.features.pinning = "hash"
+                return
         by_number_seconds = time.monotonic() - started
         try:  # alone first: a refused batch would shrink the client's batch size
             self._client.call("eth_getBalance", [_ZERO_ADDRESS, by_hash])

@@ -7,6 +7,7 @@ configuration or input error, 3 data source unavailable, 70 internal error (a bu
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from daemon.cli.common import (
     emit,
     err,
     out,
+    plural,
     progress,
     setup,
 )
@@ -132,6 +134,7 @@ def check(
         check_json,
         check_status,
         check_table,
+        check_transfers,
         items_table,
         transfers_table,
     )
@@ -150,7 +153,10 @@ def check(
         out.print(check_table(report))
         if report.items:
             out.print(items_table(report.items, report.checked_at, report.chain))
-        out.print(transfers_table(report))
+        if check_transfers(report):
+            out.print(transfers_table(report))
+        elif report.scan is not None:
+            out.print("no transfers in the blocks scanned", markup=False)
         for note in doc["notes"]:
             out.print(f"note: {note}", markup=False, highlight=False)
         if doc["ledger_as_of"]:
@@ -272,9 +278,10 @@ def run(
     else:
         for r in results:
             line = (f"{r.chain}: {untrusted(r.error)}" if r.error else
-                    f"{r.chain}: block {r.block.height if r.block else '?'}, {r.wallets} wallets, "
-                    f"{len(r.findings)} findings ({r.write.opened if r.write else 0} new), "
-                    f"{r.read_errors} read errors, {r.duration:.2f}s")
+                    f"{r.chain}: block {r.block.height if r.block else '?'}, "
+                    f"{plural(r.wallets, 'wallet')}, {plural(len(r.findings), 'finding')} "
+                    f"({r.write.opened if r.write else 0} new), "
+                    f"{plural(r.read_errors, 'read error')}, {r.duration:.2f}s")
             out.print(line)
     raise typer.Exit(run_exit_code(results))
 
@@ -353,8 +360,14 @@ def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = F
 
 # --- entry point ------------------------------------------------------------------------
 def _fail(lines: list[str], code: int) -> NoReturn:
-    for line in lines:
-        sys.stderr.write(f"segwatch: {redact_text(line)}\n")
+    """Each line on stderr; with --json, also {"error": {"code", "message"}} on stdout (the
+    lines joined), so that a program reading stdout always gets a document."""
+    shown = [redact_text(line) for line in lines]
+    for line in shown:
+        sys.stderr.write(f"segwatch: {line}\n")
+    if "--json" in sys.argv[1:]:
+        sys.stdout.write(json.dumps({"error": {"code": code, "message": "; ".join(shown)}})
+                         + "\n")
     raise SystemExit(code)
 
 

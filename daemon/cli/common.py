@@ -104,6 +104,11 @@ def setup(ctx: typer.Context, verbose: bool) -> Globals:
     return g
 
 
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """"1 finding", "2 findings" (`nouns` for an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
+
+
 def emit(data: Any) -> None:
     """Write `data` as indented JSON on stdout."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=False) + "\n")

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from daemon.cli.common import parse_time
+from daemon.cli.common import parse_time, plural
 from daemon.errors import EXIT_DISCREPANCY, InputError
 
 export_app = typer.Typer(help="Auditor proof package: build, verify, prove.")
@@ -99,8 +99,9 @@ def export_command(
     if as_json:
         _emit(summary)
     else:
-        out.print(f"wrote {out_path}: {len(manifest['chains'])} chains, "
-                  f"{len(manifest['liabilities'])} Merkle roots", markup=False, highlight=False)
+        out.print(f"wrote {out_path}: {plural(len(manifest['chains']), 'chain')}, "
+                  f"{plural(len(manifest['liabilities']), 'Merkle root')}", markup=False,
+                  highlight=False)
 
 
 @export_app.command("verify")
@@ -216,7 +217,7 @@ def verify_proof_command(
         for problem in problems:
             out.print(f"FAIL {problem}", highlight=False, markup=False, soft_wrap=True)
         if not problems:
-            out.print(f"{len(proofs)} proof(s) verified"
+            out.print(f"{plural(len(proofs), 'proof')} verified"
                       + (" against the package's signed roots" if package else ""))
     if problems:
         raise typer.Exit(EXIT_DISCREPANCY)

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, parse_time, progress, setup
+from daemon.cli.common import (
+    JsonOpt,
+    VerboseOpt,
+    emit,
+    out,
+    parse_time,
+    plural,
+    progress,
+    setup,
+)
 
 ledger_app = typer.Typer(help="Sub-ledger import, snapshots and diffs.", no_args_is_help=True)
 withdrawals_app = typer.Typer(help="Approved withdrawal instructions.", no_args_is_help=True)
@@ -38,7 +47,7 @@ def ledger_import(
         return
     verb = "valid (dry run, nothing written)" if dry_run else \
         f"imported as snapshot {result.snapshot_id}"
-    out.print(f"{file}: {len(result.rows)} allocations {verb}, cut off at "
+    out.print(f"{file}: {plural(len(result.rows), 'allocation')} {verb}, cut off at "
               f"{result.summary['as_of']}", markup=False, highlight=False)
     if not result.summary["as_of_given"]:
         out.print("note: no --as-of given: the import time is the books' cut-off",
@@ -100,7 +109,7 @@ def withdrawals_import(
     else:
         verb = "valid (dry run, nothing written)" if dry_run else \
             f"imported ({result.summary.get('new')} new)"
-        out.print(f"{file}: {len(result.rows)} withdrawals {verb}", markup=False,
+        out.print(f"{file}: {plural(len(result.rows), 'withdrawal')} {verb}", markup=False,
                   highlight=False)
 
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from chains.types import UNCONFIRMED, AssetRef, TransferObservation
+from daemon.cli.common import plural
 from daemon.inputs.config import ChainSettings
 from daemon.rules.amounts import format_amount
 from daemon.rules.reconcile import Finding
@@ -158,7 +159,7 @@ def items_table(items: Sequence[Item], now: datetime, chain: ChainSettings) -> T
     first, at most ITEMS_SHOWN."""
     shown = _oldest(items, ITEMS_SHOWN)
     more = f", the oldest {len(shown)} shown" if len(items) > len(shown) else ""
-    table = Table(title=f"{len(items)} reconciling items (in transit){more}")
+    table = Table(title=f"{plural(len(items), 'reconciling item')} (in transit){more}")
     for column in ("address", "tx", "what", "dir", "asset", "amount", "block", "block time",
                    "age", "side"):
         table.add_column(column)
@@ -223,6 +224,41 @@ def discrepancy_json(record: DiscrepancyRecord, now: datetime,
     }
 
 
+AMOUNT_KEYS = ("onchain", "ledger", "in_transit", "expected", "difference", "amount")
+
+
+def discrepancy_lines(doc: dict[str, Any], decimals: int | None) -> list[tuple[str, str]]:
+    """`discrepancies show` for people: each field of `doc` (discrepancy_json plus its
+    reopenings and reconciling items) as (label, text): amounts in display units with
+    their asset, nothing unset shown as None, lists joined, the proposal in one line.
+    The texts are not escaped (the caller prints them as plain text)."""
+    lines: list[tuple[str, str]] = []
+    for key, value in doc.items():
+        if key == "history":
+            continue
+        if key in AMOUNT_KEYS and value is not None and decimals is not None:
+            text = f"{format_amount(int(value), decimals)} {doc.get('asset') or ''}".rstrip()
+        elif key == "proposal" and isinstance(value, dict):
+            text = f"{value['reason']} by {value['by']} at {value['at']}: {value['note']}"
+        elif key == "reconciling_items" and isinstance(value, list):
+            text = plural(len(value), "item") if value else "—"
+        elif isinstance(value, list):
+            text = _joined(value)
+        elif isinstance(value, dict):
+            text = "; ".join(f"{k}: {_joined(v) if isinstance(v, list) else v}"
+                             for k, v in value.items())
+        elif isinstance(value, bool):
+            text = "yes" if value else "no"
+        else:
+            text = "—" if value is None else str(value)
+        lines.append((key.replace("_", " "), text))
+    return lines
+
+
+def _joined(values: list[Any]) -> str:
+    return ", ".join(str(v) for v in values) or "—"
+
+
 def audit_json(entry: AuditEntry) -> dict[str, Any]:
     """Return one audit entry as JSON."""
     return {"seq": entry.seq, "at": _iso(entry.at), "actor": entry.actor,
@@ -232,19 +268,29 @@ def audit_json(entry: AuditEntry) -> dict[str, Any]:
 def discrepancy_table(records: Sequence[DiscrepancyRecord], now: datetime,
                       decimals: dict[tuple[str, str], int]) -> Table:
     """Return discrepancies as a table, amounts in display units."""
-    table = Table(title=f"{len(records)} discrepancies")
+    table = Table(title=plural(len(records), "discrepancy", "discrepancies"))
     for column in ("id", "type", "severity", "status", "chain", "address", "asset",
-                   "on-chain", "ledger", "difference", "cure in"):
+                   "on-chain", "ledger", "difference", "amount", "cure in"):
         table.add_column(column)
     for record in records:
         row = record.row
-        places = decimals.get((record.chain, row.asset or ""), 0)
+        places = decimals.get((record.chain, row.asset or ""))
         doc = discrepancy_json(record, now)
         table.add_row(str(row.id), row.type, row.severity, row.status, record.chain,
-                      row.address or "", row.asset or "", display(row.onchain, places),
-                      display(row.ledger, places), display(row.difference, places),
+                      untrusted(row.address), untrusted(row.asset),
+                      _units(row.onchain, places), _units(row.ledger, places),
+                      _units(row.difference, places),
+                      "" if row.amount is None else _units(row.amount, places),
                       _remaining(doc["cure_remaining_seconds"]))
     return table
+
+
+def _units(amount: int | None, decimals: int | None) -> str:
+    """Display units; base units for an asset whose decimals are unknown (an unconfigured
+    token)."""
+    if decimals is None:
+        return "—" if amount is None else str(amount)
+    return display(amount, decimals)
 
 
 def _remaining(seconds: int | None) -> str:

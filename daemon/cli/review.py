@@ -13,7 +13,7 @@ from rich.markup import escape
 
 from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, setup
 from daemon.errors import EXIT_DISCREPANCY, InputError
-from daemon.service import utcnow
+from daemon.service import Service, utcnow
 
 disc_app = typer.Typer(help="Review discrepancies.", no_args_is_help=True)
 audit_app = typer.Typer(help="The hash-chained, signed audit log.", no_args_is_help=True)
@@ -57,7 +57,12 @@ def disc_list(
 def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID")],
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Show one discrepancy with its full history."""
-    from daemon.cli.present import audit_json, discrepancy_json
+    from daemon.cli.present import (
+        asset_decimals,
+        audit_json,
+        discrepancy_json,
+        discrepancy_lines,
+    )
 
     g = setup(ctx, verbose)
     service = g.service()
@@ -67,18 +72,26 @@ def disc_show(ctx: typer.Context, id_: Annotated[int, typer.Argument(metavar="ID
         raise InputError(f"no discrepancy with id {id_}")
     record, history = found
     now = utcnow()
-    doc = {**discrepancy_json(record, now), "reopenings": store.reopenings(id_),
+    doc = {**discrepancy_json(record, now, _depth(service, record.chain)),
+           "reopenings": store.reopenings(id_),
            "reconciling_items": [i.as_json(now) for i in service.items_for(record)],
            "history": [audit_json(e) for e in history]}
     if as_json:
         emit(doc)
         return
-    for key, value in doc.items():
-        if key != "history":  # values are untrusted text (notes, owners): never markup
-            out.print(f"[bold]{key}[/bold]: {escape(str(value))}", highlight=False)
+    places = asset_decimals({c.name: c.assets for c in service.settings.chains})
+    for key, value in discrepancy_lines(doc, places.get((record.chain, record.row.asset or ""))):
+        # values are untrusted text (notes, owners): never markup
+        out.print(f"[bold]{key}[/bold]: {escape(value)}", highlight=False)
     for entry in doc["history"]:
         out.print(f"  #{entry['seq']} {entry['at']} {entry['actor']} {entry['action']} "
                   f"{json.dumps(entry['payload'])}", markup=False, highlight=False)
+
+
+def _depth(service: Service, chain: str) -> int | None:
+    """The chain's confirmation depth: a transfer finding deeper than it is final."""
+    settings = service.settings.chain(chain)
+    return settings.confirmations if settings else None
 
 
 IdArg = Annotated[int, typer.Argument(metavar="ID")]
@@ -92,7 +105,7 @@ def _act(ctx: typer.Context, id_: int, action: str, as_json: bool, verbose: bool
     service = g.service()
     actor = g.principal(service)
     record = service.act(id_, action, actor, reason=reason, note=note)  # type: ignore[arg-type]
-    doc = discrepancy_json(record, utcnow())
+    doc = discrepancy_json(record, utcnow(), _depth(service, record.chain))
     if as_json:
         emit(doc)
     else:

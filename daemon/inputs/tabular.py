@@ -41,13 +41,14 @@ class JsonFloat(str):
 
 
 def read_records(path: Path, columns: Iterable[str], required: Iterable[str], *,
-                 wrapper: str) -> list[Record]:
+                 wrapper: str, allow_empty: bool = False) -> list[Record]:
     """Return the non-blank lines of a CSV (with header) or JSON file as records.
 
     The format follows the extension (.csv, .json), else the first character. JSON
     is an array of objects, or an object whose only key `wrapper` holds that array.
     Raises InputError (one line) for an unreadable, empty, undecodable or malformed
-    file, a missing or unknown column, or a file with no lines.
+    file, a missing or unknown column, or a file with no lines (unless `allow_empty`:
+    then a header alone, `[]` or an empty wrapper is no records).
     """
     text = _read_text(path)
     is_json = path.suffix.lower() == ".json" or (
@@ -55,7 +56,7 @@ def read_records(path: Path, columns: Iterable[str], required: Iterable[str], *,
     columns, required = tuple(columns), tuple(required)
     records = (_json_records(path, text, columns, wrapper) if is_json
                else _csv_records(path, text, columns, required))
-    if not records:
+    if not records and not allow_empty:
         raise InputError(f"{path}: no lines to import")
     return records
 

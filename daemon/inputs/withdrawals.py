@@ -69,12 +69,14 @@ def parse_withdrawals(path: Path, settings: Settings,
                       approvers: frozenset[str] | None = None) -> list[ApprovedWithdrawal]:
     """Return every approved withdrawal in the file at `path`, in file order.
 
-    JSON is an array of objects or {"withdrawals": [...]}. Raises InputError when the
+    JSON is an array of objects or {"withdrawals": [...]}. A file with a header and no
+    lines (or `[]`) is an empty set of instructions: valid, nothing to import. Raises
+    InputError when the
     file cannot be read or parsed (one line), or when any line breaks a rule: `lines`
     then holds every problem as "PATH:LINE: reason" (CSV, header = line 1) or
     "PATH: item N: reason" (JSON), in line order.
     """
-    records = read_records(path, COLUMNS, REQUIRED, wrapper="withdrawals")
+    records = read_records(path, COLUMNS, REQUIRED, wrapper="withdrawals", allow_empty=True)
     allowed = checkers(settings) if approvers is None else approvers
     return parse.validate_all(path, records,
                               lambda record: _validate(record, settings, allowed),

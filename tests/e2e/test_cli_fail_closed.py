@@ -47,7 +47,7 @@ sources = [{{ kind = "jsonrpc", url = "{proxy.url}" }}]
         assert imported.code == 0, imported.stderr
         once = segwatch("--log-format", "json", "run", "--once", cwd=tmp_path)
         assert once.code == 3, once.stderr
-        assert "1 read errors" in once.stdout
+        assert "1 read error," in once.stdout
         cycle = [json.loads(line) for line in once.stderr.splitlines()
                  if '"event": "cycle"' in line]
         assert cycle and cycle[0]["level"] == "warning" and cycle[0]["read_errors"] == 1

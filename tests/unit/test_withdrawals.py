@@ -236,8 +236,6 @@ def test_json_items_are_reported_by_item_number(tmp_path: Path, item: dict[str, 
 
 @pytest.mark.parametrize(("name", "content", "reason"), [
     ("w.csv", "", "empty file"),
-    ("w.csv", HEADER, "no lines to import"),
-    ("w.json", "[]", "no lines to import"),
     ("w.json", '{"allocations": []}', 'expected a JSON array of objects or {"withdrawals": [...]}'),
     ("w.csv", HEADER.replace(",approved_at", ""), "missing column 'approved_at'"),
 ])
@@ -322,3 +320,13 @@ def test_row_order_does_not_change_the_parsed_set(lines: list[str]) -> None:
         shuffled = parse_withdrawals(_write(Path(directory), HEADER + "\n".join(lines) + "\n"),
                                      make_settings())
     assert unnumbered(shuffled) == unnumbered(original)
+
+
+@pytest.mark.parametrize(("name", "content"), [("w.csv", HEADER), ("w.json", "[]"),
+                                               ("w.json", '{"withdrawals": []}')])
+def test_an_empty_set_of_instructions_is_valid(tmp_path: Path, name: str,
+                                               content: str) -> None:
+    """A header alone, `[]` or an empty wrapper: no approved withdrawals (issue 17)."""
+    path = tmp_path / name
+    path.write_text(content)
+    assert parse_withdrawals(path, make_settings()) == []

@@ -1,0 +1,148 @@
+"""Issue 17, a new user's first hour, through the real entry point (`python -m
+daemon.cli` in a subprocess) on a SQLite store whose findings a fake source produced:
+`discrepancies show` for people (display units, no Python reprs, markup shown as
+written, `final` as in `list`), plurals, the amount of a transfer finding in `list`,
+errors as JSON on stdout with `--json`, and an empty set of withdrawals accepted."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from chains.evm.address import canonical_evm_address
+from chains.fake import FakeAdapter
+from chains.types import BaseUnits, ChainHead, TransferObservation
+from daemon.bootstrap import open_store
+from daemon.inputs.config import load_settings
+from daemon.service import Service
+from tests.e2e.cli import Result, feeder_env, segwatch, signed_up
+from tests.principals import FEEDER
+
+ALICE = canonical_evm_address("0x" + "a1" * 20)
+THIEF = canonical_evm_address("0x" + "b2" * 20)
+ETH = 10**18
+CONFIG = """
+[store]
+url = "sqlite:///{db}"
+[[chains]]
+name = "ethereum"
+family = "evm"
+chain_id = 1
+confirmations = 2
+sources = [{{ kind = "jsonrpc", url = "http://127.0.0.1:9/" }}]
+"""
+NOTE = "see ticket [OPS-17] and [bold]x[/bold] [/bold]"
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    """A store with a shortfall (alice: 0.75 ETH of 1) and an unauthorized 0.25 ETH
+    outflow mined 10 blocks below the head (final at depth 2)."""
+    (tmp_path / "segwatch.toml").write_text(CONFIG.format(db=tmp_path / "segwatch.db"))
+    settings = load_settings(tmp_path / "segwatch.toml")
+    fake = FakeAdapter(balances_by_key={(ALICE, "ETH"): ETH})
+    service = Service(settings, open_store(settings.store.url), lambda _c, _s: fake)
+    (tmp_path / "ledger.csv").write_text("chain,address,structure,owner,asset,amount\n"
+                                         f"ethereum,{ALICE},segregated,client-x,ETH,1\n")
+    service.import_ledger(tmp_path / "ledger.csv", dry_run=False, actor=FEEDER)
+    service.run_cycle(settings.chains[0])  # pins the scan cursor at block 100
+    mined = ChainHead(101, f"0x{101:064x}")
+    fake.transfers.append(TransferObservation(
+        kind="native", block=mined, tx_hash="0x" + "cd" * 32, log_index=None, sender=ALICE,
+        recipient=THIEF, contract=None, amount=BaseUnits(ETH // 4), source="fake"))
+    fake.balances_by_key = {(ALICE, "ETH"): 3 * ETH // 4}
+    fake.head_block = dataclasses.replace(fake.head_block, height=110,
+                                          hash=f"0x{110:064x}")
+    service.run_cycle(settings.chains[0])
+    return tmp_path
+
+
+def ids(cwd: Path) -> dict[str, int]:
+    listed = segwatch("discrepancies", "list", "--json", cwd=cwd)
+    assert listed.code == 0, listed.stderr
+    return {item["type"]: item["id"] for item in listed.json()}
+
+
+def test_show_agrees_with_list_and_reads_like_list(cwd: Path) -> None:
+    """Item 1 and 3: `show` says `final` as `list` does (the depth is passed), in JSON and
+    for people; for people it shows amounts in display units with the asset, `—` for
+    nothing, owners joined, yes/no for flags; never a Python repr."""
+    found = ids(cwd)
+    outflow = str(found["unauthorized_outflow"])
+    listed = {i["type"]: i for i in segwatch("discrepancies", "list", "--json",
+                                             cwd=cwd).json()}
+    shown = segwatch("discrepancies", "show", outflow, "--json", cwd=cwd).json()
+    assert listed["unauthorized_outflow"]["final"] is True and shown["final"] is True
+    text = segwatch("discrepancies", "show", outflow, cwd=cwd, env={"COLUMNS": "200"})
+    assert text.code == 0, text.stderr
+    lines = dict(line.split(": ", 1) for line in text.stdout.splitlines()
+                 if ": " in line and not line.startswith("  #"))
+    assert lines["amount"] == "0.25 ETH" and lines["final"] == "yes"
+    assert lines["owners"] == "client-x" and lines["contract"] == "—"
+    for repr_ in ("None", "['", "{'", "True", "False"):
+        assert repr_ not in text.stdout.replace("[OPS", ""), (repr_, text.stdout)
+    shortfall = segwatch("discrepancies", "show", str(found["balance_shortfall"]), cwd=cwd)
+    assert "difference: -0.25 ETH" in shortfall.stdout
+
+
+def test_untrusted_notes_are_shown_as_written(cwd: Path) -> None:
+    """Item 2: a note with Rich markup (and a stray closing tag) is printed as written by
+    `show`, for the maker and for the checker; nothing crashes."""
+    tokens = signed_up(cwd, {"mia": ["maker"], "carl": ["checker"]})
+    outflow = str(ids(cwd)["unauthorized_outflow"])
+    proposed = segwatch("discrepancies", "propose", outflow, "--reason", "ledger_corrected",
+                        "--note", NOTE, cwd=cwd, env={"SEGWATCH_TOKEN": tokens["mia"]})
+    assert proposed.code == 0, proposed.stderr
+    for user in ("mia", "carl"):
+        shown = segwatch("discrepancies", "show", outflow, cwd=cwd,
+                         env={"SEGWATCH_TOKEN": tokens[user], "COLUMNS": "300"})
+        assert shown.code == 0, shown.stderr
+        assert NOTE in shown.stdout and "Traceback" not in shown.stderr
+
+
+def test_list_shows_transfer_amounts_and_counts_in_words(cwd: Path) -> None:
+    """Item 15: the title says "2 discrepancies" / "1 discrepancy", and an unauthorized
+    outflow's row shows its amount instead of `—` everywhere."""
+    listed = segwatch("discrepancies", "list", cwd=cwd, env={"COLUMNS": "250"})
+    assert "2 discrepancies" in listed.stdout
+    (row,) = [line for line in listed.stdout.splitlines() if "unauthorized_outflow" in line]
+    assert "0.25" in row
+    one = segwatch("discrepancies", "list", "--type", "balance_shortfall", cwd=cwd,
+                   env={"COLUMNS": "250"})
+    assert "1 discrepancy " in one.stdout or one.stdout.strip().startswith("1 discrepancy")
+
+
+def test_errors_with_json_are_a_document_on_stdout(cwd: Path) -> None:
+    """Item 13: with --json, a failing command still writes a JSON document on stdout,
+    {"error": {"code", "message"}}, besides its one line on stderr."""
+    failed = segwatch("discrepancies", "show", "999", "--json", cwd=cwd)
+    assert failed.code == 2
+    assert json.loads(failed.stdout) == {"error": {"code": 2,
+                                                   "message": "no discrepancy with id 999"}}
+    assert failed.stderr.strip() == "segwatch: no discrepancy with id 999"
+    plain = segwatch("discrepancies", "show", "999", cwd=cwd)
+    assert plain.code == 2 and plain.stdout == ""
+
+
+def test_a_header_only_withdrawals_file_is_an_empty_valid_set(cwd: Path) -> None:
+    """Item 16: withdrawals with a header and no line (or `[]`) import nothing, exit 0."""
+    (cwd / "none.csv").write_text("id,chain,from_address,to_address,asset,amount,"
+                                  "approved_by,approved_at,tx_hash\n")
+    (cwd / "none.json").write_text("[]")
+    for name in ("none.csv", "none.json"):
+        result: Result = segwatch("withdrawals", "import", name, "--json", cwd=cwd,
+                                  env=feeder_env(cwd))
+        assert result.code == 0, result.stderr
+        assert (result.json()["withdrawals"], result.json()["new"]) == (0, 0), result.stdout
+    shown = segwatch("withdrawals", "import", "none.csv", cwd=cwd, env=feeder_env(cwd))
+    assert shown.code == 0 and "0 withdrawals imported (0 new)" in shown.stdout
+
+
+def test_queries_exit_0_with_open_findings_while_status_exits_1(cwd: Path) -> None:
+    """Item 12, decided: `discrepancies list` is a query and exits 0 whatever it lists;
+    `status` judges the chain and exits 1 with open findings (README, exit codes)."""
+    assert segwatch("discrepancies", "list", cwd=cwd).code == 0
+    assert segwatch("status", cwd=cwd).code == 1
