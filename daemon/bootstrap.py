@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from chains.base import ChainAdapter
 from chains.registry import make_adapter
+from daemon.errors import InputError
 from daemon.inputs.config import ChainSettings, Settings, SourceSettings
 from daemon.service import Service
 from daemon.store.db import ensure_schema, make_engine
@@ -46,16 +47,42 @@ def adapter_for(chain: ChainSettings, source: SourceSettings) -> ChainAdapter:
     return Adapters()(chain, source)
 
 
-def open_store(url: str) -> Store:
-    """Return a store on `url`, migrating an embedded SQLite store on first use."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Return a store on `url`, migrating an embedded SQLite store on first use. Without
+    `create`, a SQLite file that does not exist is not created: InputError (a typo in
+    --db or store.url must not become a new, empty store that reports `stale`)."""
+    if not create:
+        _require_sqlite_file(url)
     engine = make_engine(url)
     ensure_schema(engine)
     return Store(engine)
 
 
-def build_service(settings: Settings, db_url: str | None = None) -> Service:
-    """Return the service wired to the configured store and real adapters."""
-    service = Service(settings, open_store(db_url or settings.store.url), Adapters())
+def _require_sqlite_file(url: str) -> None:
+    from pathlib import Path
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # make_engine names the problem
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or \
+            str(database).startswith("file:"):
+        return
+    if not Path(str(database)).is_file():
+        raise InputError(f"store {database}: no such file (check --db or store.url; "
+                         "`segwatch db upgrade`, `run` or an import creates a new store)")
+
+
+def build_service(settings: Settings, db_url: str | None = None, *,
+                  create: bool = True) -> Service:
+    """Return the service wired to the configured store and real adapters (`create`: see
+    open_store)."""
+    service = Service(settings, open_store(db_url or settings.store.url, create=create),
+                      Adapters())
     if settings.daemon.audit_key:
         from pathlib import Path
 

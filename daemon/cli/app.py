@@ -223,7 +223,7 @@ def run(
     from daemon.cli.present import cycle_json, untrusted
 
     g = setup(ctx, verbose)
-    service = g.service()
+    service = g.service(create=True)
     from daemon.bootstrap import prepare
 
     prepare(service)
@@ -299,7 +299,7 @@ def serve(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
     from daemon.runtime.metrics import Metrics
 
     g = setup(ctx, verbose)
-    service = g.service()
+    service = g.service(create=True)
     prepare(service)
     metrics, token = Metrics(), service.settings.daemon.metrics_token
     stop = threading.Event()

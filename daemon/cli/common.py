@@ -55,10 +55,12 @@ class Globals:
         register_secrets(settings_secrets(settings, self.db))
         return settings
 
-    def service(self, settings: Settings | None = None) -> Service:
+    def service(self, settings: Settings | None = None, *, create: bool = False) -> Service:
+        """The service on the configured store. Only commands that write (`create`) may
+        create a new SQLite store; the others refuse a missing one (InputError)."""
         from daemon.bootstrap import build_service
 
-        return build_service(settings or self.settings(), self.db)
+        return build_service(settings or self.settings(), self.db, create=create)
 
 
 def globals_of(ctx: typer.Context) -> Globals:

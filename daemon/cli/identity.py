@@ -35,7 +35,7 @@ def users_add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User
               as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Add a user (admin). On a store without users, the first admin needs no token."""
     g = setup(ctx, verbose)
-    service = g.service()
+    service = g.service(create=True)
     password = _read_password() if password_stdin else None
     actor = service.identity.add_user(g.principal(service), name, roles, password)
     if as_json:

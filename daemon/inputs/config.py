@@ -9,9 +9,12 @@ key and the problem (`ConfigError.lines`).
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
@@ -389,8 +392,11 @@ class DaemonSettings(_Frozen):
     @classmethod
     def _listen(cls, value: str) -> str:
         host, _, port = value.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError("listen must be HOST:PORT")
+        if not host or not port.isdigit():
+            raise ValueError(f"listen {value[:80]!r} must be HOST:PORT, e.g. 127.0.0.1:9464")
+        if not 0 < int(port) < 65536:
+            raise ValueError(f"listen port {port[:10]} must be between 1 and 65535 (a fixed "
+                             "port: probes and scrapers must know where to connect)")
         return value
 
     @field_validator("calendar")
@@ -533,12 +539,55 @@ def load_settings(path: Path, *, required: bool = True) -> Settings:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
     elif required:
         raise ConfigError(f"{path}: configuration file not found (use --config or SEGWATCH_CONFIG)")
+    overrides = _chain_overrides(data)
     try:
-        return Settings(**data)
+        with _without_env(overrides):
+            return Settings(**data)
     except ValidationError as exc:
         lines = [f"{path}: {_describe(err, data)}" for err in exc.errors()]
         raise ConfigError(lines[0] if len(lines) == 1 else
                           f"{path}: {len(lines)} configuration errors", lines) from None
+
+
+CHAIN_ENV = "SEGWATCH_CHAINS__"
+
+
+def _chain_overrides(data: dict[str, Any]) -> list[str]:
+    """Apply `SEGWATCH_CHAINS__<NAME>__<KEY>=value` to the chain called NAME in `data` (a
+    '-' in a name is '_' in the variable; a value starting with `[` or `{` is JSON); return
+    the variables used. Raises ConfigError for a variable naming no chain (a list index
+    included: chains are named, not numbered)."""
+    used = sorted(k for k in os.environ if k.upper().startswith(CHAIN_ENV))
+    chains = data.get("chains")
+    for variable in used:
+        name, _, key = variable[len(CHAIN_ENV):].partition("__")
+        wanted = name.upper()
+        found = [c for c in chains or [] if isinstance(c, dict) and
+                 str(c.get("name", "")).upper().replace("-", "_") == wanted]
+        if not key or not found:
+            known = ", ".join(str(c.get("name")) for c in chains or [] if isinstance(c, dict))
+            raise ConfigError(f"{variable}: no chain named {name.lower()!r} (use "
+                              f"{CHAIN_ENV}<NAME>__<KEY> with a configured chain's name: "
+                              f"{known or 'none configured'})")
+        value: Any = os.environ[variable]
+        if value.lstrip()[:1] in ("[", "{"):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ConfigError(f"{variable}: not valid JSON") from None
+        found[0][key.lower()] = value
+    return used
+
+
+@contextmanager
+def _without_env(names: Iterable[str]) -> Iterator[None]:
+    """Hide `names` from the environment while pydantic-settings reads it (it would take
+    SEGWATCH_CHAINS__… for the whole `chains` list)."""
+    hidden = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
 
 
 def _describe(err: Any, data: dict[str, Any]) -> str:

@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
 from daemon.errors import ConfigError
@@ -126,7 +126,7 @@ def ensure_schema(engine: Engine) -> None:
     """
     try:
         current = current_revision(engine)
-    except OperationalError as exc:
+    except DatabaseError as exc:  # OperationalError, or "file is not a database"
         raise ConfigError(f"store: cannot open the database: {_first_line(exc)}") from None
     if current == head_revision():
         return

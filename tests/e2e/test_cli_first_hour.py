@@ -146,3 +146,32 @@ def test_queries_exit_0_with_open_findings_while_status_exits_1(cwd: Path) -> No
     `status` judges the chain and exits 1 with open findings (README, exit codes)."""
     assert segwatch("discrepancies", "list", cwd=cwd).code == 0
     assert segwatch("status", cwd=cwd).code == 1
+
+
+@pytest.mark.parametrize("command", [("status",), ("discrepancies", "list"),
+                                     ("audit", "verify")])
+def test_a_missing_store_is_one_line_and_is_not_created(tmp_path: Path,
+                                                        command: tuple[str, ...]) -> None:
+    """Item 4: a typo in --db or SEGWATCH_STORE__URL no longer creates a new, empty store
+    that reports `stale`: read-only commands say the file does not exist (exit 2, one
+    line, with --json a JSON error) and create nothing."""
+    (tmp_path / "segwatch.toml").write_text(CONFIG.format(db=tmp_path / "segwatch.db"))
+    typo = tmp_path / "segwach.db"
+    for how in ({"args": ("--db", f"sqlite:///{typo}")},
+                {"env": {"SEGWATCH_STORE__URL": f"sqlite:///{typo}"}}):
+        args = (*how.get("args", ()), *command, "--json")
+        result = segwatch(*args, cwd=tmp_path, env=how.get("env"))  # type: ignore[arg-type]
+        assert result.code == 2, result
+        assert result.stderr.count("\n") == 1 and "no such file" in result.stderr
+        assert "no such file" in json.loads(result.stdout)["error"]["message"]
+        assert not typo.exists()
+
+
+def test_a_corrupt_store_is_one_line_exit_2(tmp_path: Path) -> None:
+    """Item 4: a file that is not a database is a one-line error with exit 2, not an
+    internal error (70)."""
+    (tmp_path / "segwatch.toml").write_text(CONFIG.format(db=tmp_path / "corrupt.db"))
+    (tmp_path / "corrupt.db").write_bytes(b"this is not a database" * 100)
+    result = segwatch("status", cwd=tmp_path)
+    assert result.code == 2, result
+    assert result.stderr.count("\n") == 1 and "cannot open the database" in result.stderr

@@ -98,7 +98,7 @@ def test_bad_daemon_values_are_named(tmp_path: Path) -> None:
     text = "\n".join(lines)
     assert "daemon.timezone: unknown timezone" in text
     assert "daemon.calendar: unknown calendar 'XYZ'" in text
-    assert "daemon.listen: listen must be HOST:PORT" in text
+    assert "must be HOST:PORT" in text
 
 
 def test_utxo_chain_rules(tmp_path: Path) -> None:
@@ -231,3 +231,53 @@ sources = [{ kind = "esplora", url = "https://esplora.example/api" }]
 """
     assert any("fee_model and jovian_time are for evm chains" in line
                for line in problems(tmp_path, utxo))
+
+
+def test_chain_settings_from_the_environment_by_chain_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 17 item 6: SEGWATCH_CHAINS__<NAME>__<KEY> overrides one chain's key (a '-' in
+    the name is '_'); a list index or an unknown name is one line naming the form and the
+    configured chains, never "chains: Input should be a valid list"."""
+    path = _write(tmp_path, BASE + _evm_chain("litecoin-x", 7))
+    monkeypatch.setenv("SEGWATCH_CHAINS__ETHEREUM__POLL_SECONDS", "10")
+    monkeypatch.setenv("SEGWATCH_CHAINS__LITECOIN_X__CONFIRMATIONS", "3")
+    ethereum, other = load_settings(path).chains
+    assert (ethereum.poll_seconds, other.confirmations) == (10.0, 3)
+    monkeypatch.setenv("SEGWATCH_CHAINS__0__POLL_SECONDS", "10")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    (line,) = caught.value.lines
+    assert "SEGWATCH_CHAINS__<NAME>__<KEY>" in line and "ethereum, litecoin-x" in line
+    monkeypatch.delenv("SEGWATCH_CHAINS__0__POLL_SECONDS")
+    monkeypatch.delenv("SEGWATCH_CHAINS__LITECOIN_X__CONFIRMATIONS")
+    monkeypatch.setenv("SEGWATCH_CHAINS__ETHEREUM__POLL_SECONDS", "-1")
+    assert any("poll_seconds" in line for line in problems(tmp_path, BASE))
+
+
+def test_listen_messages_say_what_is_wrong(tmp_path: Path) -> None:
+    """Issue 17 item 5: port 0 is "between 1 and 65535", not "must be HOST:PORT"."""
+    (line,) = problems(tmp_path, '[daemon]\nlisten = "127.0.0.1:0"\n' + BASE)
+    assert "between 1 and 65535" in line
+    (line,) = problems(tmp_path, '[daemon]\nlisten = "9464"\n' + BASE)
+    assert "must be HOST:PORT" in line
+
+
+def test_the_example_configuration_documents_every_key() -> None:
+    """Issue 17 item 8: every key of every settings section appears in
+    config/segwatch.example.toml (set, or commented out with its default)."""
+    import re
+
+    from pydantic import BaseModel
+
+    from daemon.inputs import auth_settings
+    from daemon.inputs import config as c
+
+    text = (Path(__file__).parents[2] / "config" / "segwatch.example.toml").read_text()
+    written = set(re.findall(r"(?:^|[\s{,#])([a-z_][a-z0-9_]*)\s*=", text, re.MULTILINE))
+    written |= set(re.findall(r"^#?\s*\[\[?(?:[a-z_]+\.)?([a-z_]+)\]?\]", text, re.MULTILINE))  # sections
+    sections = [v for module in (c, auth_settings) for v in vars(module).values()
+                if isinstance(v, type) and issubclass(v, BaseModel)
+                and v.__module__ == module.__name__]
+    missing = sorted(f"{s.__name__}.{key}" for s in sections for key in s.model_fields
+                     if key not in written)
+    assert missing == []
