@@ -144,7 +144,7 @@ def check(
     chain_settings, source_settings = _resolve_chain(settings, chain, source)
     if not config_path(g.config).exists() and g.db is None:
         g = Globals(g.config, "sqlite://", g.log_format)  # ad hoc: no ledger, write no file
-    service = g.service(settings)
+    service = g.service(settings, or_memory=True)
     report = service.check(chain_settings, address, source_settings, _block_range(blocks))
     doc = check_json(report)
     if as_json:

@@ -55,12 +55,21 @@ class Globals:
         register_secrets(settings_secrets(settings, self.db))
         return settings
 
-    def service(self, settings: Settings | None = None, *, create: bool = False) -> Service:
+    def service(self, settings: Settings | None = None, *, create: bool = False,
+                or_memory: bool = False) -> Service:
         """The service on the configured store. Only commands that write (`create`) may
-        create a new SQLite store; the others refuse a missing one (InputError)."""
+        create a new SQLite store; the others refuse a missing one (InputError), except
+        those that can work without one (`or_memory`: a spot check, a dry run), which then
+        use an empty in-memory store and write no file."""
         from daemon.bootstrap import build_service
 
-        return build_service(settings or self.settings(), self.db, create=create)
+        settings = settings or self.settings()
+        try:
+            return build_service(settings, self.db, create=create)
+        except InputError as exc:
+            if not or_memory or "no such file" not in exc.user_message:
+                raise
+            return build_service(settings, "sqlite://")
 
 
 def globals_of(ctx: typer.Context) -> Globals:

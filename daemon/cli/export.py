@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from daemon.cli.common import Globals, parse_time, plural
+from daemon.cli.common import parse_time, plural
 from daemon.errors import EXIT_DISCREPANCY, InputError
 
 export_app = typer.Typer(help="Auditor proof package: build, verify, prove.")
@@ -126,12 +126,9 @@ def verify_command(
     if recheck and not problems:
         from daemon.export.service import recheck as recheck_chain
 
-        try:
-            reader = root.service()
-        except InputError:  # no store here (an auditor's machine): none is created; the
-            # chain is re-read from the configured sources (core-rpc roll-backs need one)
-            reader = Globals(root.config, "sqlite://", root.log_format).service()
-        problems = recheck_chain(reader, files)
+        # no store here (an auditor's machine): none is created; the chain is re-read from
+        # the configured sources (core-rpc roll-backs need the store where there is one)
+        problems = recheck_chain(root.service(or_memory=True), files)
     if as_json:
         _emit({"ok": not problems, "problems": problems})
     elif problems:

@@ -35,7 +35,7 @@ def ledger_import(
 ) -> None:
     """Validate and import the sub-ledger (all or nothing), cut at --as-of."""
     g = setup(ctx, verbose)
-    service = g.service(create=not dry_run)
+    service = g.service(create=not dry_run, or_memory=dry_run)
     actor = None if dry_run else g.principal(service)
     cut_off = parse_time(as_of, "--as-of") if as_of else None
     with progress("validating and importing the ledger…"):
@@ -100,7 +100,7 @@ def withdrawals_import(
 ) -> None:
     """Validate and import approved withdrawals (all or nothing)."""
     g = setup(ctx, verbose)
-    service = g.service(create=not dry_run)
+    service = g.service(create=not dry_run, or_memory=dry_run)
     actor = None if dry_run else g.principal(service)
     with progress("validating and importing withdrawals…"):
         result = service.import_withdrawals(file, dry_run=dry_run, actor=actor)

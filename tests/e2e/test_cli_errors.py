@@ -170,6 +170,7 @@ def test_ledger_dry_run_validates_without_writing(tmp_path: Path) -> None:
 def test_unknown_discrepancy_id_is_exit_2(tmp_path: Path) -> None:
     """`discrepancies show` of an id that does not exist is one line, exit 2."""
     write_config(tmp_path)
+    assert segwatch("db", "upgrade", cwd=tmp_path).code == 0
     result = segwatch("discrepancies", "show", "42", cwd=tmp_path)
     assert result.code == 2
     assert_one_line_error(result.stderr)
