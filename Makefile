@@ -7,7 +7,7 @@ ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
 OIDC_STAMP    := tests/oidc/node_modules/.installed
 AXE_STAMP     := tests/axe/node_modules/.installed
 
-.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider axe clean
+.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider axe container-tools clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ chromium:
 	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium); } \
 	  || echo "warning: chromium could not be installed (the browser tests will fail under CI)"
+
+# podman, buildah, runc and debootstrap for the container test (tests/container), from Debian.
+container-tools:
+	@command -v podman >/dev/null && command -v buildah >/dev/null && command -v runc >/dev/null && command -v debootstrap >/dev/null || { \
+	  command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc debootstrap); } \
+	  || echo "warning: podman/buildah/runc/debootstrap could not be installed (the container test will fail under CI)"
 
 install: $(VENV)/.installed $(ANVIL_STAMP)
 
@@ -74,7 +80,7 @@ typecheck: $(VENV)/.installed
 
 # Both cores: each pytest-xdist worker starts its own anvil and litecoind, and every
 # PostgreSQL test has its own schema.
-test: install oidc-provider axe litecoind chromium postgres lint typecheck
+test: install oidc-provider axe litecoind chromium container-tools postgres lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider -n auto
 
 unit: $(VENV)/.installed
