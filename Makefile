@@ -6,8 +6,9 @@ ANVIL_VERSION := 1.7.1
 ANVIL_STAMP   := .tools/.anvil-$(ANVIL_VERSION)
 OIDC_STAMP    := tests/oidc/node_modules/.installed
 AXE_STAMP     := tests/axe/node_modules/.installed
+NODES_STAMP   := tests/evmnodes/node_modules/.installed
 
-.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider axe container-tools clean
+.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider axe evm-nodes container-tools clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +57,14 @@ $(AXE_STAMP): tests/axe/package.json tests/axe/package-lock.json
 
 axe: $(AXE_STAMP)
 
+# Two more EVM node implementations for the shared adapter tests (npm hardhat@2 and
+# ganache@7, pinned in tests/evmnodes/package-lock.json).
+$(NODES_STAMP): tests/evmnodes/package.json tests/evmnodes/package-lock.json
+	cd tests/evmnodes && npm ci --no-audit --no-fund --silent
+	touch $@
+
+evm-nodes: $(NODES_STAMP)
+
 # The local PostgreSQL server the store tests use (already running on this machine kind).
 postgres:
 	@pg_isready -q -h 127.0.0.1 -p 5432 || { \
@@ -80,7 +89,7 @@ typecheck: $(VENV)/.installed
 
 # Both cores: each pytest-xdist worker starts its own anvil and litecoind, and every
 # PostgreSQL test has its own schema.
-test: install oidc-provider axe litecoind chromium container-tools postgres lint typecheck
+test: install oidc-provider axe evm-nodes litecoind chromium container-tools postgres lint typecheck
 	$(VENV)/bin/pytest -p no:cacheprovider -n auto
 
 unit: $(VENV)/.installed
@@ -94,4 +103,4 @@ bench: install
 	$(PY) tests/bench/bench_console.py --wallets 20000 --exceptions 2000 --requests 50
 
 clean:
-	rm -rf $(VENV) .tools demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .tools demo .mypy_cache .ruff_cache .pytest_cache tests/evmnodes/node_modules
