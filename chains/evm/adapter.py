@@ -7,8 +7,8 @@ adapter of the same source in a process) for how to pin:
 - `number`: the block's number on every call, proven by reading the block's hash at
   that number in the same batch before and after the reads: both must equal the
   pinned hash, else the read is retried once and then refused (SourceUnavailable).
-  Chosen where block-hash parameters are refused (ganache 7) or much slower than
-  numbers (anvil resolves a hash about 130x slower than a number).
+  Chosen where block-hash parameters are refused (ganache 7) or answered much slower
+  than numbers (reported once for anvil, about 130x; not seen on anvil 1.7.1 here).
 Reads never cost a round trip per wallet: with Multicall3 deployed, up to
 `calls_per_multicall` balance calls are packed into one `aggregate3` eth_call and many
 such eth_calls travel in one JSON-RPC batch; without it, plain `eth_getBalance` /
@@ -268,7 +268,8 @@ class EvmAdapter:
                                         * PROBE_CALLS):
             if isinstance(reply, RpcError):
                 self._raise_if_source_failed(reply)
-                # the call itself is refused: no pinning is better; each read will say why
+                # the call itself is refused whatever the pinning: keep hash pinning, and
+                # each read will say why it failed
                 self.features.pinning = "hash"
                 return
         by_number_seconds = time.monotonic() - started
