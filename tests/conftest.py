@@ -27,4 +27,4 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with postgres_schema() as url:
         yield url
 
-pytest_plugins = ["tests.anvil", "tests.devnodes", "tests.litecoind", "tests.esplora_server", "tests.oidcprovider"]
+pytest_plugins = ["tests.anvil", "tests.devnodes", "tests.litecoind", "tests.esplora_server", "tests.oidcprovider", "tests.evmnodes"]
