@@ -219,9 +219,10 @@ class EvmAdapter:
             return []
         self._probe_pinning(block)
         try:
+            outcomes = None
             if self._multicall_ready(block):
                 outcomes = self._read_multicall(pairs, block)
-            else:
+            if outcomes is None:
                 outcomes = self._read_direct(pairs, block)
         except (SourceUnavailable, DecodeError):
             self.features.multicall = None if self._multicall else False
@@ -328,10 +329,18 @@ class EvmAdapter:
 
     def _read_multicall(
         self, pairs: Sequence[tuple[Address, AssetRef]], block: ChainHead
-    ) -> list[Outcome]:
-        """Read every pair through `aggregate3` eth_calls sent in JSON-RPC batches."""
+    ) -> list[Outcome] | None:
+        """Read every pair through `aggregate3` eth_calls sent in JSON-RPC batches. None
+        when an aggregate3 returned no data at all, as a call to an address without code
+        does: Multicall3 is not there at `block` (a block before it was deployed, a node
+        whose state lost it), so it is probed again next time and the caller reads the
+        pairs directly."""
         calls = [self._balance_call(address, asset) for address, asset in pairs]
-        results = self._aggregate(calls, block)
+        try:
+            results = self._aggregate(calls, block)
+        except _NoCode:
+            self.features.multicall = None
+            return None
         return [_outcome(result) for result in results]
 
     def _balance_call(self, address: Address, asset: AssetRef) -> Call:
@@ -358,6 +367,8 @@ class EvmAdapter:
             )
             retry: list[tuple[int, int]] = []
             for (start, end), reply in zip(spans, replies, strict=True):
+                if reply == "0x":
+                    raise _NoCode
                 if not isinstance(reply, RpcError):
                     results[start:end] = self._decode_aggregate(reply, end - start)
                     continue
@@ -428,6 +439,10 @@ class EvmAdapter:
         if isinstance(outcome, str):
             return BalanceObservation(address, asset, None, block, self.source, error=outcome)
         return BalanceObservation(address, asset, BaseUnits(outcome), block, self.source)
+
+
+class _NoCode(Exception):
+    """An aggregate3 eth_call returned empty data: no Multicall3 code at the block."""
 
 
 def _outcome(result: CallResult | str) -> Outcome:

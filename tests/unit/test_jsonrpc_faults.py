@@ -115,21 +115,70 @@ def test_a_throttled_balance_read_fails_over_instead_of_a_read_error(
     per-wallet read error nor, with Multicall3, split and re-asked call by call."""
     def handle(request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
-        if not isinstance(body, list):  # eth_getCode: Multicall3 is deployed
-            return httpx.Response(200, json={"jsonrpc": "2.0", "id": body["id"],
-                                             "result": "0x6001"})
+        if body[0]["method"] == "eth_getCode":  # Multicall3 is deployed
+            return httpx.Response(200, json=[{"jsonrpc": "2.0", "id": body[0]["id"],
+                                              "result": "0x6001"}])
         throttled = error_object(body[0]["id"], -32000, "rate limit exceeded, retry in 1s")
         return httpx.Response(200, json=[throttled, *[
             {"jsonrpc": "2.0", "id": item["id"], "result": "0x" + "00" * 32}
             for item in body[1:]]])
 
+    # pinning chosen: the reads themselves are throttled (the probe is the next test)
     adapter = EvmAdapter(URL, expected_chain_id=None, multicall_address=multicall,
                          calls_per_multicall=1, transport=httpx.MockTransport(handle),
-                         retry=NO_WAIT)
+                         retry=NO_WAIT, pinning="hash")
     assets = [AssetRef("ETH", 18), AssetRef("USDC", 6, Address(MULTICALL))]
     with pytest.raises(SourceUnavailable, match="rate limited"):
         adapter.balances([WALLET], assets, BLOCK)
     assert adapter.requests_made == (2 if multicall else 1)
+    assert adapter.features.pinning is None  # probed again next time
+
+
+def test_a_throttled_pinning_probe_fails_over_and_chooses_nothing() -> None:
+    """The pinning probe's batch answered with a rate-limit error makes the source
+    unavailable (after the client's retries): the throttle is not taken for a refusal of
+    the call, and no pinning is remembered from it."""
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        items = body if isinstance(body, list) else [body]
+        return httpx.Response(200, json=[
+            error_object(item["id"], -32005, "rate limit exceeded") for item in items])
+
+    adapter = EvmAdapter(URL, expected_chain_id=None, multicall_address=MULTICALL,
+                         transport=httpx.MockTransport(handle), retry=NO_WAIT)
+    with pytest.raises(SourceUnavailable, match="rate limited"):
+        adapter.balances([WALLET], [AssetRef("ETH", 18)], BLOCK)
+    assert adapter.requests_made == NO_WAIT.attempts  # the probe batch, retried
+    assert adapter.features.pinning is None
+    assert adapter.features.multicall is None
+
+
+def test_an_empty_aggregate3_reply_reads_the_balances_directly() -> None:
+    """An aggregate3 eth_call answered with no data ("0x", what a call to an address
+    without code returns: Multicall3 not there at the pinned block, e.g. a node whose
+    state lost it after a reorg) is neither a malformed answer that fails the cycle nor a
+    zero balance: the pairs are read directly in the same call, and Multicall3 is probed
+    again next time."""
+    sent: list[str] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        items = body if isinstance(body, list) else [body]
+        replies = []
+        for item in items:
+            sent.append(item["method"])
+            result = {"eth_getCode": "0x6001", "eth_call": "0x",
+                      "eth_getBalance": hex(5 * 10**18)}[item["method"]]
+            replies.append({"jsonrpc": "2.0", "id": item["id"], "result": result})
+        return httpx.Response(200, json=replies if isinstance(body, list) else replies[0])
+
+    adapter = EvmAdapter(URL, expected_chain_id=None, multicall_address=MULTICALL,
+                         transport=httpx.MockTransport(handle), retry=NO_WAIT,
+                         pinning="hash")
+    (seen,) = adapter.balances([WALLET], [AssetRef("ETH", 18)], BLOCK)
+    assert seen.amount == 5 * 10**18 and seen.error is None
+    assert sent == ["eth_getCode", "eth_call", "eth_getBalance"]
+    assert adapter.features.multicall is None
 
 
 def test_http_429_retry_after_is_honoured() -> None:
