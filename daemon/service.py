@@ -36,6 +36,7 @@ from daemon.rules import transit
 from daemon.rules.calendar import add_business_day
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
+    SEVERITY,
     Finding,
     LedgerView,
     Reconciliation,
@@ -563,7 +564,10 @@ class Service:
         the cure deadline), oldest first, a page of `limit` after `offset` when given.
         Raises InputError for a bad filter."""
         if chain and self.settings.chain(chain) is None:
-            raise InputError(f"unknown chain {chain!r}")
+            raise InputError(f"unknown chain {chain[:64]!r}")
+        if type_ and type_ not in SEVERITY:
+            raise InputError(f"unknown discrepancy type {type_[:64]!r} (one of: "
+                             f"{', '.join(SEVERITY)})")
         return self.store.discrepancies(status=[status] if status else None, chain=chain,
                                         type_=type_,
                                         overdue_at=self._clock() if overdue else None,

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from pydantic import ValidationError
 
 from chains.errors import SegwatchError
 from daemon import __version__
@@ -30,6 +29,7 @@ from daemon.cli.common import (
     plural,
     progress,
     setup,
+    typer_app,
 )
 from daemon.cli.derive import app as derive_app
 from daemon.cli.export import export_app, keys_app
@@ -37,13 +37,11 @@ from daemon.cli.feeds import ledger_app, withdrawals_app
 from daemon.cli.identity import tokens_app, users_app
 from daemon.cli.review import audit_app, disc_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
-from daemon.inputs.builtin import builtin_chain, source_name
-from daemon.inputs.config import ChainSettings, Settings, SourceSettings, config_path
-from daemon.runtime.logs import redact_text
-from daemon.service import CycleResult, Service, overall
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the heavy modules load when a command runs, not for --help or version
+    from daemon.inputs.config import ChainSettings, Settings, SourceSettings
     from daemon.runtime.inbox import Inbox
+    from daemon.service import CycleResult, Service
 
 EXIT_INTERNAL = 70
 
@@ -54,9 +52,9 @@ class LogFormat(StrEnum):
     console = "console"
 
 
-app = typer.Typer(help="segwatch: client-asset segregation monitor for custodied wallets.",
+app = typer_app(help="segwatch: client-asset segregation monitor for custodied wallets.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+db_app = typer_app(help="Database schema.", no_args_is_help=True)
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(withdrawals_app, name="withdrawals")
 app.add_typer(disc_app, name="discrepancies")
@@ -138,6 +136,7 @@ def check(
         items_table,
         transfers_table,
     )
+    from daemon.inputs.config import config_path
 
     g = setup(ctx, verbose)
     settings = g.settings(required=source is None)
@@ -177,6 +176,11 @@ def _block_range(text: str | None) -> tuple[int, int] | None:
 
 def _resolve_chain(settings: Settings, name: str, source: str | None
                    ) -> tuple[ChainSettings, SourceSettings | None]:
+    from pydantic import ValidationError
+
+    from daemon.inputs.builtin import builtin_chain, source_name
+    from daemon.inputs.config import SourceSettings
+
     if source:  # its key parts are masked in every message from here on
         from chains.urls import url_secrets
         from daemon.runtime.logs import register_secrets
@@ -287,7 +291,7 @@ def run(
 
 
 @app.command()
-def serve(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
+def serve(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Serve the HTTP API (and /healthz, /metrics) on daemon.listen without the reconcile
     loop: an API replica beside the reconcilers. Stops on SIGTERM or SIGINT."""
     import signal
@@ -307,8 +311,12 @@ def serve(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
                           app=build_app(service, metrics, token)).start()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    err.print(f"serving the console on http://{server.address}/ and the API on "
-              f"http://{server.address}/api/v1/", markup=False)
+    if as_json:  # where it listens, as a document for a supervisor or a script
+        emit({"console": f"http://{server.address}/", "api": f"http://{server.address}/api/v1/"})
+        sys.stdout.flush()
+    else:
+        err.print(f"serving the console on http://{server.address}/ and the API on "
+                  f"http://{server.address}/api/v1/", markup=False)
     try:
         while not stop.wait(1.0):
             pass
@@ -340,6 +348,7 @@ def run_exit_code(results: Sequence[CycleResult]) -> int:
 def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """One signal per chain and overall: compliant, discrepancy, stale or unverified."""
     from daemon.cli.present import items_table, status_json, status_table
+    from daemon.service import overall
 
     g = setup(ctx, verbose)
     service = g.service()
@@ -362,6 +371,8 @@ def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = F
 def _fail(lines: list[str], code: int) -> NoReturn:
     """Each line on stderr; with --json, also {"error": {"code", "message"}} on stdout (the
     lines joined), so that a program reading stdout always gets a document."""
+    from daemon.runtime.logs import redact_text
+
     shown = [redact_text(line) for line in lines]
     for line in shown:
         sys.stderr.write(f"segwatch: {line}\n")
@@ -369,6 +380,18 @@ def _fail(lines: list[str], code: int) -> NoReturn:
         sys.stdout.write(json.dumps({"error": {"code": code, "message": "; ".join(shown)}})
                          + "\n")
     raise SystemExit(code)
+
+
+GLOBAL_OPTIONS = ("--config", "--db", "--log-format", "--token-file")
+
+
+def _global_hint(exc: Exception) -> str:
+    """A hint when a global option was given after the command (`status --db URL`)."""
+    name = getattr(exc, "option_name", None)
+    if name in GLOBAL_OPTIONS:
+        return (f" ({name} is a global option: give it before the command, as in "
+                f"`segwatch {name} … COMMAND …`)")
+    return ""
 
 
 def main() -> None:
@@ -386,7 +409,7 @@ def main() -> None:
     except Exception as exc:
         if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
             # typer's (vendored click) usage errors: bad option, missing argument
-            _fail([f"usage: {exc.format_message()}"], 2)
+            _fail([f"usage: {exc.format_message()}{_global_hint(exc)}"], 2)
         # a bug: still one line, never a traceback
         _fail([f"internal error ({type(exc).__name__}): {exc}"], EXIT_INTERNAL)
     raise SystemExit(code if isinstance(code, int) else 0)

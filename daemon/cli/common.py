@@ -16,12 +16,19 @@ import typer
 from rich.console import Console
 
 from daemon.errors import InputError
-from daemon.inputs.config import Settings, config_path, load_settings
-from daemon.runtime.logs import configure
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the heavy modules load when a command runs, not for --help
     from daemon.auth.policy import Principal
+    from daemon.inputs.config import Settings
     from daemon.service import Service
+
+def typer_app(**kwargs: Any) -> typer.Typer:
+    """A command group whose help is plain text: no Rich markup (a "[...]" in a help text
+    or default is shown as written, not eaten as a style tag), no `<bool>` metavar on flags
+    (typer's Rich help shows one), and a faster `--help` (Rich's help renderer and Markdown
+    are not imported)."""
+    return typer.Typer(rich_markup_mode=None, **kwargs)
+
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
 VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logging.")]
@@ -48,6 +55,7 @@ class Globals:
         return service.identity.from_token(token, cli_client())
 
     def settings(self, required: bool = True) -> Settings:
+        from daemon.inputs.config import config_path, load_settings
         from daemon.runtime.logs import register_secrets, settings_secrets
 
         settings = load_settings(config_path(self.config), required=required)
@@ -110,6 +118,8 @@ def cli_client() -> str:
 
 def setup(ctx: typer.Context, verbose: bool) -> Globals:
     """The global options, with logging configured for this command."""
+    from daemon.runtime.logs import configure
+
     g = globals_of(ctx)
     configure(g.log_format, verbose)
     return g

@@ -2,9 +2,10 @@
 
 HD custody often gives each client one address of one key; operators list those
 addresses here (`--json` for scripts) to write the sub-ledger. The chain's network
-comes from the configuration, or from the built-in chains (bitcoin, litecoin) when it
-is not configured. Registered on the root app by daemon/cli/app.py (`app.add_typer(...)`
-without a name merges this command into the root).
+comes from the configuration, or from the built-in UTXO chains (bitcoin, litecoin,
+testnet, signet, regtest, litecoin-regtest) when it is not configured. Registered on
+the root app by daemon/cli/app.py (`app.add_typer(...)` without a name merges this
+command into the root).
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from daemon.cli.common import typer_app
 from daemon.errors import InputError
-from daemon.inputs.builtin import BUILTIN_CHAINS
-from daemon.inputs.config import config_path, load_settings
-from daemon.runtime.logs import configure
+from daemon.inputs.builtin import BUILTIN_CHAINS, UTXO_BUILTINS
 
 if TYPE_CHECKING:
     from chains.utxo.esplora import EsploraAdapter
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 MAX_COUNT = 10_000
 """Deriving costs about 2 ms an address; larger sets go through several windows."""
 
-app = typer.Typer()
+app = typer_app()
 
 out = Console()
 if not out.is_terminal:
@@ -40,7 +40,7 @@ if not out.is_terminal:
 def derive_command(
     ctx: typer.Context,
     chain: Annotated[str, typer.Argument(
-        help="UTXO chain name (configured, or built in: bitcoin, litecoin).")],
+        help=f"UTXO chain name (configured, or built in: {UTXO_BUILTINS}).")],
     key: Annotated[str, typer.Argument(
         help="Extended public key (xpub, ypub, zpub, tpub, …; path 0/* unless KEY/…/*) "
              "or descriptor pkh(…), wpkh(…), sh(wpkh(…)).")],
@@ -60,6 +60,7 @@ def derive_command(
 ) -> None:
     """Derive the addresses of an HD key (watch-only; private keys are refused)."""
     from chains.utxo.hd import HARDENED, derive, discover, parse_watch_key
+    from daemon.runtime.logs import configure
 
     config, log_format = _root_options(ctx)
     configure(log_format, verbose)
@@ -95,6 +96,7 @@ def _esplora(config: str | None, name: str, network: str, url: str | None) -> Es
     """The Esplora source discovery reads: `url`, else the chain's first esplora source.
     Raises InputError when there is none."""
     from chains.utxo.esplora import EsploraAdapter
+    from daemon.inputs.config import config_path, load_settings
 
     if url is None:
         explicit = config or os.environ.get("SEGWATCH_CONFIG")
@@ -123,6 +125,8 @@ def chain_network(config: str | None, name: str) -> str:
     The configuration is required only when named (`--config` or SEGWATCH_CONFIG).
     Raises InputError for an unknown or EVM chain, ConfigError for a bad configuration.
     """
+    from daemon.inputs.config import config_path, load_settings
+
     explicit = config or os.environ.get("SEGWATCH_CONFIG")
     settings = load_settings(config_path(config), required=explicit is not None)
     configured = settings.chain(name)
@@ -131,7 +135,7 @@ def chain_network(config: str | None, name: str) -> str:
                         BUILTIN_CHAINS.get(name, {}).get("network")))
     if family is None:
         raise InputError(f"unknown chain {name!r} (configure it, or use a built-in utxo "
-                         "chain: bitcoin, litecoin)")
+                         f"chain: {UTXO_BUILTINS})")
     if family != "utxo" or network is None:
         raise InputError(f"chain {name!r} is an {family} chain; derive is for utxo chains")
     return str(network)

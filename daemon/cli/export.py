@@ -11,11 +11,11 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from daemon.cli.common import parse_time, plural
+from daemon.cli.common import parse_time, plural, typer_app
 from daemon.errors import EXIT_DISCREPANCY, InputError
 
-export_app = typer.Typer(help="Auditor proof package: build, verify, prove.")
-keys_app = typer.Typer(help="Signing keys for export packages.", no_args_is_help=True)
+export_app = typer_app(help="Auditor proof package: build, verify, prove.")
+keys_app = typer_app(help="Signing keys for export packages.", no_args_is_help=True)
 out = Console()
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine output (JSON) on stdout.")]
@@ -144,17 +144,22 @@ def verify_command(
 
 @export_app.command("proof")
 def proof_command(
+    ctx: typer.Context,
     package: Annotated[Path, typer.Argument(help="Package directory or .zip.")],
     owner: Annotated[str, typer.Option("--owner", help="The owner id.")],
     salt_file: Annotated[Path | None, typer.Option(
         "--salt-file", help="Pseudonymized packages: the salt (default: PACKAGE.owner-salt).")
     ] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Accepted for uniformity: the proofs are always JSON.")] = True,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Print the owner's inclusion proofs (JSON) against the package's Merkle roots, with
     the owner's secret when the package is pseudonymized: give it to that owner only."""
     from daemon.export.package import SALT_SUFFIX, owner_proofs, read_package
     from daemon.rules.leaves import owner_secret
 
+    _globals(ctx, verbose)
     files = read_package(package)
     salt = None
     if json.loads(files["manifest.json"]).get("pseudonymized"):
@@ -175,13 +180,14 @@ def verify_proof_command(
     package: Annotated[Path | None, typer.Option(
         "--package", help="Check against this package's signed manifest roots.")] = None,
     public_key: PublicKeyOpt = None, fingerprint: FingerprintOpt = None,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Check inclusion proofs (one, or a list as `export proof` prints) against their
     root, or against a package's published root and total. Exit 0 only when all hold."""
     from daemon.export.package import read_package, verify_package
     from daemon.rules.merkle import verify_proof
 
+    _globals(ctx, verbose)
     try:
         loaded = json.loads(proof_file.read_text())
     except (OSError, ValueError) as exc:
@@ -248,12 +254,19 @@ def _owner_check(document: dict[str, Any]) -> list[str]:
 
 @keys_app.command("generate")
 def keys_generate(
+    ctx: typer.Context,
     key_path: Annotated[Path, typer.Option("--out", help="Where to write the private key.")],
+    as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Write a new Ed25519 signing key (PEM, mode 0600) and its public key beside it
     (FILE.pub); print the public key and its fingerprint (what verifiers trust)."""
     from daemon.export.signing import generate_key
 
+    _globals(ctx, verbose)
     made = generate_key(key_path)
+    if as_json:
+        _emit({"private_key_file": str(made.private), "public_key_file": str(made.public),
+               "fingerprint": made.fingerprint, "public_key": made.public_pem})
+        return
     sys.stdout.write(made.public_pem)
     sys.stdout.write(f"fingerprint: {made.fingerprint}\npublic key: {made.public}\n")

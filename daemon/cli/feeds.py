@@ -17,10 +17,11 @@ from daemon.cli.common import (
     plural,
     progress,
     setup,
+    typer_app,
 )
 
-ledger_app = typer.Typer(help="Sub-ledger import, snapshots and diffs.", no_args_is_help=True)
-withdrawals_app = typer.Typer(help="Approved withdrawal instructions.", no_args_is_help=True)
+ledger_app = typer_app(help="Sub-ledger import, snapshots and diffs.", no_args_is_help=True)
+withdrawals_app = typer_app(help="Approved withdrawal instructions.", no_args_is_help=True)
 
 
 @ledger_app.command("import")

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from daemon.cli.common import JsonOpt, VerboseOpt, cli_client, emit, out, setup
+from daemon.cli.common import JsonOpt, VerboseOpt, cli_client, emit, out, setup, typer_app
 from daemon.errors import InputError
 
-users_app = typer.Typer(help="Users and their roles (admin).", no_args_is_help=True)
-tokens_app = typer.Typer(help="API tokens (admin).", no_args_is_help=True)
+users_app = typer_app(help="Users and their roles (admin).", no_args_is_help=True)
+tokens_app = typer_app(help="API tokens (admin).", no_args_is_help=True)
 
 RolesOpt = Annotated[list[str], typer.Option(
     "--role", help="viewer, auditor, maker, checker, feeder or admin (repeatable).")]
@@ -59,13 +59,16 @@ def users_roles(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Us
 
 @users_app.command("password")
 def users_password(ctx: typer.Context, name: Annotated[str, typer.Argument(help="User name.")],
-                   verbose: VerboseOpt = False) -> None:
+                   as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Set a local account's password from standard input (admin); unlocks it."""
     g = setup(ctx, verbose)
     service = g.service()
     actor = g.principal(service)
     service.identity.set_password(actor, name, _read_password())
-    out.print(f"user {name}: password set", markup=False)
+    if as_json:
+        emit({"user": name, "password_set": True})
+    else:
+        out.print(f"user {name}: password set", markup=False)
 
 
 @users_app.command("list")

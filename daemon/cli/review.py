@@ -4,19 +4,29 @@ holder of SEGWATCH_TOKEN) and `segwatch audit …` (verify the log, print its he
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 
-from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, setup
+from daemon.cli.common import JsonOpt, VerboseOpt, emit, out, setup, typer_app
 from daemon.errors import EXIT_DISCREPANCY, InputError
-from daemon.service import Service, utcnow
 
-disc_app = typer.Typer(help="Review discrepancies.", no_args_is_help=True)
-audit_app = typer.Typer(help="The hash-chained, signed audit log.", no_args_is_help=True)
+if TYPE_CHECKING:  # loaded when a command runs, not for --help
+    from daemon.service import Service
+
+
+def utcnow() -> datetime:
+    """The service's clock (daemon.service.utcnow), imported when a command runs."""
+    from daemon.service import utcnow as now
+
+    return now()
+
+disc_app = typer_app(help="Review discrepancies.", no_args_is_help=True)
+audit_app = typer_app(help="The hash-chained, signed audit log.", no_args_is_help=True)
 
 
 class DiscrepancyStatus(StrEnum):
@@ -30,9 +40,14 @@ class DiscrepancyStatus(StrEnum):
 @disc_app.command("list")
 def disc_list(
     ctx: typer.Context,
-    status_: Annotated[DiscrepancyStatus | None, typer.Option("--status")] = None,
-    chain: Annotated[str | None, typer.Option("--chain")] = None,
-    type_: Annotated[str | None, typer.Option("--type")] = None,
+    status_: Annotated[DiscrepancyStatus | None, typer.Option(
+        "--status", help="Only discrepancies in this state.")] = None,
+    chain: Annotated[str | None, typer.Option(
+        "--chain", help="Only this configured chain.")] = None,
+    type_: Annotated[str | None, typer.Option(
+        "--type", help="Only this type: balance_shortfall, balance_surplus, "
+        "unauthorized_outflow, commingling, unexplained_balance_change, source_disagreement, "
+        "source_stale, balance_unverified, ledger_stale or scan_stalled.")] = None,
     overdue: Annotated[bool, typer.Option(
         "--overdue", help="Only open or proposed items past their cure deadline.")] = False,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
@@ -178,14 +193,21 @@ def audit_verify(
 
 
 @audit_app.command("head")
-def audit_head(ctx: typer.Context, verbose: VerboseOpt = False) -> None:
-    """Print the newest signed audit head as JSON (signing the log's head first when
+def audit_head(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False
+               ) -> None:
+    """Print the newest signed audit head (signing the log's head first when
     daemon.audit_key is set); an unsigned head without a key."""
     from daemon.store.heads import current
 
     g = setup(ctx, verbose)
     service = g.service()
     head = service.sign_head() or current(service.store.engine)
-    emit(head.as_json() if head else None)
+    if as_json:
+        emit(head.as_json() if head else None)
+    elif head is None:
+        out.print("the audit log is empty", markup=False)
+    else:
+        for key, value in head.as_json().items():
+            out.print(f"{key}: {value or '-'}", markup=False, highlight=False)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chains.http import host_name
-from daemon.inputs.config import ChainSettings
+if TYPE_CHECKING:  # the CLI's help reads BUILTIN_CHAINS without loading the settings models
+    from daemon.inputs.config import ChainSettings
 
 BUILTIN_CHAINS: dict[str, dict[str, Any]] = {
     "ethereum": {"family": "evm", "chain_id": 1},
@@ -26,12 +26,18 @@ BUILTIN_CHAINS: dict[str, dict[str, Any]] = {
     "litecoin-regtest": {"family": "utxo", "network": "litecoin-regtest", "confirmations": 0},
 }
 
+UTXO_BUILTINS = ", ".join(name for name, spec in BUILTIN_CHAINS.items()
+                          if spec["family"] == "utxo")
+"""The built-in UTXO chains, for help texts and messages."""
+
 
 def builtin_chain(name: str, source_url: str) -> ChainSettings | None:
     """Return the built-in chain `name` read through `source_url`, or None if unknown.
 
     Raises pydantic's ValidationError for a bad URL (the caller reports it).
     """
+    from daemon.inputs.config import ChainSettings
+
     spec = BUILTIN_CHAINS.get(name)
     if spec is None:
         return None
@@ -44,5 +50,7 @@ def builtin_chain(name: str, source_url: str) -> ChainSettings | None:
 def source_name(url: str) -> str:
     """The name of an ad-hoc `--source URL`: its host, in the characters a source name
     allows (an IPv6 host's ':' become '-'), at most 64 of them."""
+    from chains.http import host_name
+
     name = re.sub(r"[^A-Za-z0-9_.\-]", "-", host_name(url)).lstrip("._-")[:64]
     return name or "source"

@@ -175,3 +175,99 @@ def test_a_corrupt_store_is_one_line_exit_2(tmp_path: Path) -> None:
     result = segwatch("status", cwd=tmp_path)
     assert result.code == 2, result
     assert result.stderr.count("\n") == 1 and "cannot open the database" in result.stderr
+
+
+def _leaf_commands() -> list[tuple[str, ...]]:
+    """Every command of the CLI, as its path of names (`discrepancies list`, …)."""
+    import typer
+
+    from daemon.cli.app import app
+
+    found: list[tuple[str, ...]] = []
+
+    def walk(command: object, path: tuple[str, ...]) -> None:
+        children = getattr(command, "commands", None)
+        if children is None:
+            found.append(path)
+            return
+        for name, child in children.items():
+            walk(child, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return found
+
+
+def test_every_command_takes_json_and_verbose() -> None:
+    """Item 7: `--json` and `-v` are accepted by every command, as the README says (the
+    options of each command read from the CLI itself, so a new command is checked too)."""
+    import typer
+
+    from daemon.cli.app import app
+
+    root = typer.main.get_command(app)
+    commands = _leaf_commands()
+    assert len(commands) >= 25 and ("keys", "generate") in commands
+    for path in commands:
+        command: object = root
+        for name in path:
+            command = command.commands[name]  # type: ignore[attr-defined]
+        options = {o for p in command.params for o in getattr(p, "opts", ())}  # type: ignore[attr-defined]
+        assert {"--json", "-v", "--verbose"} <= options, path
+
+
+def test_help_is_plain_text_with_every_documented_choice() -> None:
+    """Item 7 and 2: help shows no `<bool>` metavar on flags and no Rich markup (a
+    bracketed default is shown as written); `list --chain/--type` are described and
+    `--type` names every discrepancy type; `derive --help` names every built-in UTXO
+    chain; `version` is in the command list and in the README's command table."""
+    from daemon.inputs.builtin import BUILTIN_CHAINS
+    from daemon.rules.reconcile import SEVERITY
+
+    root = segwatch("--help", cwd=Path.cwd(), env={"COLUMNS": "200"})
+    assert root.code == 0 and "version" in root.stdout and "<bool>" not in root.stdout
+    listing = segwatch("discrepancies", "list", "--help", cwd=Path.cwd(),
+                       env={"COLUMNS": "400"})
+    assert "<bool>" not in listing.stdout
+    text = " ".join(listing.stdout.split())
+    assert "Only this configured chain." in text
+    assert all(kind in text for kind in SEVERITY), text
+    derive = " ".join(segwatch("derive", "--help", cwd=Path.cwd(),
+                               env={"COLUMNS": "400"}).stdout.split())
+    assert all(name in derive for name, spec in BUILTIN_CHAINS.items()
+               if spec["family"] == "utxo"), derive
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    assert "| `segwatch version` |" in readme
+
+
+def test_an_unknown_type_filter_is_refused_like_an_unknown_status(cwd: Path) -> None:
+    """Item 7: `list --type bogus` is refused (exit 2, naming the types) as `--status
+    bogus` is, instead of answering with no rows."""
+    bad_type = segwatch("discrepancies", "list", "--type", "bogus", cwd=cwd)
+    assert bad_type.code == 2 and "unknown discrepancy type 'bogus'" in bad_type.stderr
+    assert "balance_shortfall" in bad_type.stderr
+    assert segwatch("discrepancies", "list", "--status", "bogus", cwd=cwd).code == 2
+    good = segwatch("discrepancies", "list", "--type", "balance_shortfall", "--json", cwd=cwd)
+    assert [i["type"] for i in good.json()] == ["balance_shortfall"]
+
+
+def test_a_global_option_after_the_command_gets_a_hint(cwd: Path) -> None:
+    """Item 15: `status --db URL` is a usage error (exit 2) that says --db is a global
+    option and where it goes."""
+    result = segwatch("status", "--db", "sqlite:///other.db", cwd=cwd)
+    assert result.code == 2
+    assert "--db is a global option: give it before the command" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_keys_generate_and_audit_head_answer_in_json(tmp_path: Path, cwd: Path) -> None:
+    """Item 7: `keys generate --json` is a document naming both files and the
+    fingerprint; `audit head` is readable lines without --json and the head with it."""
+    made = segwatch("keys", "generate", "--out", str(tmp_path / "k.pem"), "--json", cwd=cwd)
+    assert made.code == 0, made.stderr
+    doc = made.json()
+    assert Path(doc["public_key_file"]).read_text() == doc["public_key"]
+    assert len(doc["fingerprint"]) == 64 and doc["private_key_file"].endswith("k.pem")
+    head = segwatch("audit", "head", "--json", cwd=cwd)
+    assert head.code == 0 and isinstance(head.json()["seq"], int)
+    lines = segwatch("audit", "head", cwd=cwd).stdout
+    assert f"seq: {head.json()['seq']}" in lines and "{" not in lines
