@@ -70,12 +70,12 @@ def send_bounded(client: httpx.Client, request: httpx.Request, *, max_bytes: int
     when the whole exchange outlasts `deadline`; httpx.HTTPError as httpx does.
     """
     started = time.monotonic()
-    previous = getattr(_request_deadline, "end", None)
-    _request_deadline.end = started + deadline
+    previous = getattr(_request_deadline, "end", None), getattr(_request_deadline, "seconds", None)
+    _request_deadline.end, _request_deadline.seconds = started + deadline, deadline
     try:
         response = client.send(request, stream=True)
     except BaseException:
-        _request_deadline.end = previous
+        _request_deadline.end, _request_deadline.seconds = previous
         raise
     try:
         _check_clock(started, deadline)
@@ -93,13 +93,33 @@ def send_bounded(client: httpx.Client, request: httpx.Request, *, max_bytes: int
             _check_clock(started, deadline)
         return BoundedResponse(response.status_code, response.headers, b"".join(chunks))
     finally:
-        _request_deadline.end = previous
+        _request_deadline.end, _request_deadline.seconds = previous
         response.close()
 
 
 def _check_clock(started: float, deadline: float) -> None:
     if time.monotonic() - started > deadline:
         raise BodyRefused(f"response not complete within the deadline of {deadline:g} s")
+
+
+def describe_http_error(exc: Exception, secrets: Iterable[str], client: httpx.Client) -> str:
+    """An HTTP failure as people read it: a timeout names how long was waited ("no answer
+    within 10 s (ReadTimeout)"), not just the exception's class; anything else is its class
+    and text, unless the text could carry a URL secret (then the class alone)."""
+    if isinstance(exc, httpx.TimeoutException):
+        timeout = client.timeout
+        if isinstance(exc, httpx.ConnectTimeout):
+            what, seconds = "no connection", timeout.connect
+        elif isinstance(exc, httpx.PoolTimeout):
+            what, seconds = "no free connection", timeout.pool
+        else:
+            what, seconds = "no answer", timeout.read
+        if seconds is not None:
+            return f"{what} within {seconds:g} s ({type(exc).__name__})"
+    text = str(exc)
+    if not text or "://" in text or any(secret in text for secret in secrets):
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}"
 
 
 def merged_headers(headers: Mapping[str, str] | None, extra: Mapping[str, str]) -> dict[str, str]:
@@ -110,7 +130,8 @@ def merged_headers(headers: Mapping[str, str] | None, extra: Mapping[str, str]) 
 # -- the deadline below httpx: every socket wait is cut to the time left ---------------
 
 _request_deadline = threading.local()
-"""`end`: the monotonic time the current thread's request must be done by (or None)."""
+"""`end`: the monotonic time the current thread's request must be done by (or None);
+`seconds`: that request's deadline, for messages."""
 
 
 def bounded_transport(*, verify: ssl.SSLContext, limits: httpx.Limits | None = None
@@ -132,7 +153,9 @@ def _time_left(timeout: float | None) -> float | None:
         return timeout
     left = end - time.monotonic()
     if left <= 0:
-        raise BodyRefused("response not complete within the request deadline")
+        seconds = getattr(_request_deadline, "seconds", None)
+        raise BodyRefused("response not complete within the request deadline"
+                          + (f" of {seconds:g} s" if seconds is not None else ""))
     return left if timeout is None else min(timeout, left)
 
 

@@ -48,6 +48,7 @@ from chains.http import (
     DEFAULT_MAX_RESPONSE_BYTES,
     BodyRefused,
     bounded_transport,
+    describe_http_error,
     host_name,
     merged_headers,
     send_bounded,
@@ -341,11 +342,7 @@ class JsonRpcClient:
         return value
 
     def _describe(self, exc: Exception) -> str:
-        """The exception's class and text, unless the text could carry a URL secret."""
-        text = str(exc)
-        if not text or "://" in text or any(secret in text for secret in self._secrets):
-            return type(exc).__name__
-        return f"{type(exc).__name__}: {text}"
+        return describe_http_error(exc, self._secrets, self._http)
 
 
 @cache

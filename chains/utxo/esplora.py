@@ -55,6 +55,7 @@ from chains.http import (
     BodyRefused,
     BoundedResponse,
     bounded_transport,
+    describe_http_error,
     host_name,
     send_bounded,
 )
@@ -496,11 +497,7 @@ class EsploraAdapter:
         return response
 
     def _describe(self, exc: Exception) -> str:
-        """The exception's class and text, unless the text could carry a URL secret."""
-        text = str(exc)
-        if not text or "://" in text or any(secret in text for secret in self._secrets):
-            return type(exc).__name__
-        return f"{type(exc).__name__}: {text}"
+        return describe_http_error(exc, self._secrets, self._http)
 
 
 def _gather(jobs: Iterable[Future[_T]]) -> list[_T]:

@@ -125,6 +125,10 @@ def check(
     blocks: Annotated[str | None, typer.Option("--blocks", help="FROM:TO block range for "
                                                "transfers (default: the newest 128 blocks).")
                       ] = None,
+    timeout: Annotated[float | None, typer.Option(
+        "--timeout", min=0.1, max=600, help="Seconds to wait for each answer of the source "
+        "(default: its timeout_seconds, 10); an unanswered request is tried 3 times.")
+    ] = None,
     as_json: JsonOpt = False, verbose: VerboseOpt = False,
 ) -> None:
     """Spot-check one wallet: live balances, ledger comparison, findings."""
@@ -141,10 +145,16 @@ def check(
     g = setup(ctx, verbose)
     settings = g.settings(required=source is None)
     chain_settings, source_settings = _resolve_chain(settings, chain, source)
+    if timeout is not None:
+        chain_settings, source_settings = _with_timeout(chain_settings, source_settings,
+                                                        timeout)
     if not config_path(g.config).exists() and g.db is None:
         g = Globals(g.config, "sqlite://", g.log_format)  # ad hoc: no ledger, write no file
     service = g.service(settings, or_memory=True)
-    report = service.check(chain_settings, address, source_settings, _block_range(blocks))
+    shown = source_settings.name if source_settings else chain_settings.sources[0].name
+    with progress(f"reading {chain_settings.name} through {shown}…"):
+        report = service.check(chain_settings, address, source_settings,
+                               _block_range(blocks))
     doc = check_json(report)
     if as_json:
         emit(doc)
@@ -163,6 +173,15 @@ def check(
         out.print(f"status: {doc['status']}")
     codes = {"discrepancy": EXIT_DISCREPANCY, "unverified": EXIT_SOURCE}
     raise typer.Exit(codes.get(check_status(report), EXIT_OK))
+
+
+def _with_timeout(chain: ChainSettings, source: SourceSettings | None, seconds: float
+                  ) -> tuple[ChainSettings, SourceSettings | None]:
+    """`chain` and `source` with every source's timeout and deadline set to `seconds`."""
+    limits = {"timeout_seconds": seconds, "deadline_seconds": seconds}
+    sources = [s.model_copy(update=limits) for s in chain.sources]
+    return (chain.model_copy(update={"sources": sources}),
+            source.model_copy(update=limits) if source else None)
 
 
 def _block_range(text: str | None) -> tuple[int, int] | None:

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from daemon.cli.common import parse_time, plural, typer_app
+from daemon.cli.common import parse_time, plural, progress, typer_app
 from daemon.errors import EXIT_DISCREPANCY, InputError
 
 export_app = typer_app(help="Auditor proof package: build, verify, prove.")
@@ -88,8 +88,9 @@ def export_command(
         raise InputError("--reveal-owners and --pseudonymize contradict each other")
     hidden = not reveal_owners
     service = root.service()
-    package = export(service, out_path, key, actor=root.principal(service), as_of=moment,
-                     pseudonymize=hidden)
+    with progress("reading the pinned blocks and writing the package…"):
+        package = export(service, out_path, key, actor=root.principal(service), as_of=moment,
+                         pseudonymize=hidden)
     manifest = json.loads(package.files["manifest.json"])
     summary = {"out": str(out_path), "chains": [
         {"name": c["name"], "block": c["block"]} for c in manifest["chains"]],
@@ -128,7 +129,8 @@ def verify_command(
 
         # no store here (an auditor's machine): none is created; the chain is re-read from
         # the configured sources (core-rpc roll-backs need the store where there is one)
-        problems = recheck_chain(root.service(or_memory=True), files)
+        with progress("re-reading the balances at the pinned blocks…"):
+            problems = recheck_chain(root.service(or_memory=True), files)
     if as_json:
         _emit({"ok": not problems, "problems": problems})
     elif problems:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,85 @@ def test_keys_generate_and_audit_head_answer_in_json(tmp_path: Path, cwd: Path) 
     assert head.code == 0 and isinstance(head.json()["seq"], int)
     lines = segwatch("audit", "head", cwd=cwd).stdout
     assert f"seq: {head.json()['seq']}" in lines and "{" not in lines
+
+
+@pytest.fixture
+def silent_source() -> Iterator[str]:
+    """A loopback HTTP source that accepts connections and never answers."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}/"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def test_check_gives_up_after_timeout_and_says_how_long(tmp_path: Path,
+                                                        silent_source: str) -> None:
+    """Item 10: `check --timeout 1` against a source that never answers exits 3 in a few
+    seconds (not 33) with one line saying how long it waited, not a bare ReadTimeout."""
+    import time
+
+    started = time.monotonic()
+    result = segwatch("check", "anvil", "0x" + "11" * 20, "--source", silent_source,
+                      "--timeout", "1", cwd=tmp_path, timeout=30)
+    assert result.code == 3, result.stderr
+    assert time.monotonic() - started < 15
+    assert "within the request deadline of 1 s" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # no store written by a spot check
+
+
+def test_check_shows_a_spinner_on_a_terminal(tmp_path: Path, silent_source: str) -> None:
+    """Item 10: on a terminal, `check` says what it is waiting for while it waits (a
+    spinner on stderr naming the chain and the source); piped, it prints no spinner."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    primary, secondary = os.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGWATCH_")}
+    env.update(TERM="xterm", COLUMNS="120")
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "check", "anvil",
+                             "0x" + "11" * 20, "--source", silent_source, "--timeout", "2"],
+                            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=secondary)
+    os.close(secondary)
+    seen = b""
+    deadline = time.monotonic() + 20
+    try:
+        while b"reading anvil through 127.0.0.1" not in seen and time.monotonic() < deadline:
+            try:
+                seen += os.read(primary, 4096)
+            except OSError:
+                break
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+        assert proc.stdout is not None
+        proc.stdout.close()
+        os.close(primary)
+    assert b"reading anvil through 127.0.0.1" in seen
+    piped = segwatch("check", "anvil", "0x" + "11" * 20, "--source", silent_source,
+                     "--timeout", "1", cwd=tmp_path, timeout=30)
+    assert "reading anvil" not in piped.stderr

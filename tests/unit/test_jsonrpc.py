@@ -202,10 +202,16 @@ def test_transport_error_raises_redacted() -> None:
 
 
 def test_timeout_raises_source_unavailable() -> None:
-    """A read timeout raises SourceUnavailable naming the timeout."""
+    """A read timeout raises SourceUnavailable saying how long was waited (issue 17:
+    not a bare `ReadTimeout`), and a connect timeout that no connection was made."""
 
     def handle(request: httpx.Request) -> httpx.Response:
         raise httpx.ReadTimeout("timed out", request=request)
 
-    with pytest.raises(SourceUnavailable, match="ReadTimeout: timed out"):
+    def no_connection(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectTimeout("timed out", request=request)
+
+    with pytest.raises(SourceUnavailable, match=r"no answer within 10 s \(ReadTimeout\)"):
         make_client(handle).call("m", [])
+    with pytest.raises(SourceUnavailable, match=r"no connection within 10 s"):
+        make_client(no_connection).call("m", [])
