@@ -281,7 +281,10 @@ def run(
             sys.stderr.flush()
             os._exit(EXIT_OK)
         return
-    with progress("reconciling…"):
+    from daemon.runtime.lock import single_daemon
+
+    with single_daemon(g.db or service.settings.store.url, "run --once"), \
+            progress("reconciling…"):
         from daemon.audit import check as check_audit
 
         inbox = _inbox(service)

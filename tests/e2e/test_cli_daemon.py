@@ -97,7 +97,9 @@ def test_sigterm_stops_the_daemon_cleanly_and_quickly(cwd: Path) -> None:
 
 
 def test_a_second_daemon_on_the_same_sqlite_store_refuses_to_start(cwd: Path) -> None:
-    """While one daemon runs, a second on the same SQLite file exits 2 with one line."""
+    """While one daemon runs, a second on the same SQLite file exits 2 with one line, and
+    so does `run --once` (issue 17 item 11: it would cycle the same chains a second time
+    beside the daemon); once the daemon has stopped, `run --once` runs."""
     first = start(cwd)
     try:
         wait_healthy(listen_of(cwd), first)
@@ -108,12 +110,20 @@ def test_a_second_daemon_on_the_same_sqlite_store_refuses_to_start(cwd: Path) ->
         second = subprocess.run([sys.executable, "-m", "daemon.cli", "--config", "second.toml",
                                  "run"], cwd=cwd, env=env, capture_output=True, text=True,
                                 timeout=60)
+        once = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--once"], cwd=cwd,
+                              env=env, capture_output=True, text=True, timeout=60)
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=20)
     assert second.returncode == 2
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and "another segwatch daemon is already running" in lines[0]
+    assert once.returncode == 2, once.stderr
+    (line,) = once.stderr.strip().splitlines()
+    assert "already running" in line and "`run --once` included" in line
+    after = subprocess.run([sys.executable, "-m", "daemon.cli", "run", "--once"], cwd=cwd,
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert after.returncode in (0, 1), after.stderr  # it cycled (1: the ledger's findings)
 
 
 def test_a_listen_address_in_use_fails_at_start(cwd: Path) -> None:
