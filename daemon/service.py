@@ -52,10 +52,24 @@ from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.heads import Head, HeadSigner, sign_newest
 from daemon.store.identity import Identities
 from daemon.store.models import Checkpoint
-from daemon.store.repository import DiscrepancyRecord, OpenSummary, Store
+from daemon.store.repository import DiscrepancyRecord, Heartbeat, OpenSummary, Store
 from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
 
 log = structlog.get_logger("segwatch")
+MAX_LOGGED_CHANGES = 200
+"""Discrepancies opened, cleared or voided that one cycle logs one line each (the rest
+are counted in one line: a first cycle over broken books must not flood the logs)."""
+
+
+def _log_changes(bound: structlog.typing.FilteringBoundLogger, write: CycleWrite) -> None:
+    """One info line per discrepancy the cycle opened, self-cleared or voided."""
+    for change in write.changes[:MAX_LOGGED_CHANGES]:
+        bound.info(f"finding_{change.action}", id=change.id, type=change.type,
+                   severity=change.severity, address=change.address, asset=change.asset)
+    if len(write.changes) > MAX_LOGGED_CHANGES:
+        bound.info("finding_changes_not_logged",
+                   count=len(write.changes) - MAX_LOGGED_CHANGES,
+                   hint="segwatch discrepancies list")
 
 
 def utcnow() -> datetime:
@@ -302,6 +316,8 @@ class Service:
             self.sign_head()
             bound.warning("cycle_failed", error=exc.user_message,
                           source_stale=stale.severity if stale else None, opened=int(opened))
+            if opened and stale is not None:
+                bound.info("finding_opened", type=stale.type, severity=stale.severity)
             return CycleResult(chain.name, cycle_id, time.monotonic() - started,
                                findings=(stale,) if stale else (), error=exc.user_message,
                                shard=shard.key)
@@ -335,6 +351,7 @@ class Service:
             read_errors=len(result.read_errors),
             scanned=len(plan.result.blocks) if plan else 0,
             rpc_requests=adapter.requests_made, duration=round(duration, 3))
+        _log_changes(bound, write)
         return CycleResult(chain.name, cycle_id, duration, head, block, adapter.source,
                            len(mine.wallets), write.findings, len(result.read_errors), write,
                            rpc_requests=adapter.requests_made,
@@ -556,6 +573,16 @@ class Service:
         newest = [self.store.last_checkpoint(chain.name, (s.index, s.count))
                   for s in shards(chain)]
         return [] if any(c is None for c in newest) else [c for c in newest if c is not None]
+
+    def heartbeat(self) -> Heartbeat | None:
+        """The newest heartbeat of a daemon (`segwatch run`) on this store, or None."""
+        return self.store.heartbeat()
+
+    def beat(self, daemon: str, started_at: datetime) -> None:
+        """Say in the store that daemon `daemon` (this process) is alive."""
+        from daemon import __version__
+
+        self.store.beat(daemon, __version__, started_at, self._clock())
 
     def discrepancies(self, *, status: str | None = None, chain: str | None = None,
                       type_: str | None = None, overdue: bool = False,

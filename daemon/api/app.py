@@ -35,13 +35,20 @@ from daemon.auth.policy import Principal
 from daemon.cli.present import audit_json, discrepancy_json, status_json
 from daemon.errors import InputError
 from daemon.rules.transit import adjustments
-from daemon.runtime.health import STATUS_CACHE_SECONDS, StatusCache, health_app
+from daemon.runtime.health import (
+    STATUS_CACHE_SECONDS,
+    Liveness,
+    StatusCache,
+    Statuses,
+    health_app,
+)
 from daemon.runtime.metrics import Metrics
 from daemon.service import Service, overall
 from daemon.store.identity import SignedIn
 
 if TYPE_CHECKING:
     from daemon.auth.oidc import OidcClient
+    from daemon.store.repository import Heartbeat
 
 PREFIX = "/api/v1"
 MAX_PAGE = 1000
@@ -81,13 +88,19 @@ class NewToken(_Body):
     expires_days: float | None = Field(default=None, gt=0, le=3650)
 
 
+def _beat_at(beat: Heartbeat | None) -> datetime | None:
+    return beat.beat_at if beat else None
+
+
 def build_app(service: Service, metrics: Metrics, metrics_token: str | None = None,
               console: bool = True) -> FastAPI:
     """The whole ASGI app: /healthz, /metrics, the API and (unless `console` is off) the
     operator console's pages over `service`."""
     statuses = StatusCache(service.status, STATUS_CACHE_SECONDS)
     """/healthz and /api/v1/status ask the store at most once a second between them."""
-    app = health_app(statuses.get, metrics, metrics_token)
+    heartbeat = StatusCache(service.heartbeat, STATUS_CACHE_SECONDS)
+    app = health_app(statuses.get, metrics, metrics_token,
+                     liveness=Liveness(lambda: _beat_at(heartbeat.get())))
     install_errors(app)
     app.state.service = service
 
@@ -202,7 +215,7 @@ def _auth_routes(api: APIRouter, service: Service, oidc: OidcClient | None) -> N
                 "csrf_header": CSRF_HEADER}
 
 
-def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> None:
+def _review_routes(api: APIRouter, service: Service, statuses: Statuses) -> None:
     def read(who: Principal, what: str) -> None:
         service.identity.require(who, "read", what)
 
@@ -211,7 +224,7 @@ def _review_routes(api: APIRouter, service: Service, statuses: StatusCache) -> N
         """One signal per chain and overall (the CLI's `status --json`)."""
         read(who, "status")
         current = statuses.get()
-        return status_json(current, overall(current), service.now())
+        return status_json(current, overall(current), service.now(), service.heartbeat())
 
     @api.get("/chains", tags=["review"])
     def chains(who: Caller) -> list[dict[str, Any]]:

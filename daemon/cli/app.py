@@ -369,7 +369,7 @@ def run_exit_code(results: Sequence[CycleResult]) -> int:
 @app.command()
 def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """One signal per chain and overall: compliant, discrepancy, stale or unverified."""
-    from daemon.cli.present import items_table, status_json, status_table
+    from daemon.cli.present import heartbeat_line, items_table, status_json, status_table
     from daemon.service import overall
 
     g = setup(ctx, verbose)
@@ -377,9 +377,11 @@ def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = F
     statuses = service.status()
     signal = overall(statuses)
     if as_json:
-        emit(status_json(statuses, signal, service.now()))
+        emit(status_json(statuses, signal, service.now(), service.heartbeat()))
     else:
         out.print(status_table(statuses, signal))
+        out.print(heartbeat_line(service.heartbeat(), service.now()), markup=False,
+                  highlight=False)
         for s in statuses:
             chain = service.settings.chain(s.chain)
             if s.items and chain is not None:

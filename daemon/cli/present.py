@@ -17,7 +17,7 @@ from daemon.rules.reconcile import Finding
 from daemon.rules.transit import Item, adjustments
 from daemon.service import ChainStatus, CheckReport, CycleResult
 from daemon.store.models import AuditEntry
-from daemon.store.repository import DiscrepancyRecord
+from daemon.store.repository import DiscrepancyRecord, Heartbeat
 
 
 def _text(amount: int | None) -> str | None:
@@ -306,11 +306,36 @@ def _duration(seconds: int) -> str:
     return f"{hours}h{rest // 60:02d}m"
 
 
+def heartbeat_json(beat: Heartbeat | None, now: datetime) -> dict[str, Any] | None:
+    """The daemon's heartbeat: which daemon, its version, since when, how long ago."""
+    if beat is None:
+        return None
+    return {"id": beat.daemon, "version": beat.version, "started_at": _iso(beat.started_at),
+            "uptime_seconds": round((beat.beat_at - beat.started_at).total_seconds(), 1),
+            "heartbeat_at": _iso(beat.beat_at),
+            "heartbeat_age_seconds": round((now - beat.beat_at).total_seconds(), 1)}
+
+
+def heartbeat_line(beat: Heartbeat | None, now: datetime) -> str:
+    """`segwatch status`'s line about the daemon (plain text, no markup)."""
+    if beat is None:
+        return "daemon: no heartbeat in this store (no `segwatch run` has run on it lately)"
+    seconds = max(0, int((now - beat.beat_at).total_seconds()))
+    ago = f"{seconds} s" if seconds < 120 else _duration(seconds)
+    return (f"daemon: segwatch {beat.version} ({beat.daemon}), up since "
+            f"{_iso(beat.started_at)}, last heartbeat {ago} ago")
+
+
 def status_json(statuses: Sequence[ChainStatus], overall: str,
-                now: datetime | None = None) -> dict[str, Any]:
-    """Return the `segwatch status` document."""
+                now: datetime | None = None, heartbeat: Heartbeat | None = None
+                ) -> dict[str, Any]:
+    """Return the `segwatch status` document: the overall signal, this segwatch's
+    version, the daemon's newest heartbeat (None without one) and each chain."""
+    from daemon import __version__
+
     now = now or datetime.now(UTC)
-    return {"status": overall, "chains": [
+    return {"status": overall, "version": __version__,
+            "daemon": heartbeat_json(heartbeat, now), "chains": [
         {"chain": s.chain, "status": s.status, "open_findings": s.open_findings,
          "last_cycle_at": _iso(s.last_cycle_at), "block_number": s.block, "fresh": s.fresh,
          "last_error": s.last_error, "scanned_to": s.scanned_to, "scan_error": s.scan_error,

@@ -3,9 +3,10 @@ an ASGI app (FastAPI) on uvicorn in a thread of its own; it never touches a chai
 
 `/healthz` answers 200 with each chain's signal as JSON when every chain had a
 successful cycle within its freshness SLA and every balance was vouched for, else 503
-naming the stale and the unverified chains. `/metrics` is the Prometheus text format,
-behind a bearer token when `daemon.metrics_token_env` is set. Anything else is a JSON
-404/405.
+naming the stale and the unverified chains; either way it says this process's version,
+start and uptime, and the newest daemon heartbeat in the store (`Liveness`). `/metrics`
+is the Prometheus text format, behind a bearer token when `daemon.metrics_token_env` is
+set. Anything else is a JSON 404/405.
 
 Hostile or careless clients cannot starve it:
 - a connection must deliver a complete request within REQUEST_SECONDS of opening (a
@@ -25,7 +26,9 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeVar
 
 import structlog
 import uvicorn
@@ -35,6 +38,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.exceptions import HTTPException
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from daemon import __version__
 from daemon.errors import ConfigError
 from daemon.inputs.config import is_loopback
 from daemon.runtime.metrics import Metrics
@@ -47,6 +51,34 @@ KEEP_ALIVE_SECONDS = 5
 MAX_HEADER_BYTES = 16 * 1024
 MAX_CONNECTIONS = 512
 STATUS_CACHE_SECONDS = 1.0
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Liveness:
+    """This process (version, start) and the newest daemon heartbeat in the store."""
+
+    heartbeat: Callable[[], datetime | None] = lambda: None
+    """When a daemon last said it was alive (`segwatch run` beats every HEARTBEAT_SECONDS
+    in the store), or None."""
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: float = field(default_factory=time.monotonic)
+
+    def as_json(self) -> dict[str, Any]:
+        """`version`, `started_at`, `uptime_seconds`, `heartbeat_at`, `heartbeat_age_seconds`
+        (None without a heartbeat); a store that cannot be read leaves the heartbeat None."""
+        try:
+            beat = self.heartbeat()
+        except Exception:  # the chains' part of /healthz says the store is down
+            beat = None
+        now = datetime.now(UTC)
+        return {"version": __version__, "started_at": self.started_at.isoformat(),
+                "uptime_seconds": round(time.monotonic() - self.started, 1),
+                "heartbeat_at": beat.isoformat() if beat else None,
+                "heartbeat_age_seconds": round((now - beat).total_seconds(), 1) if beat
+                else None}
 
 
 def health_document(statuses: list[ChainStatus]) -> tuple[int, dict[str, Any]]:
@@ -65,22 +97,22 @@ def health_document(statuses: list[ChainStatus]) -> tuple[int, dict[str, Any]]:
     return (503 if stale or unverified else 200), body
 
 
-class StatusCache:
+class StatusCache(Generic[T]):
     """`statuses()` at most once per `ttl` seconds, computed by one caller at a time
     (the others wait for that answer); an error is cached like an answer."""
 
-    def __init__(self, statuses: Callable[[], list[ChainStatus]], ttl: float,
+    def __init__(self, statuses: Callable[[], T], ttl: float,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._statuses, self._ttl, self._clock = statuses, ttl, clock
         self._lock = threading.Lock()
-        self._value: tuple[float, list[ChainStatus] | Exception] | None = None
+        self._value: tuple[float, T | Exception] | None = None
 
-    def get(self) -> list[ChainStatus]:
+    def get(self) -> T:
         """The chains' statuses, at most `ttl` seconds old. Raises what `statuses` raised."""
         with self._lock:
             if self._value is None or self._clock() - self._value[0] >= self._ttl:
                 try:
-                    result: list[ChainStatus] | Exception = self._statuses()
+                    result: T | Exception = self._statuses()
                 except Exception as exc:  # the store is down: cached, then re-raised
                     result = exc
                 self._value = (self._clock(), result)
@@ -90,12 +122,18 @@ class StatusCache:
         return value
 
 
+Statuses = StatusCache[list[ChainStatus]]
+"""The chains' statuses, cached (what /healthz, the API and the console share)."""
+
+
 def health_app(statuses: Callable[[], list[ChainStatus]], metrics: Metrics,
-               token: str | None = None, openapi_url: str | None = None) -> FastAPI:
+               token: str | None = None, openapi_url: str | None = None,
+               liveness: Liveness | None = None) -> FastAPI:
     """The ASGI app serving `/healthz` and `/metrics` (handlers run in uvicorn's bounded
     thread pool; the status cache spares the store); daemon/api adds the API to it."""
     app = FastAPI(title="segwatch", docs_url=None, redoc_url=None, openapi_url=openapi_url)
     cache = StatusCache(statuses, STATUS_CACHE_SECONDS)
+    alive = liveness or Liveness()
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> JSONResponse:
@@ -103,7 +141,7 @@ def health_app(statuses: Callable[[], list[ChainStatus]], metrics: Metrics,
             status, body = health_document(cache.get())
         except Exception as exc:  # the store is down: unhealthy, say why
             status, body = 503, {"status": "error", "error": type(exc).__name__}
-        return JSONResponse(body, status_code=status)
+        return JSONResponse({**body, **alive.as_json()}, status_code=status)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics_text(authorization: str | None = Header(default=None)) -> Response:

@@ -27,7 +27,7 @@ from daemon.api.app import build_app
 from daemon.inputs.config import ChainSettings
 from daemon.rules.shards import Shard, shards
 from daemon.runtime.health import HealthServer
-from daemon.runtime.leases import LeaseLost, Leases
+from daemon.runtime.leases import LeaseLost, Leases, replica_id
 from daemon.runtime.metrics import Metrics
 from daemon.service import Service
 
@@ -37,9 +37,11 @@ ALERT_SECONDS = 10.0
 """How often pending alerts are delivered to the sinks."""
 
 ESCALATION_SECONDS = 60.0
+"""How often open items past their cure deadline are looked for."""
 AUDIT_SECONDS = 300.0
 """How often the daemon verifies the audit log against the table (daemon/audit.py)."""
-"""How often open items past their cure deadline are looked for."""
+HEARTBEAT_SECONDS = 15.0
+"""How often a daemon says in the store that it is alive (`status`, /healthz)."""
 
 SHUTDOWN_TIMEOUT = 15.0
 """Seconds the cycles in flight get to finish after SIGTERM/SIGINT."""
@@ -193,6 +195,9 @@ def run_forever(service: Service, stop: threading.Event | None = None,
                         service.settings.daemon.lease_seconds)
         service.fence = leases.fence
         leases.tick()
+    me, started_at = (leases.me if leases else replica_id()), service.now()
+    service.beat(me, started_at)
+    jobs = [*jobs, Job("heartbeat", HEARTBEAT_SECONDS, lambda: service.beat(me, started_at))]
     daemon = Daemon(service, metrics, jobs, shutdown_timeout, leases=leases)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

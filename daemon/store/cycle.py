@@ -36,6 +36,23 @@ _INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cyc
 
 
 @dataclass(frozen=True, slots=True)
+class Change:
+    """One discrepancy a cycle opened, self-cleared or voided (for the logs)."""
+
+    action: str
+    """`opened`, `cleared` or `voided`."""
+    id: int
+    type: str
+    severity: str
+    address: str | None
+    asset: str | None
+
+    @classmethod
+    def of(cls, action: str, row: m.Discrepancy) -> Change:
+        return cls(action, row.id or 0, row.type, row.severity, row.address, row.asset)
+
+
+@dataclass(frozen=True, slots=True)
 class CycleWrite:
     """What one recorded cycle changed."""
 
@@ -48,6 +65,8 @@ class CycleWrite:
     """Every condition this cycle saw: balance, transfer and continuity findings."""
     in_transit: int = 0
     """How many reconciling items explained balances (SPEC §8)."""
+    changes: tuple[Change, ...] = ()
+    """The discrepancies opened, self-cleared and voided, in that order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +100,7 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     """
     audit = AuditLog(session)
     transfer_findings: list[Finding] = []
-    voided = 0
+    changes: list[Change] = []
     if cycle.seed is not None:
         tx.seed_wallets(session, chain_id, cycle.seed.addresses, cycle.seed.block.height,
                         cycle.seed.outputs)
@@ -89,7 +108,7 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         new_flows = _record_scan(session, chain_id, cycle.scan, now)
         transfer_findings = _judge_transfers(session, chain, chain_id, cycle.ledger,
                                              new_flows, cycle.checkers)
-        voided = _void_orphaned(session, audit, chain_id, now)
+        changes += _void_orphaned(session, audit, chain_id, now)
     elif cycle.shard == 0 and tx.scan_state(session, chain_id) is None and \
             not cycle.scan_error:
         tx.start_cursor(session, chain_id, cycle.seed.block if cycle.seed else cycle.block, now)
@@ -115,9 +134,10 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
                                     chain.freshness)
     stored = _store_observations(session, chain_id, cycle.observations, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
+    voided = len(changes)
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline,
                                                hold, scanned=cycle.shard == 0 and
-                                               not cycle.scan_error)
+                                               not cycle.scan_error, changes=changes)
     session.add(m.Checkpoint(
         chain_id=chain_id, cycle_id=cycle.cycle_id, block_height=cycle.block.height,
         block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
@@ -125,7 +145,9 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
         findings=len(findings), finished_at=now, shard=cycle.shard, shards=cycle.shards,
         scanned=covered))
-    return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings), len(found))
+    order = {"opened": 0, "cleared": 1, "voided": 2}
+    return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings), len(found),
+                      tuple(sorted(changes, key=lambda c: order[c.action])))
 
 
 def _reconciling_items(session: Session, chain: ChainSettings, chain_id: int,
@@ -287,12 +309,15 @@ def latest_observations(session: Session, chain_id: int,
 
 def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,
                     now: datetime, deadline: Callable[[datetime], datetime],
-                    hold: bool = False, *, scanned: bool = False) -> tuple[int, int, int]:
+                    hold: bool = False, *, scanned: bool = False,
+                    changes: list[Change] | None = None) -> tuple[int, int, int]:
     """Open, refresh and self-clear. With `hold` (the transfer scan does not cover the
     block the balances were read at, so the reconciling items there are unknown), balance
     findings are neither opened nor cleared: the cycle is unverified instead (status),
     never compliant and never a false alarm. `scanned`: this cycle's scan ran without
-    error (only then does a `scan_stalled` finding clear)."""
+    error (only then does a `scan_stalled` finding clear). Each row opened or cleared is
+    added to `changes`."""
+    changes = [] if changes is None else changes
     open_rows = {d.fingerprint: d for d in session.exec(
         select(m.Discrepancy).where(m.Discrepancy.chain_id == chain_id,
                                     col(m.Discrepancy.status).in_(m.OPEN_STATUSES)))}
@@ -304,9 +329,10 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
         row = open_rows.pop(finding.fingerprint, None)
         if row is None:
             previous = resolved.get(finding.fingerprint)
-            _open(session, audit, chain_id, finding, now,
-                  previous.cure_deadline if previous else deadline(now),
-                  reopens=previous.id if previous else None)
+            changes.append(Change.of("opened", _open(
+                session, audit, chain_id, finding, now,
+                previous.cure_deadline if previous else deadline(now),
+                reopens=previous.id if previous else None)))
             opened += 1
         else:
             if row.type == "scan_stalled" and finding.severity == "critical" != row.severity:
@@ -332,6 +358,7 @@ def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Re
             session.add(row)
             audit.append(now, ENGINE_ACTOR, "self_cleared", row.id,
                          {"from": was, "to": "self_cleared"})
+            changes.append(Change.of("cleared", row))
             cleared += 1
     return opened, updated, cleared
 
@@ -361,11 +388,12 @@ def _judge_transfers(session: Session, chain: ChainSettings, chain_id: int, ledg
     return list(verdict.findings)
 
 
-def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: datetime) -> int:
+def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: datetime
+                   ) -> list[Change]:
     """Void open findings whose transfer a reorg removed and no rescan brought back."""
     orphans = tx.orphaned_keys(session, chain_id)
     if not orphans:
-        return 0
+        return []
     rows = session.exec(select(m.Discrepancy).where(
         m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
         col(m.Discrepancy.event).in_(orphans))).all()
@@ -376,7 +404,7 @@ def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: dateti
         audit.append(now, ENGINE_ACTOR, "voided", row.id,
                      {"from": previous, "to": "voided", "reason": "transaction orphaned by a "
                       "reorg", "tx_hash": row.tx_hash, "block_hash": row.block_hash})
-    return len(rows)
+    return [Change.of("voided", row) for row in rows]
 
 
 def _scanned_through(session: Session, chain_id: int, block: ChainHead) -> bool:
@@ -434,7 +462,8 @@ def _resolved_before(session: Session, chain_id: int, fingerprints: Sequence[str
 
 
 def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
-          now: datetime, cure_deadline: datetime, reopens: int | None = None) -> None:
+          now: datetime, cure_deadline: datetime, reopens: int | None = None
+          ) -> m.Discrepancy:
     row = m.Discrepancy(fingerprint=finding.fingerprint, chain_id=chain_id, type=finding.type,
                         severity=finding.severity, status="open",
                         address=finding.address or None, asset=finding.asset or None,
@@ -455,6 +484,7 @@ def _open(session: Session, audit: AuditLog, chain_id: int, finding: Finding,
     if reopens is not None:
         payload["reopens"] = reopens
     audit.append(now, ENGINE_ACTOR, "detected", row.id, payload)
+    return row
 
 
 def _refresh(row: m.Discrepancy, finding: Finding, now: datetime) -> None:

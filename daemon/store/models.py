@@ -326,6 +326,17 @@ class Lease(SQLModel, table=True):
     expires_at: datetime = _time()
 
 
+class Heartbeat(SQLModel, table=True):
+    """A running daemon (`segwatch run`, any store) and when it last said it was alive:
+    what `status` and /healthz show as the daemon's version, start and last heartbeat."""
+
+    __tablename__ = "heartbeat"
+    id: str = Field(primary_key=True, max_length=120)
+    version: str = Field(max_length=40)
+    started_at: datetime = _time()
+    beat_at: datetime = _time()
+
+
 class Replica(SQLModel, table=True):
     """A running daemon replica and when it last said so (to share work fairly)."""
 

@@ -10,10 +10,10 @@ import dataclasses
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, func, insert, type_coerce
+from sqlalchemy import Engine, bindparam, case, delete, func, insert, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
@@ -65,6 +65,20 @@ class OpenSummary:
     """Of them, `balance_unverified` (a warning that says "not vouched for")."""
     overdue: int = 0
     nearest_deadline: datetime | None = None
+
+
+HEARTBEAT_KEPT = timedelta(days=1)
+"""A daemon silent for this long is forgotten (its heartbeat row deleted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """A daemon's last heartbeat: who (host-pid-suffix), which version, since when."""
+
+    daemon: str
+    version: str
+    started_at: datetime
+    beat_at: datetime
 
 
 class Store(AuditQueries, FeedQueries, ConsoleQueries):
@@ -238,6 +252,27 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
                 if stale is not None and deadline is not None:
                     opened = record_stale(session, row.id, stale, now, deadline)
         return opened
+
+    def beat(self, daemon: str, version: str, started_at: datetime, now: datetime) -> None:
+        """Record that daemon `daemon` (started at `started_at`) is alive at `now`; forget
+        daemons silent for HEARTBEAT_KEPT."""
+        with session_scope(self.engine) as session:
+            row = session.get(m.Heartbeat, daemon[:120])
+            if row is None:
+                row = m.Heartbeat(id=daemon[:120], version=version[:40], started_at=started_at,
+                                  beat_at=now)
+            row.beat_at = now
+            session.add(row)
+            session.execute(delete(m.Heartbeat).where(
+                col(m.Heartbeat.beat_at) < now - HEARTBEAT_KEPT))
+
+    def heartbeat(self) -> Heartbeat | None:
+        """The newest daemon heartbeat, or None when no daemon ever ran on this store (or
+        none within HEARTBEAT_KEPT)."""
+        with Session(self.engine) as session:
+            row = session.exec(select(m.Heartbeat)
+                               .order_by(col(m.Heartbeat.beat_at).desc())).first()
+            return Heartbeat(row.id, row.version, row.started_at, row.beat_at) if row else None
 
     def last_checkpoint(self, chain: str, shard: tuple[int, int] | None = None
                         ) -> m.Checkpoint | None:

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from daemon.runtime.health import StatusCache
+from daemon.runtime.health import Statuses
 from daemon.service import Service
 from daemon.web import manage, signin, views
 from daemon.web.pages import STATIC_TYPES, Pages
@@ -27,7 +27,7 @@ def is_console(request: Request) -> bool:
     return not request.url.path.startswith(API_PATHS)
 
 
-def install(app: FastAPI, service: Service, statuses: StatusCache, oidc: Any,
+def install(app: FastAPI, service: Service, statuses: Statuses, oidc: Any,
             version: str) -> Pages:
     """Add the console's routes to `app`; return its renderer (for error pages)."""
     pages = Pages(service.settings, version)

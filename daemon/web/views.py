@@ -23,7 +23,7 @@ from daemon.errors import InputError
 from daemon.rules.reconcile import SEVERITY
 from daemon.rules.transit import adjustments
 from daemon.rules.workflow import REASON_CODES
-from daemon.runtime.health import StatusCache
+from daemon.runtime.health import Statuses
 from daemon.service import ChainStatus, Service, overall
 from daemon.store import models as m
 from daemon.store.console import SEVERITY_ORDER, SORTS, Filters, Sort
@@ -88,7 +88,7 @@ def dashboard_lines(service: Service, current: list[ChainStatus]) -> list[AssetL
     return lines
 
 
-def routes(router: APIRouter, service: Service, pages: Pages, statuses: StatusCache) -> None:
+def routes(router: APIRouter, service: Service, pages: Pages, statuses: Statuses) -> None:
     """Add the review pages to `router`."""
 
     @router.get("/", response_class=HTMLResponse)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from chains.evm.devnet import AnvilNode, free_port, install_multicall
+from daemon import __version__
 from tests.e2e.cli import feeder_env
 
 pytestmark = pytest.mark.anvil
@@ -81,8 +82,22 @@ def test_sigterm_stops_the_daemon_cleanly_and_quickly(cwd: Path) -> None:
     logs are JSON lines (not a terminal) and never contain the source's API key."""
     daemon = start(cwd)
     try:
-        assert wait_healthy(listen_of(cwd), daemon)["status"] == "ok"
+        health = wait_healthy(listen_of(cwd), daemon)
+        assert health["status"] == "ok"
         time.sleep(1.0)  # a few cycles
+        # issue 17 item 14: /healthz and `status` say the version, uptime and heartbeat
+        assert health["version"] == __version__ and health["uptime_seconds"] >= 0
+        assert health["heartbeat_at"] is not None and health["heartbeat_age_seconds"] < 60
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SEGWATCH_")}
+        shown = subprocess.run([sys.executable, "-m", "daemon.cli", "status", "--json"],
+                               cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+        status = json.loads(shown.stdout)
+        assert status["version"] == __version__ and status["daemon"]["version"] == __version__
+        assert str(daemon.pid) in status["daemon"]["id"]
+        assert 0 <= status["daemon"]["heartbeat_age_seconds"] < 60
+        text = subprocess.run([sys.executable, "-m", "daemon.cli", "status"], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=60).stdout
+        assert f"daemon: segwatch {__version__}" in text and "last heartbeat" in text
         stopped = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         out, err = daemon.communicate(timeout=20)
