@@ -2,7 +2,7 @@
 #
 # The dependencies come in as wheels built on the host into ./wheels (the context), so
 # nothing is downloaded inside the build:
-#   python3 -m tests.container.build wheels          # pip wheel -c constraints.txt …
+#   python3 -m tests.container.build wheels          # pip wheel --require-hashes -r requirements.lock
 #   docker build -t segwatch .                       # podman: add --format docker
 #   docker run -d --name segwatch -p 9464:9464 \
 #     -v $PWD/segwatch.toml:/etc/segwatch/segwatch.toml:ro -v segwatch-data:/var/lib/segwatch \
@@ -19,7 +19,7 @@
 ARG BASE=docker.io/library/python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 # Dependencies first, in a venv at a fixed path: this layer is rebuilt only when the
-# wheels change (constraints.txt or pyproject.toml's dependencies), never for a code change.
+# wheels change (requirements.lock, the hashed pins), never for a code change.
 FROM ${BASE} AS deps
 ENV PIP_NO_INDEX=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY wheels/ /wheels/

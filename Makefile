@@ -8,13 +8,32 @@ OIDC_STAMP    := tests/oidc/node_modules/.installed
 AXE_STAMP     := tests/axe/node_modules/.installed
 NODES_STAMP   := tests/evmnodes/node_modules/.installed
 
-.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider axe evm-nodes container-tools clean
+.PHONY: install demo console test lint typecheck unit bench postgres litecoind chromium oidc-provider axe evm-nodes container-tools lock audit clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# Every dependency from the hashed lock (pip checks each file against its hash), then
+# segwatch itself without dependencies and without build isolation (setuptools is in the
+# lock too), so nothing is installed unpinned.
+$(VENV)/.installed: pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+# Regenerate the hashed lock files from pyproject.toml; pins already in a lock are kept
+# (UPGRADE=1 takes the newest releases). requirements.lock: what segwatch needs to run
+# (the container image); requirements-build.lock: setuptools, to build it;
+# requirements-dev.lock: both, plus the test and lint tools (make install, make test).
+COMPILE = $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade)
+lock: $(VENV)/.installed
+	$(COMPILE) -o requirements.lock pyproject.toml
+	$(COMPILE) -o requirements-build.lock requirements-build.in
+	$(COMPILE) --extra dev -o requirements-dev.lock pyproject.toml requirements-build.in
+
+# pip-audit over the pins (scripts/audit_deps.py): a known vulnerability fails; a
+# vulnerability database that cannot be reached is reported, not failed on.
+audit: $(VENV)/.installed
+	$(PY) scripts/audit_deps.py requirements-dev.lock
 
 # anvil ships as a binary inside its npm package (no download from elsewhere).
 $(ANVIL_STAMP):
@@ -89,7 +108,7 @@ typecheck: $(VENV)/.installed
 
 # Both cores: each pytest-xdist worker starts its own anvil and litecoind, and every
 # PostgreSQL test has its own schema.
-test: install oidc-provider axe evm-nodes litecoind chromium container-tools postgres lint typecheck
+test: install oidc-provider axe evm-nodes litecoind chromium container-tools postgres lint typecheck audit
 	$(VENV)/bin/pytest -p no:cacheprovider -n auto
 
 unit: $(VENV)/.installed

@@ -166,8 +166,8 @@ def items_table(items: Sequence[Item], now: datetime, chain: ChainSettings) -> T
     decimals = {a.symbol: a.decimals for a in chain.assets}
     for item in shown:
         doc = item.as_json(now)
-        table.add_row(doc["address"], doc["tx_hash"] or "", doc["what"], doc["direction"],
-                      doc["asset"],
+        table.add_row(doc["address"], doc["tx_hash"] or "", untrusted(doc["what"]),
+                      doc["direction"], untrusted(doc["asset"]),
                       display(abs(item.movement.delta), decimals.get(doc["asset"], 0)),
                       str(doc["block"]), _iso(item.movement.time) or "",
                       _duration(max(0, doc["age_seconds"])), doc["side"])
@@ -410,7 +410,7 @@ def transfers_table(report: CheckReport) -> Table:
         if isinstance(other, list):
             other = ", ".join(other)
         table.add_row(str(doc["block_number"] or "mempool"), doc["kind"], doc["direction"],
-                      doc["asset"],
+                      untrusted(doc["asset"]),
                       display(t.amount, decimals.get(doc["asset"], 0)), other or "",
                       doc["tx_hash"] or f"withdrawal #{doc['log_index']}",
                       str(doc["confirmations"]))

@@ -3,7 +3,8 @@
     python3 -m tests.container.build wheels   # ./wheels for `docker build .` (pip, PyPI)
     python3 -m tests.container.build image    # + a debootstrap stand-in base, the image
 
-The dependency wheels are built on the host (`pip wheel -c constraints.txt`) and cached
+The dependency wheels are built on the host (`pip wheel --require-hashes -r
+requirements.lock`, setuptools from requirements-build.lock) and cached
 under a directory keyed by a hash of what decides them; the stand-in base (Debian 12's
 python3 and python3-venv, made with debootstrap from the apt mirror) is cached as a
 podman image tagged by a hash of its recipe. Only the standard library is used here, so
@@ -25,14 +26,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("SEGWATCH_CONTAINER_CACHE", REPO / ".tools" / "container"))
 CONTAINERS_CONF = Path("/etc/containers/containers.conf")
-BUILD_REQUIREMENTS = ("setuptools>=70.1",)  # builds the segwatch wheel (no `wheel` needed)
 BASE_SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv")
 BASE_CHANGES = (
@@ -125,29 +124,23 @@ def configure_podman() -> None:
 
 # --- inputs: the wheels and the stand-in base ----------------------------------------------
 
-def dependencies() -> list[str]:
-    """segwatch's runtime requirements, as pyproject.toml declares them."""
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"])
-
-
 def wheels_dir() -> Path:
     """The cached directory of dependency wheels (and build/ for setuptools), built with
-    this interpreter's pip under constraints.txt when its key is new."""
-    key = _digest(dependencies(), (REPO / "constraints.txt").read_text(), BUILD_REQUIREMENTS,
-                  sys.implementation.cache_tag, os.uname().machine)
+    this interpreter's pip from the hashed lock files (requirements.lock,
+    requirements-build.lock: every file checked against its hash) when its key is new."""
+    locks = [REPO / "requirements.lock", REPO / "requirements-build.lock"]
+    key = _digest(*(lock.read_text() for lock in locks), sys.implementation.cache_tag,
+                  os.uname().machine)
     final = CACHE / f"wheels-{key}"
     with locked("wheels"):
         if (final / ".complete").exists():
             return final
         work = Path(tempfile.mkdtemp(prefix="wheels-", dir=CACHE))
         try:
-            requirements = work / "requirements.txt"
-            requirements.write_text("\n".join(dependencies()) + "\n")
-            pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "-c",
-                   str(REPO / "constraints.txt")]
-            run([*pip, "--wheel-dir", str(work / "out"), "-r", str(requirements)], PIP_TIMEOUT)
-            run([*pip, "--wheel-dir", str(work / "out" / "build"), *BUILD_REQUIREMENTS],
+            pip = [sys.executable, "-m", "pip", "wheel", "--quiet", "--require-hashes",
+                   "--no-deps"]
+            run([*pip, "--wheel-dir", str(work / "out"), "-r", str(locks[0])], PIP_TIMEOUT)
+            run([*pip, "--wheel-dir", str(work / "out" / "build"), "-r", str(locks[1])],
                 PIP_TIMEOUT)
             (work / "out" / ".complete").write_text("")
             shutil.rmtree(final, ignore_errors=True)
