@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from eth_utils.address import to_checksum_address
 
 from chains.evm.devnet import AnvilNode, free_port, install_multicall
 from daemon import __version__
@@ -23,6 +24,8 @@ from tests.e2e.cli import feeder_env
 pytestmark = pytest.mark.anvil
 SECRET = "s3cr3t-key-123"
 ALICE = "0x1000000000000000000000000000000000000001"
+BOB = "0x1000000000000000000000000000000000000b0b"
+"""Booked 1 ETH, holds none: a shortfall the daemon finds (and logs)."""
 
 
 def write_config(cwd: Path, rpc_url: str, listen: str) -> None:
@@ -40,7 +43,8 @@ poll_seconds = 0.5
 sources = [{{ kind = "jsonrpc", url = "{rpc_url}/?apikey={SECRET}" }}]
 """)
     (cwd / "ledger.csv").write_text("chain,address,structure,owner,asset,amount\n"
-                                    f"devnet,{ALICE},segregated,alice,ETH,0\n")
+                                    f"devnet,{ALICE},segregated,alice,ETH,0\n"
+                                    f"devnet,{BOB},segregated,bob,ETH,1\n")
 
 
 def start(cwd: Path) -> subprocess.Popen[str]:
@@ -108,6 +112,11 @@ def test_sigterm_stops_the_daemon_cleanly_and_quickly(cwd: Path) -> None:
     assert time.monotonic() - stopped < 15
     events = [json.loads(line)["event"] for line in err.splitlines() if line.strip()]
     assert "started" in events and "cycle" in events and events[-1] == "stopped"
+    # issue 17 item 14: the finding the daemon opened is a log line of its own
+    opened = [json.loads(line) for line in err.splitlines()
+              if line.strip() and json.loads(line)["event"] == "finding_opened"]
+    assert [(o["type"], o["address"], o["asset"]) for o in opened] == [
+        ("balance_shortfall", to_checksum_address(BOB), "ETH")]
     assert SECRET not in out + err
 
 

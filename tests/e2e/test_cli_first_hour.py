@@ -238,6 +238,9 @@ def test_help_is_plain_text_with_every_documented_choice() -> None:
                if spec["family"] == "utxo"), derive
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "| `segwatch version` |" in readme
+    verify = " ".join(segwatch("export", "verify", "--help", cwd=Path.cwd(),
+                               env={"COLUMNS": "400"}).stdout.split())
+    assert "--fingerprint or [export] trusted_keys" in verify  # not eaten as a style tag
 
 
 def test_an_unknown_type_filter_is_refused_like_an_unknown_status(cwd: Path) -> None:
