@@ -60,6 +60,11 @@ class SourceSettings(_Frozen):
     (never its URL); default `KIND-N`, N its position among the chain's sources."""
     url: str = ""
     url_env: str | None = None
+    ws_url: str = ""
+    """jsonrpc: a WebSocket endpoint (ws:// on loopback, else wss://) whose `newHeads`
+    notifications wake the chain's next cycle at once; polling goes on regardless."""
+    ws_url_env: str | None = None
+    """The environment variable holding `ws_url` (when it carries an API key)."""
     headers_env: dict[str, str] = Field(default_factory=dict)
     """HTTP header → environment variable holding its value (API keys sent as headers)."""
     allow_insecure: bool = False
@@ -92,6 +97,7 @@ class SourceSettings(_Frozen):
     def _resolve(self) -> Self:
         _resolve_url(self)
         _check_transport(self.url, self.allow_insecure)
+        _resolve_ws_url(self)
         self._headers = _resolve_headers(self.headers_env)
         if not self.name:
             object.__setattr__(self, "name", self.kind)
@@ -157,6 +163,31 @@ def _resolve_url(model: SourceSettings | AlertSettings) -> None:
         object.__setattr__(model, "url", url)
     elif not model.url:
         raise ValueError("url (or url_env) is required")
+
+
+def _resolve_ws_url(model: SourceSettings) -> None:
+    """Take `ws_url` from `ws_url_env` when named; check it (ws:// or wss:// with a host;
+    plain ws:// only to loopback unless `allow_insecure`; jsonrpc sources only)."""
+    if model.ws_url_env:
+        value = os.environ.get(model.ws_url_env, "")
+        if not value:
+            raise ValueError(f"environment variable {model.ws_url_env} (ws_url_env) is not set")
+        object.__setattr__(model, "ws_url", value)
+    if not model.ws_url:
+        return
+    if model.kind != "jsonrpc":
+        raise ValueError("ws_url is for jsonrpc sources (newHeads subscriptions)")
+    try:
+        parts = urlsplit(model.ws_url)
+        ok = parts.scheme in ("ws", "wss") and bool(parts.hostname)
+        parts.port  # noqa: B018 - a bad port raises here
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError("ws_url: bad URL (expected ws:// or wss:// with a host)")
+    if parts.scheme == "ws" and not model.allow_insecure and not is_loopback(parts.hostname or ""):
+        raise ValueError(f"ws_url: plain ws:// to {parts.hostname}, which is not loopback: "
+                         "use wss:// or set allow_insecure = true")
 
 
 def check_url(url: str) -> str:

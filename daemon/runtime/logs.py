@@ -187,6 +187,9 @@ def settings_secrets(settings: Settings, store_url: str | None = None) -> list[s
         for source in chain.sources:
             public += [source.name, source.kind, url_host(source.url)]
             values += url_secrets(source.url)
+            if source.ws_url:
+                public.append(url_host(source.ws_url))
+                values += url_secrets(source.ws_url)
             for header in source.headers.values():
                 values += [header, *(w for w in header.split() if len(w) >= SUBSTRING_SECRET)]
     for alert in settings.alerts:

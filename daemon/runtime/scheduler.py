@@ -26,6 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from daemon.api.app import build_app
 from daemon.inputs.config import ChainSettings
 from daemon.rules.shards import Shard, shards
+from daemon.runtime.heads import HeadWatcher
 from daemon.runtime.health import HealthServer
 from daemon.runtime.leases import LeaseLost, Leases, replica_id
 from daemon.runtime.metrics import Metrics
@@ -74,6 +75,9 @@ class Daemon:
         self._in_flight = 0
         self._idle = threading.Condition()
         self._shards = [s for c in self._chains for s in shards(c)]
+        self._pending: set[str] = set()
+        """Shards a new head arrived for while their cycle ran (run again at once)."""
+        self._watchers: dict[str, HeadWatcher] = {}
         executors = {f"chain:{s.key}": ThreadPoolExecutor(1) for s in self._shards}
         executors["default"] = ThreadPoolExecutor(1)
         for job in self._jobs:  # a slow alert run never holds back escalation, and back
@@ -107,12 +111,43 @@ class Daemon:
     def stop(self) -> bool:
         """Stop scheduling and wait up to `shutdown_timeout` for the jobs in flight.
         Returns True when none is left running."""
+        for watcher in self._watchers.values():
+            watcher.stop()
         self.scheduler.shutdown(wait=False)
         deadline = time.monotonic() + self.shutdown_timeout
         with self._idle:
             while self._in_flight and time.monotonic() < deadline:
                 self._idle.wait(timeout=max(0.0, deadline - time.monotonic()))
             return self._in_flight == 0
+
+    def watch_heads(self) -> None:
+        """Follow the new heads of every chain whose source has a `ws_url` (the first
+        one), each new head bringing the chain's next cycle forward."""
+        for chain in self._chains:
+            source = next((s for s in chain.sources if s.ws_url), None)
+            if source is None:
+                continue
+            self._watchers[chain.name] = HeadWatcher(
+                chain.name, source.name, source.ws_url, self._waker(chain.name),
+                stall_seconds=max(30.0, 3 * chain.poll_seconds)).start()
+
+    def _waker(self, chain: str) -> Callable[[int], None]:
+        def wake(_height: int) -> None:
+            self.wake_chain(chain)
+        return wake
+
+    def wake_chain(self, chain: str) -> None:
+        """Run `chain`'s cycles now rather than at their next poll (after the cycle in
+        flight, if one is running)."""
+        for shard in self._shards:
+            if shard.chain != chain:
+                continue
+            with self._idle:
+                self._pending.add(shard.key)
+            try:
+                self.scheduler.modify_job(shard.key, next_run_time=_now())
+            except Exception as exc:  # stopping: the job is gone
+                log.debug("wake_failed", chain=chain, error=type(exc).__name__)
 
     def _tracked(self, run: Callable[..., None], *args: object) -> None:
         with self._idle:
@@ -129,6 +164,20 @@ class Daemon:
         stops the daemon."""
         if self.leases is not None and not self.leases.holds(shard.key):
             return
+        with self._idle:
+            self._pending.discard(shard.key)
+        try:
+            self._run_cycle(chain, shard)
+        finally:
+            with self._idle:
+                again = shard.key in self._pending
+            if again:  # a head arrived during the cycle: its next one now
+                try:
+                    self.scheduler.modify_job(shard.key, next_run_time=_now())
+                except Exception as exc:  # stopping
+                    log.debug("wake_failed", chain=chain.name, error=type(exc).__name__)
+
+    def _run_cycle(self, chain: ChainSettings, shard: Shard) -> None:
         started = time.monotonic()
         try:
             result = self.service.run_cycle(chain, shard)
@@ -143,6 +192,9 @@ class Daemon:
         self.metrics.cycle(chain.name, result.duration, result.error is None,
                            result.head.height if result.head else None,
                            result.block.height if result.block else None, time.time())
+        watcher = self._watchers.get(chain.name)
+        if watcher is not None and result.head is not None:
+            watcher.polled(result.head.height)
         try:
             self.metrics.findings(self.service.store.open_counts())
         except Exception as exc:
@@ -208,6 +260,7 @@ def run_forever(service: Service, stop: threading.Event | None = None,
         signal.signal(signal.SIGTERM, _stop)
         signal.signal(signal.SIGINT, _stop)
     daemon.start()
+    daemon.watch_heads()
     log.info("started", chains=[c.name for c in service.settings.chains],
              listen=health.address)
     try:

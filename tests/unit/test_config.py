@@ -281,3 +281,30 @@ def test_the_example_configuration_documents_every_key() -> None:
     missing = sorted(f"{s.__name__}.{key}" for s in sections for key in s.model_fields
                      if key not in written)
     assert missing == []
+
+
+def test_ws_url_is_checked_like_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 4: `ws_url` must be ws:// or wss:// with a host; plain ws:// only to
+    loopback (or with allow_insecure); only jsonrpc sources subscribe; `ws_url_env` names
+    a variable holding it (its key parts are masked like url's)."""
+    def chain(source: str) -> str:
+        return BASE.replace('{ kind = "jsonrpc", url = "https://eth.example/rpc" }', source)
+
+    loaded = load(tmp_path, chain('{ kind = "jsonrpc", url = "https://eth.example/rpc", '
+                                  'ws_url = "wss://eth.example/ws?key=abc" }'))
+    assert loaded.chains[0].sources[0].ws_url == "wss://eth.example/ws?key=abc"
+    (line,) = problems(tmp_path, chain('{ kind = "jsonrpc", url = "https://eth.example/rpc",'
+                                       ' ws_url = "ws://eth.example/ws" }'))
+    assert "plain ws:// to eth.example" in line
+    (line,) = problems(tmp_path, chain('{ kind = "jsonrpc", url = "https://eth.example/rpc",'
+                                       ' ws_url = "https://eth.example/ws" }'))
+    assert "ws_url: bad URL" in line
+    assert load(tmp_path, chain('{ kind = "jsonrpc", url = "http://127.0.0.1:8545", '
+                                'ws_url = "ws://127.0.0.1:8545" }')).chains[0].sources[0].ws_url
+    monkeypatch.setenv("ETH_WS_URL", "wss://eth.example/ws/s3cret-path")
+    from daemon.runtime.logs import settings_secrets
+
+    settings = load(tmp_path, chain('{ kind = "jsonrpc", url = "https://eth.example/rpc", '
+                                    'ws_url_env = "ETH_WS_URL" }'))
+    assert settings.chains[0].sources[0].ws_url == "wss://eth.example/ws/s3cret-path"
+    assert "s3cret-path" in settings_secrets(settings)
