@@ -178,28 +178,26 @@ def _resolve_ws_url(model: SourceSettings) -> None:
     if model.kind != "jsonrpc":
         raise ValueError("ws_url is for jsonrpc sources (newHeads subscriptions)")
     try:
-        parts = urlsplit(model.ws_url)
-        ok = parts.scheme in ("ws", "wss") and bool(parts.hostname)
-        parts.port  # noqa: B018 - a bad port raises here
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError("ws_url: bad URL (expected ws:// or wss:// with a host)")
+        check_url(model.ws_url, ("ws", "wss"))
+    except ValueError as exc:
+        raise ValueError(f"ws_url: {exc}") from None
+    parts = urlsplit(model.ws_url)
     if parts.scheme == "ws" and not model.allow_insecure and not is_loopback(parts.hostname or ""):
         raise ValueError(f"ws_url: plain ws:// to {parts.hostname}, which is not loopback: "
                          "use wss:// or set allow_insecure = true")
 
 
-def check_url(url: str) -> str:
-    """Return `url` if it is an absolute http(s) URL with a host; raise ValueError."""
+def check_url(url: str, schemes: tuple[str, str] = ("http", "https")) -> str:
+    """Return `url` if it is an absolute URL of one of `schemes` with a host; raise
+    ValueError."""
     try:
         parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        ok = parts.scheme in schemes and bool(parts.hostname)
         parts.port  # noqa: B018 - a bad port raises here
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError("bad URL (expected http:// or https:// with a host)")
+        raise ValueError(f"bad URL (expected {schemes[0]}:// or {schemes[1]}:// with a host)")
     return url
 
 

@@ -38,6 +38,10 @@ SIGTERM or SIGINT. Percentiles interpolate linearly between ranks (numpy's defau
     .venv/bin/python tests/bench/bench_detection.py [--trials 20] [--wallets 10000]
         [--idle-seconds 60] [--idle-poll 1,30] [--poll 1] [--latency-wallets 0,10000]
         [--block-time 12] [--warmup 10] [--time-limit 1200] [--seed 5] [--check]
+        [--ws] [--skip-idle]
+
+`--ws` gives part 1's source a `ws_url` (anvil's newHeads): each new head wakes the
+daemon's next cycle instead of the poll.
 
 `--check` exits 1 when a trial missed or the commit or webhook p50 of any part-1
 configuration is above 2 s.
@@ -191,9 +195,11 @@ def clean_env(config: Path) -> dict[str, str]:
 
 
 def write_config(work: Path, name: str, rpc_url: str, poll: float, hook_url: str,
-                 token: Address | None = None) -> tuple[Path, str]:
-    """Write `<name>.toml`; return its path and the daemon's listen address."""
+                 token: Address | None = None, ws: bool = False) -> tuple[Path, str]:
+    """Write `<name>.toml`; return its path and the daemon's listen address. With `ws`,
+    the source also subscribes to newHeads on anvil's WebSocket endpoint (`ws_url`)."""
     listen = f"127.0.0.1:{free_port()}"
+    ws_url = f', ws_url = "{rpc_url.replace("http://", "ws://")}"' if ws else ""
     tokens = (f'tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]\n'
               if token else "")
     config = work / f"{name}.toml"
@@ -208,7 +214,7 @@ family = "evm"
 chain_id = 31337
 confirmations = 0
 poll_seconds = {poll}
-sources = [{{ kind = "jsonrpc", url = "{rpc_url}" }}]
+sources = [{{ kind = "jsonrpc", url = "{rpc_url}"{ws_url} }}]
 {tokens}
 [[alerts]]
 kind = "webhook"
@@ -404,7 +410,8 @@ def detection_latency(binary: str, args: argparse.Namespace, extra: int, work: P
         impersonate(node, CLIENT)
         ledger = work / "latency-ledger.csv"
         write_ledger(ledger, wallets, client=True)
-        config, listen = write_config(work, "latency", node.url, args.poll, receiver.url, token)
+        config, listen = write_config(work, "latency", node.url, args.poll, receiver.url, token,
+                                      ws=args.ws)
         import_ledger(config, ledger, work, timeout=max(min(deadline.left(), 300), 1))
         db = work / "segwatch.db"
         trials: list[Trial] = []
@@ -672,6 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="part 1 is run once per value: compliant wallets watched besides "
                              "the client wallet, comma-separated")
     parser.add_argument("--trial-timeout", type=float, default=30.0)
+    parser.add_argument("--ws", action="store_true",
+                        help="part 1 with push-driven heads (ws_url: anvil's newHeads)")
     parser.add_argument("--wallets", type=int, default=10_000, help="wallets of part 2")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
     parser.add_argument("--idle-poll", type=parse_polls, default=[1.0, 30.0],
