@@ -224,9 +224,12 @@ url = "{hook_url}"
 
 
 def import_ledger(config: Path, ledger: Path, work: Path, timeout: float) -> None:
+    """`segwatch ledger import` as a feeder (a token made for the bench's store)."""
+    from tests.e2e.cli import feeder_env
+
+    env = {**clean_env(config), **feeder_env(config.parent, config.name)}
     done = subprocess.run([sys.executable, "-m", "daemon.cli", "ledger", "import", str(ledger)],
-                          cwd=work, env=clean_env(config), capture_output=True, text=True,
-                          timeout=timeout)
+                          cwd=work, env=env, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"ledger import failed ({done.returncode}): {done.stderr[-2000:]}")
 
