@@ -331,15 +331,20 @@ class EvmAdapter:
         self, pairs: Sequence[tuple[Address, AssetRef]], block: ChainHead
     ) -> list[Outcome] | None:
         """Read every pair through `aggregate3` eth_calls sent in JSON-RPC batches. None
-        when an aggregate3 returned no data at all, as a call to an address without code
-        does: Multicall3 is not there at `block` (a block before it was deployed, a node
-        whose state lost it), so it is probed again next time and the caller reads the
-        pairs directly."""
+        when Multicall3 cannot serve them, and the caller reads the pairs directly: an
+        aggregate3 that returned no data at all, as a call to an address without code
+        does (not there at `block`: a block before it was deployed, a node whose state
+        lost it; probed again next time), or one the node's EVM cannot run ("invalid
+        opcode": a Multicall3 built for a newer EVM than the node's, e.g. ganache 7 and
+        the Cancun build; not used on this source again)."""
         calls = [self._balance_call(address, asset) for address, asset in pairs]
         try:
             results = self._aggregate(calls, block)
         except _NoCode:
             self.features.multicall = None
+            return None
+        except _CannotRun:
+            self.features.multicall = False
             return None
         return [_outcome(result) for result in results]
 
@@ -369,6 +374,8 @@ class EvmAdapter:
             for (start, end), reply in zip(spans, replies, strict=True):
                 if reply == "0x":
                     raise _NoCode
+                if isinstance(reply, RpcError) and "invalid opcode" in reply.message.lower():
+                    raise _CannotRun(reply.message)
                 if not isinstance(reply, RpcError):
                     results[start:end] = self._decode_aggregate(reply, end - start)
                     continue
@@ -443,6 +450,10 @@ class EvmAdapter:
 
 class _NoCode(Exception):
     """An aggregate3 eth_call returned empty data: no Multicall3 code at the block."""
+
+
+class _CannotRun(Exception):
+    """The node's EVM cannot run the Multicall3 code (an invalid opcode)."""
 
 
 def _outcome(result: CallResult | str) -> Outcome:
