@@ -22,8 +22,12 @@ _HEX_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}", re.ASCII)
 def checksum(lower_hex: str) -> str:
     """Return the EIP-55 form of 40 lowercase hex digits, with the 0x prefix."""
     digest = keccak(lower_hex.encode("ascii")).hex()
-    return "0x" + "".join(c.upper() if int(d, 16) >= 8 else c
+    return "0x" + "".join(c.upper() if d in _HIGH_NIBBLES else c
                           for c, d in zip(lower_hex, digest[:40], strict=True))
+
+
+_HIGH_NIBBLES = frozenset("89abcdef")
+"""Hex digits of the hash that upper-case the address digit beside them (EIP-55)."""
 
 
 @lru_cache(maxsize=65_536)

@@ -102,6 +102,52 @@ def asset(chain: ChainSettings | None, text: str, problems: list[str]) -> AssetR
     return None
 
 
+class Resolver:
+    """`chain_named`, `address` and `asset` for one file of many lines: each distinct
+    chain name, (chain, address text) and (chain, asset text) is resolved once and its
+    answer reused (a sub-ledger names each wallet on several lines, and the EIP-55
+    checksum of a million distinct wallets is most of an import's time otherwise).
+    Problems are noted on every line that has them, as the plain functions do."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._chains: dict[str, tuple[ChainSettings | None, list[str]]] = {}
+        self._addresses: dict[tuple[str, str], tuple[Address | None, list[str]]] = {}
+        self._assets: dict[tuple[str, str], tuple[AssetRef | None, list[str]]] = {}
+
+    def chain_named(self, name: str, problems: list[str]) -> ChainSettings | None:
+        found = self._chains.get(name)
+        if found is None:
+            noted: list[str] = []
+            found = self._chains[name] = (chain_named(self._settings, name, noted), noted)
+        problems += found[1]
+        return found[0]
+
+    def address(self, chain: ChainSettings | None, text: str, name: str,
+                problems: list[str]) -> Address | None:
+        if chain is None or not text:
+            return None
+        key = (chain.name, text)
+        found = self._addresses.get(key)
+        if found is None:
+            noted: list[str] = []
+            found = self._addresses[key] = (address(chain, text, name, noted), noted)
+        problems += found[1]
+        return found[0]
+
+    def asset(self, chain: ChainSettings | None, text: str,
+              problems: list[str]) -> AssetRef | None:
+        if chain is None or not text:
+            return None
+        key = (chain.name, text)
+        found = self._assets.get(key)
+        if found is None:
+            noted: list[str] = []
+            found = self._assets[key] = (asset(chain, text, noted), noted)
+        problems += found[1]
+        return found[0]
+
+
 def _looks_like_contract(chain: ChainSettings, text: str) -> bool:
     try:
         canonical_address(chain.family, chain.network, text)

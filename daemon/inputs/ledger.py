@@ -63,11 +63,13 @@ def parse_ledger(path: Path, settings: Settings) -> list[AllocationRow]:
     header = line 1) or "PATH: item N: reason" (JSON).
     """
     records = read_records(path, COLUMNS, REQUIRED, wrapper="allocations")
-    return parse.validate_all(path, records, lambda record: _validate(record, settings),
+    resolver = parse.Resolver(settings)
+    return parse.validate_all(path, records, lambda record: _validate(record, resolver),
                               lambda rows: _cross_line_problems(rows, settings.daemon.firm_owner))
 
 
-def _validate(record: Record, settings: Settings) -> tuple[AllocationRow | None, list[str]]:
+def _validate(record: Record, resolve: parse.Resolver
+              ) -> tuple[AllocationRow | None, list[str]]:
     """Return the record as a row and no problems, or None and every problem found."""
     problems = list(record.problems)
     if problems:
@@ -78,10 +80,10 @@ def _validate(record: Record, settings: Settings) -> tuple[AllocationRow | None,
     if text["owner"] and not OWNER_ID.fullmatch(text["owner"]):
         problems.append(f"owner {text['owner'][:40]!r} is not an owner id (1-128 letters, "
                         "digits, '.', '_', ':', '@' or '-', starting with a letter or digit)")
-    chain = parse.chain_named(settings, text["chain"], problems)
+    chain = resolve.chain_named(text["chain"], problems)
     structure = _structure(text["structure"], problems)
-    address = parse.address(chain, text["address"], "address", problems)
-    asset = parse.asset(chain, text["asset"], problems)
+    address = resolve.address(chain, text["address"], "address", problems)
+    asset = resolve.asset(chain, text["asset"], problems)
     amount = parse.amount(asset, record.fields.get("amount"), problems)
     if problems or not (chain and structure and address and asset) or amount is None:
         return None, problems

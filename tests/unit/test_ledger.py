@@ -317,3 +317,24 @@ def test_row_order_does_not_change_the_parsed_set(lines: list[str]) -> None:
         shuffled = parse_ledger(_write(Path(directory), HEADER + "\n".join(lines) + "\n"),
                                 make_settings())
     assert unnumbered(shuffled) == unnumbered(original)
+
+
+def test_a_bad_value_repeated_on_many_lines_is_reported_on_each(tmp_path: Path) -> None:
+    """Addresses, assets and chains are resolved once per distinct text (issue 18: the
+    import's speed), yet a bad one repeated on several lines is reported on every line,
+    as before."""
+    bad = "0x" + "Ab" * 20  # mixed case with a wrong checksum
+    text = HEADER + "\n".join([
+        f"ethereum,{bad},omnibus,alice,ETH,1,,",
+        f"ethereum,{A1},segregated,bob,DOGE,1,,",
+        f"ethereum,{bad},omnibus,carol,ETH,1,,",
+        f"ethereum,{A1},segregated,bob,DOGE,2,,",
+        f"nochain,{A1},segregated,bob,ETH,1,,",
+        f"nochain,{A1},segregated,bob,ETH,1,,",
+    ]) + "\n"
+    errors = _errors(_write(tmp_path, text))
+    lines = [e.split(":")[1] for e in errors]
+    assert [line for line, e in zip(lines, errors, strict=True) if "checksum" in e] == ["2", "4"]
+    assert [line for line, e in zip(lines, errors, strict=True) if "DOGE" in e] == ["3", "5"]
+    assert [line for line, e in zip(lines, errors, strict=True)
+            if "unknown chain" in e] == ["6", "7"]
