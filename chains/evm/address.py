@@ -21,13 +21,14 @@ _HEX_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}", re.ASCII)
 
 def checksum(lower_hex: str) -> str:
     """Return the EIP-55 form of 40 lowercase hex digits, with the 0x prefix."""
-    digest = keccak(lower_hex.encode("ascii")).hex()
-    return "0x" + "".join(c.upper() if d in _HIGH_NIBBLES else c
-                          for c, d in zip(lower_hex, digest[:40], strict=True))
+    digest = keccak(lower_hex.encode("ascii")).hex()  # zip stops at the 40 address digits
+    return "0x" + "".join(map(_CASED.__getitem__, zip(lower_hex, digest)))  # noqa: B905
 
 
-_HIGH_NIBBLES = frozenset("89abcdef")
-"""Hex digits of the hash that upper-case the address digit beside them (EIP-55)."""
+_CASED = {(c, d): c.upper() if d in "89abcdef" else c
+          for c in "0123456789abcdef" for d in "0123456789abcdef"}
+"""(address digit, hash digit) → the digit in EIP-55 case: upper where the hash digit is
+8 or more."""
 
 
 @lru_cache(maxsize=65_536)
