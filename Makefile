@@ -120,6 +120,8 @@ bench: install
 	$(PY) tests/bench/bench_utxo.py --addresses 2000 --esplora-addresses 500 --latency-ms 20 --concurrency 8,16
 	$(PY) tests/bench/bench_detection.py --trials 20 --wallets 10000 --idle-seconds 60
 	$(PY) tests/bench/bench_console.py --wallets 20000 --exceptions 2000 --requests 50
+	$(PY) tests/bench/bench_startup.py --runs 20
+	$(PY) tests/bench/bench_import.py --lines 2000000
 
 clean:
 	rm -rf $(VENV) .tools demo .mypy_cache .ruff_cache .pytest_cache tests/evmnodes/node_modules
