@@ -19,6 +19,7 @@ from daemon.inputs.tabular import JsonFloat, Record, json_type
 from daemon.rules.amounts import parse_amount
 
 Row = TypeVar("Row")
+T = TypeVar("T")
 
 
 def validate_all(path: Path, records: Sequence[Record],
@@ -111,41 +112,35 @@ class Resolver:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._chains: dict[str, tuple[ChainSettings | None, list[str]]] = {}
-        self._addresses: dict[tuple[str, str], tuple[Address | None, list[str]]] = {}
-        self._assets: dict[tuple[str, str], tuple[AssetRef | None, list[str]]] = {}
+        self._seen: dict[tuple[str, str, str], tuple[object, list[str]]] = {}
 
-    def chain_named(self, name: str, problems: list[str]) -> ChainSettings | None:
-        found = self._chains.get(name)
+    def _once(self, key: tuple[str, str, str], resolve: Callable[[list[str]], T],
+              problems: list[str]) -> T:
+        """`resolve(problems)` the first time `key` is seen; its answer and problems after."""
+        found = self._seen.get(key)
         if found is None:
             noted: list[str] = []
-            found = self._chains[name] = (chain_named(self._settings, name, noted), noted)
+            found = self._seen[key] = (resolve(noted), noted)
         problems += found[1]
-        return found[0]
+        return found[0]  # type: ignore[return-value]
+
+    def chain_named(self, name: str, problems: list[str]) -> ChainSettings | None:
+        return self._once(("chain", "", name),
+                          lambda noted: chain_named(self._settings, name, noted), problems)
 
     def address(self, chain: ChainSettings | None, text: str, name: str,
                 problems: list[str]) -> Address | None:
         if chain is None or not text:
             return None
-        key = (chain.name, text)
-        found = self._addresses.get(key)
-        if found is None:
-            noted: list[str] = []
-            found = self._addresses[key] = (address(chain, text, name, noted), noted)
-        problems += found[1]
-        return found[0]
+        return self._once(("address", chain.name, text),
+                          lambda noted: address(chain, text, name, noted), problems)
 
     def asset(self, chain: ChainSettings | None, text: str,
               problems: list[str]) -> AssetRef | None:
         if chain is None or not text:
             return None
-        key = (chain.name, text)
-        found = self._assets.get(key)
-        if found is None:
-            noted: list[str] = []
-            found = self._assets[key] = (asset(chain, text, noted), noted)
-        problems += found[1]
-        return found[0]
+        return self._once(("asset", chain.name, text),
+                          lambda noted: asset(chain, text, noted), problems)
 
 
 def _looks_like_contract(chain: ChainSettings, text: str) -> bool:
