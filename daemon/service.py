@@ -46,6 +46,7 @@ from daemon.rules.reconcile import (
 )
 from daemon.rules.shards import Shard, shards
 from daemon.rules.workflow import Action, Request
+from daemon.runtime.reads import CycleReads
 from daemon.runtime.scanning import compare_scans, flows_of, plan_scan
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
 from daemon.store.cycle import CycleInput, CycleWrite
@@ -97,6 +98,10 @@ class CycleResult:
     scan_error: str | None = None
     shard: str = ""
     """The wallet shard's key (daemon/rules/shards.py); the chain's name when it is not split."""
+    wallets_read: int = 0
+    """How many of `wallets` were read; the others were carried (daemon/rules/recheck.py)."""
+    full_read: str = ""
+    """Why every wallet was read (empty: an incremental cycle)."""
 
 
 @dataclass(frozen=True)
@@ -288,9 +293,11 @@ class Service:
         return results
 
     def run_cycle(self, chain: ChainSettings, shard: Shard | None = None) -> CycleResult:
-        """Scan new blocks for transfers, read every watched wallet at the pinned block,
-        reconcile, persist — one transaction. With `shard`, only that wallet shard's
-        balances are read; only shard 0 scans (for every wallet of the chain).
+        """Scan new blocks for transfers, read the wallets at the pinned block (those the
+        scan saw touched, those with open findings and a rotating slice; every one when
+        the scan cannot vouch for the rest: daemon/rules/recheck.py), reconcile, persist —
+        one transaction. With `shard`, only that wallet shard's balances are read; only
+        shard 0 scans (for every wallet of the chain).
 
         Source failures are caught and returned as `error` (and remembered for `status`);
         a scan that fails stops the cursor but the balances are still reconciled.
@@ -306,9 +313,12 @@ class Service:
         addresses = sorted(ledger.wallets)
         mine = LedgerView(chain.name, {a: w for a, w in ledger.wallets.items()
                                        if shard.owns(a)}, ledger.cut_off)
+        reads = CycleReads(self.store, chain, shard, list(mine.wallets),
+                           lambda adapter, head: self._scan(chain, adapter, head, addresses),
+                           self._clock)
         try:
-            adapter, head, block, observations, disagreements = self.sources.read(
-                chain, mine, shard)
+            adapter, head, block, observations, disagreements, chosen = self.sources.read(
+                chain, mine, shard, reads.choose)
         except (SourceUnavailable, DecodeError) as exc:
             stale = self._stale(chain, shard, exc)
             opened = self.store.record_source_error(chain.name, exc.user_message, self._clock(),
@@ -321,13 +331,8 @@ class Service:
             return CycleResult(chain.name, cycle_id, time.monotonic() - started,
                                findings=(stale,) if stale else (), error=exc.user_message,
                                shard=shard.key)
-        plan: ScanPlan | None = None
-        scan_error = seed = None
-        try:
-            if shard.scans:
-                plan, scan_error, seed = self._scan(chain, adapter, head, addresses)
-        finally:
-            self.sources.release(chain, adapter)
+        self.sources.release(chain, adapter)
+        plan, scan_error, seed = reads.plan, reads.scan_error, reads.seed
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
         result = reconcile(mine, observations)
@@ -339,13 +344,15 @@ class Service:
         write = self.store.record_cycle(chain, CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
             seed=seed, shard=shard.index, shards=shard.count,
-            checkers=self.approvers()),
+            checkers=self.approvers(), swept_at=chosen.swept_at,
+            wallets_read=len(chosen.read)),
             self._clock(), self._deadline,
             self._fence_for(shard))
         self.sign_head()
         duration = time.monotonic() - started
         (bound.warning if result.read_errors else bound.info)(
             "cycle", head=head.height, block=block.height, wallets=len(mine.wallets),
+            wallets_read=len(chosen.read), full_read=chosen.reason or None,
             findings=len(write.findings), opened=write.opened, cleared=write.cleared,
             voided=write.voided, in_transit=write.in_transit,
             read_errors=len(result.read_errors),
@@ -357,7 +364,8 @@ class Service:
                            rpc_requests=adapter.requests_made,
                            scanned_to=plan.result.blocks[-1].height
                            if plan and plan.result.blocks else None, scan_error=scan_error,
-                           shard=shard.key)
+                           shard=shard.key, wallets_read=len(chosen.read),
+                           full_read=chosen.reason)
 
     def _fence_for(self, shard: Shard) -> Callable[[Session], None] | None:
         fence = self.fence

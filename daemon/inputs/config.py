@@ -235,6 +235,10 @@ class ChainSettings(_Frozen):
     """Wallet shards of this chain: on PostgreSQL, replicas lease them one by one
     (daemon/rules/shards.py)."""
     withdrawal_window_seconds: float = Field(default=86_400.0, gt=0)
+    full_recheck_seconds: float = Field(default=3_600.0, ge=0)
+    """Every wallet is re-read at least this often; between, a cycle reads only the
+    wallets its scan saw touched, those with open findings and a rotating slice of the
+    rest (daemon/rules/recheck.py). 0: every cycle reads every wallet."""
     ledger_max_age_seconds: float = Field(default=86_400.0, gt=0)
     """A ledger snapshot cut longer ago than this raises `ledger_stale` (SPEC §8)."""
     multicall: str | None = CANONICAL_MULTICALL3

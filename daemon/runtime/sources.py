@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import structlog
 
@@ -29,12 +29,16 @@ from chains.base import ChainAdapter
 from chains.errors import ChainMismatch, DecodeError, SegwatchError, SourceUnavailable
 from chains.types import Address, BalanceObservation, ChainHead
 from daemon.inputs.config import ChainSettings, SourceSettings
+from daemon.rules.recheck import Reads, everything
 from daemon.rules.reconcile import CrossCheck, Finding, LedgerView, cross_check
 from daemon.rules.shards import Shard
 from daemon.store.models import Checkpoint
 from daemon.store.repository import Store
 
 AdapterFactory = Callable[[ChainSettings, SourceSettings], ChainAdapter]
+Choose = Callable[[ChainAdapter, ChainHead, ChainHead], Reads]
+"""Given the source, its head and the block a cycle reads at, which wallets to read
+(the service scans first, then decides: daemon/rules/recheck.py)."""
 log = structlog.get_logger("segwatch")
 
 
@@ -48,6 +52,21 @@ class SourceObserver(Protocol):
     def requests(self, chain: str, source: str, count: int) -> None: ...
 
     def source_error(self, chain: str, source: str, error: SegwatchError) -> None: ...
+
+
+class Read(NamedTuple):
+    """One cycle's balance read (`Sources.read`)."""
+
+    adapter: ChainAdapter
+    """The source read (the caller closes it)."""
+    head: ChainHead
+    block: ChainHead
+    """The block read at."""
+    observations: list[BalanceObservation]
+    """Every wallet's balances: those read and those carried (`reads`)."""
+    disagreements: tuple[Finding, ...]
+    """`source_disagreement` findings of a cross-check (`verify = 2`)."""
+    reads: Reads
 
 
 class Sources:
@@ -64,15 +83,12 @@ class Sources:
         self.verified: set[tuple[str, str]] = set()
         """(chain, source) pairs already checked to serve the configured chain."""
 
-    def read(self, chain: ChainSettings, ledger: LedgerView, shard: Shard
-             ) -> tuple[ChainAdapter, ChainHead, ChainHead, list[BalanceObservation],
-                        tuple[Finding, ...]]:
-        """Read every wallet's balances at the pinned block from the first fresh source
+    def read(self, chain: ChainSettings, ledger: LedgerView, shard: Shard,
+             choose: Choose | None = None) -> Read:
+        """Read the wallets' balances at the pinned block from the first fresh source
         that can (failing over in order), cross-checked by a second one with `verify = 2`.
-
-        Returns the adapter used (the caller closes it), its head, the block read, the
-        observations and any `source_disagreement` findings. Raises NoFreshSource,
-        SourceUnavailable.
+        `choose` picks the wallets read (the rest are carried at the block); without it
+        every wallet is read. Raises NoFreshSource, SourceUnavailable.
         """
         addresses = sorted(ledger.wallets)
         fresh = self.fresh(chain, shard)
@@ -81,8 +97,8 @@ class Sources:
             while fresh:
                 adapter, head = fresh.pop(0)
                 try:
-                    block, observations = self._balances(chain, adapter, head, addresses,
-                                                         shard)
+                    block, observations, reads = self._balances(chain, adapter, head,
+                                                                addresses, shard, choose)
                 except (SourceUnavailable, DecodeError) as exc:
                     failures.append(self.failed(chain, adapter.source, exc))
                     self.release(chain, adapter)
@@ -96,24 +112,34 @@ class Sources:
                         self.release(chain, adapter)
                         raise
                     observations, disagreements = list(checked.observations), checked.findings
-                return adapter, head, block, observations, disagreements
+                observations += reads.carry(chain.assets, block, adapter.source)
+                return Read(adapter, head, block, observations, disagreements, reads)
             raise SourceUnavailable(chain.name, "; ".join(failures))
         finally:
             for other, _ in fresh:
                 self.release(chain, other)
 
     def _balances(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
-                  addresses: Sequence[Address], shard: Shard
-                  ) -> tuple[ChainHead, list[BalanceObservation]]:
+                  addresses: Sequence[Address], shard: Shard, choose: Choose | None
+                  ) -> tuple[ChainHead, list[BalanceObservation], Reads]:
         height = max(0, head.height - chain.confirmations)
         block = head if height == head.height else adapter.block_at(height)
         if not shard.scans and chain.family == "evm":
             block = self._scanned_block(chain, adapter, shard, block)
-        observations = adapter.balances(addresses, chain.assets, block) if addresses else []
+        reads = choose(adapter, head, block) if choose else everything(addresses, "", None)
+        wanted = list(reads.read)
+        observations = adapter.balances(wanted, chain.assets, block) if wanted else []
         seen = {o.block for o in observations if o.amount is not None}
-        if len(seen) == 1:
-            block = seen.pop()  # a UTXO source reads at its tip, not at `block`
-        return block, observations
+        if len(seen) == 1 and (read_at := seen.pop()) != block:
+            # a UTXO source reads at its tip, not at `block`: past what the scan covered,
+            # so nothing can be carried there
+            if not reads.full:
+                observations += adapter.balances(list(reads.carried), chain.assets, block)
+                reads = everything(addresses, f"the source read at block {read_at.height}, "
+                                              f"not {block.height}", reads.swept_at)
+            if {o.block for o in observations if o.amount is not None} == {read_at}:
+                block = read_at
+        return block, observations, reads
 
     def _scanned_block(self, chain: ChainSettings, adapter: ChainAdapter, shard: Shard,
                        block: ChainHead) -> ChainHead:
@@ -431,4 +457,4 @@ def _implausible(chain: ChainSettings, head: ChainHead, now: float) -> str | Non
     return None
 
 
-__all__ = ["AdapterFactory", "NoFreshSource", "SourceObserver", "Sources"]
+__all__ = ["AdapterFactory", "Choose", "NoFreshSource", "Read", "SourceObserver", "Sources"]

@@ -15,10 +15,11 @@ from sqlalchemy import func, insert
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from chains.types import Address, BalanceObservation, ChainHead
+from chains.types import Address, BalanceObservation, BaseUnits, ChainHead
 from daemon.inputs.config import ChainSettings
 from daemon.rules import transit
 from daemon.rules.flows import Flow, classify, continuity
+from daemon.rules.recheck import Basis
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
     Finding,
@@ -89,6 +90,10 @@ class CycleInput:
     the others only read and reconcile their wallets' balances."""
     checkers: frozenset[str] = frozenset()
     """The configured users whose approved withdrawals authorize transfers."""
+    swept_at: datetime | None = None
+    """Where the cycle's rotating re-read stopped (daemon/rules/recheck.py)."""
+    wallets_read: int | None = None
+    """How many wallets the cycle read (the rest of `observations` were carried)."""
 
 
 def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
@@ -144,10 +149,37 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
         wallets=len({o.address for o in cycle.observations}),
         observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
         findings=len(findings), finished_at=now, shard=cycle.shard, shards=cycle.shards,
-        scanned=covered))
+        scanned=covered, swept_at=cycle.swept_at, wallets_read=cycle.wallets_read))
     order = {"opened": 0, "cleared": 1, "voided": 2}
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings), len(found),
                       tuple(sorted(changes, key=lambda c: order[c.action])))
+
+
+def recheck_basis(session: Session, chain_id: int, shard: int, shards: int) -> Basis:
+    """What an incremental cycle of the shard starts from (`daemon.rules.recheck`): its
+    previous checkpoint when scanned, the newest stored balances, the wallets with open
+    findings and those the stored scan saw touched since that checkpoint's block."""
+    previous = session.exec(select(m.Checkpoint).where(
+        m.Checkpoint.chain_id == chain_id, m.Checkpoint.shard == shard,
+        m.Checkpoint.shards == shards).order_by(col(m.Checkpoint.id).desc())).first()
+    state = tx.scan_state(session, chain_id)
+    if previous is None or not previous.scanned or state is None:
+        return Basis(None, None, {}, frozenset(), frozenset(), {})
+    wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
+                                .where(m.Wallet.chain_id == chain_id)).all())
+    assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
+                               .where(m.Asset.chain_id == chain_id)).all())
+    carried = {(Address(wallets[w]), assets[a]): BaseUnits(int(o.amount))
+               for (w, a), o in latest_observations(session, chain_id).items()
+               if o.amount is not None and w in wallets and a in assets}
+    flagged = frozenset(Address(a) for a in session.exec(
+        select(m.Discrepancy.address).where(
+            m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.address).is_not(None),
+            col(m.Discrepancy.status).in_(m.OPEN_STATUSES))).all() if a)
+    touched = frozenset(Address(a) for a in tx.touched_above(session, chain_id,
+                                                            previous.block_height))
+    return Basis(ChainHead(previous.block_height, previous.block_hash), previous.swept_at,
+                 carried, flagged, touched, state.recent, state.error, state.traced_from)
 
 
 def _reconciling_items(session: Session, chain: ChainSettings, chain_id: int,
@@ -369,7 +401,8 @@ def _record_scan(session: Session, chain_id: int, plan: tx.ScanPlan,
         first = plan.result.blocks[0] if plan.result.blocks else None
         tx.retract_above(session, chain_id, plan.fork_point,
                          (tx.block_time(first) if first else None) or now)
-    tx.store_blocks(session, chain_id, plan.result.blocks, now)
+    tx.store_blocks(session, chain_id, plan.result.blocks, now,
+                    traced=plan.result.traces != "none")
     new_flows = tx.upsert_transfers(session, chain_id, plan.flows, now)
     tx.upsert_fees(session, chain_id, plan.result.fees,
                    {b.height: tx.block_time(b) for b in plan.result.blocks})

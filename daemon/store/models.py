@@ -118,6 +118,11 @@ class Checkpoint(SQLModel, table=True):
     shard: int = Field(default=0, sa_column_kwargs={"server_default": text("0")})
     shards: int = Field(default=1, sa_column_kwargs={"server_default": text("1")})
     """Which wallet shard of the chain the cycle read (daemon/rules/shards.py), of how many."""
+    swept_at: datetime | None = _time(nullable=True)
+    """Where the cycle's rotating re-read stopped (daemon/rules/recheck.py); the next
+    incremental cycle re-reads the wallets from there to its own start."""
+    wallets_read: int | None = None
+    """How many wallets the cycle read; the others were carried (None: before 0016)."""
 
 
 class Discrepancy(SQLModel, table=True):
@@ -192,6 +197,9 @@ class ScanCursor(SQLModel, table=True):
     updated_at: datetime = _time()
     error: str | None = Field(default=None, max_length=500)
     error_at: datetime | None = _time(nullable=True)
+    traced_from: int | None = None
+    """EVM: every block scanned from this height on had its internal transfers traced
+    (None: the newest scanned range was not traced)."""
 
 
 class ScannedBlock(SQLModel, table=True):

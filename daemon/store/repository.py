@@ -24,6 +24,7 @@ from daemon.inputs.config import ChainSettings, Settings
 from daemon.inputs.ledger import AllocationRow
 from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
 from daemon.rules import transit
+from daemon.rules.recheck import Basis
 from daemon.rules.reconcile import BALANCE_TYPES, Finding, LedgerView, WalletView
 from daemon.rules.workflow import RAISED, Refused, Request, check
 from daemon.store import models as m
@@ -31,7 +32,14 @@ from daemon.store import transfers as tx
 from daemon.store.audit import AuditLog
 from daemon.store.audit_queries import AuditQueries
 from daemon.store.console import ConsoleQueries
-from daemon.store.cycle import ENGINE_ACTOR, CycleInput, CycleWrite, record, record_stale
+from daemon.store.cycle import (
+    ENGINE_ACTOR,
+    CycleInput,
+    CycleWrite,
+    recheck_basis,
+    record,
+    record_stale,
+)
 from daemon.store.db import session_scope
 from daemon.store.feeds import FeedQueries
 from daemon.store.types import UTCDateTime
@@ -220,6 +228,15 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
             chain_row.last_error_at = None
             session.add(chain_row)
             return write
+
+    def recheck_basis(self, chain: str, shard: tuple[int, int]) -> Basis:
+        """What an incremental cycle of wallet shard (index, count) of `chain` starts from
+        (`daemon.store.cycle.recheck_basis`)."""
+        with Session(self.engine) as session:
+            row = _chain_row(session, chain)
+            if row is None or row.id is None:
+                return Basis(None, None, {}, frozenset(), frozenset(), {})
+            return recheck_basis(session, row.id, *shard)
 
     def scan_state(self, chain: str) -> tx.ScanState | None:
         """Return the transfer scanner's cursor of `chain`, or None before its first cycle."""

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import delete, update
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from chains.types import (
@@ -24,6 +25,7 @@ from chains.types import (
     TransferObservation,
 )
 from daemon.rules.flows import Flow, Instruction
+from daemon.rules.recheck import traced_since
 from daemon.store import models as m
 
 RECENT_BLOCKS = 256
@@ -39,6 +41,8 @@ class ScanState:
     hash: str
     recent: dict[int, str]
     error: str | None = None
+    traced_from: int | None = None
+    """EVM: the height from which every scanned block's internal transfers were traced."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,8 @@ def scan_state(session: Session, chain_id: int) -> ScanState | None:
         return None
     recent = dict(session.exec(select(m.ScannedBlock.height, m.ScannedBlock.hash)
                                .where(m.ScannedBlock.chain_id == chain_id)).all())
-    return ScanState(cursor.start_height, cursor.height, cursor.hash, recent, cursor.error)
+    return ScanState(cursor.start_height, cursor.height, cursor.hash, recent, cursor.error,
+                     cursor.traced_from)
 
 
 def start_cursor(session: Session, chain_id: int, block: ChainHead, now: datetime) -> None:
@@ -126,8 +131,9 @@ def retract_above(session: Session, chain_id: int, fork_point: int,
 
 
 def store_blocks(session: Session, chain_id: int, blocks: Sequence[BlockLink],
-                 now: datetime) -> None:
-    """Record the scanned blocks, move the cursor to the last one, prune old hashes."""
+                 now: datetime, *, traced: bool = False) -> None:
+    """Record the scanned blocks, move the cursor to the last one, prune old hashes.
+    `traced`: the range's internal transfers were traced (kept in `traced_from`)."""
     if not blocks:
         return
     for block in blocks:
@@ -138,6 +144,7 @@ def store_blocks(session: Session, chain_id: int, blocks: Sequence[BlockLink],
     assert cursor is not None
     cursor.height, cursor.hash, cursor.updated_at = last.height, last.hash, now
     cursor.error = cursor.error_at = None
+    cursor.traced_from = traced_since(cursor.traced_from, blocks[0].height, traced)
     session.add(cursor)
     session.execute(delete(m.ScannedBlock).where(
         col(m.ScannedBlock.chain_id) == chain_id,
@@ -230,6 +237,21 @@ def orphaned_keys(session: Session, chain_id: int) -> set[str]:
     """Keys of the chain's transfers that a reorg orphaned and no scan brought back."""
     return set(session.exec(select(m.Transfer.key).where(
         m.Transfer.chain_id == chain_id, col(m.Transfer.orphaned).is_(True))).all())
+
+
+def touched_above(session: Session, chain_id: int, after: int) -> set[str]:
+    """The addresses in live transfers (either side) and fees (the payer) above block
+    `after`: the wallets whose balances the scanned blocks since then moved."""
+    touched: set[str] = set()
+    for sender, recipient in session.execute(
+            sa_select(col(m.Transfer.sender), col(m.Transfer.recipient)).where(
+                col(m.Transfer.chain_id) == chain_id, col(m.Transfer.orphaned).is_(False),
+                col(m.Transfer.block_number) > after)).all():
+        touched.update((sender, recipient) if sender else (recipient,))
+    touched.update(session.execute(sa_select(col(m.FeePaid.payer)).where(
+        col(m.FeePaid.chain_id) == chain_id, col(m.FeePaid.orphaned).is_(False),
+        col(m.FeePaid.block_number) > after)).scalars())
+    return touched
 
 
 def flows_between(session: Session, chain_id: int, after: int, upto: int

@@ -291,6 +291,7 @@ family = "evm"
 chain_id = 31337
 confirmations = 0
 poll_seconds = {POLL_SECONDS}
+full_recheck_seconds = 0  # the script's state edit is expected at the next cycle
 sources = [{{ kind = "jsonrpc", url = "{rpc_url}" }}]
 tokens = [{{ symbol = "USDC", contract = "{token}", decimals = 6 }}]
 [[users]]

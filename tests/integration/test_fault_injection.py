@@ -435,6 +435,9 @@ def run(node: AnvilNode, store_url: str, tmp_path: Path, verify: int, confirmati
         settings = Settings(store={"url": store_url}, users=CHECKERS, chains=[{
             "name": CHAIN, "family": "evm", "chain_id": 31337, "confirmations": confirmations,
             "poll_seconds": 1, "freshness_seconds": FRESHNESS, "verify": verify,
+            # the script's state edits are expected at the next fault-free cycle; incremental
+            # reads find them within a period instead (tests/integration/test_incremental.py)
+            "full_recheck_seconds": 0,
             "sources": [{"kind": "jsonrpc", "url": p.url, "timeout_seconds": SOURCE_TIMEOUT}
                         for p in proxies],
             "tokens": [{"symbol": "USDC", "contract": token, "decimals": 6}]}])

@@ -88,6 +88,7 @@ def world(anvil_node: AnvilNode, store_url: str, tmp_path: Path) -> World:
     set_balances(anvil_node, BALANCES)
     settings = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
         "name": CHAIN, "family": "evm", "chain_id": 31337, "confirmations": 0,
+        "full_recheck_seconds": 0,  # state edits are expected at the next cycle
         "shards": 2, "sources": [{"kind": "jsonrpc", "url": anvil_node.url}]}])
     upgrade(make_engine(store_url))
     world = World(anvil_node, build_service(settings), tmp_path)

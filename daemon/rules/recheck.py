@@ -1,0 +1,172 @@
+"""Incremental reads (PURE): which wallets a cycle reads, and what it carries for the rest.
+
+A cycle reads the balances of:
+- the wallets its transfer scan saw touched since the shard's previous checkpoint (a
+  transfer from or to them, a fee they paid, a reward or withdrawal they received);
+- every wallet with an open finding, without a stored balance, or whose stored reading is
+  an error;
+- a rotating slice of the rest: each wallet has a fixed position on a circle (a CRC-32 of
+  its address), and the cycles sweep the circle once per `full_recheck_seconds`, each
+  reading the arc from where the previous checkpoint's sweep stopped to now. Consecutive
+  arcs tile the circle, so every wallet is re-read at least once per period, whatever
+  the cycles' pace.
+
+Every other wallet is carried: its last read balance, stated at the cycle's block. That is
+exact when the scan saw every way its balance can move between the two blocks (the scan
+covers the span without error, the previous checkpoint's block is still on the chain and,
+on EVM chains, internal transfers were traced). A change no scan can see (a direct state
+edit, a rebasing token, a scan that missed something) is caught by the wallet's next
+re-read: balance continuity then finds the change unexplained and the reconciliation finds
+any shortfall, at most one period later. When any condition fails, the cycle reads every
+wallet (`Reads.reason` says why).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
+
+
+@dataclass(frozen=True, slots=True)
+class Basis:
+    """What the store says before a cycle reads anything (one shard of one chain)."""
+
+    previous: ChainHead | None
+    """The shard's newest checkpoint's block, when its transfers were scanned."""
+    swept_at: datetime | None
+    """Where that checkpoint's rotating re-read stopped (None: a full read or none)."""
+    carried: Mapping[tuple[Address, str], BaseUnits]
+    """Per (wallet, asset symbol), the newest stored balance, when it is an amount."""
+    flagged: frozenset[Address]
+    """Wallets with an open finding: read every cycle until it closes."""
+    touched: frozenset[Address]
+    """Wallets in stored transfers and fees above the previous checkpoint's block."""
+    recent: Mapping[int, str]
+    """The scan cursor's recent block hashes (height → hash), the cursor's block included."""
+    scan_error: str | None = None
+    """Why the chain's scan last failed (None: it works)."""
+    traced_from: int | None = None
+    """EVM: the stored cursor's `traced_from` (daemon/store/models.py ScanCursor)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Coverage:
+    """What this cycle's scan adds (shard 0 scans before it reads)."""
+
+    touched: frozenset[Address] = frozenset()
+    """Wallets in the transfers and fees this cycle scanned."""
+    fork_point: int | None = None
+    """The scan found a reorg: blocks above this height were replaced."""
+    recent: Mapping[int, str] = field(default_factory=dict)
+    """The recent scanned blocks' hashes once this cycle's scan is recorded."""
+    traced_from: int | None = None
+    """EVM: the lowest height from which every block scanned (stored or by this cycle)
+    had its internal transfers traced (None: the newest range was not traced)."""
+    error: str | None = None
+    """Why this cycle's scan failed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reads:
+    """The wallets a cycle reads; the rest are carried at the block."""
+
+    read: tuple[Address, ...]
+    carried: tuple[Address, ...] = ()
+    swept_at: datetime | None = None
+    reason: str = ""
+    """Why every wallet is read (empty for an incremental cycle)."""
+    amounts: Mapping[tuple[Address, str], BaseUnits] = field(default_factory=dict)
+
+    @property
+    def full(self) -> bool:
+        return not self.carried
+
+    def carry(self, assets: Sequence[AssetRef], block: ChainHead, source: str
+              ) -> list[BalanceObservation]:
+        """The carried wallets' balances, stated at `block`."""
+        return [BalanceObservation(address, asset, self.amounts[address, asset.symbol],
+                                   block, source)
+                for address in self.carried for asset in assets]
+
+
+def everything(wallets: Sequence[Address], reason: str, swept_at: datetime | None) -> Reads:
+    return Reads(tuple(wallets), (), swept_at, reason)
+
+
+def position(address: str) -> float:
+    """The wallet's fixed place on the re-read circle, in [0, 1)."""
+    return zlib.crc32(address.encode()) / 2**32
+
+
+def swept(wallets: Iterable[Address], since: datetime, now: datetime, period: float
+          ) -> set[Address]:
+    """The wallets whose position lies on the arc the sweep covers from `since` to `now`
+    (the arc [since/period, now/period) modulo 1; shorter than the circle)."""
+    start = (since.timestamp() / period) % 1.0
+    length = (now - since).total_seconds() / period
+    return {w for w in wallets if (position(w) - start) % 1.0 < length}
+
+
+def plan_reads(wallets: Sequence[Address], symbols: Collection[str], basis: Basis,
+               coverage: Coverage, block: ChainHead, now: datetime, period: float, *,
+               traces_needed: bool) -> Reads:
+    """Which of `wallets` (sorted) to read at `block`; see the module's docstring."""
+    previous = basis.previous
+    reason = _why_full(basis, coverage, block, now, period, traces_needed)
+    if reason is not None:
+        return everything(wallets, reason, now)
+    assert previous is not None and basis.swept_at is not None
+    touched = basis.touched | coverage.touched | basis.flagged
+    due = swept(wallets, basis.swept_at, now, period)
+    read: list[Address] = []
+    carried: list[Address] = []
+    for wallet in wallets:
+        if wallet in touched or wallet in due or \
+                any((wallet, s) not in basis.carried for s in symbols):
+            read.append(wallet)
+        else:
+            carried.append(wallet)
+    amounts = {(w, s): basis.carried[w, s] for w in carried for s in symbols}
+    return Reads(tuple(read), tuple(carried), now, "", amounts)
+
+
+def traced_since(stored: int | None, first: int | None, traced: bool) -> int | None:
+    """The scan cursor's `traced_from` after a range starting at `first` (None: no block)
+    was scanned, `traced` or not."""
+    if first is None:
+        return stored
+    if not traced:
+        return None
+    return first if stored is None or stored > first else stored
+
+
+def _why_full(basis: Basis, coverage: Coverage, block: ChainHead, now: datetime,
+              period: float, traces_needed: bool) -> str | None:
+    """Why this cycle must read every wallet, or None when it may carry."""
+    previous = basis.previous
+    if period <= 0:
+        return "incremental reads are off (full_recheck_seconds = 0)"
+    if previous is None or basis.swept_at is None:
+        return "no previous scanned checkpoint"
+    if not 0 <= (now - basis.swept_at).total_seconds() < period:
+        return "the re-read period has passed since the previous checkpoint"
+    if coverage.error or basis.scan_error:
+        return "the transfer scan is failing"
+    if coverage.fork_point is not None and coverage.fork_point < previous.height:
+        return f"a reorg replaced blocks above {coverage.fork_point}"
+    if coverage.recent.get(previous.height) != previous.hash:
+        return f"the previous checkpoint's block {previous.height} is not on the scanned chain"
+    if block.height < previous.height or coverage.recent.get(block.height) != block.hash:
+        return f"the transfer scan does not cover block {block.height}"
+    if traces_needed and (coverage.traced_from is None
+                          or coverage.traced_from > previous.height + 1):
+        return "internal transfers are not traced"
+    return None
+
+
+__all__ = ["Basis", "Coverage", "Reads", "everything", "plan_reads", "position", "swept",
+           "traced_since"]

@@ -1,0 +1,75 @@
+"""One cycle's choice of wallets to read: scan first, then read what the scan saw touched,
+the wallets with open findings and the rotating slice (daemon/rules/recheck.py decides).
+
+`CycleReads.choose` is handed to `Sources.read`, which calls it with the source, its head
+and the block it is about to read at. Shard 0 scans there (once per cycle, whichever
+source the balances finally come from); the other shards rely on the stored scan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from chains.base import ChainAdapter
+from chains.types import Address, ChainHead
+from daemon.inputs.config import ChainSettings
+from daemon.rules.recheck import Basis, Coverage, Reads, plan_reads, traced_since
+from daemon.rules.shards import Shard
+from daemon.store.repository import Store
+from daemon.store.transfers import ScanPlan, Seed
+
+Scan = Callable[[ChainAdapter, ChainHead], tuple[ScanPlan | None, str | None, Seed | None]]
+"""Plan and read the next scan range from a source at its head: (plan, error, seed)."""
+
+NO_BASIS = Basis(None, None, {}, frozenset(), frozenset(), {})
+
+
+class CycleReads:
+    """Scans (shard 0) and chooses the wallets one cycle reads."""
+
+    def __init__(self, store: Store, chain: ChainSettings, shard: Shard,
+                 wallets: Sequence[Address], scan: Scan, clock: Callable[[], datetime]
+                 ) -> None:
+        self.chain = chain
+        self.shard = shard
+        self.wallets = sorted(wallets)
+        self.scan = scan
+        self.clock = clock
+        self.basis = store.recheck_basis(chain.name, (shard.index, shard.count)) \
+            if chain.full_recheck_seconds > 0 else NO_BASIS
+        self.scanned = False
+        self.plan: ScanPlan | None = None
+        self.scan_error: str | None = None
+        self.seed: Seed | None = None
+
+    def choose(self, adapter: ChainAdapter, head: ChainHead, block: ChainHead) -> Reads:
+        """Scan (shard 0, first call only), then decide which wallets to read at `block`."""
+        if self.shard.scans and not self.scanned:
+            self.plan, self.scan_error, self.seed = self.scan(adapter, head)
+            self.scanned = True
+        return plan_reads(self.wallets, [a.symbol for a in self.chain.assets], self.basis,
+                          self.coverage(), block, self.clock(),
+                          self.chain.full_recheck_seconds,
+                          traces_needed=self.chain.family == "evm")
+
+    def coverage(self) -> Coverage:
+        """What the stored scan and this cycle's scan (shard 0) cover."""
+        basis, plan = self.basis, self.plan
+        if self.scan_error:
+            return Coverage(error=self.scan_error)
+        if plan is None:
+            return Coverage(recent=basis.recent, traced_from=basis.traced_from)
+        fork = plan.fork_point
+        recent = {h: x for h, x in basis.recent.items() if fork is None or h <= fork}
+        recent.update((b.height, b.hash) for b in plan.result.blocks)
+        touched = {f.transfer.recipient for f in plan.flows}
+        touched.update(f.transfer.sender for f in plan.flows if f.transfer.sender)
+        touched.update(fee.payer for fee in plan.result.fees)
+        blocks = plan.result.blocks
+        traced_from = traced_since(basis.traced_from, blocks[0].height if blocks else None,
+                                   plan.result.traces != "none")
+        return Coverage(frozenset(touched), fork, recent, traced_from)
+
+
+__all__ = ["CycleReads", "Scan"]
