@@ -28,7 +28,14 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from chains.types import Address, AssetRef, BalanceObservation, BaseUnits, ChainHead
+from chains.types import (
+    Address,
+    AssetRef,
+    BalanceObservation,
+    BaseUnits,
+    ChainHead,
+    TrackedOutput,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,43 @@ def plan_reads(wallets: Sequence[Address], symbols: Collection[str], basis: Basi
     return Reads(tuple(read), tuple(carried), now, "", amounts)
 
 
+def plan_computed(wallets: Sequence[Address], symbol: str, basis: Basis, coverage: Coverage,
+                  block: ChainHead, now: datetime, period: float,
+                  computed: Mapping[Address, BaseUnits], unknown: Collection[Address]
+                  ) -> Reads:
+    """UTXO sources that track the watched outputs (Core RPC): every wallet's balance is
+    computed from its tracked outputs at `block` (`utxo_balances`) instead of read with
+    `scantxoutset`, which walks the node's whole UTXO set per call. Only the wallets in
+    `unknown` (not tracked since before this cycle) are read; every wallet is read once
+    per period (one call), and whenever `_why_full` says so or the scan found a reorg."""
+    reason = _why_full(basis, coverage, block, now, period, traces_needed=False)
+    if reason is None and coverage.fork_point is not None:
+        reason = f"a reorg replaced blocks above {coverage.fork_point}"
+    if reason is not None:
+        return everything(wallets, reason, now)
+    read = tuple(w for w in wallets if w in unknown)
+    carried = tuple(w for w in wallets if w not in unknown)
+    amounts = {(w, symbol): computed.get(w, BaseUnits(0)) for w in carried}
+    # `swept_at` stays at the last full read: the next one is due a period after it
+    return Reads(read, carried, basis.swept_at, "", amounts)
+
+
+def utxo_balances(outputs: Iterable[tuple[TrackedOutput, int | None]], height: int
+                  ) -> dict[Address, BaseUnits]:
+    """Each address's balance once block `height` was applied: its tracked outputs created
+    at or below it and not spent by then ((output, spent height or None) pairs; an
+    outpoint listed twice counts once)."""
+    seen: set[tuple[str, int]] = set()
+    totals: dict[Address, int] = {}
+    for output, spent in outputs:
+        if output.outpoint in seen:
+            continue
+        seen.add(output.outpoint)
+        if output.height <= height and (spent is None or spent > height):
+            totals[output.address] = totals.get(output.address, 0) + output.value
+    return {address: BaseUnits(value) for address, value in totals.items()}
+
+
 def traced_since(stored: int | None, first: int | None, traced: bool) -> int | None:
     """The scan cursor's `traced_from` after a range starting at `first` (None: no block)
     was scanned, `traced` or not."""
@@ -168,5 +212,5 @@ def _why_full(basis: Basis, coverage: Coverage, block: ChainHead, now: datetime,
     return None
 
 
-__all__ = ["Basis", "Coverage", "Reads", "everything", "plan_reads", "position", "swept",
-           "traced_since"]
+__all__ = ["Basis", "Coverage", "Reads", "everything", "plan_computed", "plan_reads", "position",
+           "swept", "traced_since", "utxo_balances"]

@@ -11,10 +11,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from chains.base import ChainAdapter
-from chains.types import Address, ChainHead
+from chains.base import ChainAdapter, OutputTracker
+from chains.types import Address, BaseUnits, ChainHead
 from daemon.inputs.config import ChainSettings
-from daemon.rules.recheck import Basis, Coverage, Reads, plan_reads, traced_since
+from daemon.rules.recheck import (
+    Basis,
+    Coverage,
+    Reads,
+    plan_computed,
+    plan_reads,
+    traced_since,
+    utxo_balances,
+)
 from daemon.rules.shards import Shard
 from daemon.store.repository import Store
 from daemon.store.transfers import ScanPlan, Seed
@@ -31,6 +39,7 @@ class CycleReads:
     def __init__(self, store: Store, chain: ChainSettings, shard: Shard,
                  wallets: Sequence[Address], scan: Scan, clock: Callable[[], datetime]
                  ) -> None:
+        self.store = store
         self.chain = chain
         self.shard = shard
         self.wallets = sorted(wallets)
@@ -48,10 +57,32 @@ class CycleReads:
         if self.shard.scans and not self.scanned:
             self.plan, self.scan_error, self.seed = self.scan(adapter, head)
             self.scanned = True
+        if self.chain.family == "utxo" and isinstance(adapter, OutputTracker) and \
+                self.chain.full_recheck_seconds > 0 and len(self.chain.assets) == 1:
+            computed, unknown = self.tracked_balances(block)
+            return plan_computed(self.wallets, self.chain.assets[0].symbol, self.basis,
+                                 self.coverage(), block, self.clock(),
+                                 self.chain.full_recheck_seconds, computed, unknown)
         return plan_reads(self.wallets, [a.symbol for a in self.chain.assets], self.basis,
                           self.coverage(), block, self.clock(),
                           self.chain.full_recheck_seconds,
                           traces_needed=self.chain.family == "evm")
+
+    def tracked_balances(self, block: ChainHead
+                         ) -> tuple[dict[Address, BaseUnits], set[Address]]:
+        """The balances at `block` of the wallets whose outputs were tracked before this
+        cycle (the stored outputs, with what this cycle's scan created and spent), and the
+        wallets that were not (seeded now, or never): those must be read."""
+        seeded, rows = self.store.tracking(self.chain.name, block.height)
+        plan, seed = self.plan, self.seed
+        spent = {(s.txid, s.vout): s.height for s in plan.result.spent} if plan else {}
+        outputs = [(r.output, r.spent_height if r.spent_height is not None
+                    else spent.get(r.output.outpoint)) for r in rows]
+        if plan is not None:
+            outputs += [(o, spent.get(o.outpoint)) for o in plan.result.created]
+        fresh = set(seed.addresses) if seed else set()
+        unknown = {w for w in self.wallets if w in fresh or w not in seeded}
+        return utxo_balances(outputs, block.height), unknown
 
     def coverage(self) -> Coverage:
         """What the stored scan and this cycle's scan (shard 0) cover."""
