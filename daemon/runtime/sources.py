@@ -6,7 +6,9 @@
 - Not behind the last checkpoint: a source whose pinned block is below the last
   reconciled block is dropped, so older balances never self-clear a finding.
 - Failover of balance reads: balances are read from the first fresh source that can,
-  in configured order.
+  in configured order; which wallets, the service decides once the block is known
+  (`Choose`: scan first, then read what changed; daemon/runtime/reads.py), the others
+  are carried at the block.
 - `verify = 2`: the same pairs are read again from the next fresh source and
   cross-checked; a disagreement is read once more from both before it is raised
   (`source_disagreement` findings).

@@ -16,6 +16,7 @@ per hour at one cycle per block. Usage:
 from __future__ import annotations
 
 import argparse
+import collections
 import csv
 import http.server
 import json
@@ -56,6 +57,7 @@ class Counter:
     def __init__(self) -> None:
         self.requests = 0
         self.calls = 0
+        self.methods: collections.Counter[str] = collections.Counter()
         self.lock = threading.Lock()
 
     def take(self) -> tuple[int, int]:
@@ -77,6 +79,8 @@ def counting_proxy(upstream: str, counter: Counter) -> tuple[http.server.Threadi
             with counter.lock:
                 counter.requests += 1
                 counter.calls += len(payload) if isinstance(payload, list) else 1
+                counter.methods.update(c.get("method", "?") for c in
+                                       (payload if isinstance(payload, list) else [payload]))
             answer = client.post(upstream, content=body,
                                  headers={"Content-Type": "application/json"})
             self.send_response(answer.status_code)
@@ -159,6 +163,7 @@ def main() -> int:
             return (result, seconds, *counter.take())
 
         first, first_s, first_req, first_calls = cycle(incremental)
+        counter.methods.clear()
         print(f"first cycle (a full read): {first_s:.1f} s, {first_req} HTTP requests, "
               f"{first_calls} JSON-RPC calls, {first.wallets_read:,} wallets read")
         rows: dict[str, list[tuple[float, int, int, int]]] = {"full": [], "incremental": []}
@@ -173,7 +178,9 @@ def main() -> int:
             rows[mode].append((seconds, requests, calls, result.wallets_read))
             print(f"  {mode:11} cycle: {seconds:6.2f} s, {requests:4} requests, "
                   f"{calls:5} calls, {result.wallets_read:,} wallets read, "
-                  f"{len(result.findings)} findings")
+                  f"{len(result.findings)} findings; calls by method: "
+                  f"{dict(counter.methods.most_common(6))}")
+            counter.methods.clear()
         per_hour = 3600 / args.block_seconds
         print(f"\n{len(wallets):,} wallets x (ETH + USDC), {args.touched:,} touched per cycle, "
               f"one cycle per {args.block_seconds:g} s block, recheck period "
