@@ -22,7 +22,7 @@ import pytest
 from chains.errors import DecodeError, SourceUnavailable
 from chains.evm.adapter import EvmAdapter
 from chains.evm.address import canonical_evm_address
-from chains.evm.scan import ADDRESSES_PER_FILTER
+from chains.evm.scan import ADDRESSES_PER_FILTER, TRANSFER_TOPIC, UNFILTERED_ABOVE_FILTERS
 from chains.jsonrpc import RetryPolicy
 from chains.types import Address, BlockLink, ChainHead, ScanResult
 
@@ -319,6 +319,22 @@ def test_long_address_lists_are_chunked_across_filters() -> None:
     senders = [t for f in filters if len(f) == 2 for t in f[1]]
     recipients = [t for f in filters if len(f) == 3 and f[1] is None for t in f[2]]
     assert sorted(senders) == sorted(recipients) == sorted(padded)
+
+
+def test_many_watched_addresses_over_a_short_range_ask_for_every_transfer_once() -> None:
+    """Over UNFILTERED_ABOVE_FILTERS filters' worth of watched addresses, a short range is
+    asked for every Transfer log in one query (the watched wallets' are kept locally): the
+    same scan, one eth_getLogs; a refused range is halved as usual."""
+    fillers = [canonical_evm_address("0x" + hashlib.sha256(b"%d" % i).hexdigest()[:40])
+               for i in range(UNFILTERED_ABOVE_FILTERS * ADDRESSES_PER_FILTER // 2)]
+    node = FakeNode()
+    assert scan(node, WATCHED + fillers) == baseline()
+    queries = [p[0] for m, p, _ in node.calls if m == "eth_getLogs"]
+    assert [q["topics"] for q in queries] == [[TRANSFER_TOPIC]]
+    refusing = FakeNode(max_log_blocks=0)
+    assert scan(FakeNode(max_log_blocks=1), WATCHED + fillers) == baseline()
+    with pytest.raises(SourceUnavailable, match="10000 results"):
+        scan(refusing, WATCHED + fillers)
 
 
 # --- 4. provider consistency ----------------------------------------------------------
