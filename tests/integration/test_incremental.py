@@ -32,6 +32,8 @@ from chains.evm.devnet import (
     mint,
     set_balances,
 )
+from chains.evm.scan import TRANSFER_TOPIC
+from chains.types import Address
 from daemon.bootstrap import Adapters, open_store
 from daemon.inputs.config import Settings
 from daemon.rules.shards import Shard, shards
@@ -233,3 +235,32 @@ def test_a_transfer_is_found_by_the_next_cycle_without_re_reading_the_rest(
     mine = {f[:3] for f in pair.findings(pair.incremental)}
     assert ("balance_shortfall", WALLETS[0], "ETH") in mine
     assert pair.findings(pair.incremental) == pair.findings(pair.full)
+
+
+def test_a_scan_of_thousands_of_wallets_asks_for_every_transfer_once(
+        anvil_node: AnvilNode) -> None:
+    """Over 2,000 watched wallets a short range is one unfiltered eth_getLogs on a real
+    node, and finds exactly what the per-address filters find for the wallets involved."""
+    from chains.evm.adapter import EvmAdapter
+    from chains.evm.devnet import random_wallets
+
+    token = deploy_test_token(anvil_node, "USD Coin", "USDC", 6)
+    start_block = anvil_node.block_number() + 1
+    for wallet in WALLETS[:3]:
+        mint(anvil_node, token, wallet, 5 * 10**6)
+    anvil_node.transact(WALLETS[0], value=ETH)
+    end_block = anvil_node.block_number()
+    crowd = [*random_wallets(2_500), *(Address(w) for w in WALLETS)]
+    with EvmAdapter(anvil_node.url, expected_chain_id=31337) as adapter:
+        few = adapter.scan([Address(w) for w in WALLETS], start_block, end_block)
+        client = adapter._client  # count the log queries the node is asked
+        queries: list[Any] = []
+        batch, call = client.batch, client.call
+        client.batch = lambda requests, *a, **k: (  # type: ignore[method-assign]
+            queries.extend(p for m, p in requests if m == "eth_getLogs"), batch(requests))[1]
+        client.call = lambda method, params=(), *a, **k: (  # type: ignore[method-assign]
+            queries.extend([params] if method == "eth_getLogs" else []), call(method, params))[1]
+        many = adapter.scan(crowd, start_block, end_block)
+    assert [q[0]["topics"] for q in queries] == [[TRANSFER_TOPIC]]
+    assert many.transfers == few.transfers and many.fees == few.fees
+    assert len([t for t in many.transfers if t.kind == "token"]) == 3
