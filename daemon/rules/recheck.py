@@ -60,6 +60,10 @@ class Basis:
     """EVM: the stored cursor's `traced_from` (daemon/store/models.py ScanCursor)."""
 
 
+NO_BASIS = Basis(None, None, {}, frozenset(), frozenset(), {})
+"""Nothing to start from: the cycle reads every wallet."""
+
+
 @dataclass(frozen=True, slots=True)
 class Coverage:
     """What this cycle's scan adds (shard 0 scans before it reads)."""
@@ -212,5 +216,5 @@ def _why_full(basis: Basis, coverage: Coverage, block: ChainHead, now: datetime,
     return None
 
 
-__all__ = ["Basis", "Coverage", "Reads", "everything", "plan_computed", "plan_reads", "position",
-           "swept", "traced_since", "utxo_balances"]
+__all__ = ["NO_BASIS", "Basis", "Coverage", "Reads", "everything", "plan_computed",
+           "plan_reads", "position", "swept", "traced_since", "utxo_balances"]

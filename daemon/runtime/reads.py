@@ -15,7 +15,7 @@ from chains.base import ChainAdapter, OutputTracker
 from chains.types import Address, BaseUnits, ChainHead
 from daemon.inputs.config import ChainSettings
 from daemon.rules.recheck import (
-    Basis,
+    NO_BASIS,
     Coverage,
     Reads,
     plan_computed,
@@ -29,9 +29,6 @@ from daemon.store.transfers import ScanPlan, Seed
 
 Scan = Callable[[ChainAdapter, ChainHead], tuple[ScanPlan | None, str | None, Seed | None]]
 """Plan and read the next scan range from a source at its head: (plan, error, seed)."""
-
-NO_BASIS = Basis(None, None, {}, frozenset(), frozenset(), {})
-
 
 class CycleReads:
     """Scans (shard 0) and chooses the wallets one cycle reads."""

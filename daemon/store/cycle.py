@@ -19,7 +19,7 @@ from chains.types import Address, BalanceObservation, BaseUnits, ChainHead
 from daemon.inputs.config import ChainSettings
 from daemon.rules import transit
 from daemon.rules.flows import Flow, classify, continuity
-from daemon.rules.recheck import Basis
+from daemon.rules.recheck import NO_BASIS, Basis
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
     Finding,
@@ -164,7 +164,7 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int) -> B
         m.Checkpoint.shards == shards).order_by(col(m.Checkpoint.id).desc())).first()
     state = tx.scan_state(session, chain_id)
     if previous is None or not previous.scanned or state is None:
-        return Basis(None, None, {}, frozenset(), frozenset(), {})
+        return NO_BASIS
     wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
                                 .where(m.Wallet.chain_id == chain_id)).all())
     assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)

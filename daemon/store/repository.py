@@ -24,7 +24,7 @@ from daemon.inputs.config import ChainSettings, Settings
 from daemon.inputs.ledger import AllocationRow
 from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
 from daemon.rules import transit
-from daemon.rules.recheck import Basis
+from daemon.rules.recheck import NO_BASIS, Basis
 from daemon.rules.reconcile import BALANCE_TYPES, Finding, LedgerView, WalletView
 from daemon.rules.workflow import RAISED, Refused, Request, check
 from daemon.store import models as m
@@ -235,7 +235,7 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
         with Session(self.engine) as session:
             row = _chain_row(session, chain)
             if row is None or row.id is None:
-                return Basis(None, None, {}, frozenset(), frozenset(), {})
+                return NO_BASIS
             return recheck_basis(session, row.id, *shard)
 
     def scan_state(self, chain: str) -> tx.ScanState | None:
