@@ -150,9 +150,13 @@ def test_internal_deposit_through_a_contract_keeps_continuity(world: World) -> N
 
 
 def test_balance_change_without_transfer_is_unexplained(world: World) -> None:
-    """A balance that changes with no transfer on chain (a state edit) is unexplained."""
+    """A balance that changes with no transfer on chain (a state edit) is unexplained, at
+    the next cycle that reads the wallet: here a full read (an incremental cycle reads it
+    when the sweep reaches it: tests/integration/test_incremental.py)."""
     set_balances(world.node, {BOB: 7 * ETH})
-    world.cycle()
+    chain = world.service.settings.chains[0]
+    result = world.service.run_cycle(chain.model_copy(update={"full_recheck_seconds": 0}))
+    assert result.error is None and result.scan_error is None
     (record,) = [r for r in world.service.discrepancies(status="open")
                  if r.row.type == "unexplained_balance_change"]
     assert record.row.address == BOB and record.row.difference == 2 * ETH
