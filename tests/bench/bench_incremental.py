@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from daemon.auth.policy import Principal  # noqa: E402
 from daemon.bootstrap import Adapters, open_store  # noqa: E402
 from daemon.inputs.config import Settings  # noqa: E402
 from daemon.service import CycleResult, Service  # noqa: E402
+from tests.clock import ManualClock  # noqa: E402
 
 FEEDER = Principal("bench-feeder", frozenset({"feeder"}), "bench")
 
@@ -97,14 +98,6 @@ def counting_proxy(upstream: str, counter: Counter) -> tuple[http.server.Threadi
     return server, f"http://127.0.0.1:{server.server_address[1]}"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--wallets", type=int, default=100_000)
@@ -137,7 +130,7 @@ def main() -> int:
             for i, w in enumerate(wallets):
                 out.writerow(["devnet", w, "segregated", f"c{i}", "ETH", "0.001"])
                 out.writerow(["devnet", w, "segregated", f"c{i}", "USDC", "1"])
-        clock = Clock()
+        clock = ManualClock()
         chain: dict[str, Any] = {
             "name": "devnet", "family": "evm", "chain_id": 31337, "confirmations": 0,
             "full_recheck_seconds": args.period, "max_head_age_seconds": 10**7,

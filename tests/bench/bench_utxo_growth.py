@@ -23,7 +23,7 @@ import os
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from daemon.auth.policy import Principal  # noqa: E402
 from daemon.bootstrap import Adapters, open_store  # noqa: E402
 from daemon.inputs.config import Settings  # noqa: E402
 from daemon.service import CycleResult, Service  # noqa: E402
+from tests.clock import ManualClock  # noqa: E402
 from tests.litecoind import MINER, LitecoinNode, require_litecoind, start_litecoind  # noqa: E402
 
 FEEDER = Principal("bench-feeder", frozenset({"feeder"}), "bench")
@@ -57,14 +58,6 @@ def pay(node: LitecoinNode, addresses: list[str], per_tx: int) -> int:
             node.mine(1)
     node.mine(1)
     return len(addresses)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def main() -> int:
@@ -90,7 +83,7 @@ def main() -> int:
             out.writerow(["chain", "address", "structure", "owner", "asset", "amount"])
             for i, a in enumerate(watched):
                 out.writerow(["litecoin", a, "segregated", f"c{i}", "LTC", str(DUST)])
-        clock = Clock()
+        clock = ManualClock()
         chain: dict[str, Any] = {
             "name": "litecoin", "family": "utxo", "network": "litecoin-regtest",
             "confirmations": 0, "full_recheck_seconds": 3600,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ from daemon.bootstrap import Adapters, open_store
 from daemon.inputs.config import Settings
 from daemon.rules.shards import Shard, shards
 from daemon.service import CycleResult, Service
+from tests.clock import ManualClock
 from tests.principals import FEEDER
 
 pytestmark = pytest.mark.anvil
@@ -49,21 +50,13 @@ HOUSE = "0x1000000000000000000000000000000000000199"
 OUTSIDE = "0x20000000000000000000000000000000000001aa"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass
 class Pair:
     node: AnvilNode
     token: str
     full: Service
     incremental: Service
-    clock: Clock
+    clock: ManualClock
     carried: int = 0
     floor: int = 0
     """The lowest block a generated reorg may replace (above the scan cursor's start)."""
@@ -92,7 +85,7 @@ class Pair:
 
 
 def make_service(url: str, node: AnvilNode, token: str, period: float,
-                 clock: Clock, shard_count: int) -> Service:
+                 clock: ManualClock, shard_count: int) -> Service:
     settings = Settings(store={"url": url}, chains=[{  # type: ignore[arg-type, list-item]
         "name": "devnet", "family": "evm", "chain_id": 31337, "confirmations": 0,
         "full_recheck_seconds": period, "max_head_age_seconds": 10**7,
@@ -118,7 +111,7 @@ def start(node: AnvilNode, tmp: Path, shard_count: int = 1) -> Pair:
             out.writerow(["devnet", wallet, "segregated", f"client{i}", "ETH", "10"])
             out.writerow(["devnet", wallet, "segregated", f"client{i}", "USDC", "1000"])
         out.writerow(["devnet", HOUSE, "house", "FIRM", "ETH", "10"])
-    clock = Clock()
+    clock = ManualClock()
     full = make_service(f"sqlite:///{tmp / 'full.db'}", node, token, 0, clock, shard_count)
     incremental = make_service(f"sqlite:///{tmp / 'incremental.db'}", node, token, PERIOD,
                                clock, shard_count)

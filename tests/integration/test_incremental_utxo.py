@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from daemon.bootstrap import Adapters, open_store
 from daemon.inputs.config import Settings
 from daemon.service import CycleResult, Service
+from tests.clock import ManualClock
 from tests.esplora_server import EsploraServer
 from tests.litecoind import LitecoinNode, NodeRpcError, require_litecoind, start_litecoind
 from tests.principals import FEEDER
@@ -73,21 +74,13 @@ def esplora_url(node: LitecoinNode) -> Iterator[str]:
         server.stop()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @dataclass
 class Pair:
     node: LitecoinNode
     wallets: Wallets
     full: Service
     incremental: Service
-    clock: Clock
+    clock: ManualClock
     results: list[CycleResult] = field(default_factory=list)
 
     def cycle(self) -> None:
@@ -122,7 +115,7 @@ class Pair:
 
 
 def make_service(url: str, source: dict[str, str], period: float, confirmations: int,
-                 clock: Clock) -> Service:
+                 clock: ManualClock) -> Service:
     settings = Settings(store={"url": url}, chains=[{  # type: ignore[arg-type, list-item]
         "name": "litecoin", "family": "utxo", "network": "litecoin-regtest",
         "confirmations": confirmations, "full_recheck_seconds": period,
@@ -143,7 +136,7 @@ def start(node: LitecoinNode, wallets: Wallets, tmp: Path, source: dict[str, str
         for i, address in enumerate(wallets.addresses):  # the books match: nothing open
             held = node.call("scantxoutset", "start", [f"addr({address})"])["total_amount"]
             out.writerow(["litecoin", address, "segregated", f"client{i}", "LTC", f"{Decimal(str(held)):f}"])
-    clock = Clock()
+    clock = ManualClock()
     full = make_service(f"sqlite:///{tmp / 'full.db'}", source, 0, confirmations, clock)
     incremental = make_service(f"sqlite:///{tmp / 'incremental.db'}", source, PERIOD,
                                confirmations, clock)
