@@ -345,7 +345,8 @@ class Service:
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
             seed=seed, shard=shard.index, shards=shard.count,
             checkers=self.approvers(), swept_at=chosen.swept_at,
-            wallets_read=len(chosen.read)),
+            wallets_read=len(chosen.read),
+            read=frozenset(chosen.read) if chosen.carries_stored else None),
             self._clock(), self._deadline,
             self._fence_for(shard))
         self.sign_head()

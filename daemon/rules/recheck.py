@@ -91,10 +91,18 @@ class Reads:
     reason: str = ""
     """Why every wallet is read (empty for an incremental cycle)."""
     amounts: Mapping[tuple[Address, str], BaseUnits] = field(default_factory=dict)
+    computed: bool = False
+    """The carried amounts were computed now (tracked outputs), not the stored ones."""
 
     @property
     def full(self) -> bool:
         return not self.carried
+
+    @property
+    def carries_stored(self) -> bool:
+        """Some wallets are carried at their newest stored balances (nothing to store or
+        compare again for them)."""
+        return not self.full and not self.computed
 
     def carry(self, assets: Sequence[AssetRef], block: ChainHead, source: str
               ) -> list[BalanceObservation]:
@@ -163,7 +171,7 @@ def plan_computed(wallets: Sequence[Address], symbol: str, basis: Basis, coverag
     carried = tuple(w for w in wallets if w not in unknown)
     amounts = {(w, symbol): computed.get(w, BaseUnits(0)) for w in carried}
     # `swept_at` stays at the last full read: the next one is due a period after it
-    return Reads(read, carried, basis.swept_at, "", amounts)
+    return Reads(read, carried, basis.swept_at, "", amounts, computed=True)
 
 
 def utxo_balances(outputs: Iterable[tuple[TrackedOutput, int | None]], height: int

@@ -156,7 +156,10 @@ def explain(ledger: LedgerView, observations: Iterable[BalanceObservation],
             result: Reconciliation, found: Iterable[Item]) -> Reconciliation:
     """`result` with its balance findings judged against the expected balance (booked
     plus the items) instead of the booked one; its other findings are kept."""
-    again = reconcile(ledger, observations, adjustments(found))
-    kept = [f for f in result.findings if f.type not in BALANCE_TYPES]
+    net = adjustments(found)  # only the pairs with items can judge differently
+    again = reconcile(ledger, [o for o in observations if (o.address, o.asset.symbol) in net],
+                      net)
+    kept = [f for f in result.findings
+            if f.type not in BALANCE_TYPES or (f.address, f.asset) not in net]
     return Reconciliation(tuple(sorted((*kept, *again.findings), key=lambda f: f.fingerprint)),
                           result.verified, result.read_errors)

@@ -6,7 +6,7 @@ transaction, and the decisions (pure functions from `daemon.rules.reconcile` and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -94,6 +94,16 @@ class CycleInput:
     """Where the cycle's rotating re-read stopped (daemon/rules/recheck.py)."""
     wallets_read: int | None = None
     """How many wallets the cycle read (the rest of `observations` were carried)."""
+    read: frozenset[Address] | None = None
+    """The wallets the cycle read (None: every wallet of `observations`). The others'
+    observations are carried: their newest stored balance, nothing to store or compare."""
+
+    def fresh(self) -> Sequence[BalanceObservation]:
+        """The observations the cycle read (not carried)."""
+        read = self.read
+        if read is None:
+            return self.observations
+        return [o for o in self.observations if o.address in read]
 
 
 def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
@@ -132,12 +142,15 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     findings = [f for f in transit.explain(cycle.ledger, cycle.observations, cycle.result,
                                            found).findings
                 if not (hold and f.type in BALANCE_TYPES)] + transfer_findings + stalled
-    latest = latest_observations(session, chain_id)
-    findings += _continuity(session, chain, chain_id, cycle, latest)
+    fresh = cycle.fresh()
+    ids = _pair_ids(session, chain_id, {o.address for o in fresh}, cycle.read is None)
+    latest = latest_observations(session, chain_id,
+                                 wallet_ids=None if cycle.read is None else ids.wallets.values())
+    findings += _continuity(session, chain, chain_id, cycle, fresh, ids, latest)
     findings += unverified_findings(cycle.ledger, cycle.result.read_errors,
-                                    _unverified_for(session, chain_id, cycle, latest, now),
+                                    _unverified_for(session, cycle, ids, latest, now),
                                     chain.freshness)
-    stored = _store_observations(session, chain_id, cycle.observations, now, latest)
+    stored = _store_observations(session, fresh, ids, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
     voided = len(changes)
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline,
@@ -165,13 +178,7 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int) -> B
     state = tx.scan_state(session, chain_id)
     if previous is None or not previous.scanned or state is None:
         return NO_BASIS
-    wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
-                                .where(m.Wallet.chain_id == chain_id)).all())
-    assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
-                               .where(m.Asset.chain_id == chain_id)).all())
-    carried = {(Address(wallets[w]), assets[a]): BaseUnits(int(o.amount))
-               for (w, a), o in latest_observations(session, chain_id).items()
-               if o.amount is not None and w in wallets and a in assets}
+    carried = _newest_amounts(session, chain_id)
     flagged = frozenset(Address(a) for a in session.exec(
         select(m.Discrepancy.address).where(
             m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.address).is_not(None),
@@ -221,19 +228,44 @@ def record_stale(session: Session, chain_id: int, finding: Finding, now: datetim
     return False
 
 
-def _store_observations(session: Session, chain_id: int,
-                        observations: Sequence[BalanceObservation], now: datetime,
-                        latest: Mapping[Pair, Stored]) -> int:
+class PairIds(NamedTuple):
+    """Store ids of the wallets (by address) and assets (by symbol) a cycle writes."""
+
+    wallets: dict[str, int]
+    assets: dict[str, int]
+
+    def of(self, address: str, symbol: str) -> Pair:
+        return self.wallets.get(address), self.assets.get(symbol)
+
+
+def _pair_ids(session: Session, chain_id: int, addresses: Collection[str],
+              every: bool) -> PairIds:
+    """The ids of `addresses` (of every wallet of the chain with `every`) and the chain's
+    assets: an incremental cycle looks up only the wallets it read."""
+    query = sa_select(col(m.Wallet.address), col(m.Wallet.id)) \
+        .where(col(m.Wallet.chain_id) == chain_id)
+    wallets: dict[str, int] = {}
+    if every:
+        wallets.update(session.execute(query).tuples().all())
+    else:
+        chosen = sorted(addresses)
+        for start in range(0, len(chosen), 500):
+            wallets.update(session.execute(query.where(
+                col(m.Wallet.address).in_(chosen[start:start + 500]))).tuples().all())
+    assets: dict[str, int] = dict(session.execute(
+        sa_select(col(m.Asset.symbol), col(m.Asset.id))
+        .where(col(m.Asset.chain_id) == chain_id)).tuples().all())
+    return PairIds(wallets, assets)
+
+
+def _store_observations(session: Session, observations: Sequence[BalanceObservation],
+                        ids: PairIds, now: datetime, latest: Mapping[Pair, Stored]) -> int:
     """Append an observation for every (wallet, asset) whose balance or error changed
     since `latest` (the newest stored per pair)."""
-    wallets = dict(session.exec(select(m.Wallet.address, m.Wallet.id)
-                                .where(m.Wallet.chain_id == chain_id)).all())
-    assets = dict(session.exec(select(m.Asset.symbol, m.Asset.id)
-                               .where(m.Asset.chain_id == chain_id)).all())
     values: list[dict[str, Any]] = []
     stored = 0
     for obs in observations:
-        key = (wallets.get(obs.address), assets.get(obs.asset.symbol))
+        key = ids.of(obs.address, obs.asset.symbol)
         known = latest.get(key)
         if key[0] is None or key[1] is None or \
                 (known is not None and (known.amount, known.error) == (obs.amount, obs.error)):
@@ -254,7 +286,7 @@ Pair = tuple[int | None, int | None]
 """(wallet id, asset id)."""
 
 
-def _unverified_for(session: Session, chain_id: int, cycle: CycleInput,
+def _unverified_for(session: Session, cycle: CycleInput, ids: PairIds,
                     latest: Mapping[Pair, Stored], now: datetime
                     ) -> dict[tuple[Address, str], float]:
     """Seconds since each pair this cycle could not read was last verified.
@@ -264,13 +296,9 @@ def _unverified_for(session: Session, chain_id: int, cycle: CycleInput,
     newest stored observation has an amount fails for the first time now (0 s)."""
     if not cycle.result.read_errors:
         return {}
-    wallets = dict(session.exec(select(m.Wallet.address, m.Wallet.id)
-                                .where(m.Wallet.chain_id == chain_id)).all())
-    assets = dict(session.exec(select(m.Asset.symbol, m.Asset.id)
-                               .where(m.Asset.chain_id == chain_id)).all())
     failing: dict[Pair, tuple[Address, str]] = {}
     for obs in cycle.result.read_errors:
-        key = (wallets.get(obs.address), assets.get(obs.asset.symbol))
+        key = ids.of(obs.address, obs.asset.symbol)
         known = latest.get(key)
         if known is not None and known.amount is None:
             failing[key] = (obs.address, obs.asset.symbol)
@@ -318,25 +346,58 @@ class Stored(NamedTuple):
 
 
 def latest_observations(session: Session, chain_id: int,
-                         upto: tuple[datetime, int] | None = None) -> dict[Pair, Stored]:
+                        upto: tuple[datetime, int] | None = None,
+                        wallet_ids: Iterable[int] | None = None) -> dict[Pair, Stored]:
     """The newest observation per (wallet, asset), or, with `upto` = (time, height) of a
     past checkpoint, the newest stored by then at or below its block (the balances that
-    checkpoint read)."""
+    checkpoint read). With `wallet_ids`, only those wallets' pairs."""
+    chunks: list[list[int] | None] = [None]
+    if wallet_ids is not None:
+        chosen = sorted(wallet_ids)
+        chunks = [chosen[start:start + 500] for start in range(0, len(chosen), 500)]
+    out: dict[Pair, Stored] = {}
+    for chunk in chunks:
+        newest = _newest_ids(chain_id, upto, chunk).subquery()
+        rows = session.execute(sa_select(
+            col(m.BalanceObservation.wallet_id), col(m.BalanceObservation.asset_id),
+            col(m.BalanceObservation.amount), col(m.BalanceObservation.error),
+            col(m.BalanceObservation.observed_at), col(m.BalanceObservation.block_height))
+            .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
+        out.update(((w, a), Stored(amount, error, at, height))
+                   for w, a, amount, error, at, height in rows)
+    return out
+
+
+def _newest_ids(chain_id: int, upto: tuple[datetime, int] | None,
+                wallet_ids: Sequence[int] | None) -> Any:
+    """The id of the newest observation per (wallet, asset) of the chain (see
+    `latest_observations`)."""
     query = (select(func.max(m.BalanceObservation.id).label("id"))
              .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
              .where(m.Wallet.chain_id == chain_id))
+    if wallet_ids is not None:
+        query = query.where(col(m.BalanceObservation.wallet_id).in_(wallet_ids))
     if upto is not None:
         moment, height = upto
         query = query.where(m.BalanceObservation.observed_at <= moment,
                             m.BalanceObservation.block_height <= height)
-    newest = query.group_by(col(m.BalanceObservation.wallet_id),
-                            col(m.BalanceObservation.asset_id)).subquery()
+    return query.group_by(col(m.BalanceObservation.wallet_id),
+                          col(m.BalanceObservation.asset_id))
+
+
+def _newest_amounts(session: Session, chain_id: int
+                    ) -> dict[tuple[Address, str], BaseUnits]:
+    """Per (wallet address, asset symbol), the newest stored balance when it is an amount
+    (what an incremental cycle carries): one query, no per-row timestamps."""
+    newest = _newest_ids(chain_id, None, None).subquery()
     rows = session.execute(sa_select(
-        col(m.BalanceObservation.wallet_id), col(m.BalanceObservation.asset_id),
-        col(m.BalanceObservation.amount), col(m.BalanceObservation.error),
-        col(m.BalanceObservation.observed_at), col(m.BalanceObservation.block_height))
-        .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
-    return {(w, a): Stored(amount, error, at, height) for w, a, amount, error, at, height in rows}
+        col(m.Wallet.address), col(m.Asset.symbol), col(m.BalanceObservation.amount))
+        .join(newest, col(m.BalanceObservation.id) == newest.c.id)
+        .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
+        .join(m.Asset, col(m.BalanceObservation.asset_id) == m.Asset.id)
+        .where(col(m.BalanceObservation.amount).is_not(None)))
+    return {(Address(address), symbol): BaseUnits(int(amount))
+            for address, symbol, amount in rows}
 
 
 def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,
@@ -447,10 +508,14 @@ def _scanned_through(session: Session, chain_id: int, block: ChainHead) -> bool:
         state.recent.get(block.height, block.hash) == block.hash
 
 
-def _continuity(session: Session, chain: ChainSettings, chain_id: int,
-                cycle: CycleInput, latest: Mapping[Pair, Stored]) -> list[Finding]:
+def _continuity(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
+                fresh: Sequence[BalanceObservation], ids: PairIds,
+                latest: Mapping[Pair, Stored]) -> list[Finding]:
     """Balance continuity since the shard's previous scanned checkpoint, when the scan
-    covers the span and the checkpoint's block is still on the scanned chain."""
+    covers the span and the checkpoint's block is still on the scanned chain, of the
+    pairs the cycle read (`fresh`; a carried pair is its stored balance, and no scanned
+    flow touched it, or it would have been read). `latest` holds their newest stored
+    observations."""
     state = tx.scan_state(session, chain_id)
     previous = session.exec(select(m.Checkpoint).where(
         m.Checkpoint.chain_id == chain_id, col(m.Checkpoint.scanned).is_(True),
@@ -461,21 +526,20 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int,
         return []
     if state.recent.get(previous.block_height, previous.block_hash) != previous.block_hash:
         return []  # the previous checkpoint's block was reorged out: no common base
-    wallets = dict(session.exec(select(m.Wallet.id, m.Wallet.address)
-                                .where(m.Wallet.chain_id == chain_id)).all())
-    assets = dict(session.exec(select(m.Asset.id, m.Asset.symbol)
-                               .where(m.Asset.chain_id == chain_id)).all())
+    wallets = {id_: address for address, id_ in ids.wallets.items()}
+    assets = {id_: symbol for symbol, id_ in ids.assets.items()}
     # The balances the previous checkpoint read: usually the newest stored (nothing was
     # stored after it), which spares a second read of every pair's newest observation.
     then = latest if all(o.observed_at <= previous.finished_at and
                          o.block_height <= previous.block_height for o in latest.values()) \
         else latest_observations(session, chain_id,
-                                  upto=(previous.finished_at, previous.block_height))
+                                 upto=(previous.finished_at, previous.block_height),
+                                 wallet_ids=None if cycle.read is None else wallets)
     amounts = {(Address(wallets[w]), assets[a]): o.amount for (w, a), o in then.items()
                if o.amount is not None and w in wallets and a in assets}
     flows, fees = tx.flows_between(session, chain_id, previous.block_height, cycle.block.height)
     since = ChainHead(previous.block_height, previous.block_hash)
-    return continuity(chain.name, cycle.ledger, since, amounts, cycle.observations, flows, fees,
+    return continuity(chain.name, cycle.ledger, since, amounts, fresh, flows, fees,
                       chain.native_asset.symbol)
 
 
