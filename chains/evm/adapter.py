@@ -74,6 +74,9 @@ SLOW_HASH_RATIO = 4.0
 SLOW_HASH_FLOOR = 0.02
 """...and only when the hash-pinned probe batch took at least this many seconds."""
 _ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+WINDOW_PAIRS = 32_768
+"""A balance read holds the requests and replies of at most about this many (wallet,
+asset) pairs at a time (10,000 wallets of two assets: one window)."""
 
 
 @dataclass
@@ -214,24 +217,34 @@ class EvmAdapter:
         """
         if not _is_hash(block.hash):
             raise ValueError(f"not a 32-byte block hash: {block.hash!r}")
-        pairs = [(address, asset) for address in addresses for asset in assets]
-        if not pairs:
+        if not addresses or not assets:
             return []
         self._probe_pinning(block)
-        try:
-            outcomes = None
-            if self._multicall_ready(block):
-                outcomes = self._read_multicall(pairs, block)
-            if outcomes is None:
-                outcomes = self._read_direct(pairs, block)
-        except (SourceUnavailable, DecodeError):
-            self.features.multicall = None if self._multicall else False
-            self.features.pinning = None  # probed again: the source may have changed
-            raise
-        return [
-            self._observation(address, asset, block, outcome)
-            for (address, asset), outcome in zip(pairs, outcomes, strict=True)
-        ]
+        observations: list[BalanceObservation] = []
+        # A window of wallets at a time: the requests, the replies and their decoding
+        # are held for one window only, so a million wallets cost no more memory than a
+        # window's worth; a window is whole aggregate3 calls.
+        per_window = max(self._calls_per_multicall,
+                         WINDOW_PAIRS // self._calls_per_multicall * self._calls_per_multicall)
+        window = max(1, per_window // len(assets))
+        for start in range(0, len(addresses), window):
+            pairs = [(address, asset) for address in addresses[start:start + window]
+                     for asset in assets]
+            try:
+                outcomes = None
+                if self._multicall_ready(block):
+                    outcomes = self._read_multicall(pairs, block)
+                if outcomes is None:
+                    outcomes = self._read_direct(pairs, block)
+            except (SourceUnavailable, DecodeError):
+                self.features.multicall = None if self._multicall else False
+                self.features.pinning = None  # probed again: the source may have changed
+                raise
+            observations += [
+                self._observation(address, asset, block, outcome)
+                for (address, asset), outcome in zip(pairs, outcomes, strict=True)
+            ]
+        return observations
 
     # -- blocks -------------------------------------------------------------------
 

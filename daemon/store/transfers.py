@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, insert, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -158,19 +158,26 @@ def upsert_transfers(session: Session, chain_id: int, flows: Iterable[Flow],
     by_key = {transfer_key(f.transfer): f for f in flows}
     known = _existing(session, m.Transfer, chain_id, m.Transfer.key, list(by_key))
     new: list[Flow] = []
+    values: list[dict[str, Any]] = []
     for key, flow in by_key.items():
         t = flow.transfer
         row = known.get(key)
-        if row is None:
+        if row is None:  # a bulk insert: a busy block brings thousands
             new.append(flow)
-            row = m.Transfer(chain_id=chain_id, key=key, kind=t.kind, tx_hash=t.tx_hash,
-                             log_index=t.log_index, trace_path=t.trace_path, sender=t.sender,
-                             recipient=t.recipient, contract=t.contract, asset=flow.asset,
-                             amount=t.amount, block_number=0, block_hash="", seen_at=now)
+            values.append({
+                "chain_id": chain_id, "key": key, "kind": t.kind, "tx_hash": t.tx_hash,
+                "log_index": t.log_index, "trace_path": t.trace_path, "sender": t.sender,
+                "recipient": t.recipient, "contract": t.contract, "asset": flow.asset,
+                "amount": t.amount, "block_number": t.block.height, "block_hash": t.block.hash,
+                "orphaned": False, "withdrawal_id": None, "seen_at": now,
+                "block_time": flow.block_time, "orphaned_at": None})
+            continue
         row.block_number, row.block_hash, row.orphaned = t.block.height, t.block.hash, False
         row.block_time = _earliest(row.block_time, flow.block_time)
         row.orphaned_at = None
         session.add(row)
+    for start in range(0, len(values), 5000):
+        session.execute(insert(m.Transfer), values[start:start + 5000])
     session.flush()
     return new
 

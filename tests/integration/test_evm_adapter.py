@@ -174,6 +174,27 @@ def test_multicall_reads_equal_per_wallet_reads(anvil_node: AnvilNode, funded: F
     assert amounts(observations) == per_wallet_reads(anvil_node, funded.wallets, assets, head)
 
 
+def test_a_large_read_is_taken_a_window_at_a_time(anvil_node: AnvilNode, funded: Funded,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Balances are read a window of wallets at a time (bounded memory whatever the count):
+    with a window of 16 pairs (8 wallets of two assets, four aggregate3 calls of 4), 150
+    wallets take 19 windows, one HTTP request each, and read exactly what one unwindowed
+    read and per-wallet reads do."""
+    install_multicall(anvil_node)
+    assets = [ETH, funded.token]
+    with make_adapter(anvil_node.url, calls_per_multicall=4) as adapter:
+        head = adapter.head()
+        whole = adapter.balances(funded.wallets, assets, head)
+        monkeypatch.setattr("chains.evm.adapter.WINDOW_PAIRS", 16)
+        before = adapter.requests_made
+        windowed = adapter.balances(funded.wallets, assets, head)
+        assert adapter.requests_made - before == -(-150 // 8) == 19
+    assert windowed == whole
+    assert [(o.address, o.asset) for o in windowed] == \
+        [(w, a) for w in funded.wallets for a in assets]
+    assert amounts(windowed) == per_wallet_reads(anvil_node, funded.wallets, assets, head)
+
+
 @pytest.mark.parametrize("multicall_address", [None, "0xcA11bde05977b3631167028862bE2a173976CA11"])
 def test_fallback_without_multicall_equals_per_wallet_reads(
     anvil_node: AnvilNode, funded: Funded, multicall_address: str | None
