@@ -311,9 +311,10 @@ class Service:
             bound = bound.bind(shard=shard.key)
         ledger = self.store.ledger_view(chain.name)
         addresses = sorted(ledger.wallets)
-        mine = LedgerView(chain.name, {a: w for a, w in ledger.wallets.items()
-                                       if shard.owns(a)}, ledger.cut_off)
-        reads = CycleReads(self.store, chain, shard, list(mine.wallets),
+        mine = ledger if shard.count == 1 else LedgerView(
+            chain.name, {a: w for a, w in ledger.wallets.items() if shard.owns(a)},
+            ledger.cut_off)
+        reads = CycleReads(self.store, chain, shard, mine,
                            lambda adapter, head: self._scan(chain, adapter, head, addresses),
                            self._clock)
         try:

@@ -8,7 +8,7 @@ source the balances finally come from); the other shards rely on the stored scan
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
 from chains.base import ChainAdapter, OutputTracker
@@ -23,6 +23,7 @@ from daemon.rules.recheck import (
     traced_since,
     utxo_balances,
 )
+from daemon.rules.reconcile import LedgerView
 from daemon.rules.shards import Shard
 from daemon.store.repository import Store
 from daemon.store.transfers import ScanPlan, Seed
@@ -33,17 +34,21 @@ Scan = Callable[[ChainAdapter, ChainHead], tuple[ScanPlan | None, str | None, Se
 class CycleReads:
     """Scans (shard 0) and chooses the wallets one cycle reads."""
 
-    def __init__(self, store: Store, chain: ChainSettings, shard: Shard,
-                 wallets: Sequence[Address], scan: Scan, clock: Callable[[], datetime]
-                 ) -> None:
+    def __init__(self, store: Store, chain: ChainSettings, shard: Shard, mine: LedgerView,
+                 scan: Scan, clock: Callable[[], datetime]) -> None:
+        """`mine`: the books of the shard's wallets."""
         self.store = store
         self.chain = chain
         self.shard = shard
-        self.wallets = sorted(wallets)
+        self.wallets = sorted(mine.wallets)
         self.scan = scan
         self.clock = clock
-        self.basis = store.recheck_basis(chain.name, (shard.index, shard.count)) \
-            if chain.full_recheck_seconds > 0 else NO_BASIS
+        self.mine = mine
+        self.based = False
+        self.basis = NO_BASIS
+        """Loaded when the block to read at is known (`choose`): a shard that does not
+        scan reads at a block shard 0 scanned, maybe since this cycle started, and its
+        basis must hold that scan (the transfers that touched wallets, the block's hash)."""
         self.scanned = False
         self.plan: ScanPlan | None = None
         self.scan_error: str | None = None
@@ -54,6 +59,10 @@ class CycleReads:
         if self.shard.scans and not self.scanned:
             self.plan, self.scan_error, self.seed = self.scan(adapter, head)
             self.scanned = True
+        if not self.based and self.chain.full_recheck_seconds > 0:
+            self.basis = self.store.recheck_basis(self.mine,
+                                                  (self.shard.index, self.shard.count))
+            self.based = True
         if self.chain.family == "utxo" and isinstance(adapter, OutputTracker) and \
                 self.chain.full_recheck_seconds > 0 and len(self.chain.assets) == 1:
             computed, unknown = self.tracked_balances(block)

@@ -25,6 +25,7 @@ from daemon.rules.reconcile import (
     Finding,
     LedgerView,
     Reconciliation,
+    WalletView,
     scan_stalled_finding,
     unverified_findings,
 )
@@ -168,17 +169,19 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
                       tuple(sorted(changes, key=lambda c: order[c.action])))
 
 
-def recheck_basis(session: Session, chain_id: int, shard: int, shards: int) -> Basis:
-    """What an incremental cycle of the shard starts from (`daemon.rules.recheck`): its
-    previous checkpoint when scanned, the newest stored balances, the wallets with open
-    findings and those the stored scan saw touched since that checkpoint's block."""
+def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
+                  wallets: Mapping[Address, WalletView]) -> Basis:
+    """What an incremental cycle of the shard's `wallets` starts from
+    (`daemon.rules.recheck`): its previous checkpoint when scanned, their newest stored
+    balances, the wallets with open findings and those the stored scan saw touched since
+    that checkpoint's block."""
     previous = session.exec(select(m.Checkpoint).where(
         m.Checkpoint.chain_id == chain_id, m.Checkpoint.shard == shard,
         m.Checkpoint.shards == shards).order_by(col(m.Checkpoint.id).desc())).first()
     state = tx.scan_state(session, chain_id)
     if previous is None or not previous.scanned or state is None:
         return NO_BASIS
-    carried = _newest_amounts(session, chain_id)
+    carried = _newest_amounts(session, chain_id, wallets)
     flagged = frozenset(Address(a) for a in session.exec(
         select(m.Discrepancy.address).where(
             m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.address).is_not(None),
@@ -385,10 +388,11 @@ def _newest_ids(chain_id: int, upto: tuple[datetime, int] | None,
                           col(m.BalanceObservation.asset_id))
 
 
-def _newest_amounts(session: Session, chain_id: int
+def _newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, WalletView]
                     ) -> dict[tuple[Address, str], BaseUnits]:
-    """Per (wallet address, asset symbol), the newest stored balance when it is an amount
-    (what an incremental cycle carries): one query, no per-row timestamps."""
+    """Per (wallet address, asset symbol) of `wallets`, the newest stored balance when it
+    is an amount (what an incremental cycle carries): one query, no per-row timestamps;
+    the keys are the objects of `wallets` (no second copy of a million addresses)."""
     newest = _newest_ids(chain_id, None, None).subquery()
     rows = session.execute(sa_select(
         col(m.Wallet.address), col(m.Asset.symbol), col(m.BalanceObservation.amount))
@@ -396,8 +400,13 @@ def _newest_amounts(session: Session, chain_id: int
         .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
         .join(m.Asset, col(m.BalanceObservation.asset_id) == m.Asset.id)
         .where(col(m.BalanceObservation.amount).is_not(None)))
-    return {(Address(address), symbol): BaseUnits(int(amount))
-            for address, symbol, amount in rows}
+    symbols: dict[str, str] = {}
+    out: dict[tuple[Address, str], BaseUnits] = {}
+    for address, symbol, amount in rows:
+        wallet = wallets.get(address)
+        if wallet is not None:
+            out[wallet.address, symbols.setdefault(symbol, symbol)] = BaseUnits(int(amount))
+    return out
 
 
 def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,

@@ -229,14 +229,14 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
             session.add(chain_row)
             return write
 
-    def recheck_basis(self, chain: str, shard: tuple[int, int]) -> Basis:
-        """What an incremental cycle of wallet shard (index, count) of `chain` starts from
-        (`daemon.store.cycle.recheck_basis`)."""
+    def recheck_basis(self, ledger: LedgerView, shard: tuple[int, int]) -> Basis:
+        """What an incremental cycle of wallet shard (index, count) of the ledger's chain
+        (the shard's wallets) starts from (`daemon.store.cycle.recheck_basis`)."""
         with Session(self.engine) as session:
-            row = _chain_row(session, chain)
+            row = _chain_row(session, ledger.chain)
             if row is None or row.id is None:
                 return NO_BASIS
-            return recheck_basis(session, row.id, *shard)
+            return recheck_basis(session, row.id, *shard, ledger.wallets)
 
     def scan_state(self, chain: str) -> tx.ScanState | None:
         """Return the transfer scanner's cursor of `chain`, or None before its first cycle."""
@@ -544,9 +544,11 @@ def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
 def _build_view(chain: str, rows: Iterable[Any]) -> LedgerView:
     structures: dict[Address, str] = {}
     allocations: dict[Address, dict[str, dict[str, int]]] = defaultdict(dict)
+    shared: dict[str, str] = {}  # one object per distinct text: the view stays resident
     for address, structure, symbol, owner, amount in rows:
-        structures[address] = structure
-        per_owner = allocations[address].setdefault(symbol, {})
+        structures[address] = shared.setdefault(structure, structure)
+        per_owner = allocations[address].setdefault(shared.setdefault(symbol, symbol), {})
+        owner = shared.setdefault(owner, owner)
         per_owner[owner] = per_owner.get(owner, 0) + amount
     wallets = {a: WalletView(a, s, allocations[a]) for a, s in structures.items()}  # type: ignore[arg-type]
     return LedgerView(chain, wallets)

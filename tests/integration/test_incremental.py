@@ -230,6 +230,35 @@ def test_a_transfer_is_found_by_the_next_cycle_without_re_reading_the_rest(
     assert pair.findings(pair.incremental) == pair.findings(pair.full)
 
 
+def test_a_shard_reading_while_shard_0_scans_carries_nothing_the_scan_saw(
+        anvil_node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replicas run shards side by side: shard 0 may commit its scan of new blocks after
+    shard 1's cycle started and before it picks its block. Shard 1 then reads at the
+    newly scanned block incrementally (not a full read), and reads the wallet the new
+    transfer touched instead of carrying its old balance: its shortfall is found."""
+    pair = start(anvil_node, tmp_path, shard_count=2)
+    service = pair.incremental
+    chain = service.settings.chains[0]
+    zero, one = shards(chain)
+    victim = next(w for w in WALLETS if one.owns(w))
+    anvil_node.transact(OUTSIDE, value=ETH, sender=victim)
+    pair.clock.now += timedelta(seconds=1)
+    pick = service.sources._scanned_block
+    committed: list[CycleResult] = []
+
+    def shard_0_commits_first(*args: Any) -> Any:
+        if not committed:
+            committed.append(service.run_cycle(chain, zero))
+        return pick(*args)
+
+    monkeypatch.setattr(service.sources, "_scanned_block", shard_0_commits_first)
+    result = service.run_cycle(chain, one)
+    assert committed and committed[0].scanned_to == result.block.height
+    assert result.error is None and not result.full_read, result.full_read
+    assert result.wallets_read < result.wallets
+    assert ("balance_shortfall", victim, "ETH") in {f[:3] for f in pair.findings(service)}
+
+
 def test_a_scan_of_thousands_of_wallets_asks_for_every_transfer_once(
         anvil_node: AnvilNode) -> None:
     """Over 2,000 watched wallets a short range is one unfiltered eth_getLogs on a real

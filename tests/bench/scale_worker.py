@@ -1,0 +1,88 @@
+"""One replica of bench_scale.py: a Service in its own process, so that its memory is its own.
+
+Reads commands from stdin, one JSON object per line, and answers each with one JSON line:
+- {"do": "tick"}: with `--leases`, take and renew shard leases (daemon/runtime/leases.py);
+  answers the shard keys held.
+- {"do": "cycle"}: run one cycle of every shard this replica holds (all of them without
+  leases); answers each cycle's figures and this process's RSS and peak RSS.
+- {"do": "exit"}.
+
+The settings come as one JSON file (`--settings`): the keyword arguments of `Settings`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from daemon.bootstrap import Adapters, open_store  # noqa: E402
+from daemon.inputs.config import Settings  # noqa: E402
+from daemon.rules.shards import shards  # noqa: E402
+from daemon.runtime.leases import Leases  # noqa: E402
+from daemon.service import Service  # noqa: E402
+
+
+def memory() -> dict[str, int]:
+    """This process's resident set and its peak, in KiB (/proc/self/status)."""
+    fields = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            fields[name] = int(value.split()[0])
+    return {"rss_kib": fields["VmRSS"], "peak_kib": fields["VmHWM"]}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--settings", type=Path, required=True)
+    parser.add_argument("--leases", action="store_true")
+    args = parser.parse_args()
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    settings = Settings(**json.loads(args.settings.read_text()))
+    service = Service(settings, open_store(settings.store.url, create=False), Adapters())
+    chain = settings.chains[0]
+    units = shards(chain)
+    leases = None
+    if args.leases:
+        leases = Leases(service.store.engine, [s.key for s in units],
+                        settings.daemon.lease_seconds)
+        service.fence = leases.fence
+    print(json.dumps({"ready": True, **memory()}), flush=True)
+    for line in sys.stdin:
+        command: dict[str, Any] = json.loads(line)
+        if command["do"] == "exit":
+            break
+        if command["do"] == "tick":
+            held = sorted(leases.tick()) if leases else [s.key for s in units]
+            print(json.dumps({"held": held}), flush=True)
+            continue
+        cycles = []
+        started = time.perf_counter()
+        for shard in units:
+            if leases is not None and not leases.holds(shard.key):
+                continue
+            result = service.run_cycle(chain, shard)
+            cycles.append({"shard": shard.key, "seconds": result.duration,
+                           "wallets": result.wallets, "wallets_read": result.wallets_read,
+                           "full_read": result.full_read, "error": result.error,
+                           "scan_error": result.scan_error,
+                           "findings": len(result.findings),
+                           "requests": result.rpc_requests})
+        print(json.dumps({"cycles": cycles, "seconds": time.perf_counter() - started,
+                          **memory()}), flush=True)
+    if leases is not None:
+        leases.release_all()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
