@@ -253,7 +253,7 @@ def test_a_shard_reading_while_shard_0_scans_carries_nothing_the_scan_saw(
 
     monkeypatch.setattr(service.sources, "_scanned_block", shard_0_commits_first)
     result = service.run_cycle(chain, one)
-    assert committed and committed[0].scanned_to == result.block.height
+    assert result.block is not None and committed[0].scanned_to == result.block.height
     assert result.error is None and not result.full_read, result.full_read
     assert result.wallets_read < result.wallets
     assert ("balance_shortfall", victim, "ETH") in {f[:3] for f in pair.findings(service)}
