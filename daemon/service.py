@@ -176,6 +176,9 @@ class Service:
         self.fence: Callable[[Session, str], None] | None = None
         """Runs first in every cycle's transaction with the shard's key (scale-out: the
         lease check)."""
+        self._slices: dict[str, tuple[LedgerView, LedgerView, list[Address]]] = {}
+        """Per shard key: the books it was cut from, the shard's books, every address of
+        the chain sorted (what shard 0 scans for); recomputed when the books change."""
 
     @property
     def observer(self) -> SourceObserver | None:
@@ -310,10 +313,7 @@ class Service:
         if shard.count > 1:
             bound = bound.bind(shard=shard.key)
         ledger = self.store.ledger_view(chain.name)
-        addresses = sorted(ledger.wallets)
-        mine = ledger if shard.count == 1 else LedgerView(
-            chain.name, {a: w for a, w in ledger.wallets.items() if shard.owns(a)},
-            ledger.cut_off)
+        mine, addresses = self._slice(ledger, shard)
         reads = CycleReads(self.store, chain, shard, mine,
                            lambda adapter, head: self._scan(chain, adapter, head, addresses),
                            self._clock)
@@ -368,6 +368,19 @@ class Service:
                            if plan and plan.result.blocks else None, scan_error=scan_error,
                            shard=shard.key, wallets_read=len(chosen.read),
                            full_read=chosen.reason)
+
+    def _slice(self, ledger: LedgerView, shard: Shard) -> tuple[LedgerView, list[Address]]:
+        """The shard's books and the chain's addresses sorted, computed once per version
+        of the books (a million wallets: seconds of hashing and sorting per cycle)."""
+        cached = self._slices.get(shard.key)
+        if cached is not None and cached[0] is ledger:
+            return cached[1], cached[2]
+        mine = ledger if shard.count == 1 else LedgerView(
+            ledger.chain, {a: w for a, w in ledger.wallets.items() if shard.owns(a)},
+            ledger.cut_off)
+        addresses = sorted(ledger.wallets) if shard.scans else []  # only shard 0 scans
+        self._slices[shard.key] = (ledger, mine, addresses)
+        return mine, addresses
 
     def _fence_for(self, shard: Shard) -> Callable[[Session], None] | None:
         fence = self.fence

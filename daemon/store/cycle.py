@@ -181,7 +181,7 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
     state = tx.scan_state(session, chain_id)
     if previous is None or not previous.scanned or state is None:
         return NO_BASIS
-    carried = _newest_amounts(session, chain_id, wallets)
+    carried = _newest_amounts(session, chain_id, wallets, every=shards == 1)
     flagged = frozenset(Address(a) for a in session.exec(
         select(m.Discrepancy.address).where(
             m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.address).is_not(None),
@@ -249,15 +249,15 @@ def _pair_ids(session: Session, chain_id: int, addresses: Collection[str],
         .where(col(m.Wallet.chain_id) == chain_id)
     wallets: dict[str, int] = {}
     if every:
-        wallets.update(session.execute(query).tuples().all())
+        wallets.update((address, id_) for address, id_ in session.execute(query))
     else:
         chosen = sorted(addresses)
         for start in range(0, len(chosen), 500):
-            wallets.update(session.execute(query.where(
-                col(m.Wallet.address).in_(chosen[start:start + 500]))).tuples().all())
-    assets: dict[str, int] = dict(session.execute(
+            wallets.update((address, id_) for address, id_ in session.execute(query.where(
+                col(m.Wallet.address).in_(chosen[start:start + 500]))))
+    assets = {symbol: id_ for symbol, id_ in session.execute(
         sa_select(col(m.Asset.symbol), col(m.Asset.id))
-        .where(col(m.Asset.chain_id) == chain_id)).tuples().all())
+        .where(col(m.Asset.chain_id) == chain_id))}
     return PairIds(wallets, assets)
 
 
@@ -388,24 +388,33 @@ def _newest_ids(chain_id: int, upto: tuple[datetime, int] | None,
                           col(m.BalanceObservation.asset_id))
 
 
-def _newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, WalletView]
-                    ) -> dict[tuple[Address, str], BaseUnits]:
-    """Per (wallet address, asset symbol) of `wallets`, the newest stored balance when it
-    is an amount (what an incremental cycle carries): one query, no per-row timestamps;
-    the keys are the objects of `wallets` (no second copy of a million addresses)."""
-    newest = _newest_ids(chain_id, None, None).subquery()
-    rows = session.execute(sa_select(
-        col(m.Wallet.address), col(m.Asset.symbol), col(m.BalanceObservation.amount))
-        .join(newest, col(m.BalanceObservation.id) == newest.c.id)
-        .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
-        .join(m.Asset, col(m.BalanceObservation.asset_id) == m.Asset.id)
-        .where(col(m.BalanceObservation.amount).is_not(None)))
+def _newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, WalletView],
+                    *, every: bool) -> dict[tuple[Address, str], BaseUnits]:
+    """Per (wallet address, asset symbol) of `wallets` (`every` wallet of the chain, or
+    one shard's), the newest stored balance when it is an amount (what an incremental
+    cycle carries), without per-row timestamps; the keys are the objects of `wallets` (no
+    second copy of a million addresses). A shard asks for its own wallets' only."""
+    chunks: list[list[int] | None] = [None]
+    if not every:
+        ids = sorted(id_ for address, id_ in session.execute(
+            sa_select(col(m.Wallet.address), col(m.Wallet.id))
+            .where(col(m.Wallet.chain_id) == chain_id)) if address in wallets)
+        chunks = [ids[start:start + 5000] for start in range(0, len(ids), 5000)]
     symbols: dict[str, str] = {}
     out: dict[tuple[Address, str], BaseUnits] = {}
-    for address, symbol, amount in rows:
-        wallet = wallets.get(address)
-        if wallet is not None:
-            out[wallet.address, symbols.setdefault(symbol, symbol)] = BaseUnits(int(amount))
+    for chunk in chunks:
+        newest = _newest_ids(chain_id, None, chunk).subquery()
+        rows = session.execute(sa_select(
+            col(m.Wallet.address), col(m.Asset.symbol), col(m.BalanceObservation.amount))
+            .join(newest, col(m.BalanceObservation.id) == newest.c.id)
+            .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
+            .join(m.Asset, col(m.BalanceObservation.asset_id) == m.Asset.id)
+            .where(col(m.BalanceObservation.amount).is_not(None)))
+        for address, symbol, amount in rows:
+            wallet = wallets.get(address)
+            if wallet is not None:
+                out[wallet.address, symbols.setdefault(symbol, symbol)] = \
+                    BaseUnits(int(amount))
     return out
 
 
@@ -520,8 +529,9 @@ def _scanned_through(session: Session, chain_id: int, block: ChainHead) -> bool:
 def _continuity(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
                 fresh: Sequence[BalanceObservation], ids: PairIds,
                 latest: Mapping[Pair, Stored]) -> list[Finding]:
-    """Balance continuity since the shard's previous scanned checkpoint, when the scan
-    covers the span and the checkpoint's block is still on the scanned chain, of the
+    """Balance continuity since the shard's previous scanned checkpoint (at its block
+    too: a wallet carried then and read now must not have moved within one block), when
+    the scan covers the span and the checkpoint's block is still on the scanned chain, of the
     pairs the cycle read (`fresh`; a carried pair is its stored balance, and no scanned
     flow touched it, or it would have been read). `latest` holds their newest stored
     observations."""
@@ -531,8 +541,11 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int, cycle: Cy
         m.Checkpoint.shard == cycle.shard, m.Checkpoint.shards == cycle.shards)
         .order_by(col(m.Checkpoint.id).desc())).first()
     if state is None or previous is None or cycle.scan_error or \
-            not state.start_height <= previous.block_height < cycle.block.height <= state.height:
+            not state.start_height <= previous.block_height <= cycle.block.height \
+            <= state.height:
         return []
+    if previous.block_height == cycle.block.height and previous.block_hash != cycle.block.hash:
+        return []  # another block at that height: no common base
     if state.recent.get(previous.block_height, previous.block_hash) != previous.block_hash:
         return []  # the previous checkpoint's block was reorged out: no common base
     wallets = {id_: address for address, id_ in ids.wallets.items()}

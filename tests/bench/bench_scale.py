@@ -151,7 +151,8 @@ def run_layout(layout: str, args: argparse.Namespace, node: Any, token: str,
 
         def step(label: str) -> dict[str, Any]:
             started = time.perf_counter()
-            answers = list(pool.map(lambda r: r.ask({"do": "cycle"}), replicas))
+            command = {"do": "cycle", "profile": label.startswith("steady")}
+            answers = list(pool.map(lambda r: r.ask(command), replicas))
             wall = time.perf_counter() - started
             cycles = [c for a in answers for c in a["cycles"]]
             bad = [c for c in cycles if c["error"] or c["scan_error"]]

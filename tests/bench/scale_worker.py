@@ -13,7 +13,9 @@ The settings come as one JSON file (`--settings`): the keyword arguments of `Set
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +31,9 @@ from daemon.inputs.config import Settings  # noqa: E402
 from daemon.rules.shards import shards  # noqa: E402
 from daemon.runtime.leases import Leases  # noqa: E402
 from daemon.service import Service  # noqa: E402
+
+PROFILE = os.environ.get("SEGWATCH_BENCH_PROFILE")
+"""A path prefix: steady cycles write their cProfile statistics there, one file per shard."""
 
 
 def memory() -> dict[str, int]:
@@ -70,7 +75,12 @@ def main() -> int:
         for shard in units:
             if leases is not None and not leases.holds(shard.key):
                 continue
-            result = service.run_cycle(chain, shard)
+            if PROFILE and command.get("profile"):
+                profile = cProfile.Profile()
+                result = profile.runcall(service.run_cycle, chain, shard)
+                profile.dump_stats(f"{PROFILE}-{shard.index}-of-{shard.count}")
+            else:
+                result = service.run_cycle(chain, shard)
             cycles.append({"shard": shard.key, "seconds": result.duration,
                            "wallets": result.wallets, "wallets_read": result.wallets_read,
                            "full_read": result.full_read, "error": result.error,
