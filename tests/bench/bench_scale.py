@@ -198,7 +198,9 @@ def main() -> int:
     if binary is None:
         print("anvil not found: run `make install`")
         return 2
-    node = start_anvil(binary, "--gas-limit", "1000000000")
+    # anvil keeps every block's state in memory by default: seeding a million accounts
+    # over hundreds of blocks outgrew 20 GiB; the cycles need only the recent states
+    node = start_anvil(binary, "--gas-limit", "1000000000", "--prune-history", "64")
     work = Path(tempfile.mkdtemp(prefix="segwatch-bench-scale-"))
     try:
         wallets = random_wallets(args.wallets)
