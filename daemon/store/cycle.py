@@ -529,9 +529,8 @@ def _scanned_through(session: Session, chain_id: int, block: ChainHead) -> bool:
 def _continuity(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleInput,
                 fresh: Sequence[BalanceObservation], ids: PairIds,
                 latest: Mapping[Pair, Stored]) -> list[Finding]:
-    """Balance continuity since the shard's previous scanned checkpoint (at its block
-    too: a wallet carried then and read now must not have moved within one block), when
-    the scan covers the span and the checkpoint's block is still on the scanned chain, of the
+    """Balance continuity since the shard's previous scanned checkpoint, when the scan
+    covers the span and the checkpoint's block is still on the scanned chain, of the
     pairs the cycle read (`fresh`; a carried pair is its stored balance, and no scanned
     flow touched it, or it would have been read). `latest` holds their newest stored
     observations."""
@@ -541,11 +540,8 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int, cycle: Cy
         m.Checkpoint.shard == cycle.shard, m.Checkpoint.shards == cycle.shards)
         .order_by(col(m.Checkpoint.id).desc())).first()
     if state is None or previous is None or cycle.scan_error or \
-            not state.start_height <= previous.block_height <= cycle.block.height \
-            <= state.height:
+            not state.start_height <= previous.block_height < cycle.block.height <= state.height:
         return []
-    if previous.block_height == cycle.block.height and previous.block_hash != cycle.block.hash:
-        return []  # another block at that height: no common base
     if state.recent.get(previous.block_height, previous.block_hash) != previous.block_hash:
         return []  # the previous checkpoint's block was reorged out: no common base
     wallets = {id_: address for address, id_ in ids.wallets.items()}
