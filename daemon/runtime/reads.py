@@ -8,7 +8,7 @@ source the balances finally come from); the other shards rely on the stored scan
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from chains.base import ChainAdapter, OutputTracker
@@ -35,12 +35,13 @@ class CycleReads:
     """Scans (shard 0) and chooses the wallets one cycle reads."""
 
     def __init__(self, store: Store, chain: ChainSettings, shard: Shard, mine: LedgerView,
-                 scan: Scan, clock: Callable[[], datetime]) -> None:
-        """`mine`: the books of the shard's wallets."""
+                 wallets: Sequence[Address], scan: Scan, clock: Callable[[], datetime]
+                 ) -> None:
+        """`mine`: the books of the shard's wallets; `wallets`: their addresses, sorted."""
         self.store = store
         self.chain = chain
         self.shard = shard
-        self.wallets = sorted(mine.wallets)
+        self.wallets = wallets
         self.scan = scan
         self.clock = clock
         self.mine = mine

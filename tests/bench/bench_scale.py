@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import json
 import random
 import statistics
@@ -44,7 +43,6 @@ from chains.evm.devnet import (  # noqa: E402
     install_multicall,
     mint_many,
     random_wallets,
-    set_balances,
     start_anvil,
 )
 from daemon.auth.policy import Principal  # noqa: E402
@@ -52,6 +50,7 @@ from daemon.bootstrap import Adapters, open_store  # noqa: E402
 from daemon.inputs.config import Settings  # noqa: E402
 from daemon.service import Service  # noqa: E402
 from daemon.store.db import make_engine, upgrade  # noqa: E402
+from tests.bench.evm_books import seed_wallets, write_books  # noqa: E402
 
 FEEDER = Principal("bench-feeder", frozenset({"feeder"}), "bench")
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -207,18 +206,11 @@ def main() -> int:
         token = deploy_test_token(node, "Bench USD", "USDC", 6)
         install_multicall(node)
         started = time.perf_counter()
-        for start in range(0, len(wallets), 5000):
-            set_balances(node, {w: 10**15 for w in wallets[start:start + 5000]})
-        mint_many(node, token, wallets, [10**6] * len(wallets), chunk=2000)
+        seed_wallets(node, token, wallets)
         print(f"seeded {len(wallets):,} wallets in {time.perf_counter() - started:.1f} s",
               flush=True)
         ledger = work / "ledger.csv"
-        with ledger.open("w", newline="") as fh:
-            out = csv.writer(fh)
-            out.writerow(["chain", "address", "structure", "owner", "asset", "amount"])
-            for i, w in enumerate(wallets):
-                out.writerow(["devnet", w, "segregated", f"c{i}", "ETH", "0.001"])
-                out.writerow(["devnet", w, "segregated", f"c{i}", "USDC", "1"])
+        write_books(ledger, wallets)
         results = [run_layout(layout, args, node, token, wallets, ledger, work)
                    for layout in args.layouts]
     finally:
