@@ -540,12 +540,24 @@ def _continuity(session: Session, chain: ChainSettings, chain_id: int, cycle: Cy
         m.Checkpoint.shard == cycle.shard, m.Checkpoint.shards == cycle.shards)
         .order_by(col(m.Checkpoint.id).desc())).first()
     if state is None or previous is None or cycle.scan_error or \
-            not state.start_height <= previous.block_height < cycle.block.height <= state.height:
+            not state.start_height <= previous.block_height <= cycle.block.height <= state.height:
         return []
     if state.recent.get(previous.block_height, previous.block_hash) != previous.block_hash:
         return []  # the previous checkpoint's block was reorged out: no common base
     wallets = {id_: address for address, id_ in ids.wallets.items()}
     assets = {id_: symbol for symbol, id_ in ids.assets.items()}
+    if previous.block_height == cycle.block.height:
+        if previous.block_hash != cycle.block.hash or previous.wallets_read is None or \
+                previous.wallets_read >= previous.wallets:
+            return []  # another block at that height, or the previous cycle read everything
+        # The previous checkpoint carried some pairs: it stated their stored balance at this
+        # very block without reading it. Reading one now must agree (nothing moves a
+        # balance within one block), or an edit made before that block would be stored as
+        # the new normal, never found unexplained.
+        fresh = [o for o in fresh if (stored := latest.get(ids.of(o.address, o.asset.symbol)))
+                 is not None and stored.block_height < previous.block_height]
+        if not fresh:
+            return []
     # The balances the previous checkpoint read: usually the newest stored (nothing was
     # stored after it), which spares a second read of every pair's newest observation.
     then = latest if all(o.observed_at <= previous.finished_at and

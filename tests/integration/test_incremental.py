@@ -215,6 +215,31 @@ def test_a_direct_state_edit_is_found_by_the_rotating_re_read(
     assert pair.findings(pair.incremental) == pair.findings(pair.full)
 
 
+def test_an_edit_first_read_at_the_previous_checkpoints_block_is_unexplained(
+        anvil_node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A carried wallet whose balance was edited is first read by a cycle at the same
+    block as the previous checkpoint (no block in between): continuity still compares it
+    (nothing can move a balance within one block), so the change is found unexplained
+    as the full reader finds it, not stored silently as the new normal."""
+    from daemon.rules import recheck
+
+    pair = start(anvil_node, tmp_path)
+    victim = WALLETS[3]
+    anvil_node.call("anvil_setBalance", [victim, hex(7 * ETH)])
+    anvil_node.mine(1)
+    monkeypatch.setattr(recheck, "swept", lambda *_: set())  # the edited wallet is carried
+    pair.clock.now += timedelta(seconds=1)
+    pair.cycle()
+    assert ("unexplained_balance_change", victim, "ETH") in \
+        {f[:3] for f in pair.findings(pair.full)}
+    assert ("unexplained_balance_change", victim, "ETH") not in \
+        {f[:3] for f in pair.findings(pair.incremental)}
+    monkeypatch.setattr(recheck, "swept", lambda wallets, *_: set(wallets))
+    pair.clock.now += timedelta(seconds=1)
+    pair.cycle()  # the same block: no block was mined
+    assert pair.findings(pair.incremental) == pair.findings(pair.full)
+
+
 def test_a_transfer_is_found_by_the_next_cycle_without_re_reading_the_rest(
         anvil_node: AnvilNode, tmp_path: Path) -> None:
     """A scanned transfer makes its wallets read at once; a quiet wallet is carried."""
