@@ -49,7 +49,7 @@ from daemon.rules.workflow import Action, Request
 from daemon.runtime.reads import CycleReads
 from daemon.runtime.scanning import compare_scans, flows_of, plan_scan
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
-from daemon.store.cycle import CycleInput, CycleWrite
+from daemon.store.cycle import CycleInput, CycleWrite, Resident
 from daemon.store.heads import Head, HeadSigner, sign_newest
 from daemon.store.identity import Identities
 from daemon.store.models import Checkpoint
@@ -181,6 +181,9 @@ class Service:
         """Per shard key: the books it was cut from, the shard's books, its addresses
         sorted, every address of the chain sorted (what shard 0 scans for); recomputed
         when the books change."""
+        self._resident: dict[str, tuple[LedgerView, Resident]] = {}
+        """Per shard key: the books and the shard's newest stored balances its last cycle
+        left (daemon/store/cycle.py Resident), while the books stay the same."""
 
     @property
     def observer(self) -> SourceObserver | None:
@@ -316,12 +319,13 @@ class Service:
             bound = bound.bind(shard=shard.key)
         ledger = self.store.ledger_view(chain.name)
         mine, sorted_mine, addresses = self._slice(ledger, shard)
+        kept = self._resident.pop(shard.key, None)  # back only once this cycle is recorded
         reads = CycleReads(self.store, chain, shard, mine, sorted_mine,
                            lambda adapter, head: self._scan(chain, adapter, head, addresses),
-                           self._clock)
+                           self._clock, kept[1] if kept and kept[0] is ledger else None)
         try:
             adapter, head, block, observations, disagreements, chosen = self.sources.read(
-                chain, mine, shard, reads.choose)
+                chain, mine, shard, reads.choose, sorted_mine)
         except (SourceUnavailable, DecodeError) as exc:
             stale = self._stale(chain, shard, exc)
             opened = self.store.record_source_error(chain.name, exc.user_message, self._clock(),
@@ -344,14 +348,15 @@ class Service:
         extra = (*disagreements, *((stale_books,) if stale_books else ()))
         if extra:
             result = dataclasses.replace(result, findings=(*result.findings, *extra))
-        write = self.store.record_cycle(chain, CycleInput(
+        cycle = CycleInput(
             cycle_id, block, adapter.source, ledger, observations, result, plan, scan_error,
             seed=seed, shard=shard.index, shards=shard.count,
             checkers=self.approvers(), swept_at=chosen.swept_at,
             wallets_read=len(chosen.read),
-            read=frozenset(chosen.read) if chosen.carries_stored else None),
-            self._clock(), self._deadline,
-            self._fence_for(shard))
+            read=frozenset(chosen.read) if chosen.carries_stored else None)
+        write = self.store.record_cycle(chain, cycle, self._clock(), self._deadline,
+                                        self._fence_for(shard))
+        self._keep_resident(chain, shard, ledger, mine, cycle, write, reads.resident)
         self.sign_head()
         duration = time.monotonic() - started
         (bound.warning if result.read_errors else bound.info)(
@@ -387,6 +392,18 @@ class Service:
             if shard.scans else []  # only shard 0 scans
         self._slices[shard.key] = (ledger, mine, sorted_mine, addresses)
         return mine, sorted_mine, addresses
+
+    def _keep_resident(self, chain: ChainSettings, shard: Shard, ledger: LedgerView,
+                       mine: LedgerView, cycle: CycleInput, write: CycleWrite,
+                       resident: Resident | None) -> None:
+        """Keep the shard's newest stored balances for its next cycle: the ones this cycle
+        started from with what it stored (a cycle that read every wallet starts afresh)."""
+        if chain.full_recheck_seconds <= 0 or write.checkpoint is None:
+            return
+        if cycle.read is None or resident is None:
+            resident = Resident(write.checkpoint, {})
+        resident.advance(write.checkpoint, cycle.fresh(), mine.wallets)
+        self._resident[shard.key] = (ledger, resident)
 
     def _fence_for(self, shard: Shard) -> Callable[[Session], None] | None:
         fence = self.fence

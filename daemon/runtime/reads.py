@@ -25,6 +25,7 @@ from daemon.rules.recheck import (
 )
 from daemon.rules.reconcile import LedgerView
 from daemon.rules.shards import Shard
+from daemon.store.cycle import Resident
 from daemon.store.repository import Store
 from daemon.store.transfers import ScanPlan, Seed
 
@@ -35,9 +36,10 @@ class CycleReads:
     """Scans (shard 0) and chooses the wallets one cycle reads."""
 
     def __init__(self, store: Store, chain: ChainSettings, shard: Shard, mine: LedgerView,
-                 wallets: Sequence[Address], scan: Scan, clock: Callable[[], datetime]
-                 ) -> None:
-        """`mine`: the books of the shard's wallets; `wallets`: their addresses, sorted."""
+                 wallets: Sequence[Address], scan: Scan, clock: Callable[[], datetime],
+                 resident: Resident | None = None) -> None:
+        """`mine`: the books of the shard's wallets; `wallets`: their addresses, sorted;
+        `resident`: the shard's newest balances as the previous cycle left them."""
         self.store = store
         self.chain = chain
         self.shard = shard
@@ -46,6 +48,9 @@ class CycleReads:
         self.clock = clock
         self.mine = mine
         self.based = False
+        self.resident = resident
+        """The shard's newest stored balances once `choose` ran (None: every wallet is read
+        or none was stored)."""
         self.basis = NO_BASIS
         """Loaded when the block to read at is known (`choose`): a shard that does not
         scan reads at a block shard 0 scanned, maybe since this cycle started, and its
@@ -61,8 +66,8 @@ class CycleReads:
             self.plan, self.scan_error, self.seed = self.scan(adapter, head)
             self.scanned = True
         if not self.based and self.chain.full_recheck_seconds > 0:
-            self.basis = self.store.recheck_basis(self.mine,
-                                                  (self.shard.index, self.shard.count))
+            self.basis, self.resident = self.store.recheck_basis(
+                self.mine, (self.shard.index, self.shard.count), self.resident)
             self.based = True
         if self.chain.family == "utxo" and isinstance(adapter, OutputTracker) and \
                 self.chain.full_recheck_seconds > 0 and len(self.chain.assets) == 1:

@@ -86,13 +86,15 @@ class Sources:
         """(chain, source) pairs already checked to serve the configured chain."""
 
     def read(self, chain: ChainSettings, ledger: LedgerView, shard: Shard,
-             choose: Choose | None = None) -> Read:
+             choose: Choose | None = None, addresses: Sequence[Address] | None = None
+             ) -> Read:
         """Read the wallets' balances at the pinned block from the first fresh source
         that can (failing over in order), cross-checked by a second one with `verify = 2`.
         `choose` picks the wallets read (the rest are carried at the block); without it
-        every wallet is read. Raises NoFreshSource, SourceUnavailable.
+        every wallet is read; `addresses` are the ledger's, sorted (the caller may keep
+        them). Raises NoFreshSource, SourceUnavailable.
         """
-        addresses = sorted(ledger.wallets)
+        addresses = sorted(ledger.wallets) if addresses is None else addresses
         fresh = self.fresh(chain, shard)
         failures: list[str] = []
         try:

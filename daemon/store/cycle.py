@@ -69,6 +69,37 @@ class CycleWrite:
     """How many reconciling items explained balances (SPEC §8)."""
     changes: tuple[Change, ...] = ()
     """The discrepancies opened, self-cleared and voided, in that order."""
+    checkpoint: int | None = None
+    """The id of the checkpoint the cycle wrote."""
+
+
+@dataclass(slots=True)
+class Resident:
+    """A shard's newest stored balances held in memory across its cycles (what an
+    incremental cycle carries: `_newest_amounts`), so a steady cycle does not load every
+    pair from the store. Valid only while the shard's newest checkpoint is `checkpoint`,
+    the one the replica holding it wrote: any other writer (a replica that took the lease
+    over meanwhile) writes a newer checkpoint, and the amounts are loaded again."""
+
+    checkpoint: int
+    amounts: dict[tuple[Address, str], BaseUnits]
+
+    def advance(self, checkpoint: int, fresh: Iterable[BalanceObservation],
+                wallets: Mapping[Address, WalletView]) -> None:
+        """Apply a recorded cycle: its `fresh` (stored) observations replace their pairs'
+        amounts (a read error removes the pair: it is read again next time); keys stay the
+        books' own address objects."""
+        symbols: dict[str, str] = {}
+        for obs in fresh:
+            wallet = wallets.get(obs.address)
+            if wallet is None:
+                continue
+            key = (wallet.address, symbols.setdefault(obs.asset.symbol, obs.asset.symbol))
+            if obs.amount is None:
+                self.amounts.pop(key, None)
+            else:
+                self.amounts[key] = obs.amount
+        self.checkpoint = checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,31 +188,40 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline,
                                                hold, scanned=cycle.shard == 0 and
                                                not cycle.scan_error, changes=changes)
-    session.add(m.Checkpoint(
+    checkpoint = m.Checkpoint(
         chain_id=chain_id, cycle_id=cycle.cycle_id, block_height=cycle.block.height,
         block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
         wallets=len({o.address for o in cycle.observations}),
         observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
         findings=len(findings), finished_at=now, shard=cycle.shard, shards=cycle.shards,
-        scanned=covered, swept_at=cycle.swept_at, wallets_read=cycle.wallets_read))
+        scanned=covered, swept_at=cycle.swept_at, wallets_read=cycle.wallets_read)
+    session.add(checkpoint)
+    session.flush()
     order = {"opened": 0, "cleared": 1, "voided": 2}
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings), len(found),
-                      tuple(sorted(changes, key=lambda c: order[c.action])))
+                      tuple(sorted(changes, key=lambda c: order[c.action])),
+                      checkpoint.id)
 
 
 def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
-                  wallets: Mapping[Address, WalletView]) -> Basis:
+                  wallets: Mapping[Address, WalletView], resident: Resident | None = None
+                  ) -> tuple[Basis, Resident | None]:
     """What an incremental cycle of the shard's `wallets` starts from
     (`daemon.rules.recheck`): its previous checkpoint when scanned, their newest stored
     balances, the wallets with open findings and those the stored scan saw touched since
-    that checkpoint's block."""
+    that checkpoint's block; and the newest stored balances as a `Resident` (None without
+    a checkpoint). The balances come from `resident` when it is still valid (the shard's
+    newest checkpoint is its own), from the store otherwise."""
     previous = session.exec(select(m.Checkpoint).where(
         m.Checkpoint.chain_id == chain_id, m.Checkpoint.shard == shard,
         m.Checkpoint.shards == shards).order_by(col(m.Checkpoint.id).desc())).first()
     state = tx.scan_state(session, chain_id)
-    if previous is None or not previous.scanned or state is None:
-        return NO_BASIS
-    carried = _newest_amounts(session, chain_id, wallets, every=shards == 1)
+    if previous is None or previous.id is None or not previous.scanned or state is None:
+        return NO_BASIS, None  # the cycle reads every wallet
+    if resident is None or resident.checkpoint != previous.id:
+        resident = Resident(previous.id,
+                            _newest_amounts(session, chain_id, wallets, every=shards == 1))
+    carried = resident.amounts
     flagged = frozenset(Address(a) for a in session.exec(
         select(m.Discrepancy.address).where(
             m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.address).is_not(None),
@@ -189,7 +229,8 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
     touched = frozenset(Address(a) for a in tx.touched_above(session, chain_id,
                                                             previous.block_height))
     return Basis(ChainHead(previous.block_height, previous.block_hash), previous.swept_at,
-                 carried, flagged, touched, state.recent, state.error, state.traced_from)
+                 carried, flagged, touched, state.recent, state.error,
+                 state.traced_from), resident
 
 
 def _reconciling_items(session: Session, chain: ChainSettings, chain_id: int,

@@ -36,6 +36,7 @@ from daemon.store.cycle import (
     ENGINE_ACTOR,
     CycleInput,
     CycleWrite,
+    Resident,
     recheck_basis,
     record,
     record_stale,
@@ -229,14 +230,16 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
             session.add(chain_row)
             return write
 
-    def recheck_basis(self, ledger: LedgerView, shard: tuple[int, int]) -> Basis:
+    def recheck_basis(self, ledger: LedgerView, shard: tuple[int, int],
+                      resident: Resident | None = None) -> tuple[Basis, Resident | None]:
         """What an incremental cycle of wallet shard (index, count) of the ledger's chain
-        (the shard's wallets) starts from (`daemon.store.cycle.recheck_basis`)."""
+        (the shard's wallets) starts from, and the shard's newest balances
+        (`daemon.store.cycle.recheck_basis`; `resident` spares loading them)."""
         with Session(self.engine) as session:
             row = _chain_row(session, ledger.chain)
             if row is None or row.id is None:
-                return NO_BASIS
-            return recheck_basis(session, row.id, *shard, ledger.wallets)
+                return NO_BASIS, None
+            return recheck_basis(session, row.id, *shard, ledger.wallets, resident)
 
     def scan_state(self, chain: str) -> tx.ScanState | None:
         """Return the transfer scanner's cursor of `chain`, or None before its first cycle."""

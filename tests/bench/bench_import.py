@@ -9,6 +9,8 @@ floor, Python's csv module reading the same file into tuples (no validation, no 
 which no import can beat. Usage:
 
     .venv/bin/python tests/bench/bench_import.py --lines 2000000 [--wallets 1000000]
+
+With SEGWATCH_BENCH_PROFILE=FILE the import runs under cProfile, its stats written to FILE.
 """
 
 from __future__ import annotations
@@ -89,8 +91,10 @@ tokens = [{{ symbol = "USDC", contract = "{TOKEN}", decimals = 6 }}]
         env["SEGWATCH_TOKEN"] = feeder_token(store)
         started = time.perf_counter()
         with (work / "stderr.txt").open("w") as errors:
-            proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "ledger", "import",
-                                     str(ledger)], cwd=work, env=env, stdout=subprocess.PIPE,
+            profile = os.environ.get("SEGWATCH_BENCH_PROFILE")  # a cProfile output file
+            wrap = ["-m", "cProfile", "-o", profile] if profile else []
+            proc = subprocess.Popen([sys.executable, *wrap, "-m", "daemon.cli", "ledger",
+                                     "import", str(ledger)], cwd=work, env=env, stdout=subprocess.PIPE,
                                     stderr=errors, text=True)
             assert proc.stdout is not None
             out = proc.stdout.read()

@@ -240,6 +240,65 @@ def test_an_edit_first_read_at_the_previous_checkpoints_block_is_unexplained(
     assert pair.findings(pair.incremental) == pair.findings(pair.full)
 
 
+def _count_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the loads of every pair's newest stored balance (what a steady cycle carries)."""
+    from daemon.store import cycle as store_cycle
+
+    loads: list[int] = []
+    load = store_cycle._newest_amounts
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        loads.append(1)
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(store_cycle, "_newest_amounts", counted)
+    return loads
+
+
+def test_steady_cycles_carry_the_balances_they_keep_without_loading_them_again(
+        anvil_node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A replica keeps its shard's newest balances between cycles (what it read and
+    stored, on top of what it carried): a steady cycle does not load every pair's newest
+    stored balance, and opens the same findings as the full reader."""
+    pair = start(anvil_node, tmp_path)
+    loads = _count_loads(monkeypatch)
+    victim = WALLETS[2]
+    anvil_node.transact(OUTSIDE, value=ETH, sender=victim)
+    for _ in range(4):
+        pair.clock.now += timedelta(seconds=PERIOD / 6)
+        anvil_node.mine(1)
+        pair.cycle()
+    assert pair.carried > 0
+    assert loads == []
+    assert ("balance_shortfall", victim, "ETH") in {f[:3] for f in pair.findings(pair.full)}
+    assert pair.findings(pair.incremental) == pair.findings(pair.full)
+
+
+def test_balances_kept_by_a_replica_are_loaded_again_after_another_replica_wrote(
+        anvil_node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another replica ran the shard's cycle meanwhile (a lease moved and came back): the
+    kept balances may be stale, so the next cycle loads them from the store (once), then
+    keeps its own again; the findings stay those of the full reader."""
+    pair = start(anvil_node, tmp_path)
+    other = make_service(str(pair.incremental.store.engine.url), anvil_node, pair.token,
+                         PERIOD, pair.clock, 1)
+    loads = _count_loads(monkeypatch)
+    victim = WALLETS[4]
+    anvil_node.transact(OUTSIDE, value=2 * ETH, sender=victim)
+    pair.clock.now += timedelta(seconds=1)
+    assert other.run_cycle(other.settings.chains[0]).error is None  # the other replica
+    assert loads == [1]  # it had kept nothing: it loads
+    for _ in range(2):
+        pair.clock.now += timedelta(seconds=1)
+        anvil_node.mine(1)
+        pair.cycle()
+    assert loads == [1, 1]  # the first replica's kept balances predate the other's write
+    assert pair.carried > 0
+    assert ("balance_shortfall", victim, "ETH") in \
+        {f[:3] for f in pair.findings(pair.incremental)}
+    assert pair.findings(pair.incremental) == pair.findings(pair.full)
+
+
 def test_a_transfer_is_found_by_the_next_cycle_without_re_reading_the_rest(
         anvil_node: AnvilNode, tmp_path: Path) -> None:
     """A scanned transfer makes its wallets read at once; a quiet wallet is carried."""
