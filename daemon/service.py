@@ -34,6 +34,7 @@ from daemon.inputs.ledger import parse_ledger, summarize
 from daemon.inputs.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
 from daemon.rules import transit
 from daemon.rules.calendar import add_business_day
+from daemon.rules.recheck import Reads
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
     SEVERITY,
@@ -342,7 +343,8 @@ class Service:
         plan, scan_error, seed = reads.plan, reads.scan_error, reads.seed
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
-        result = reconcile(mine, observations)
+        result = reconcile(mine, [*observations, *self._carried_differing(
+            chain, chosen, reads.resident, block, adapter.source)])
         stale_books = ledger_stale_finding(chain.name, ledger.cut_off,
                                            self._clock(), chain.ledger_max_age_seconds)
         extra = (*disagreements, *((stale_books,) if stale_books else ()))
@@ -353,7 +355,9 @@ class Service:
             seed=seed, shard=shard.index, shards=shard.count,
             checkers=self.approvers(), swept_at=chosen.swept_at,
             wallets_read=len(chosen.read),
-            read=frozenset(chosen.read) if chosen.carries_stored else None)
+            read=frozenset(chosen.read) if chosen.carries_stored else None,
+            carried=chosen.amounts if chosen.carries_stored else {},
+            carried_wallets=len(chosen.carried) if chosen.carries_stored else 0)
         write = self.store.record_cycle(chain, cycle, self._clock(), self._deadline,
                                         self._fence_for(shard))
         self._keep_resident(chain, shard, ledger, mine, cycle, write, reads.resident)
@@ -392,6 +396,17 @@ class Service:
             if shard.scans else []  # only shard 0 scans
         self._slices[shard.key] = (ledger, mine, sorted_mine, addresses)
         return mine, sorted_mine, addresses
+
+    @staticmethod
+    def _carried_differing(chain: ChainSettings, chosen: Reads, resident: Resident | None,
+                           block: ChainHead, source: str) -> list[BalanceObservation]:
+        """The carried pairs that can have a balance finding, stated at `block`: those whose
+        stored amount differs from the books (every carried pair, without a resident)."""
+        if not chosen.carries_stored:
+            return []
+        if resident is None:
+            return chosen.carry(chain.assets, block, source)
+        return chosen.carry(chain.assets, block, source, resident.differing)
 
     def _keep_resident(self, chain: ChainSettings, shard: Shard, ledger: LedgerView,
                        mine: LedgerView, cycle: CycleInput, write: CycleWrite,

@@ -104,12 +104,20 @@ class Reads:
         compare again for them)."""
         return not self.full and not self.computed
 
-    def carry(self, assets: Sequence[AssetRef], block: ChainHead, source: str
+    def carry(self, assets: Sequence[AssetRef], block: ChainHead, source: str,
+              pairs: Iterable[tuple[Address, str]] | None = None
               ) -> list[BalanceObservation]:
-        """The carried wallets' balances, stated at `block`."""
-        return [BalanceObservation(address, asset, self.amounts[address, asset.symbol],
+        """The carried wallets' balances (only those of `pairs` that are carried, when
+        given), stated at `block`."""
+        if pairs is None:
+            return [BalanceObservation(address, asset, self.amounts[address, asset.symbol],
+                                       block, source)
+                    for address in self.carried for asset in assets]
+        by_symbol = {asset.symbol: asset for asset in assets}
+        return [BalanceObservation(address, by_symbol[symbol], self.amounts[address, symbol],
                                    block, source)
-                for address in self.carried for asset in assets]
+                for address, symbol in sorted(pairs)
+                if (address, symbol) in self.amounts and symbol in by_symbol]
 
 
 def everything(wallets: Sequence[Address], reason: str, swept_at: datetime | None) -> Reads:

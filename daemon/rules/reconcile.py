@@ -149,6 +149,12 @@ def reconcile(ledger: LedgerView, observations: Iterable[BalanceObservation],
     return Reconciliation(tuple(findings), frozenset(verified), tuple(errors))
 
 
+def differs(wallet: WalletView, symbol: str, amount: int) -> bool:
+    """Whether a client wallet's `amount` of `symbol` differs from its booked total: a
+    balance finding unless reconciling items explain it (`balance_finding`)."""
+    return wallet.structure in CLIENT_STRUCTURES and amount != wallet.ledger_total(symbol)
+
+
 def balance_finding(chain: str, wallet: WalletView, obs: BalanceObservation,
                     in_transit: int = 0) -> Finding | None:
     """Return the shortfall or surplus of one client (wallet, asset) against its expected

@@ -65,7 +65,8 @@ class Read(NamedTuple):
     block: ChainHead
     """The block read at."""
     observations: list[BalanceObservation]
-    """Every wallet's balances: those read and those carried (`reads`)."""
+    """The balances read, and those computed for the carried wallets when the carried
+    amounts are not the stored ones (`Reads.carries_stored`: the caller carries those)."""
     disagreements: tuple[Finding, ...]
     """`source_disagreement` findings of a cross-check (`verify = 2`)."""
     reads: Reads
@@ -116,7 +117,8 @@ class Sources:
                         self.release(chain, adapter)
                         raise
                     observations, disagreements = list(checked.observations), checked.findings
-                observations += reads.carry(chain.assets, block, adapter.source)
+                if not reads.carries_stored:  # computed balances are stored and compared
+                    observations += reads.carry(chain.assets, block, adapter.source)
                 return Read(adapter, head, block, observations, disagreements, reads)
             raise SourceUnavailable(chain.name, "; ".join(failures))
         finally:

@@ -26,6 +26,7 @@ from daemon.rules.reconcile import (
     LedgerView,
     Reconciliation,
     WalletView,
+    differs,
     scan_stalled_finding,
     unverified_findings,
 )
@@ -83,6 +84,17 @@ class Resident:
 
     checkpoint: int
     amounts: dict[tuple[Address, str], BaseUnits]
+    differing: set[tuple[Address, str]] = dataclasses.field(default_factory=set)
+    """The pairs whose amount differs from the books the resident is kept with
+    (`differs`): the only carried pairs that can have a balance finding. A resident is
+    kept with one version of the books (the service drops it when they change)."""
+
+    @classmethod
+    def of(cls, checkpoint: int, amounts: dict[tuple[Address, str], BaseUnits],
+           wallets: Mapping[Address, WalletView]) -> Resident:
+        return cls(checkpoint, amounts, {
+            (address, symbol) for (address, symbol), amount in amounts.items()
+            if (wallet := wallets.get(address)) is not None and differs(wallet, symbol, amount)})
 
     def advance(self, checkpoint: int, fresh: Iterable[BalanceObservation],
                 wallets: Mapping[Address, WalletView]) -> None:
@@ -95,10 +107,13 @@ class Resident:
             if wallet is None:
                 continue
             key = (wallet.address, symbols.setdefault(obs.asset.symbol, obs.asset.symbol))
+            self.differing.discard(key)
             if obs.amount is None:
                 self.amounts.pop(key, None)
-            else:
-                self.amounts[key] = obs.amount
+                continue
+            self.amounts[key] = obs.amount
+            if differs(wallet, key[1], obs.amount):
+                self.differing.add(key)
         self.checkpoint = checkpoint
 
 
@@ -127,8 +142,11 @@ class CycleInput:
     wallets_read: int | None = None
     """How many wallets the cycle read (the rest of `observations` were carried)."""
     read: frozenset[Address] | None = None
-    """The wallets the cycle read (None: every wallet of `observations`). The others'
-    observations are carried: their newest stored balance, nothing to store or compare."""
+    """The wallets the cycle read (None: every wallet of `observations`)."""
+    carried: Mapping[tuple[Address, str], BaseUnits] = dataclasses.field(default_factory=dict)
+    """The pairs carried at their newest stored balance (nothing to store or compare):
+    not in `observations`, which hold what was read; `result` reconciled them already."""
+    carried_wallets: int = 0
 
     def fresh(self) -> Sequence[BalanceObservation]:
         """The observations the cycle read (not carried)."""
@@ -171,8 +189,8 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     covered = _scanned_through(session, chain_id, cycle.block) and \
         not (cycle.shard == 0 and cycle.scan_error)
     hold = cycle.ledger.cut_off is not None and not covered
-    findings = [f for f in transit.explain(cycle.ledger, cycle.observations, cycle.result,
-                                           found).findings
+    findings = [f for f in transit.explain(cycle.ledger, _with_carried(chain, cycle, found),
+                                           cycle.result, found).findings
                 if not (hold and f.type in BALANCE_TYPES)] + transfer_findings + stalled
     fresh = cycle.fresh()
     ids = _pair_ids(session, chain_id, {o.address for o in fresh}, cycle.read is None)
@@ -191,8 +209,9 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     checkpoint = m.Checkpoint(
         chain_id=chain_id, cycle_id=cycle.cycle_id, block_height=cycle.block.height,
         block_hash=cycle.block.hash, block_time=_block_time(cycle.block), source=cycle.source,
-        wallets=len({o.address for o in cycle.observations}),
-        observations=len(cycle.observations), read_errors=len(cycle.result.read_errors),
+        wallets=len({o.address for o in cycle.observations}) + cycle.carried_wallets,
+        observations=len(cycle.observations) + len(cycle.carried),
+        read_errors=len(cycle.result.read_errors),
         findings=len(findings), finished_at=now, shard=cycle.shard, shards=cycle.shards,
         scanned=covered, swept_at=cycle.swept_at, wallets_read=cycle.wallets_read)
     session.add(checkpoint)
@@ -201,6 +220,21 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     return CycleWrite(opened, updated, cleared, stored, voided, tuple(findings), len(found),
                       tuple(sorted(changes, key=lambda c: order[c.action])),
                       checkpoint.id)
+
+
+def _with_carried(chain: ChainSettings, cycle: CycleInput, found: Iterable[transit.Item]
+                  ) -> list[BalanceObservation]:
+    """The cycle's observations and, stated at its block, the carried pairs that have
+    reconciling items (the only carried pairs `transit.explain` judges again)."""
+    carried = cycle.carried
+    if not carried:
+        return list(cycle.observations)
+    assets = {asset.symbol: asset for asset in chain.assets}
+    pairs = {(Address(i.movement.address), i.movement.asset) for i in found}
+    return [*cycle.observations, *(
+        BalanceObservation(address, assets[symbol], carried[address, symbol], cycle.block,
+                           cycle.source)
+        for address, symbol in sorted(pairs) if (address, symbol) in carried and symbol in assets)]
 
 
 def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
@@ -219,8 +253,8 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
     if previous is None or previous.id is None or not previous.scanned or state is None:
         return NO_BASIS, None  # the cycle reads every wallet
     if resident is None or resident.checkpoint != previous.id:
-        resident = Resident(previous.id,
-                            _newest_amounts(session, chain_id, wallets, every=shards == 1))
+        resident = Resident.of(previous.id, _newest_amounts(session, chain_id, wallets,
+                                                            every=shards == 1), wallets)
     carried = resident.amounts
     flagged = frozenset(Address(a) for a in session.exec(
         select(m.Discrepancy.address).where(

@@ -299,6 +299,40 @@ def test_balances_kept_by_a_replica_are_loaded_again_after_another_replica_wrote
     assert pair.findings(pair.incremental) == pair.findings(pair.full)
 
 
+def test_a_resolved_shortfall_that_persists_reopens_while_its_wallet_is_carried(
+        anvil_node: AnvilNode, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checker resolves a shortfall that is still there: the wallet has no open finding
+    and nothing touches it, so the incremental service carries it (no read) — the carried
+    balance still differs from the books, and the shortfall reopens as the full reader
+    reopens it (a steady cycle reconciles the carried pairs whose balance differs)."""
+    from daemon.rules import recheck
+    from tests.principals import acting
+
+    pair = start(anvil_node, tmp_path)
+    victim = WALLETS[1]
+    anvil_node.transact(OUTSIDE, value=2 * ETH, sender=victim)
+    pair.clock.now += timedelta(seconds=1)
+    pair.cycle()
+    monkeypatch.setattr(recheck, "swept", lambda *_: set())  # no rotating re-read
+    for service in (pair.full, pair.incremental):
+        for record in service.discrepancies(status="open"):
+            assert record.row.id is not None and record.row.address == victim
+            service.act(record.row.id, "propose", acting("mia", "maker"),
+                        reason="false_positive", note="checked")
+            service.act(record.row.id, "approve", acting("carl", "checker"))
+        assert service.discrepancies(status="open") == []
+    anvil_node.mine(1)
+    pair.clock.now += timedelta(seconds=1)
+    result = pair.incremental.run_cycle(pair.incremental.settings.chains[0])
+    assert result.error is None and not result.full_read
+    assert result.wallets_read == 0  # the victim is carried with every other wallet
+    pair.full.run_cycle(pair.full.settings.chains[0])
+    reopened = [r.row for r in pair.incremental.discrepancies(status="open")]
+    assert [(r.type, r.address, r.reopens is not None) for r in reopened] == \
+        [("balance_shortfall", victim, True)]
+    assert pair.findings(pair.incremental) == pair.findings(pair.full)
+
+
 def test_a_transfer_is_found_by_the_next_cycle_without_re_reading_the_rest(
         anvil_node: AnvilNode, tmp_path: Path) -> None:
     """A scanned transfer makes its wallets read at once; a quiet wallet is carried."""

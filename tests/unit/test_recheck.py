@@ -138,3 +138,36 @@ def test_positions_are_stable_and_spread() -> None:
     assert 0 <= position("ltc1qxyz") < 1
     buckets = {int(position(w) * 4) for w in WALLETS}
     assert buckets == {0, 1, 2, 3}
+
+
+def test_kept_balances_follow_what_each_cycle_stored_and_which_differ_from_the_books(
+        ) -> None:
+    """A replica's kept balances (daemon/store/cycle.py Resident): a stored amount
+    replaces the pair's, a read error drops it (read again next time), and `differing`
+    holds exactly the pairs whose amount differs from a client wallet's books (a house
+    wallet never has a balance finding) — the only carried pairs a cycle reconciles."""
+    from chains.types import BalanceObservation
+    from daemon.rules.reconcile import WalletView
+    from daemon.store.cycle import Resident
+
+    client, house = Address("0xc1"), Address("0xh1")
+    wallets = {client: WalletView(client, "segregated", {"ETH": {"alice": 10}}),
+               house: WalletView(house, "house", {"ETH": {"FIRM": 5}})}
+    kept = Resident.of(1, {(client, "ETH"): BaseUnits(10), (house, "ETH"): BaseUnits(9)},
+                       wallets)
+    assert kept.differing == set()
+    eth = AssetRef("ETH", 18)
+    block = ChainHead(7, "0x07")
+
+    def observed(address: Address, amount: int | None) -> BalanceObservation:
+        return BalanceObservation(address, eth, None if amount is None else BaseUnits(amount),
+                                  block, "node", None if amount is not None else "timeout")
+
+    kept.advance(2, [observed(client, 4)], wallets)
+    assert (kept.checkpoint, kept.amounts[client, "ETH"], kept.differing) == \
+        (2, 4, {(client, "ETH")})
+    kept.advance(3, [observed(client, None)], wallets)
+    assert (client, "ETH") not in kept.amounts and kept.differing == set()
+    kept.advance(4, [observed(client, 10), observed(Address("0xunbooked"), 1)], wallets)
+    assert kept.amounts == {(client, "ETH"): 10, (house, "ETH"): 9}
+    assert kept.differing == set()
