@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 from sqlmodel import Session
@@ -34,7 +35,7 @@ from daemon.inputs.ledger import parse_ledger, summarize
 from daemon.inputs.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
 from daemon.rules import transit
 from daemon.rules.calendar import add_business_day
-from daemon.rules.recheck import Reads
+from daemon.rules.recheck import Circle, Reads
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
     SEVERITY,
@@ -158,6 +159,21 @@ class ChainStatus:
     """The reconciling items at the last cycle's block (SPEC §8)."""
 
 
+class _Slice(NamedTuple):
+    """One wallet shard's part of one version of the books."""
+
+    ledger: LedgerView
+    """The books it was cut from."""
+    mine: LedgerView
+    """The shard's books."""
+    sorted: list[Address]
+    """The shard's addresses, sorted."""
+    addresses: list[Address]
+    """Every address of the chain, sorted (what shard 0 scans for; empty for others)."""
+    circle: Circle | None
+    """The shard's wallets on the re-read circle (None: incremental reads are off)."""
+
+
 class Service:
     """segwatch's use cases over one store and an adapter factory."""
 
@@ -177,11 +193,8 @@ class Service:
         self.fence: Callable[[Session, str], None] | None = None
         """Runs first in every cycle's transaction with the shard's key (scale-out: the
         lease check)."""
-        self._slices: dict[str, tuple[LedgerView, LedgerView, list[Address], list[Address]]
-                           ] = {}
-        """Per shard key: the books it was cut from, the shard's books, its addresses
-        sorted, every address of the chain sorted (what shard 0 scans for); recomputed
-        when the books change."""
+        self._slices: dict[str, _Slice] = {}
+        """Per shard key: its slice of the books, recomputed when the books change."""
         self._resident: dict[str, tuple[LedgerView, Resident]] = {}
         """Per shard key: the books and the shard's newest stored balances its last cycle
         left (daemon/store/cycle.py Resident), while the books stay the same."""
@@ -319,11 +332,12 @@ class Service:
         if shard.count > 1:
             bound = bound.bind(shard=shard.key)
         ledger = self.store.ledger_view(chain.name)
-        mine, sorted_mine, addresses = self._slice(ledger, shard)
+        _, mine, sorted_mine, addresses, circle = self._slice(ledger, chain, shard)
         kept = self._resident.pop(shard.key, None)  # back only once this cycle is recorded
         reads = CycleReads(self.store, chain, shard, mine, sorted_mine,
                            lambda adapter, head: self._scan(chain, adapter, head, addresses),
-                           self._clock, kept[1] if kept and kept[0] is ledger else None)
+                           self._clock, kept[1] if kept and kept[0] is ledger else None,
+                           circle)
         try:
             adapter, head, block, observations, disagreements, chosen = self.sources.read(
                 chain, mine, shard, reads.choose, sorted_mine)
@@ -380,22 +394,22 @@ class Service:
                            shard=shard.key, wallets_read=len(chosen.read),
                            full_read=chosen.reason)
 
-    def _slice(self, ledger: LedgerView, shard: Shard
-               ) -> tuple[LedgerView, list[Address], list[Address]]:
-        """The shard's books, its addresses sorted and the chain's addresses sorted,
-        computed once per version of the books (a million wallets: seconds of hashing and
-        sorting per cycle)."""
+    def _slice(self, ledger: LedgerView, chain: ChainSettings, shard: Shard) -> _Slice:
+        """The shard's books, its addresses sorted, the chain's addresses sorted and the
+        shard's wallets on the re-read circle, computed once per version of the books (a
+        million wallets: seconds of hashing and sorting per cycle)."""
         cached = self._slices.get(shard.key)
-        if cached is not None and cached[0] is ledger:
-            return cached[1], cached[2], cached[3]
+        if cached is not None and cached.ledger is ledger:
+            return cached
         mine = ledger if shard.count == 1 else LedgerView(
             ledger.chain, {a: w for a, w in ledger.wallets.items() if shard.owns(a)},
             ledger.cut_off)
         sorted_mine = sorted(mine.wallets)
         addresses = (sorted_mine if shard.count == 1 else sorted(ledger.wallets)) \
             if shard.scans else []  # only shard 0 scans
-        self._slices[shard.key] = (ledger, mine, sorted_mine, addresses)
-        return mine, sorted_mine, addresses
+        circle = Circle(sorted_mine, mine.wallets) if chain.full_recheck_seconds > 0 else None
+        cached = self._slices[shard.key] = _Slice(ledger, mine, sorted_mine, addresses, circle)
+        return cached
 
     @staticmethod
     def _carried_differing(chain: ChainSettings, chosen: Reads, resident: Resident | None,
@@ -416,7 +430,8 @@ class Service:
         if chain.full_recheck_seconds <= 0 or write.checkpoint is None:
             return
         if cycle.read is None or resident is None:
-            resident = Resident(write.checkpoint, {})
+            resident = Resident.of(write.checkpoint, {}, mine.wallets,
+                                   [asset.symbol for asset in chain.assets])
         resident.advance(write.checkpoint, cycle.fresh(), mine.wallets)
         self._resident[shard.key] = (ledger, resident)
 

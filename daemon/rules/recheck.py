@@ -23,10 +23,10 @@ wallet (`Reads.reason` says why).
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import chain
 
 from chains.types import (
     Address,
@@ -36,6 +36,7 @@ from chains.types import (
     ChainHead,
     TrackedOutput,
 )
+from daemon.rules.circle import CarriedAmounts, Circle, Remaining, position
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,9 @@ class Basis:
     """Why the chain's scan last failed (None: it works)."""
     traced_from: int | None = None
     """EVM: the stored cursor's `traced_from` (daemon/store/models.py ScanCursor)."""
+    unread: Collection[Address] | None = None
+    """The wallets lacking a carried amount of some asset, when the caller keeps them
+    (None: found from `carried`, walking every wallet)."""
 
 
 NO_BASIS = Basis(None, None, {}, frozenset(), frozenset(), {})
@@ -86,7 +90,7 @@ class Reads:
     """The wallets a cycle reads; the rest are carried at the block."""
 
     read: tuple[Address, ...]
-    carried: tuple[Address, ...] = ()
+    carried: Collection[Address] = ()
     swept_at: datetime | None = None
     reason: str = ""
     """Why every wallet is read (empty for an incremental cycle)."""
@@ -124,41 +128,37 @@ def everything(wallets: Sequence[Address], reason: str, swept_at: datetime | Non
     return Reads(tuple(wallets), (), swept_at, reason)
 
 
-def position(address: str) -> float:
-    """The wallet's fixed place on the re-read circle, in [0, 1)."""
-    return zlib.crc32(address.encode()) / 2**32
-
-
 def swept(wallets: Iterable[Address], since: datetime, now: datetime, period: float
           ) -> set[Address]:
     """The wallets whose position lies on the arc the sweep covers from `since` to `now`
     (the arc [since/period, now/period) modulo 1; shorter than the circle)."""
-    start = (since.timestamp() / period) % 1.0
-    length = (now - since).total_seconds() / period
-    return {w for w in wallets if (position(w) - start) % 1.0 < length}
+    circle = wallets if isinstance(wallets, Circle) else Circle(wallets)
+    return set(circle.arc(since, now, period))
 
 
 def plan_reads(wallets: Sequence[Address], symbols: Collection[str], basis: Basis,
                coverage: Coverage, block: ChainHead, now: datetime, period: float, *,
-               traces_needed: bool) -> Reads:
-    """Which of `wallets` (sorted) to read at `block`; see the module's docstring."""
+               traces_needed: bool, circle: Circle | None = None) -> Reads:
+    """Which of `wallets` (sorted) to read at `block`; see the module's docstring.
+    `circle`: the same wallets placed on the re-read circle (kept per version of the
+    books by the caller; placed here when not given). What is carried is stated, not
+    listed: the cost is that of the wallets read."""
     previous = basis.previous
     reason = _why_full(basis, coverage, block, now, period, traces_needed)
     if reason is not None:
         return everything(wallets, reason, now)
     assert previous is not None and basis.swept_at is not None
-    touched = basis.touched | coverage.touched | basis.flagged
-    due = swept(wallets, basis.swept_at, now, period)
-    read: list[Address] = []
-    carried: list[Address] = []
-    for wallet in wallets:
-        if wallet in touched or wallet in due or \
-                any((wallet, s) not in basis.carried for s in symbols):
-            read.append(wallet)
-        else:
-            carried.append(wallet)
-    amounts = {(w, s): basis.carried[w, s] for w in carried for s in symbols}
-    return Reads(tuple(read), tuple(carried), now, "", amounts)
+    circle = circle if circle is not None else Circle(wallets)
+    members = circle.members
+    unread: Iterable[Address] = basis.unread if basis.unread is not None else (
+        wallet for wallet in wallets if any((wallet, s) not in basis.carried for s in symbols))
+    wanted = chain(basis.touched, coverage.touched, basis.flagged,
+                   swept(circle, basis.swept_at, now, period), unread)
+    read = {wallet for wallet in wanted if wallet in members}
+    carried = Remaining(wallets, members, read)
+    amounts = CarriedAmounts(basis.carried, members, read, frozenset(symbols),
+                             len(carried) * len(symbols))
+    return Reads(tuple(sorted(read)), carried, now, "", amounts)
 
 
 def plan_computed(wallets: Sequence[Address], symbol: str, basis: Basis, coverage: Coverage,
@@ -232,5 +232,5 @@ def _why_full(basis: Basis, coverage: Coverage, block: ChainHead, now: datetime,
     return None
 
 
-__all__ = ["NO_BASIS", "Basis", "Coverage", "Reads", "everything", "plan_computed",
+__all__ = ["NO_BASIS", "Basis", "Circle", "Coverage", "Reads", "everything", "plan_computed",
            "plan_reads", "position", "swept", "traced_since", "utxo_balances"]

@@ -16,6 +16,7 @@ from chains.types import Address, BaseUnits, ChainHead
 from daemon.inputs.config import ChainSettings
 from daemon.rules.recheck import (
     NO_BASIS,
+    Circle,
     Coverage,
     Reads,
     plan_computed,
@@ -37,9 +38,11 @@ class CycleReads:
 
     def __init__(self, store: Store, chain: ChainSettings, shard: Shard, mine: LedgerView,
                  wallets: Sequence[Address], scan: Scan, clock: Callable[[], datetime],
-                 resident: Resident | None = None) -> None:
+                 resident: Resident | None = None, circle: Circle | None = None) -> None:
         """`mine`: the books of the shard's wallets; `wallets`: their addresses, sorted;
-        `resident`: the shard's newest balances as the previous cycle left them."""
+        `resident`: the shard's newest balances as the previous cycle left them;
+        `circle`: the wallets placed on the re-read circle."""
+        self.circle = circle
         self.store = store
         self.chain = chain
         self.shard = shard
@@ -67,7 +70,8 @@ class CycleReads:
             self.scanned = True
         if not self.based and self.chain.full_recheck_seconds > 0:
             self.basis, self.resident = self.store.recheck_basis(
-                self.mine, (self.shard.index, self.shard.count), self.resident)
+                self.mine, (self.shard.index, self.shard.count),
+                [asset.symbol for asset in self.chain.assets], self.resident)
             self.based = True
         if self.chain.family == "utxo" and isinstance(adapter, OutputTracker) and \
                 self.chain.full_recheck_seconds > 0 and len(self.chain.assets) == 1:
@@ -78,7 +82,7 @@ class CycleReads:
         return plan_reads(self.wallets, [a.symbol for a in self.chain.assets], self.basis,
                           self.coverage(), block, self.clock(),
                           self.chain.full_recheck_seconds,
-                          traces_needed=self.chain.family == "evm")
+                          traces_needed=self.chain.family == "evm", circle=self.circle)
 
     def tracked_balances(self, block: ChainHead
                          ) -> tuple[dict[Address, BaseUnits], set[Address]]:

@@ -84,29 +84,38 @@ class Resident:
 
     checkpoint: int
     amounts: dict[tuple[Address, str], BaseUnits]
+    symbols: tuple[str, ...]
+    """The chain's configured assets."""
     differing: set[tuple[Address, str]] = dataclasses.field(default_factory=set)
     """The pairs whose amount differs from the books the resident is kept with
     (`differs`): the only carried pairs that can have a balance finding. A resident is
     kept with one version of the books (the service drops it when they change)."""
+    unread: set[Address] = dataclasses.field(default_factory=set)
+    """The wallets lacking an amount of some asset: read by the next cycle."""
 
     @classmethod
     def of(cls, checkpoint: int, amounts: dict[tuple[Address, str], BaseUnits],
-           wallets: Mapping[Address, WalletView]) -> Resident:
-        return cls(checkpoint, amounts, {
+           wallets: Mapping[Address, WalletView], symbols: Sequence[str]) -> Resident:
+        """The resident of a shard's `wallets` with their newest stored `amounts`."""
+        return cls(checkpoint, amounts, tuple(symbols), {
             (address, symbol) for (address, symbol), amount in amounts.items()
-            if (wallet := wallets.get(address)) is not None and differs(wallet, symbol, amount)})
+            if (wallet := wallets.get(address)) is not None and differs(wallet, symbol, amount)},
+            {address for address in wallets
+             if any((address, symbol) not in amounts for symbol in symbols)})
 
     def advance(self, checkpoint: int, fresh: Iterable[BalanceObservation],
                 wallets: Mapping[Address, WalletView]) -> None:
         """Apply a recorded cycle: its `fresh` (stored) observations replace their pairs'
         amounts (a read error removes the pair: it is read again next time); keys stay the
         books' own address objects."""
-        symbols: dict[str, str] = {}
+        symbols = {symbol: symbol for symbol in self.symbols}
+        seen: set[Address] = set()
         for obs in fresh:
             wallet = wallets.get(obs.address)
             if wallet is None:
                 continue
             key = (wallet.address, symbols.setdefault(obs.asset.symbol, obs.asset.symbol))
+            seen.add(wallet.address)
             self.differing.discard(key)
             if obs.amount is None:
                 self.amounts.pop(key, None)
@@ -114,6 +123,11 @@ class Resident:
             self.amounts[key] = obs.amount
             if differs(wallet, key[1], obs.amount):
                 self.differing.add(key)
+        for address in seen:
+            if all((address, symbol) in self.amounts for symbol in self.symbols):
+                self.unread.discard(address)
+            else:
+                self.unread.add(address)
         self.checkpoint = checkpoint
 
 
@@ -238,8 +252,8 @@ def _with_carried(chain: ChainSettings, cycle: CycleInput, found: Iterable[trans
 
 
 def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
-                  wallets: Mapping[Address, WalletView], resident: Resident | None = None
-                  ) -> tuple[Basis, Resident | None]:
+                  wallets: Mapping[Address, WalletView], symbols: Sequence[str],
+                  resident: Resident | None = None) -> tuple[Basis, Resident | None]:
     """What an incremental cycle of the shard's `wallets` starts from
     (`daemon.rules.recheck`): its previous checkpoint when scanned, their newest stored
     balances, the wallets with open findings and those the stored scan saw touched since
@@ -254,7 +268,8 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
         return NO_BASIS, None  # the cycle reads every wallet
     if resident is None or resident.checkpoint != previous.id:
         resident = Resident.of(previous.id, _newest_amounts(session, chain_id, wallets,
-                                                            every=shards == 1), wallets)
+                                                            every=shards == 1),
+                               wallets, symbols)
     carried = resident.amounts
     flagged = frozenset(Address(a) for a in session.exec(
         select(m.Discrepancy.address).where(
@@ -264,7 +279,7 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
                                                             previous.block_height))
     return Basis(ChainHead(previous.block_height, previous.block_hash), previous.swept_at,
                  carried, flagged, touched, state.recent, state.error,
-                 state.traced_from), resident
+                 state.traced_from, resident.unread), resident
 
 
 def _reconciling_items(session: Session, chain: ChainSettings, chain_id: int,

@@ -230,7 +230,7 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
             session.add(chain_row)
             return write
 
-    def recheck_basis(self, ledger: LedgerView, shard: tuple[int, int],
+    def recheck_basis(self, ledger: LedgerView, shard: tuple[int, int], symbols: Sequence[str],
                       resident: Resident | None = None) -> tuple[Basis, Resident | None]:
         """What an incremental cycle of wallet shard (index, count) of the ledger's chain
         (the shard's wallets) starts from, and the shard's newest balances
@@ -239,7 +239,7 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
             row = _chain_row(session, ledger.chain)
             if row is None or row.id is None:
                 return NO_BASIS, None
-            return recheck_basis(session, row.id, *shard, ledger.wallets, resident)
+            return recheck_basis(session, row.id, *shard, ledger.wallets, symbols, resident)
 
     def scan_state(self, chain: str) -> tx.ScanState | None:
         """Return the transfer scanner's cursor of `chain`, or None before its first cycle."""

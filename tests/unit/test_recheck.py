@@ -154,8 +154,8 @@ def test_kept_balances_follow_what_each_cycle_stored_and_which_differ_from_the_b
     wallets = {client: WalletView(client, "segregated", {"ETH": {"alice": 10}}),
                house: WalletView(house, "house", {"ETH": {"FIRM": 5}})}
     kept = Resident.of(1, {(client, "ETH"): BaseUnits(10), (house, "ETH"): BaseUnits(9)},
-                       wallets)
-    assert kept.differing == set()
+                       wallets, ["ETH"])
+    assert kept.differing == set() and kept.unread == set()
     eth = AssetRef("ETH", 18)
     block = ChainHead(7, "0x07")
 
@@ -168,6 +168,26 @@ def test_kept_balances_follow_what_each_cycle_stored_and_which_differ_from_the_b
         (2, 4, {(client, "ETH")})
     kept.advance(3, [observed(client, None)], wallets)
     assert (client, "ETH") not in kept.amounts and kept.differing == set()
+    assert kept.unread == {client}  # no amount to carry: read next cycle
     kept.advance(4, [observed(client, 10), observed(Address("0xunbooked"), 1)], wallets)
     assert kept.amounts == {(client, "ETH"): 10, (house, "ETH"): 9}
-    assert kept.differing == set()
+    assert kept.differing == set() and kept.unread == set()
+    fresh = Resident.of(5, {}, wallets, ["ETH"])  # a full read starts from nothing
+    assert fresh.unread == {client, house}
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.floats(min_value=0, max_value=10 * PERIOD), st.floats(min_value=0.5, max_value=PERIOD - 1))
+def test_the_placed_circle_finds_the_arc_every_wallet_position_says(
+        start: float, length: float) -> None:
+    """The circle placed once per version of the books (bisection) finds exactly the
+    wallets whose position lies on the arc, as hashing every address finds them."""
+    from daemon.rules.circle import Circle, turn
+
+    since = T0 + timedelta(seconds=start)
+    now = since + timedelta(seconds=length)
+    begin, end = turn(since, PERIOD), turn(now, PERIOD)
+    edge = {w for w in WALLETS if min(abs(position(w) - begin), abs(position(w) - end)) < 1e-9}
+    expected = {w for w in WALLETS  # the offset along the circle from the arc's start
+                if (position(w) - begin) % 1.0 < length / PERIOD}
+    assert set(Circle(WALLETS).arc(since, now, PERIOD)) - edge == expected - edge
