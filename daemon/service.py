@@ -48,6 +48,7 @@ from daemon.rules.reconcile import (
 )
 from daemon.rules.shards import Shard, shards
 from daemon.rules.workflow import Action, Request
+from daemon.runtime.memory import settle
 from daemon.runtime.reads import CycleReads
 from daemon.runtime.scanning import compare_scans, flows_of, plan_scan
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
@@ -170,6 +171,8 @@ class _Slice(NamedTuple):
     """The shard's addresses, sorted."""
     addresses: list[Address]
     """Every address of the chain, sorted (what shard 0 scans for; empty for others)."""
+    watched: frozenset[Address]
+    """The same addresses as a set (a scan's membership test, built once)."""
     circle: Circle | None
     """The shard's wallets on the re-read circle (None: incremental reads are off)."""
 
@@ -332,10 +335,11 @@ class Service:
         if shard.count > 1:
             bound = bound.bind(shard=shard.key)
         ledger = self.store.ledger_view(chain.name)
-        _, mine, sorted_mine, addresses, circle = self._slice(ledger, chain, shard)
+        _, mine, sorted_mine, addresses, watched, circle = self._slice(ledger, chain, shard)
         kept = self._resident.pop(shard.key, None)  # back only once this cycle is recorded
         reads = CycleReads(self.store, chain, shard, mine, sorted_mine,
-                           lambda adapter, head: self._scan(chain, adapter, head, addresses),
+                           lambda adapter, head: self._scan(chain, adapter, head, addresses,
+                                                            watched),
                            self._clock, kept[1] if kept and kept[0] is ledger else None,
                            circle)
         try:
@@ -374,7 +378,9 @@ class Service:
             carried_wallets=len(chosen.carried) if chosen.carries_stored else 0)
         write = self.store.record_cycle(chain, cycle, self._clock(), self._deadline,
                                         self._fence_for(shard))
-        self._keep_resident(chain, shard, ledger, mine, cycle, write, reads.resident)
+        if self._keep_resident(chain, shard, ledger, mine, cycle, write, reads.resident,
+                               kept[1] if kept else None):
+            settle(len(mine.wallets))  # the books or kept balances were built: freeze them
         self.sign_head()
         duration = time.monotonic() - started
         (bound.warning if result.read_errors else bound.info)(
@@ -408,7 +414,8 @@ class Service:
         addresses = (sorted_mine if shard.count == 1 else sorted(ledger.wallets)) \
             if shard.scans else []  # only shard 0 scans
         circle = Circle(sorted_mine, mine.wallets) if chain.full_recheck_seconds > 0 else None
-        cached = self._slices[shard.key] = _Slice(ledger, mine, sorted_mine, addresses, circle)
+        cached = self._slices[shard.key] = _Slice(ledger, mine, sorted_mine, addresses,
+                                                  frozenset(addresses), circle)
         return cached
 
     @staticmethod
@@ -424,16 +431,20 @@ class Service:
 
     def _keep_resident(self, chain: ChainSettings, shard: Shard, ledger: LedgerView,
                        mine: LedgerView, cycle: CycleInput, write: CycleWrite,
-                       resident: Resident | None) -> None:
+                       resident: Resident | None, before: Resident | None) -> bool:
         """Keep the shard's newest stored balances for its next cycle: the ones this cycle
-        started from with what it stored (a cycle that read every wallet starts afresh)."""
+        started from with what it stored (a cycle that read every wallet starts afresh).
+        Returns whether they were loaded from the store rather than kept (`before`), or
+        the books changed: long-lived structures were built."""
         if chain.full_recheck_seconds <= 0 or write.checkpoint is None:
-            return
+            return False
+        loaded = resident is not None and resident is not before
         if cycle.read is None or resident is None:
             resident = Resident.of(write.checkpoint, {}, mine.wallets,
                                    [asset.symbol for asset in chain.assets])
         resident.advance(write.checkpoint, cycle.fresh(), mine.wallets)
         self._resident[shard.key] = (ledger, resident)
+        return loaded or before is None
 
     def _fence_for(self, shard: Shard) -> Callable[[Session], None] | None:
         fence = self.fence
@@ -442,17 +453,19 @@ class Service:
         return lambda session: fence(session, shard.key)
 
     def _scan(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
-              addresses: Sequence[Address]) -> tuple[ScanPlan | None, str | None, Seed | None]:
-        """Plan and read the next scan range, failing over to the chain's other sources;
-        when none can serve it, the failures of all become the scan error."""
+              addresses: Sequence[Address], watched: frozenset[Address]
+              ) -> tuple[ScanPlan | None, str | None, Seed | None]:
+        """Plan and read the next scan range of the `watched` wallets (`addresses`,
+        sorted), failing over to the chain's other sources; when none can serve it, the
+        failures of all become the scan error."""
         state = self.store.scan_state(chain.name)
         seeded, tracked = self.store.tracking(
             chain.name, min(state.recent, default=state.height) if state else 0)
         failures: list[str] = []
         try:
-            scanned = self._scan_result(chain, adapter, state, head, addresses, seeded,
-                                        tracked)
-            refused = self._verify_scan(chain, adapter, scanned[0], addresses, tracked)
+            scanned = self._scan_result(chain, adapter, state, head, addresses, watched,
+                                        seeded, tracked)
+            refused = self._verify_scan(chain, adapter, scanned[0], watched, tracked)
             return scanned if refused is None else (None, refused, scanned[2])
         except (SourceUnavailable, DecodeError) as exc:
             failures.append(self.sources.failed(chain, adapter.source, exc))
@@ -462,7 +475,8 @@ class Service:
                 if other.source == adapter.source:
                     continue
                 self.sources.check_chain(chain, other)
-                return self._scan_result(chain, other, state, head, addresses, seeded, tracked)
+                return self._scan_result(chain, other, state, head, addresses, watched,
+                                         seeded, tracked)
             except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
                 failures.append(self.sources.failed(chain, other.source, exc))
             finally:
@@ -470,7 +484,8 @@ class Service:
         return None, "; ".join(failures), None
 
     def _verify_scan(self, chain: ChainSettings, primary: ChainAdapter, plan: ScanPlan | None,
-                     addresses: Sequence[Address], tracked: Sequence[TrackedRow]) -> str | None:
+                     watched: frozenset[Address], tracked: Sequence[TrackedRow]
+                     ) -> str | None:
         """With `verify >= 2`, read the scanned range again from another source and compare
         block hashes and each block's transfer count (`compare_scans`). Returns why the
         scan is refused (the cursor then stays: never a silent pass), or None."""
@@ -486,7 +501,7 @@ class Service:
                     continue
                 self.sources.check_chain(chain, other)
                 differs = compare_scans(plan.result,
-                                        other.scan(addresses, start, end, before))
+                                        other.scan(watched, start, end, before))
                 if differs is None:
                     return None
                 failures.append(f"{other.source}: {differs}")
@@ -500,18 +515,21 @@ class Service:
             "; ".join(failures or ["no other source"])
 
     def _scan_result(self, chain: ChainSettings, adapter: ChainAdapter, state: ScanState | None,
-                     head: ChainHead, addresses: Sequence[Address], seeded: set[str],
+                     head: ChainHead, addresses: Sequence[Address],
+                     watched: frozenset[Address], seeded: set[str],
                      tracked: list[TrackedRow]) -> tuple[ScanPlan | None, None, Seed | None]:
         """Seed wallets not tracked yet (Core sources), then plan and read the scan."""
         seed = None
-        new = [a for a in addresses if a not in seeded]
-        if isinstance(adapter, OutputTracker) and new:
+        new = [a for a in addresses if a not in seeded] \
+            if isinstance(adapter, OutputTracker) else []
+        if new:
+            assert isinstance(adapter, OutputTracker)
             block, outputs = adapter.unspent(new)
             seed = Seed(block, tuple(new), tuple(outputs))
             tracked = [*tracked, *(TrackedRow(o, None) for o in outputs)]
         if state is None:
             return None, None, seed
-        return plan_scan(adapter, chain, state, head, addresses, tracked), None, seed
+        return plan_scan(adapter, chain, state, head, watched, tracked), None, seed
 
     def _stale(self, chain: ChainSettings, shard: Shard, exc: SegwatchError
                ) -> Finding | None:

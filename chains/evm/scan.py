@@ -18,6 +18,7 @@ import re
 from collections.abc import Collection, Sequence
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 from chains.errors import DecodeError, SourceUnavailable
@@ -318,7 +319,7 @@ class RangeScanner:
                    replies: Sequence[Any]) -> list[TransferObservation]:
         if mode == "none" or not replies:
             return []
-        lowered = {a.lower() for a in watch}
+        lowered = _lowered(watch)
         out: list[TransferObservation] = []
         for block, reply in zip(blocks, replies, strict=True):
             if isinstance(reply, RpcError) or reply is None:
@@ -359,7 +360,7 @@ def link_problem(parent: DecodedBlock, child: DecodedBlock) -> str:
             f"of block {parent.head.height} ({parent.head.hash})")
 
 
-def _parity_relevant(traces: Any, watched_lower: set[str]) -> Any:
+def _parity_relevant(traces: Any, watched_lower: frozenset[str]) -> Any:
     """The trace_block items that can matter: frames that failed (their children moved
     nothing) and frames moving value to or from a watched address. Skipping the rest before
     decoding halves a scan's CPU time on busy blocks; malformed input is left whole for the
@@ -408,3 +409,11 @@ def _topic_filters(watched: Sequence[Address]) -> list[list[Any]]:
                                                                     ADDRESSES_PER_FILTER]]
         filters += [[TRANSFER_TOPIC, padded], [TRANSFER_TOPIC, None, padded]]
     return filters
+
+
+@lru_cache(maxsize=1)
+def _lowered(watch: frozenset[Address]) -> frozenset[str]:
+    """The watched addresses in lower case (trace addresses are compared so), computed
+    once per set of watched wallets (the caller keeps one set per version of the books;
+    a frozenset's hash is computed once)."""
+    return frozenset(address.lower() for address in watch)

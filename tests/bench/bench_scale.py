@@ -162,8 +162,11 @@ def run_layout(layout: str, args: argparse.Namespace, node: Any, token: str,
                    "requests": sum(c["requests"] for c in cycles),
                    "full": sorted({c["full_read"] or "" for c in cycles}),
                    "rss_mib": [a["rss_kib"] / 1024 for a in answers],
-                   "peak_mib": [a["peak_kib"] / 1024 for a in answers]}
-            print(f"[{layout}] {label}: wall {wall:.2f} s, cycles summed {row['sum']:.2f} s, "
+                   "peak_mib": [a["peak_kib"] / 1024 for a in answers],
+                   "gc": sum(a.get("gc_seconds", 0.0) for a in answers),
+                   "gc_full": sum(a.get("gc_full", 0) for a in answers)}
+            print(f"[{layout}] {label}: wall {wall:.2f} s, cycles summed {row['sum']:.2f} s "
+                  f"(garbage collector {row['gc']:.2f} s, {row['gc_full']} full passes), "
                   f"{row['requests']} HTTP requests, {row['read']:,} wallets read "
                   f"(full: {row['full']}), RSS MiB {[round(x) for x in row['rss_mib']]}, "
                   f"peak MiB {[round(x) for x in row['peak_mib']]}", flush=True)

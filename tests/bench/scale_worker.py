@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import os
 import sys
@@ -62,7 +63,19 @@ def main() -> int:
                         settings.daemon.lease_seconds)
         service.fence = leases.fence
     print(json.dumps({"ready": True, **memory()}), flush=True)
+    collecting: dict[str, float] = {"since": 0.0, "seconds": 0.0, "full": 0}
+
+    def clock_gc(phase: str, info: dict[str, int]) -> None:
+        """Time the garbage collector's passes (full ones counted apart)."""
+        if phase == "start":
+            collecting["since"] = time.perf_counter()
+        else:
+            collecting["seconds"] += time.perf_counter() - collecting["since"]
+            collecting["full"] += info["generation"] == 2
+
+    gc.callbacks.append(clock_gc)
     for line in sys.stdin:
+        collecting.update(seconds=0.0, full=0)
         command: dict[str, Any] = json.loads(line)
         if command["do"] == "exit":
             break
@@ -88,7 +101,8 @@ def main() -> int:
                            "findings": len(result.findings),
                            "requests": result.rpc_requests})
         print(json.dumps({"cycles": cycles, "seconds": time.perf_counter() - started,
-                          **memory()}), flush=True)
+                          "gc_seconds": collecting["seconds"],
+                          "gc_full": collecting["full"], **memory()}), flush=True)
     if leases is not None:
         leases.release_all()
     return 0
