@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import NamedTuple
 
 import structlog
 from sqlmodel import Session
@@ -20,7 +19,6 @@ from sqlmodel import Session
 from chains.addresses import canonical_address
 from chains.base import ChainAdapter, OutputTracker
 from chains.errors import (
-    ChainMismatch,
     DecodeError,
     InvalidAddress,
     SegwatchError,
@@ -35,7 +33,6 @@ from daemon.inputs.ledger import parse_ledger, summarize
 from daemon.inputs.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
 from daemon.rules import transit
 from daemon.rules.calendar import add_business_day
-from daemon.rules.recheck import Circle, Reads
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
     SEVERITY,
@@ -48,16 +45,17 @@ from daemon.rules.reconcile import (
 )
 from daemon.rules.shards import Shard, shards
 from daemon.rules.workflow import Action, Request
+from daemon.runtime.chain_scan import ChainScanner
 from daemon.runtime.memory import settle
 from daemon.runtime.reads import CycleReads
-from daemon.runtime.scanning import compare_scans, flows_of, plan_scan
+from daemon.runtime.scanning import flows_of
+from daemon.runtime.shard_memory import ShardMemory
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
-from daemon.store.cycle import CycleInput, CycleWrite, Resident
+from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.heads import Head, HeadSigner, sign_newest
 from daemon.store.identity import Identities
 from daemon.store.models import Checkpoint
 from daemon.store.repository import DiscrepancyRecord, Heartbeat, OpenSummary, Store
-from daemon.store.transfers import ScanPlan, ScanState, Seed, TrackedRow
 
 log = structlog.get_logger("segwatch")
 MAX_LOGGED_CHANGES = 200
@@ -160,23 +158,6 @@ class ChainStatus:
     """The reconciling items at the last cycle's block (SPEC §8)."""
 
 
-class _Slice(NamedTuple):
-    """One wallet shard's part of one version of the books."""
-
-    ledger: LedgerView
-    """The books it was cut from."""
-    mine: LedgerView
-    """The shard's books."""
-    sorted: list[Address]
-    """The shard's addresses, sorted."""
-    addresses: list[Address]
-    """Every address of the chain, sorted (what shard 0 scans for; empty for others)."""
-    watched: frozenset[Address]
-    """The same addresses as a set (a scan's membership test, built once)."""
-    circle: Circle | None
-    """The shard's wallets on the re-read circle (None: incremental reads are off)."""
-
-
 class Service:
     """segwatch's use cases over one store and an adapter factory."""
 
@@ -196,11 +177,10 @@ class Service:
         self.fence: Callable[[Session, str], None] | None = None
         """Runs first in every cycle's transaction with the shard's key (scale-out: the
         lease check)."""
-        self._slices: dict[str, _Slice] = {}
-        """Per shard key: its slice of the books, recomputed when the books change."""
-        self._resident: dict[str, tuple[LedgerView, Resident]] = {}
-        """Per shard key: the books and the shard's newest stored balances its last cycle
-        left (daemon/store/cycle.py Resident), while the books stay the same."""
+        self.memory = ShardMemory()
+        """What the replica keeps per wallet shard between cycles."""
+        self.scanner = ChainScanner(store, self.sources, adapters)
+        """Shard 0's transfer scan, with failover and a second source's check."""
 
     @property
     def observer(self) -> SourceObserver | None:
@@ -335,13 +315,13 @@ class Service:
         if shard.count > 1:
             bound = bound.bind(shard=shard.key)
         ledger = self.store.ledger_view(chain.name)
-        _, mine, sorted_mine, addresses, watched, circle = self._slice(ledger, chain, shard)
-        kept = self._resident.pop(shard.key, None)  # back only once this cycle is recorded
+        _, mine, sorted_mine, addresses, watched, circle = self.memory.slice(ledger, chain,
+                                                                             shard)
+        usable, kept = self.memory.take(shard, ledger)  # back once this cycle is recorded
         reads = CycleReads(self.store, chain, shard, mine, sorted_mine,
-                           lambda adapter, head: self._scan(chain, adapter, head, addresses,
-                                                            watched),
-                           self._clock, kept[1] if kept and kept[0] is ledger else None,
-                           circle)
+                           lambda adapter, head: self.scanner.scan(chain, adapter, head,
+                                                                   addresses, watched),
+                           self._clock, usable, circle)
         try:
             adapter, head, block, observations, disagreements, chosen = self.sources.read(
                 chain, mine, shard, reads.choose, sorted_mine)
@@ -361,7 +341,7 @@ class Service:
         plan, scan_error, seed = reads.plan, reads.scan_error, reads.seed
         if scan_error:
             bound.warning("scan_failed", error=scan_error)
-        result = reconcile(mine, [*observations, *self._carried_differing(
+        result = reconcile(mine, [*observations, *self.memory.carried_differing(
             chain, chosen, reads.resident, block, adapter.source)])
         stale_books = ledger_stale_finding(chain.name, ledger.cut_off,
                                            self._clock(), chain.ledger_max_age_seconds)
@@ -378,8 +358,7 @@ class Service:
             carried_wallets=len(chosen.carried) if chosen.carries_stored else 0)
         write = self.store.record_cycle(chain, cycle, self._clock(), self._deadline,
                                         self._fence_for(shard))
-        if self._keep_resident(chain, shard, ledger, mine, cycle, write, reads.resident,
-                               kept[1] if kept else None):
+        if self.memory.keep(chain, shard, ledger, mine, cycle, write, reads.resident, kept):
             settle(len(mine.wallets))  # the books or kept balances were built: freeze them
         self.sign_head()
         duration = time.monotonic() - started
@@ -400,136 +379,11 @@ class Service:
                            shard=shard.key, wallets_read=len(chosen.read),
                            full_read=chosen.reason)
 
-    def _slice(self, ledger: LedgerView, chain: ChainSettings, shard: Shard) -> _Slice:
-        """The shard's books, its addresses sorted, the chain's addresses sorted and the
-        shard's wallets on the re-read circle, computed once per version of the books (a
-        million wallets: seconds of hashing and sorting per cycle)."""
-        cached = self._slices.get(shard.key)
-        if cached is not None and cached.ledger is ledger:
-            return cached
-        mine = ledger if shard.count == 1 else LedgerView(
-            ledger.chain, {a: w for a, w in ledger.wallets.items() if shard.owns(a)},
-            ledger.cut_off)
-        sorted_mine = sorted(mine.wallets)
-        addresses = (sorted_mine if shard.count == 1 else sorted(ledger.wallets)) \
-            if shard.scans else []  # only shard 0 scans
-        circle = Circle(sorted_mine, mine.wallets) if chain.full_recheck_seconds > 0 else None
-        cached = self._slices[shard.key] = _Slice(ledger, mine, sorted_mine, addresses,
-                                                  frozenset(addresses), circle)
-        return cached
-
-    @staticmethod
-    def _carried_differing(chain: ChainSettings, chosen: Reads, resident: Resident | None,
-                           block: ChainHead, source: str) -> list[BalanceObservation]:
-        """The carried pairs that can have a balance finding, stated at `block`: those whose
-        stored amount differs from the books (every carried pair, without a resident)."""
-        if not chosen.carries_stored:
-            return []
-        if resident is None:
-            return chosen.carry(chain.assets, block, source)
-        return chosen.carry(chain.assets, block, source, resident.differing)
-
-    def _keep_resident(self, chain: ChainSettings, shard: Shard, ledger: LedgerView,
-                       mine: LedgerView, cycle: CycleInput, write: CycleWrite,
-                       resident: Resident | None, before: Resident | None) -> bool:
-        """Keep the shard's newest stored balances for its next cycle: the ones this cycle
-        started from with what it stored (a cycle that read every wallet starts afresh).
-        Returns whether they were loaded from the store rather than kept (`before`), or
-        the books changed: long-lived structures were built."""
-        if chain.full_recheck_seconds <= 0 or write.checkpoint is None:
-            return False
-        loaded = resident is not None and resident is not before
-        if cycle.read is None or resident is None:
-            resident = Resident.of(write.checkpoint, {}, mine.wallets,
-                                   [asset.symbol for asset in chain.assets])
-        resident.advance(write.checkpoint, cycle.fresh(), mine.wallets)
-        self._resident[shard.key] = (ledger, resident)
-        return loaded or before is None
-
     def _fence_for(self, shard: Shard) -> Callable[[Session], None] | None:
         fence = self.fence
         if fence is None:
             return None
         return lambda session: fence(session, shard.key)
-
-    def _scan(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
-              addresses: Sequence[Address], watched: frozenset[Address]
-              ) -> tuple[ScanPlan | None, str | None, Seed | None]:
-        """Plan and read the next scan range of the `watched` wallets (`addresses`,
-        sorted), failing over to the chain's other sources; when none can serve it, the
-        failures of all become the scan error."""
-        state = self.store.scan_state(chain.name)
-        seeded, tracked = self.store.tracking(
-            chain.name, min(state.recent, default=state.height) if state else 0)
-        failures: list[str] = []
-        try:
-            scanned = self._scan_result(chain, adapter, state, head, addresses, watched,
-                                        seeded, tracked)
-            refused = self._verify_scan(chain, adapter, scanned[0], watched, tracked)
-            return scanned if refused is None else (None, refused, scanned[2])
-        except (SourceUnavailable, DecodeError) as exc:
-            failures.append(self.sources.failed(chain, adapter.source, exc))
-        for source in chain.sources:
-            other = self._adapters(chain, source)
-            try:
-                if other.source == adapter.source:
-                    continue
-                self.sources.check_chain(chain, other)
-                return self._scan_result(chain, other, state, head, addresses, watched,
-                                         seeded, tracked)
-            except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
-                failures.append(self.sources.failed(chain, other.source, exc))
-            finally:
-                self.sources.release(chain, other)
-        return None, "; ".join(failures), None
-
-    def _verify_scan(self, chain: ChainSettings, primary: ChainAdapter, plan: ScanPlan | None,
-                     watched: frozenset[Address], tracked: Sequence[TrackedRow]
-                     ) -> str | None:
-        """With `verify >= 2`, read the scanned range again from another source and compare
-        block hashes and each block's transfer count (`compare_scans`). Returns why the
-        scan is refused (the cursor then stays: never a silent pass), or None."""
-        if chain.verify < 2 or plan is None or not plan.result.blocks:
-            return None
-        start, end = plan.result.blocks[0].height, plan.result.blocks[-1].height
-        before = [row.output for row in tracked if row.unspent_after(start - 1)]
-        failures = []
-        for source in chain.sources:
-            other = self._adapters(chain, source)
-            try:
-                if other.source == primary.source:
-                    continue
-                self.sources.check_chain(chain, other)
-                differs = compare_scans(plan.result,
-                                        other.scan(watched, start, end, before))
-                if differs is None:
-                    return None
-                failures.append(f"{other.source}: {differs}")
-                self.sources.failed(chain, other.source, SourceUnavailable(other.source,
-                                                                           differs))
-            except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
-                failures.append(self.sources.failed(chain, other.source, exc))
-            finally:
-                self.sources.release(chain, other)
-        return f"scan of blocks {start}-{end} not verified by a second source: " + \
-            "; ".join(failures or ["no other source"])
-
-    def _scan_result(self, chain: ChainSettings, adapter: ChainAdapter, state: ScanState | None,
-                     head: ChainHead, addresses: Sequence[Address],
-                     watched: frozenset[Address], seeded: set[str],
-                     tracked: list[TrackedRow]) -> tuple[ScanPlan | None, None, Seed | None]:
-        """Seed wallets not tracked yet (Core sources), then plan and read the scan."""
-        seed = None
-        new = [a for a in addresses if a not in seeded] \
-            if isinstance(adapter, OutputTracker) else []
-        if new:
-            assert isinstance(adapter, OutputTracker)
-            block, outputs = adapter.unspent(new)
-            seed = Seed(block, tuple(new), tuple(outputs))
-            tracked = [*tracked, *(TrackedRow(o, None) for o in outputs)]
-        if state is None:
-            return None, None, seed
-        return plan_scan(adapter, chain, state, head, watched, tracked), None, seed
 
     def _stale(self, chain: ChainSettings, shard: Shard, exc: SegwatchError
                ) -> Finding | None:

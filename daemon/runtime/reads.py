@@ -26,7 +26,7 @@ from daemon.rules.recheck import (
 )
 from daemon.rules.reconcile import LedgerView
 from daemon.rules.shards import Shard
-from daemon.store.cycle import Resident
+from daemon.store.observations import Resident
 from daemon.store.repository import Store
 from daemon.store.transfers import ScanPlan, Seed
 

@@ -6,36 +6,40 @@ transaction, and the decisions (pure functions from `daemon.rules.reconcile` and
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
-from sqlalchemy import func, insert
-from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from chains.types import Address, BalanceObservation, BaseUnits, ChainHead
 from daemon.inputs.config import ChainSettings
 from daemon.rules import transit
 from daemon.rules.flows import Flow, classify, continuity
-from daemon.rules.recheck import NO_BASIS, Basis
 from daemon.rules.reconcile import (
     BALANCE_TYPES,
     Finding,
     LedgerView,
     Reconciliation,
-    WalletView,
-    differs,
     scan_stalled_finding,
     unverified_findings,
 )
 from daemon.store import models as m
 from daemon.store import transfers as tx
 from daemon.store.audit import AuditLog
+from daemon.store.observations import (
+    Pair,
+    PairIds,
+    Stored,
+    aware,
+    first_error_since_verified,
+    latest_observations,
+    pair_ids,
+    store_observations,
+)
 
 ENGINE_ACTOR = "engine"
-_INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cycles
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,63 +76,6 @@ class CycleWrite:
     """The discrepancies opened, self-cleared and voided, in that order."""
     checkpoint: int | None = None
     """The id of the checkpoint the cycle wrote."""
-
-
-@dataclass(slots=True)
-class Resident:
-    """A shard's newest stored balances held in memory across its cycles (what an
-    incremental cycle carries: `_newest_amounts`), so a steady cycle does not load every
-    pair from the store. Valid only while the shard's newest checkpoint is `checkpoint`,
-    the one the replica holding it wrote: any other writer (a replica that took the lease
-    over meanwhile) writes a newer checkpoint, and the amounts are loaded again."""
-
-    checkpoint: int
-    amounts: dict[tuple[Address, str], BaseUnits]
-    symbols: tuple[str, ...]
-    """The chain's configured assets."""
-    differing: set[tuple[Address, str]] = dataclasses.field(default_factory=set)
-    """The pairs whose amount differs from the books the resident is kept with
-    (`differs`): the only carried pairs that can have a balance finding. A resident is
-    kept with one version of the books (the service drops it when they change)."""
-    unread: set[Address] = dataclasses.field(default_factory=set)
-    """The wallets lacking an amount of some asset: read by the next cycle."""
-
-    @classmethod
-    def of(cls, checkpoint: int, amounts: dict[tuple[Address, str], BaseUnits],
-           wallets: Mapping[Address, WalletView], symbols: Sequence[str]) -> Resident:
-        """The resident of a shard's `wallets` with their newest stored `amounts`."""
-        return cls(checkpoint, amounts, tuple(symbols), {
-            (address, symbol) for (address, symbol), amount in amounts.items()
-            if (wallet := wallets.get(address)) is not None and differs(wallet, symbol, amount)},
-            {address for address in wallets
-             if any((address, symbol) not in amounts for symbol in symbols)})
-
-    def advance(self, checkpoint: int, fresh: Iterable[BalanceObservation],
-                wallets: Mapping[Address, WalletView]) -> None:
-        """Apply a recorded cycle: its `fresh` (stored) observations replace their pairs'
-        amounts (a read error removes the pair: it is read again next time); keys stay the
-        books' own address objects."""
-        symbols = {symbol: symbol for symbol in self.symbols}
-        seen: set[Address] = set()
-        for obs in fresh:
-            wallet = wallets.get(obs.address)
-            if wallet is None:
-                continue
-            key = (wallet.address, symbols.setdefault(obs.asset.symbol, obs.asset.symbol))
-            seen.add(wallet.address)
-            self.differing.discard(key)
-            if obs.amount is None:
-                self.amounts.pop(key, None)
-                continue
-            self.amounts[key] = obs.amount
-            if differs(wallet, key[1], obs.amount):
-                self.differing.add(key)
-        for address in seen:
-            if all((address, symbol) in self.amounts for symbol in self.symbols):
-                self.unread.discard(address)
-            else:
-                self.unread.add(address)
-        self.checkpoint = checkpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,14 +154,14 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
                                            cycle.result, found).findings
                 if not (hold and f.type in BALANCE_TYPES)] + transfer_findings + stalled
     fresh = cycle.fresh()
-    ids = _pair_ids(session, chain_id, {o.address for o in fresh}, cycle.read is None)
+    ids = pair_ids(session, chain_id, {o.address for o in fresh}, cycle.read is None)
     latest = latest_observations(session, chain_id,
                                  wallet_ids=None if cycle.read is None else ids.wallets.values())
     findings += _continuity(session, chain, chain_id, cycle, fresh, ids, latest)
     findings += unverified_findings(cycle.ledger, cycle.result.read_errors,
                                     _unverified_for(session, cycle, ids, latest, now),
                                     chain.freshness)
-    stored = _store_observations(session, fresh, ids, now, latest)
+    stored = store_observations(session, fresh, ids, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
     voided = len(changes)
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline,
@@ -249,37 +196,6 @@ def _with_carried(chain: ChainSettings, cycle: CycleInput, found: Iterable[trans
         BalanceObservation(address, assets[symbol], carried[address, symbol], cycle.block,
                            cycle.source)
         for address, symbol in sorted(pairs) if (address, symbol) in carried and symbol in assets)]
-
-
-def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
-                  wallets: Mapping[Address, WalletView], symbols: Sequence[str],
-                  resident: Resident | None = None) -> tuple[Basis, Resident | None]:
-    """What an incremental cycle of the shard's `wallets` starts from
-    (`daemon.rules.recheck`): its previous checkpoint when scanned, their newest stored
-    balances, the wallets with open findings and those the stored scan saw touched since
-    that checkpoint's block; and the newest stored balances as a `Resident` (None without
-    a checkpoint). The balances come from `resident` when it is still valid (the shard's
-    newest checkpoint is its own), from the store otherwise."""
-    previous = session.exec(select(m.Checkpoint).where(
-        m.Checkpoint.chain_id == chain_id, m.Checkpoint.shard == shard,
-        m.Checkpoint.shards == shards).order_by(col(m.Checkpoint.id).desc())).first()
-    state = tx.scan_state(session, chain_id)
-    if previous is None or previous.id is None or not previous.scanned or state is None:
-        return NO_BASIS, None  # the cycle reads every wallet
-    if resident is None or resident.checkpoint != previous.id:
-        resident = Resident.of(previous.id, _newest_amounts(session, chain_id, wallets,
-                                                            every=shards == 1),
-                               wallets, symbols)
-    carried = resident.amounts
-    flagged = frozenset(Address(a) for a in session.exec(
-        select(m.Discrepancy.address).where(
-            m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.address).is_not(None),
-            col(m.Discrepancy.status).in_(m.OPEN_STATUSES))).all() if a)
-    touched = frozenset(Address(a) for a in tx.touched_above(session, chain_id,
-                                                            previous.block_height))
-    return Basis(ChainHead(previous.block_height, previous.block_hash), previous.swept_at,
-                 carried, flagged, touched, state.recent, state.error,
-                 state.traced_from, resident.unread), resident
 
 
 def _reconciling_items(session: Session, chain: ChainSettings, chain_id: int,
@@ -321,64 +237,6 @@ def record_stale(session: Session, chain_id: int, finding: Finding, now: datetim
     return False
 
 
-class PairIds(NamedTuple):
-    """Store ids of the wallets (by address) and assets (by symbol) a cycle writes."""
-
-    wallets: dict[str, int]
-    assets: dict[str, int]
-
-    def of(self, address: str, symbol: str) -> Pair:
-        return self.wallets.get(address), self.assets.get(symbol)
-
-
-def _pair_ids(session: Session, chain_id: int, addresses: Collection[str],
-              every: bool) -> PairIds:
-    """The ids of `addresses` (of every wallet of the chain with `every`) and the chain's
-    assets: an incremental cycle looks up only the wallets it read."""
-    query = sa_select(col(m.Wallet.address), col(m.Wallet.id)) \
-        .where(col(m.Wallet.chain_id) == chain_id)
-    wallets: dict[str, int] = {}
-    if every:
-        wallets.update((address, id_) for address, id_ in session.execute(query))
-    else:
-        chosen = sorted(addresses)
-        for start in range(0, len(chosen), 500):
-            wallets.update((address, id_) for address, id_ in session.execute(query.where(
-                col(m.Wallet.address).in_(chosen[start:start + 500]))))
-    assets = {symbol: id_ for symbol, id_ in session.execute(
-        sa_select(col(m.Asset.symbol), col(m.Asset.id))
-        .where(col(m.Asset.chain_id) == chain_id))}
-    return PairIds(wallets, assets)
-
-
-def _store_observations(session: Session, observations: Sequence[BalanceObservation],
-                        ids: PairIds, now: datetime, latest: Mapping[Pair, Stored]) -> int:
-    """Append an observation for every (wallet, asset) whose balance or error changed
-    since `latest` (the newest stored per pair)."""
-    values: list[dict[str, Any]] = []
-    stored = 0
-    for obs in observations:
-        key = ids.of(obs.address, obs.asset.symbol)
-        known = latest.get(key)
-        if key[0] is None or key[1] is None or \
-                (known is not None and (known.amount, known.error) == (obs.amount, obs.error)):
-            continue
-        values.append({"wallet_id": key[0], "asset_id": key[1], "amount": obs.amount,
-                       "error": (obs.error or None) and obs.error[:500],
-                       "block_height": obs.block.height, "block_hash": obs.block.hash,
-                       "source": obs.source, "observed_at": now})
-        if len(values) >= _INSERT_CHUNK:
-            session.execute(insert(m.BalanceObservation), values)
-            stored, values = stored + len(values), []
-    if values:
-        session.execute(insert(m.BalanceObservation), values)
-    return stored + len(values)
-
-
-Pair = tuple[int | None, int | None]
-"""(wallet id, asset id)."""
-
-
 def _unverified_for(session: Session, cycle: CycleInput, ids: PairIds,
                     latest: Mapping[Pair, Stored], now: datetime
                     ) -> dict[tuple[Address, str], float]:
@@ -395,117 +253,9 @@ def _unverified_for(session: Session, cycle: CycleInput, ids: PairIds,
         known = latest.get(key)
         if known is not None and known.amount is None:
             failing[key] = (obs.address, obs.asset.symbol)
-    since = _first_error_since_verified(session, [k for k in failing if None not in k])
-    return {pair: max(0.0, (now - _aware(since[key])).total_seconds())
+    since = first_error_since_verified(session, [k for k in failing if None not in k])
+    return {pair: max(0.0, (now - aware(since[key])).total_seconds())
             for key, pair in failing.items() if key in since}
-
-
-def _first_error_since_verified(session: Session, pairs: Sequence[Pair]
-                                ) -> dict[Pair, datetime]:
-    """The time of the first error observation after the newest verified amount, per
-    (wallet id, asset id); the first observation when the pair was never verified."""
-    out: dict[Pair, datetime] = {}
-    obs = m.BalanceObservation
-    for start in range(0, len(pairs), 500):
-        chunk = pairs[start:start + 500]
-        wallet_ids = {w for w, _ in chunk}
-        verified = dict(((w, a), i) for w, a, i in session.execute(
-            sa_select(col(obs.wallet_id), col(obs.asset_id), func.max(obs.id))
-            .where(col(obs.wallet_id).in_(wallet_ids), col(obs.amount).is_not(None))
-            .group_by(col(obs.wallet_id), col(obs.asset_id))).all())
-        rows = session.execute(
-            sa_select(col(obs.wallet_id), col(obs.asset_id), col(obs.id), col(obs.observed_at))
-            .where(col(obs.wallet_id).in_(wallet_ids), col(obs.amount).is_(None))).all()
-        wanted = set(chunk)
-        for wallet, asset, id_, at in rows:
-            key = (wallet, asset)
-            if key in wanted and id_ > verified.get(key, 0) and \
-                    (key not in out or at < out[key]):
-                out[key] = at
-    return out
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-class Stored(NamedTuple):
-    """A stored observation's value, and when and at which block it was read."""
-
-    amount: Any
-    error: Any
-    observed_at: datetime
-    block_height: int
-
-
-def latest_observations(session: Session, chain_id: int,
-                        upto: tuple[datetime, int] | None = None,
-                        wallet_ids: Iterable[int] | None = None) -> dict[Pair, Stored]:
-    """The newest observation per (wallet, asset), or, with `upto` = (time, height) of a
-    past checkpoint, the newest stored by then at or below its block (the balances that
-    checkpoint read). With `wallet_ids`, only those wallets' pairs."""
-    chunks: list[list[int] | None] = [None]
-    if wallet_ids is not None:
-        chosen = sorted(wallet_ids)
-        chunks = [chosen[start:start + 500] for start in range(0, len(chosen), 500)]
-    out: dict[Pair, Stored] = {}
-    for chunk in chunks:
-        newest = _newest_ids(chain_id, upto, chunk).subquery()
-        rows = session.execute(sa_select(
-            col(m.BalanceObservation.wallet_id), col(m.BalanceObservation.asset_id),
-            col(m.BalanceObservation.amount), col(m.BalanceObservation.error),
-            col(m.BalanceObservation.observed_at), col(m.BalanceObservation.block_height))
-            .join(newest, col(m.BalanceObservation.id) == newest.c.id)).all()
-        out.update(((w, a), Stored(amount, error, at, height))
-                   for w, a, amount, error, at, height in rows)
-    return out
-
-
-def _newest_ids(chain_id: int, upto: tuple[datetime, int] | None,
-                wallet_ids: Sequence[int] | None) -> Any:
-    """The id of the newest observation per (wallet, asset) of the chain (see
-    `latest_observations`)."""
-    query = (select(func.max(m.BalanceObservation.id).label("id"))
-             .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
-             .where(m.Wallet.chain_id == chain_id))
-    if wallet_ids is not None:
-        query = query.where(col(m.BalanceObservation.wallet_id).in_(wallet_ids))
-    if upto is not None:
-        moment, height = upto
-        query = query.where(m.BalanceObservation.observed_at <= moment,
-                            m.BalanceObservation.block_height <= height)
-    return query.group_by(col(m.BalanceObservation.wallet_id),
-                          col(m.BalanceObservation.asset_id))
-
-
-def _newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, WalletView],
-                    *, every: bool) -> dict[tuple[Address, str], BaseUnits]:
-    """Per (wallet address, asset symbol) of `wallets` (`every` wallet of the chain, or
-    one shard's), the newest stored balance when it is an amount (what an incremental
-    cycle carries), without per-row timestamps; the keys are the objects of `wallets` (no
-    second copy of a million addresses). A shard asks for its own wallets' only."""
-    chunks: list[list[int] | None] = [None]
-    if not every:
-        ids = sorted(id_ for address, id_ in session.execute(
-            sa_select(col(m.Wallet.address), col(m.Wallet.id))
-            .where(col(m.Wallet.chain_id) == chain_id)) if address in wallets)
-        chunks = [ids[start:start + 5000] for start in range(0, len(ids), 5000)]
-    symbols: dict[str, str] = {}
-    out: dict[tuple[Address, str], BaseUnits] = {}
-    for chunk in chunks:
-        newest = _newest_ids(chain_id, None, chunk).subquery()
-        rows = session.execute(sa_select(
-            col(m.Wallet.address), col(m.Asset.symbol), col(m.BalanceObservation.amount))
-            .join(newest, col(m.BalanceObservation.id) == newest.c.id)
-            .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
-            .join(m.Asset, col(m.BalanceObservation.asset_id) == m.Asset.id)
-            .where(col(m.BalanceObservation.amount).is_not(None)))
-        for address, symbol, amount in rows:
-            wallet = wallets.get(address)
-            if wallet is not None:
-                out[wallet.address, symbols.setdefault(symbol, symbol)] = \
-                    BaseUnits(int(amount))
-    return out
 
 
 def _apply_findings(session: Session, audit: AuditLog, chain_id: int, result: Reconciliation,

@@ -97,7 +97,7 @@ class FeedQueries:
     def observed(self, chain: str) -> dict[str, dict[str, tuple[int | None, int, str]]]:
         """address → asset → (newest amount read or None when unreadable, its block, when)
         for every wallet of `chain`."""
-        from daemon.store.cycle import latest_observations
+        from daemon.store.observations import latest_observations
 
         with Session(self.engine) as session:
             row = session.exec(select(m.Chain).where(m.Chain.name == chain)).first()

@@ -36,13 +36,12 @@ from daemon.store.cycle import (
     ENGINE_ACTOR,
     CycleInput,
     CycleWrite,
-    Resident,
-    recheck_basis,
     record,
     record_stale,
 )
 from daemon.store.db import session_scope
 from daemon.store.feeds import FeedQueries
+from daemon.store.observations import Resident, recheck_basis
 from daemon.store.types import UTCDateTime
 
 _AUDIT_ACTION = {"propose": "proposed", "approve": "resolved", "reject": "rejected"}

@@ -242,16 +242,16 @@ def test_an_edit_first_read_at_the_previous_checkpoints_block_is_unexplained(
 
 def _count_loads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count the loads of every pair's newest stored balance (what a steady cycle carries)."""
-    from daemon.store import cycle as store_cycle
+    from daemon.store import observations
 
     loads: list[int] = []
-    load = store_cycle._newest_amounts
+    load = observations.newest_amounts
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         loads.append(1)
         return load(*args, **kwargs)
 
-    monkeypatch.setattr(store_cycle, "_newest_amounts", counted)
+    monkeypatch.setattr(observations, "newest_amounts", counted)
     return loads
 
 

@@ -148,7 +148,7 @@ def test_kept_balances_follow_what_each_cycle_stored_and_which_differ_from_the_b
     wallet never has a balance finding) — the only carried pairs a cycle reconciles."""
     from chains.types import BalanceObservation
     from daemon.rules.reconcile import WalletView
-    from daemon.store.cycle import Resident
+    from daemon.store.observations import Resident
 
     client, house = Address("0xc1"), Address("0xh1")
     wallets = {client: WalletView(client, "segregated", {"ETH": {"alice": 10}}),
