@@ -10,6 +10,7 @@ from daemon.inputs.config import ChainSettings
 from daemon.rules.recheck import Circle, Reads
 from daemon.rules.reconcile import LedgerView
 from daemon.rules.shards import Shard
+from daemon.runtime.memory import settle
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.observations import Resident
 
@@ -68,6 +69,7 @@ class ShardMemory:
         circle = Circle(sorted_mine, mine.wallets) if chain.full_recheck_seconds > 0 else None
         cached = self._slices[shard.key] = Slice(ledger, mine, sorted_mine, addresses,
                                                   frozenset(addresses), circle)
+        settle(len(mine.wallets))  # before a first (full) read walks them in every pass
         return cached
 
     @staticmethod
