@@ -121,7 +121,8 @@ class Resolver:
         if found is None:
             noted: list[str] = []
             found = self._seen[key] = (resolve(noted), noted)
-        problems += found[1]
+        if found[1]:
+            problems += found[1]
         return found[0]  # type: ignore[return-value]
 
     def chain_named(self, name: str, problems: list[str]) -> ChainSettings | None:

@@ -87,7 +87,7 @@ def _csv_records(path: Path, text: str, columns: tuple[str, ...],
         records: list[Record] = []
         start = reader.line_num + 1
         for cells in reader:
-            if any(cell.strip() for cell in cells):
+            if any(map(str.strip, cells)):  # not a blank line
                 records.append(_csv_record(start, header, cells))
             start = reader.line_num + 1
     except csv.Error as exc:

@@ -442,16 +442,24 @@ def _ledger_corrected(session: Session, audit: AuditLog, rows: Sequence[Allocati
     their ids. Expected, not booked (SPEC §8): books that merely book what was in
     transit at the finding's block leave the expected balance as it was, and the finding
     stands; an edit that changes what the chain is compared with goes to a checker."""
-    booked: dict[tuple[int, str, str], int] = defaultdict(int)
-    for r in rows:
-        booked[(chains[r.chain].id or 0, r.address, r.asset.symbol)] += r.amount
     found = session.exec(select(m.Discrepancy).where(
         col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
         col(m.Discrepancy.type).in_(BALANCE_TYPES)).with_for_update()).all()
+    if not found:
+        return []  # nothing to correct: spare a large import the views below
+    booked: dict[tuple[int, str, str], int] = defaultdict(int)
+    for r in rows:
+        booked[(chains[r.chain].id or 0, r.address, r.asset.symbol)] += r.amount
     by_id = {c.id: c.name for c in chains.values()}
-    views = {name: dataclasses.replace(_build_view(name, (
-        (r.address, r.structure, r.asset.symbol, r.owner, r.amount)
-        for r in rows if r.chain == name)), cut_off=cut_off) for name in chains}
+    built: dict[str, LedgerView] = {}
+
+    def view(name: str) -> LedgerView:
+        """The new snapshot's books of chain `name`, built when a finding needs them."""
+        if name not in built:
+            built[name] = dataclasses.replace(_build_view(name, (
+                (r.address, r.structure, r.asset.symbol, r.owner, r.amount)
+                for r in rows if r.chain == name)), cut_off=cut_off)
+        return built[name]
     natives = dict(session.exec(select(m.Asset.chain_id, m.Asset.symbol)
                                 .where(col(m.Asset.contract).is_(None))).all())
     ids = []
@@ -465,7 +473,7 @@ def _ledger_corrected(session: Session, audit: AuditLog, rows: Sequence[Allocati
             found_items = tx.transit_candidates(session, row.chain_id, cut_off,
                                                 row.block_number, [row.address])
             moving = transit.adjustments(transit.items(transit.movements(
-                views[by_id[row.chain_id]], found_items.flows, found_items.fees,
+                view(by_id[row.chain_id]), found_items.flows, found_items.fees,
                 natives.get(row.chain_id, ""), found_items.matched, found_items.removed),
                 cut_off, row.block_number)).get((row.address, row.asset or ""), 0)
         if now_booked + moving == row.ledger + (row.in_transit or 0):

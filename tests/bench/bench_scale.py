@@ -150,7 +150,7 @@ def run_layout(layout: str, args: argparse.Namespace, node: Any, token: str,
 
         def step(label: str) -> dict[str, Any]:
             started = time.perf_counter()
-            command = {"do": "cycle", "profile": label.startswith("steady")}
+            command = {"do": "cycle", "profile": label.split()[0]}  # "first" or "steady"
             answers = list(pool.map(lambda r: r.ask(command), replicas))
             wall = time.perf_counter() - started
             cycles = [c for a in answers for c in a["cycles"]]

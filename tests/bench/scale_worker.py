@@ -34,7 +34,8 @@ from daemon.runtime.leases import Leases  # noqa: E402
 from daemon.service import Service  # noqa: E402
 
 PROFILE = os.environ.get("SEGWATCH_BENCH_PROFILE")
-"""A path prefix: steady cycles write their cProfile statistics there, one file per shard."""
+"""A path prefix: cycles write their cProfile statistics there, one file per kind of cycle
+(`first`, `steady`) and shard."""
 
 
 def memory() -> dict[str, int]:
@@ -91,7 +92,8 @@ def main() -> int:
             if PROFILE and command.get("profile"):
                 profile = cProfile.Profile()
                 result = profile.runcall(service.run_cycle, chain, shard)
-                profile.dump_stats(f"{PROFILE}-{shard.index}-of-{shard.count}")
+                profile.dump_stats(f"{PROFILE}-{command['profile']}-{shard.index}-of-"
+                                   f"{shard.count}")
             else:
                 result = service.run_cycle(chain, shard)
             cycles.append({"shard": shard.key, "seconds": result.duration,
