@@ -26,8 +26,8 @@ class ChainScanner:
         self._adapters = adapters
 
     def scan(self, chain: ChainSettings, adapter: ChainAdapter, head: ChainHead,
-              addresses: Sequence[Address], watched: frozenset[Address]
-              ) -> tuple[ScanPlan | None, str | None, Seed | None]:
+             addresses: Sequence[Address], watched: frozenset[Address]
+             ) -> tuple[ScanPlan | None, str | None, Seed | None]:
         """Plan and read the next scan range of the `watched` wallets (`addresses`,
         sorted), failing over to the chain's other sources; when none can serve it, the
         failures of all become the scan error."""
@@ -37,7 +37,7 @@ class ChainScanner:
         failures: list[str] = []
         try:
             scanned = self._result(chain, adapter, state, head, addresses, watched,
-                                        seeded, tracked)
+                                   seeded, tracked)
             refused = self._verify(chain, adapter, scanned[0], watched, tracked)
             return scanned if refused is None else (None, refused, scanned[2])
         except (SourceUnavailable, DecodeError) as exc:
@@ -49,7 +49,7 @@ class ChainScanner:
                     continue
                 self.sources.check_chain(chain, other)
                 return self._result(chain, other, state, head, addresses, watched,
-                                         seeded, tracked)
+                                    seeded, tracked)
             except (SourceUnavailable, DecodeError, ChainMismatch) as exc:
                 failures.append(self.sources.failed(chain, other.source, exc))
             finally:
@@ -57,8 +57,7 @@ class ChainScanner:
         return None, "; ".join(failures), None
 
     def _verify(self, chain: ChainSettings, primary: ChainAdapter, plan: ScanPlan | None,
-                     watched: frozenset[Address], tracked: Sequence[TrackedRow]
-                     ) -> str | None:
+                watched: frozenset[Address], tracked: Sequence[TrackedRow]) -> str | None:
         """With `verify >= 2`, read the scanned range again from another source and compare
         block hashes and each block's transfer count (`compare_scans`). Returns why the
         scan is refused (the cursor then stays: never a silent pass), or None."""
@@ -88,9 +87,9 @@ class ChainScanner:
             "; ".join(failures or ["no other source"])
 
     def _result(self, chain: ChainSettings, adapter: ChainAdapter, state: ScanState | None,
-                     head: ChainHead, addresses: Sequence[Address],
-                     watched: frozenset[Address], seeded: set[str],
-                     tracked: list[TrackedRow]) -> tuple[ScanPlan | None, None, Seed | None]:
+                head: ChainHead, addresses: Sequence[Address], watched: frozenset[Address],
+                seeded: set[str], tracked: list[TrackedRow]
+                ) -> tuple[ScanPlan | None, None, Seed | None]:
         """Seed wallets not tracked yet (Core sources), then plan and read the scan."""
         seed = None
         new = [a for a in addresses if a not in seeded] \

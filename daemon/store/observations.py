@@ -32,7 +32,9 @@ class Resident:
     incremental cycle carries: `newest_amounts`), so a steady cycle does not load every
     pair from the store. Valid only while the shard's newest checkpoint is `checkpoint`,
     the one the replica holding it wrote: any other writer (a replica that took the lease
-    over meanwhile) writes a newer checkpoint, and the amounts are loaded again."""
+    over meanwhile) writes a newer checkpoint, and the amounts are loaded again. (Every
+    replica runs the chain's one shard layout, so a shard's wallets are written only by
+    that shard's cycles, each ending with its checkpoint.)"""
 
     checkpoint: int
     amounts: dict[tuple[Address, str], BaseUnits]
