@@ -74,14 +74,9 @@ def _validate(record: Record, resolve: parse.Resolver
     problems = list(record.problems)
     if problems:
         return None, problems
-    text, extra = _plain_texts(record.fields)
-    if not text:  # a blank or non-text field: each problem named
-        problems += [f"missing {name}" for name in _TEXT_FIELDS
-                     if parse.blank(record.fields.get(name))]
-        text = {name: parse.text(record.fields.get(name), name, problems)
-                for name in _TEXT_FIELDS}
-        extra = {name: parse.text(record.fields.get(name), name, problems)
-                 for name in _OPTIONAL}
+    problems += [f"missing {name}" for name in _TEXT_FIELDS if parse.blank(record.fields.get(name))]
+    text = {name: parse.text(record.fields.get(name), name, problems) for name in _TEXT_FIELDS}
+    extra = {name: parse.text(record.fields.get(name), name, problems) for name in _OPTIONAL}
     if text["owner"] and not OWNER_ID.fullmatch(text["owner"]):
         problems.append(f"owner {text['owner'][:40]!r} is not an owner id (1-128 letters, "
                         "digits, '.', '_', ':', '@' or '-', starting with a letter or digit)")
@@ -94,23 +89,6 @@ def _validate(record: Record, resolve: parse.Resolver
         return None, problems
     return AllocationRow(record.line, chain.name, address, structure, text["owner"], asset,
                          amount, extra["label"] or None, extra["mpc_key_id"] or None), []
-
-
-def _plain_texts(fields: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-    """The stripped text fields and optional fields of a line whose text fields are all
-    present as plain text (every CSV line, most JSON ones): the common case, checked
-    without noting problems; ({}, {}) otherwise, for `_validate` to name each one."""
-    text = {name: value.strip() for name in _TEXT_FIELDS
-            if type(value := fields.get(name)) is str}
-    if len(text) != len(_TEXT_FIELDS) or not all(text.values()):
-        return {}, {}
-    extra = {}
-    for name in _OPTIONAL:
-        value = fields.get(name)
-        if value is not None and type(value) is not str:
-            return {}, {}
-        extra[name] = value.strip() if value else ""
-    return text, extra
 
 
 def _structure(text: str, problems: list[str]) -> Structure | None:

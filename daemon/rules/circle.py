@@ -51,10 +51,10 @@ class Circle:
         """The wallets on the arc the sweep covers from `since` to `now` (shorter than the
         circle). Both ends are computed as `turn` computes them, so the arc of one cycle
         ends exactly where the next one's starts: consecutive arcs tile the circle."""
-        start, end = turn(since, period), turn(now, period)
-        lo, hi = bisect_left(self._positions, start), bisect_left(self._positions, end)
         if (now - since).total_seconds() <= 0:
             return []
+        start, end = turn(since, period), turn(now, period)
+        lo, hi = bisect_left(self._positions, start), bisect_left(self._positions, end)
         if start <= end:
             return self._placed[lo:hi]
         return self._placed[lo:] + self._placed[:hi]  # the arc wraps past 0
