@@ -46,7 +46,7 @@ from daemon.rules.reconcile import (
 from daemon.rules.shards import Shard, shards
 from daemon.rules.workflow import Action, Request
 from daemon.runtime.chain_scan import ChainScanner
-from daemon.runtime.memory import settle
+from daemon.runtime.memory import full_passes_deferred, settle
 from daemon.runtime.reads import CycleReads
 from daemon.runtime.scanning import flows_of
 from daemon.runtime.shard_memory import ShardMemory
@@ -306,9 +306,13 @@ class Service:
 
         Source failures are caught and returned as `error` (and remembered for `status`);
         a scan that fails stops the cursor but the balances are still reconciled.
-        Configuration errors (a source serving another chain) propagate.
+        Configuration errors (a source serving another chain) propagate. No full garbage
+        collection runs within the cycle (daemon/runtime/memory.py).
         """
-        shard = shard or Shard(chain.name)
+        with full_passes_deferred():
+            return self._cycle(chain, shard or Shard(chain.name))
+
+    def _cycle(self, chain: ChainSettings, shard: Shard) -> CycleResult:
         cycle_id = uuid.uuid4().hex[:12]
         started = time.monotonic()
         bound = log.bind(chain=chain.name, cycle_id=cycle_id)
