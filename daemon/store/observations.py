@@ -19,11 +19,15 @@ from daemon.rules.recheck import NO_BASIS, Basis
 from daemon.rules.reconcile import WalletView, differs
 from daemon.store import models as m
 from daemon.store import transfers as tx
+from daemon.store.db import driver_form, insert_plain
 
 INSERT_CHUNK = 10_000  # rows per bulk insert: bounds memory on 100k-wallet cycles
 _OBSERVATIONS: Any = m.BalanceObservation.__table__  # type: ignore[attr-defined]
-"""Written through Core's executemany: the ORM's bulk insert path costs twice as much per
-row (a full read of 100,000 wallets: 3.8 s of a 13 s profiled first cycle)."""
+_OBSERVATION_KEYS = ("wallet_id", "asset_id", "amount", "error", "block_height",
+                     "block_hash", "source", "observed_at")
+"""Written as plain driver rows (db.insert_plain): through the ORM's bulk path a full read
+of 100,000 wallets spent 3.8 s of a 13 s profiled first cycle in the insert, through
+Core's executemany still 2.6 s of SQLAlchemy's per-row parameter processing."""
 
 
 @dataclass(slots=True)
@@ -150,7 +154,10 @@ def store_observations(session: Session, observations: Sequence[BalanceObservati
                         ids: PairIds, now: datetime, latest: Mapping[Pair, Stored]) -> int:
     """Append an observation for every (wallet, asset) whose balance or error changed
     since `latest` (the newest stored per pair)."""
-    values: list[dict[str, Any]] = []
+    connection = session.connection()
+    amount = driver_form(connection, _OBSERVATIONS.c.amount)
+    stamp = driver_form(connection, _OBSERVATIONS.c.observed_at)(now)
+    rows: list[tuple[Any, ...]] = []
     stored = 0
     for obs in observations:
         key = ids.of(obs.address, obs.asset.symbol)
@@ -158,16 +165,13 @@ def store_observations(session: Session, observations: Sequence[BalanceObservati
         if key[0] is None or key[1] is None or \
                 (known is not None and (known.amount, known.error) == (obs.amount, obs.error)):
             continue
-        values.append({"wallet_id": key[0], "asset_id": key[1], "amount": obs.amount,
-                       "error": (obs.error or None) and obs.error[:500],
-                       "block_height": obs.block.height, "block_hash": obs.block.hash,
-                       "source": obs.source, "observed_at": now})
-        if len(values) >= INSERT_CHUNK:
-            session.execute(_OBSERVATIONS.insert(), values)
-            stored, values = stored + len(values), []
-    if values:
-        session.execute(_OBSERVATIONS.insert(), values)
-    return stored + len(values)
+        rows.append((key[0], key[1], amount(obs.amount), (obs.error or None) and obs.error[:500],
+                     obs.block.height, obs.block.hash, obs.source, stamp))
+        if len(rows) >= INSERT_CHUNK:
+            insert_plain(connection, _OBSERVATIONS, _OBSERVATION_KEYS, rows)
+            stored, rows = stored + len(rows), []
+    insert_plain(connection, _OBSERVATIONS, _OBSERVATION_KEYS, rows)
+    return stored + len(rows)
 
 
 Pair = tuple[int | None, int | None]

@@ -185,6 +185,39 @@ def test_observations_are_appended_only_when_a_balance_changes(world) -> None:  
                for r in rows)
 
 
+def test_observations_written_as_plain_rows_read_back_as_the_orm_writes_them(world) -> None:  # type: ignore[no-untyped-def]
+    """A cycle's observations skip SQLAlchemy's per-row binding (db.insert_plain): the
+    amount beyond 64 bits, the error and the cycle's time read back exactly, and the
+    stored time has the very form the ORM gives the same moment (SQLite compares it as
+    text), with and without microseconds."""
+    service, adapter, clock = world
+    balanced(adapter)
+    adapter.balances_by_key = {**adapter.balances_by_key, (ALICE, "ETH"): 2**200 + 1}
+    adapter.errors = {(HOUSE, "ETH"): "x" * 600}
+    for microsecond in (123456, 0):
+        clock.now = clock.now.replace(microsecond=microsecond) + timedelta(minutes=1)
+        adapter.balances_by_key[(OMNI, "ETH")] = 5 * WEI + microsecond  # a new row each
+        service.run_cycle(chain(service))
+        with Session(service.store.engine) as session:
+            written = session.exec(select(m.BalanceObservation).order_by(
+                m.BalanceObservation.id.desc())).first()  # type: ignore[union-attr]
+            assert written is not None and written.observed_at == clock.now
+            template = m.BalanceObservation(
+                wallet_id=written.wallet_id, asset_id=written.asset_id, amount=1,
+                block_height=1, block_hash="0x", source="orm", observed_at=clock.now)
+            session.add(template)
+            session.commit()
+            raw = [t for (t,) in session.connection().exec_driver_sql(
+                "SELECT observed_at FROM balance_observation WHERE id IN "
+                f"({written.id}, {template.id})")]
+            assert len(raw) == 2 and raw[0] == raw[1]
+    with Session(service.store.engine) as session:
+        rows = session.exec(select(m.BalanceObservation)).all()
+    assert {r.amount for r in rows} >= {2**200 + 1}
+    (error,) = {r.error for r in rows if r.error}
+    assert error == "x" * 500
+
+
 def test_reimport_keeps_snapshot_history(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A second import becomes current; the first snapshot and its lines stay."""
     service, _, _ = world
