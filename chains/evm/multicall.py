@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
@@ -37,17 +36,16 @@ class BalanceReadError(ValueError):
     """One balance call failed or returned something that is not one uint256."""
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
-    """One call inside `aggregate3`: `call_data` sent to `target`."""
+class Call(NamedTuple):
+    """One call inside `aggregate3`: `call_data` sent to `target`. (Tuples: a million
+    wallets' read builds two million of each of these.)"""
 
     target: str
     call_data: bytes
     allow_failure: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class CallResult:
+class CallResult(NamedTuple):
     """What `aggregate3` reported for one call."""
 
     success: bool
@@ -90,8 +88,25 @@ def address_word(address: str) -> bytes:
 
 
 def encode_aggregate3(calls: Sequence[Call]) -> bytes:
-    """Return the calldata of `aggregate3(calls)`. Raises ValueError for a bad target."""
-    tails = [_encode_call3(call) for call in calls]
+    """Return the calldata of `aggregate3(calls)`. Raises ValueError for a bad target.
+
+    A read of a million wallets encodes two million calls: each target's head words and
+    each data length's word are encoded once per batch, not once per call."""
+    heads: dict[tuple[str, bool], bytes] = {}
+    lengths: dict[int, bytes] = {}
+    tails = []
+    for call in calls:
+        head = heads.get((call.target, call.allow_failure))
+        if head is None:
+            head = heads[(call.target, call.allow_failure)] = (
+                address_word(call.target) + _word(1 if call.allow_failure else 0)
+                + _word(3 * WORD))
+        data = call.call_data
+        size = len(data)
+        length = lengths.get(size)
+        if length is None:
+            length = lengths[size] = _word(size)
+        tails.append(b"".join((head, length, data, _PADDING[-size % WORD])))
     offsets = []
     position = WORD * len(tails)
     for tail in tails:
@@ -101,11 +116,7 @@ def encode_aggregate3(calls: Sequence[Call]) -> bytes:
     return head + b"".join(offsets) + b"".join(tails)
 
 
-def _encode_call3(call: Call) -> bytes:
-    data = call.call_data
-    padding = bytes(-len(data) % WORD)
-    flag = _word(1 if call.allow_failure else 0)
-    return address_word(call.target) + flag + _word(3 * WORD) + _word(len(data)) + data + padding
+_PADDING = tuple(bytes(n) for n in range(WORD))
 
 
 def _word(value: int) -> bytes:
@@ -116,44 +127,41 @@ def decode_aggregate3(data: bytes, expected: int) -> list[CallResult]:
     """Return the `(success, returnData)` items of an `aggregate3` result.
 
     Raises MulticallDecodeError when the data is not a well-formed array of exactly
-    `expected` items.
+    `expected` items. (One loop with every bound checked inline: a million wallets'
+    read decodes two million items.)
     """
-    reader = _Reader(data)
-    array_start = reader.uint(0)
-    count = reader.uint(array_start)
+    size = len(data)
+    array_start = _uint(data, 0)
+    count = _uint(data, array_start)
     if count != expected:
         raise MulticallDecodeError(f"{count} results for {expected} calls")
     base = array_start + WORD
-    if base + count * WORD > len(data):
+    if base + count * WORD > size:
         raise MulticallDecodeError("result offsets run past the end of the data")
-    return [reader.result(base + reader.uint(base + i * WORD)) for i in range(count)]
-
-
-class _Reader:
-    """Bounds-checked access to ABI words of one byte string."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-
-    def uint(self, at: int) -> int:
-        """Return the word at byte `at`. Raises MulticallDecodeError if out of bounds."""
-        if at < 0 or at + WORD > len(self._data):
+    number = int.from_bytes
+    out = []
+    for slot in range(base, base + count * WORD, WORD):
+        at = base + number(data[slot:slot + WORD], "big")
+        if at + 2 * WORD > size:
             raise MulticallDecodeError(f"word at byte {at} is past the end of the data")
-        return int.from_bytes(self._data[at : at + WORD], "big")
-
-    def result(self, at: int) -> CallResult:
-        """Return the `(bool, bytes)` tuple at byte `at`. Raises MulticallDecodeError."""
-        flag = self.uint(at)
+        flag = number(data[at:at + WORD], "big")
         if flag > 1:
             raise MulticallDecodeError(f"success flag at byte {at} is not a bool")
-        start = at + self.uint(at + WORD)
-        length = self.uint(start)
-        end = start + WORD + length
-        if end > len(self._data):
+        start = at + number(data[at + WORD:at + 2 * WORD], "big")
+        if start + WORD > size:
+            raise MulticallDecodeError(f"word at byte {start} is past the end of the data")
+        end = start + WORD + number(data[start:start + WORD], "big")
+        if end > size:
             raise MulticallDecodeError(f"return data at byte {start} runs past the end")
-        return CallResult(success=flag == 1, return_data=self._data[start + WORD : end])
+        out.append(CallResult(success=flag == 1, return_data=data[start + WORD:end]))
+    return out
+
+
+def _uint(data: bytes, at: int) -> int:
+    """The word at byte `at`. Raises MulticallDecodeError if out of bounds."""
+    if at + WORD > len(data):
+        raise MulticallDecodeError(f"word at byte {at} is past the end of the data")
+    return int.from_bytes(data[at:at + WORD], "big")
 
 
 def decode_balance(result: CallResult) -> int:

@@ -205,8 +205,8 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
                 .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
                 .where(col(m.Chain.name) == chain, col(m.Allocation.snapshot_id) == snapshot)
             )
-            view = dataclasses.replace(_build_view(chain, session.execute(query)),
-                                       cut_off=cut_off)
+            rows = session.connection().execute(query)  # Core rows: no ORM loading per row
+            view = dataclasses.replace(_build_view(chain, rows), cut_off=cut_off)
         if as_of is None:
             self._ledgers[chain] = (snapshot, view)
         return view
