@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, case, delete, func, insert, type_coerce
+from sqlalchemy import Engine, bindparam, case, delete, func, type_coerce
 from sqlalchemy import select as sa_select
 from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
@@ -39,7 +39,7 @@ from daemon.store.cycle import (
     record,
     record_stale,
 )
-from daemon.store.db import session_scope
+from daemon.store.db import driver_form, insert_plain, session_scope
 from daemon.store.feeds import FeedQueries
 from daemon.store.observations import Resident, recheck_basis
 from daemon.store.types import UTCDateTime
@@ -140,14 +140,13 @@ class Store(AuditQueries, FeedQueries, ConsoleQueries):
                                             sha256=sha256, rows=len(rows), as_of=cut_off)
             session.add(snapshot)
             session.flush()
-            values = [
-                {"snapshot_id": snapshot.id, "owner": r.owner, "amount": r.amount,
-                 "wallet_id": wallets[(r.chain, r.address)],
-                 "asset_id": assets[(chains[r.chain].id or 0, r.asset.symbol)]}
-                for r in rows
-            ]
-            if values:  # Core executemany: the ORM's bulk path costs twice as much here
-                session.execute(m.Allocation.__table__.insert(), values)  # type: ignore[attr-defined]
+            table = m.Allocation.__table__  # type: ignore[attr-defined]
+            connection = session.connection()
+            amount = driver_form(connection, table.c.amount)
+            insert_plain(connection, table, _ALLOCATION_KEYS, [  # no per-row binding
+                (snapshot.id, wallets[(r.chain, r.address)],
+                 assets[(chains[r.chain].id or 0, r.asset.symbol)], r.owner, amount(r.amount))
+                for r in rows])
             audit.append(now, actor, "ledger_imported", None,
                          {"snapshot": snapshot.id, "rows": len(rows),
                           "source": source_name, "sha256": sha256,
@@ -536,12 +535,11 @@ def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
                 key in session.execute(sa_select(table.c.id, table.c.chain_id, table.c.address,
                                                  table.c.structure, table.c.label,
                                                  table.c.mpc_key_id))}
-    new = [{"chain_id": cid, "address": addr, "structure": v[0], "label": v[1],
-            "mpc_key_id": v[2]} for (cid, addr), v in wanted.items() if (cid, addr) not in existing]
+    new = [(cid, addr, *v) for (cid, addr), v in wanted.items() if (cid, addr) not in existing]
     changed = [{"b_id": existing[k][0], "b_structure": v[0], "b_label": v[1], "b_key": v[2]}
                for k, v in wanted.items() if k in existing and existing[k][1] != v]
-    if new:
-        session.execute(insert(table), new)
+    insert_plain(session.connection(), table, ("chain_id", "address", "structure", "label",
+                                               "mpc_key_id"), new)
     if changed:
         session.execute(sa_update(table).where(table.c.id == bindparam("b_id")).values(
             structure=bindparam("b_structure"), label=bindparam("b_label"),
@@ -549,6 +547,9 @@ def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
     by_name = {c.id: name for name, c in chains.items()}
     ids = session.execute(sa_select(table.c.chain_id, table.c.address, table.c.id))
     return {(by_name[cid], Address(addr)): id_ for cid, addr, id_ in ids if cid in by_name}
+
+
+_ALLOCATION_KEYS = ("snapshot_id", "wallet_id", "asset_id", "owner", "amount")
 
 
 def _build_view(chain: str, rows: Iterable[Any]) -> LedgerView:
