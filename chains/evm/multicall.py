@@ -112,8 +112,8 @@ def encode_aggregate3(calls: Sequence[Call]) -> bytes:
     for tail in tails:
         offsets.append(_word(position))
         position += len(tail)
-    head = selector("aggregate3") + _word(WORD) + _word(len(tails))
-    return head + b"".join(offsets) + b"".join(tails)
+    prefix = selector("aggregate3") + _word(WORD) + _word(len(tails))
+    return prefix + b"".join(offsets) + b"".join(tails)
 
 
 _PADDING = tuple(bytes(n) for n in range(WORD))
