@@ -213,8 +213,15 @@ class Service:
 
         Raises InputError listing every bad line, or for a cut-off without a timezone, in
         the future, or older than the current snapshot's; nothing is written then. Raises
-        Unauthenticated or Forbidden for a write without a feeder.
+        Unauthenticated or Forbidden for a write without a feeder. No full garbage
+        collection runs within (a file of millions of lines is millions of live objects
+        until it is stored: daemon/runtime/memory.py).
         """
+        with full_passes_deferred():
+            return self._import_ledger(path, dry_run, actor, as_of)
+
+    def _import_ledger(self, path: Path, dry_run: bool, actor: Principal | None,
+                       as_of: datetime | None) -> ImportResult:
         cut_off = self._cut_off(as_of)
         rows = parse_ledger(path, self.settings)
         summary = {**summarize(rows), "as_of": (cut_off or self._clock()).isoformat(),
@@ -235,8 +242,14 @@ class Service:
         by `actor` (the feeder role).
 
         Raises InputError listing every bad line; nothing is written then. Raises
-        Unauthenticated or Forbidden for a write without a feeder.
+        Unauthenticated or Forbidden for a write without a feeder. No full garbage
+        collection runs within (as for the ledger).
         """
+        with full_passes_deferred():
+            return self._import_withdrawals(path, dry_run, actor)
+
+    def _import_withdrawals(self, path: Path, dry_run: bool,
+                            actor: Principal | None) -> ImportResult:
         rows = parse_withdrawals(path, self.settings, self.approvers())
         summary = summarize_withdrawals(rows)
         if dry_run:

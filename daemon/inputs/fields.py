@@ -6,8 +6,9 @@ after appending one reason, so an import can report every bad field of every lin
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import TypeVar
 
 from chains.addresses import canonical_address
@@ -22,22 +23,25 @@ Row = TypeVar("Row")
 T = TypeVar("T")
 
 
-def validate_all(path: Path, records: Sequence[Record],
+def validate_all(path: Path, records: Iterable[Record],
                  validate: Callable[[Record], tuple[Row | None, list[str]]],
                  across: Callable[[list[tuple[Record, Row]]], list[tuple[Record, str]]]
                  ) -> list[Row]:
     """Validate every record, then the rules across lines; return the rows in file order.
 
     All or nothing: raises InputError("PATH: N bad lines; nothing imported") whose `lines`
-    hold every problem as "PATH:LINE: reason", in line order.
+    hold every problem as "PATH:LINE: reason", in line order. A valid record is kept for
+    the rules across lines without its fields (they are in its row): a file of millions
+    of lines is not held twice.
     """
     errors: list[tuple[int, str]] = []
     rows: list[tuple[Record, Row]] = []
     for record in records:
         row, problems = validate(record)
-        errors += [(record.line, f"{record.locate(path)}: {reason}") for reason in problems]
+        if problems:
+            errors += [(record.line, f"{record.locate(path)}: {reason}") for reason in problems]
         if row is not None:
-            rows.append((record, row))
+            rows.append((Record(record.line, record.is_item, _NO_FIELDS), row))
     errors += [(record.line, f"{record.locate(path)}: {reason}") for record, reason in
                across(rows)]
     if errors:
@@ -45,6 +49,9 @@ def validate_all(path: Path, records: Sequence[Record],
         raise InputError(f"{path}: {bad} bad line{'s' if bad != 1 else ''}; nothing imported",
                          lines=[message for _, message in sorted(errors, key=lambda e: e[0])])
     return [row for _, row in rows]
+
+
+_NO_FIELDS: Mapping[str, object] = MappingProxyType({})
 
 
 def blank(value: object) -> bool:
@@ -60,6 +67,27 @@ def text(value: object, name: str, problems: list[str]) -> str:
         problems.append(f"{name} must be a string, got {json_type(value)}")
         return ""
     return value.strip()
+
+
+def texts(fields: Mapping[str, object], names: Sequence[str], required: Sequence[str],
+          problems: list[str]) -> dict[str, str]:
+    """`text` of each field in `names`, after a "missing NAME" for each blank one of
+    `required` (then each non-string field's problem, in `names` order)."""
+    found: dict[str, str] = {}
+    odd: list[str] = []
+    for name in names:
+        value = fields.get(name)
+        if type(value) is str:  # the common case, checked without a call per field
+            found[name] = value.strip()
+        elif value is None:
+            found[name] = ""
+        else:
+            odd.append(name)
+    problems += [f"missing {name}" for name in required
+                 if name not in odd and not found[name]]
+    for name in odd:  # a number, a JSON float's literal, an array...
+        found[name] = text(fields.get(name), name, problems)
+    return found
 
 
 def chain_named(settings: Settings, name: str, problems: list[str]) -> ChainSettings | None:
@@ -112,36 +140,45 @@ class Resolver:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._seen: dict[tuple[str, str, str], tuple[object, list[str]]] = {}
-
-    def _once(self, key: tuple[str, str, str], resolve: Callable[[list[str]], T],
-              problems: list[str]) -> T:
-        """`resolve(problems)` the first time `key` is seen; its answer and problems after."""
-        found = self._seen.get(key)
-        if found is None:
-            noted: list[str] = []
-            found = self._seen[key] = (resolve(noted), noted)
-        if found[1]:
-            problems += found[1]
-        return found[0]  # type: ignore[return-value]
+        self._chains: dict[str, tuple[ChainSettings | None, list[str]]] = {}
+        self._addresses: dict[tuple[str, str, str], tuple[Address | None, list[str]]] = {}
+        self._assets: dict[tuple[str, str], tuple[AssetRef | None, list[str]]] = {}
 
     def chain_named(self, name: str, problems: list[str]) -> ChainSettings | None:
-        return self._once(("chain", "", name),
-                          lambda noted: chain_named(self._settings, name, noted), problems)
+        found = self._chains.get(name)
+        if found is None:
+            noted: list[str] = []
+            found = self._chains[name] = (chain_named(self._settings, name, noted), noted)
+        return _noted(found, problems)
 
     def address(self, chain: ChainSettings | None, text: str, name: str,
                 problems: list[str]) -> Address | None:
         if chain is None or not text:
             return None
-        return self._once(("address", chain.name, text),
-                          lambda noted: address(chain, text, name, noted), problems)
+        key = (chain.name, name, text)
+        found = self._addresses.get(key)
+        if found is None:
+            noted: list[str] = []
+            found = self._addresses[key] = (address(chain, text, name, noted), noted)
+        return _noted(found, problems)
 
     def asset(self, chain: ChainSettings | None, text: str,
               problems: list[str]) -> AssetRef | None:
         if chain is None or not text:
             return None
-        return self._once(("asset", chain.name, text),
-                          lambda noted: asset(chain, text, noted), problems)
+        key = (chain.name, text)
+        found = self._assets.get(key)
+        if found is None:
+            noted: list[str] = []
+            found = self._assets[key] = (asset(chain, text, noted), noted)
+        return _noted(found, problems)
+
+
+def _noted(found: tuple[T, list[str]], problems: list[str]) -> T:
+    """A remembered answer; its problems are noted again on this line."""
+    if found[1]:
+        problems += found[1]
+    return found[0]
 
 
 def _looks_like_contract(chain: ChainSettings, text: str) -> bool:
@@ -155,6 +192,27 @@ def _looks_like_contract(chain: ChainSettings, text: str) -> bool:
 def amount(asset: AssetRef | None, value: object, problems: list[str], *,
            positive: bool = False) -> BaseUnits | None:
     """Base units of the amount (above 0 when `positive`); JSON integers count, floats don't."""
+    if type(value) is not str:
+        value = _amount_text(value, problems)
+    elif not value.strip():
+        problems.append("missing amount")
+        return None
+    if value is None or asset is None:
+        return None
+    try:
+        units = parse_amount(value, asset.decimals, symbol=asset.symbol)
+    except ValueError as exc:
+        problems.append(f"bad amount: {exc}")
+        return None
+    if positive and units == 0:
+        problems.append("amount must be greater than 0")
+        return None
+    return BaseUnits(units)
+
+
+def _amount_text(value: object, problems: list[str]) -> str | None:
+    """The text of an amount given other than as a string (a JSON integer), or None with
+    the problem noted."""
     if isinstance(value, JsonFloat):
         problems.append(f"amount {value} is a JSON float; write it as a string: \"{value}\"")
         return None
@@ -166,14 +224,4 @@ def amount(asset: AssetRef | None, value: object, problems: list[str], *,
     if not isinstance(value, str):
         problems.append(f"amount must be a string, got {json_type(value)}")
         return None
-    if asset is None:
-        return None
-    try:
-        units = parse_amount(value, asset.decimals, symbol=asset.symbol)
-    except ValueError as exc:
-        problems.append(f"bad amount: {exc}")
-        return None
-    if positive and units == 0:
-        problems.append("amount must be greater than 0")
-        return None
-    return BaseUnits(units)
+    return value

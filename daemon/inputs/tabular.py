@@ -9,21 +9,22 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from daemon.errors import InputError
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One raw input line: CSV line number (header = 1) or 1-based JSON item index."""
+class Record(NamedTuple):
+    """One raw input line: CSV line number (header = 1) or 1-based JSON item index. (A
+    named tuple: a file of millions of lines builds one per line.)"""
 
     line: int
     is_item: bool
-    fields: dict[str, object]
+    fields: Mapping[str, object]
     problems: tuple[str, ...] = ()
 
     @property
@@ -41,24 +42,30 @@ class JsonFloat(str):
 
 
 def read_records(path: Path, columns: Iterable[str], required: Iterable[str], *,
-                 wrapper: str, allow_empty: bool = False) -> list[Record]:
-    """Return the non-blank lines of a CSV (with header) or JSON file as records.
+                 wrapper: str, allow_empty: bool = False) -> Iterator[Record]:
+    """Return the non-blank lines of a CSV (with header) or JSON file as records, one at
+    a time (a CSV's lines are split as they are taken: a file of millions of lines is
+    never held as millions of records).
 
     The format follows the extension (.csv, .json), else the first character. JSON
     is an array of objects, or an object whose only key `wrapper` holds that array.
     Raises InputError (one line) for an unreadable, empty, undecodable or malformed
     file, a missing or unknown column, or a file with no lines (unless `allow_empty`:
-    then a header alone, `[]` or an empty wrapper is no records).
+    then a header alone, `[]` or an empty wrapper is no records) before it returns; a
+    CSV line that cannot be split raises it while the records are taken.
     """
     text = _read_text(path)
     is_json = path.suffix.lower() == ".json" or (
         path.suffix.lower() != ".csv" and text.lstrip()[:1] in ("[", "{"))
     columns, required = tuple(columns), tuple(required)
-    records = (_json_records(path, text, columns, wrapper) if is_json
+    records = (iter(_json_records(path, text, columns, wrapper)) if is_json
                else _csv_records(path, text, columns, required))
-    if not records and not allow_empty:
-        raise InputError(f"{path}: no lines to import")
-    return records
+    first = next(records, None)
+    if first is None:
+        if not allow_empty:
+            raise InputError(f"{path}: no lines to import")
+        return iter(())
+    return itertools.chain((first,), records)
 
 
 def _read_text(path: Path) -> str:
@@ -79,20 +86,26 @@ def _read_text(path: Path) -> str:
 
 
 def _csv_records(path: Path, text: str, columns: tuple[str, ...],
-                 required: tuple[str, ...]) -> list[Record]:
+                 required: tuple[str, ...]) -> Iterator[Record]:
+    """The header checked now; the lines as they are taken."""
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = [cell.strip().lower() for cell in next(reader)]
-        _check_header(path, header, columns, required)
-        records: list[Record] = []
-        start = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
+    _check_header(path, header, columns, required)
+    return _csv_lines(path, reader, header)
+
+
+def _csv_lines(path: Path, reader: Any, header: list[str]) -> Iterator[Record]:
+    start = reader.line_num + 1
+    try:
         for cells in reader:
             if any(map(str.strip, cells)):  # not a blank line
-                records.append(_csv_record(start, header, cells))
+                yield _csv_record(start, header, cells)
             start = reader.line_num + 1
     except csv.Error as exc:
         raise InputError(f"{path}:{reader.line_num}: malformed CSV: {exc}") from None
-    return records
 
 
 def _check_header(path: Path, header: list[str], columns: tuple[str, ...],

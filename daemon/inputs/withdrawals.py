@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -119,14 +119,12 @@ def checkers(settings: Settings) -> frozenset[str]:
     return frozenset(u.name for u in settings.users if "checker" in u.roles)
 
 
-def _with_text_id(fields: dict[str, object]) -> dict[str, object]:
+def _with_text_id(fields: Mapping[str, object]) -> Mapping[str, object]:
     """The fields with a JSON integer id written as text (ids are often numbers)."""
     value = fields.get("id")
     if isinstance(value, int) and not isinstance(value, bool):
         return {**fields, "id": str(value)}
     return fields
-
-
 
 
 def _approved_at(text: str, problems: list[str]) -> datetime | None:

@@ -26,7 +26,7 @@ from daemon.store import models as m
 from daemon.store import transfers as tx
 from daemon.store.audit import AuditLog
 from daemon.store.cycle import ENGINE_ACTOR
-from daemon.store.db import driver_form, insert_plain, session_scope
+from daemon.store.db import driver_form, insert_plain, roomy_page_cache, session_scope
 
 
 class BooksStore:
@@ -71,19 +71,23 @@ class BooksStore:
                                  f"the current snapshot's ({current.cut_off.isoformat()}, "
                                  f"snapshot {current.id}); nothing imported")
             chains = {c.name: c for c in session.exec(select(m.Chain))}
-            assets = _asset_ids(session)
-            wallets = _upsert_wallets(session, rows, chains)
+            ids = {name: c.id or 0 for name, c in chains.items()}
+            assets = {(name, symbol): id_ for (chain_id, symbol), id_ in
+                      _asset_ids(session).items() for name in ids if ids[name] == chain_id}
+            connection = session.connection()
             snapshot = m.AllocationSnapshot(imported_at=now, source_name=source_name,
                                             sha256=sha256, rows=len(rows), as_of=cut_off)
             session.add(snapshot)
             session.flush()
             table = m.Allocation.__table__  # type: ignore[attr-defined]
-            connection = session.connection()
             amount = driver_form(connection, table.c.amount)
-            insert_plain(connection, table, _ALLOCATION_KEYS, [  # no per-row binding
-                (snapshot.id, wallets[(r.chain, r.address)],
-                 assets[(chains[r.chain].id or 0, r.asset.symbol)], r.owner, amount(r.amount))
-                for r in rows])
+            with roomy_page_cache(connection):  # new rows land all over the indexes
+                wallets = _upsert_wallets(session, rows, ids)
+                snapshot_id = snapshot.id  # an ORM attribute: read once, not per row
+                insert_plain(connection, table, _ALLOCATION_KEYS, [  # no per-row binding
+                    (snapshot_id, wallets[(r.chain, r.address)],
+                     assets[(r.chain, r.asset.symbol)], r.owner, amount(r.amount))
+                    for r in rows])
             audit.append(now, actor, "ledger_imported", None,
                          {"snapshot": snapshot.id, "rows": len(rows),
                           "source": source_name, "sha256": sha256,
@@ -234,18 +238,19 @@ def _asset_ids(session: Session) -> dict[tuple[int, str], int]:
 
 
 def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
-                    chains: dict[str, m.Chain]) -> dict[tuple[str, Address], int]:
+                    chain_ids: Mapping[str, int]) -> dict[tuple[str, Address], int]:
     """Insert new wallets and update changed ones in bulk; return (chain, address) → id."""
     table = m.Wallet.__table__  # type: ignore[attr-defined]
-    wanted: dict[tuple[int, str], tuple[str, str | None, str | None]] = {}
+    wanted: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}
     for r in rows:
-        wanted.setdefault((chains[r.chain].id or 0, r.address),
-                          (r.structure, r.label, r.mpc_key_id))
-    existing = {(cid, addr): (id_, (structure, label, key)) for id_, cid, addr, structure, label,
-                key in session.execute(sa_select(table.c.id, table.c.chain_id, table.c.address,
-                                                 table.c.structure, table.c.label,
-                                                 table.c.mpc_key_id))}
-    new = [(cid, addr, *v) for (cid, addr), v in wanted.items() if (cid, addr) not in existing]
+        wanted.setdefault((r.chain, r.address), (r.structure, r.label, r.mpc_key_id))
+    by_id = {id_: name for name, id_ in chain_ids.items()}
+    existing = {(by_id[cid], addr): (id_, (structure, label, key))
+                for id_, cid, addr, structure, label, key in session.execute(sa_select(
+                    table.c.id, table.c.chain_id, table.c.address, table.c.structure,
+                    table.c.label, table.c.mpc_key_id)).all() if cid in by_id}
+    new = [(chain_ids[name], addr, *v) for (name, addr), v in wanted.items()
+           if (name, addr) not in existing]
     changed = [{"b_id": existing[k][0], "b_structure": v[0], "b_label": v[1], "b_key": v[2]}
                for k, v in wanted.items() if k in existing and existing[k][1] != v]
     insert_plain(session.connection(), table, ("chain_id", "address", "structure", "label",
@@ -254,9 +259,8 @@ def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
         session.execute(sa_update(table).where(table.c.id == bindparam("b_id")).values(
             structure=bindparam("b_structure"), label=bindparam("b_label"),
             mpc_key_id=bindparam("b_key")), changed)
-    by_name = {c.id: name for name, c in chains.items()}
-    ids = session.execute(sa_select(table.c.chain_id, table.c.address, table.c.id))
-    return {(by_name[cid], Address(addr)): id_ for cid, addr, id_ in ids if cid in by_name}
+    ids = session.execute(sa_select(table.c.chain_id, table.c.address, table.c.id)).all()
+    return {(by_id[cid], Address(addr)): id_ for cid, addr, id_ in ids if cid in by_id}
 
 
 _ALLOCATION_KEYS = ("snapshot_id", "wallet_id", "asset_id", "owner", "amount")

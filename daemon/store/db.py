@@ -54,6 +54,25 @@ def insert_plain(connection: Connection, table: Table, keys: Sequence[str],
     connection.exec_driver_sql(sql, list(rows))
 
 
+@contextmanager
+def roomy_page_cache(connection: Connection, kib: int = 65_536) -> Iterator[None]:
+    """Within the block, this SQLite connection's page cache may grow to `kib` (the
+    default is 2 MiB); its size before is restored after. A million new wallets land at
+    random places of the (chain, address) index, and an insert that misses the cache
+    reads a page back: 500,000 new wallets took 3.9 s with the default, 2.3 s with 64 MiB.
+    Elsewhere the pool's connections keep the default (a daemon holds several). A no-op
+    on other databases."""
+    if connection.dialect.name != "sqlite":
+        yield
+        return
+    before = connection.exec_driver_sql("PRAGMA cache_size").scalar()
+    connection.exec_driver_sql(f"PRAGMA cache_size=-{int(kib)}")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA cache_size={int(before or -2000)}")
+
+
 def driver_form(connection: Connection, column: Column[Any]) -> Callable[[Any], Any]:
     """What turns a value of `column` into the driver's form on this connection's database
     (the column type's bind processing; the value itself where there is none)."""

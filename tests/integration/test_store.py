@@ -331,3 +331,39 @@ def test_scan_fails_over_and_a_failed_range_stops_the_cursor(store_url: str,
 
 def Address_(text: str) -> str:
     return canonical_evm_address(text)
+
+
+def test_an_import_writes_with_a_wide_page_cache_and_no_full_collection(  # type: ignore[no-untyped-def]
+        world, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While an import writes its wallets and allocations, a SQLite connection's page
+    cache may grow to 64 MiB (random inserts into the address index read pages back
+    otherwise) and no full garbage collection starts (issue 18: a 2,000,000-line import);
+    afterwards the pool's connection has its default cache again and the collector its
+    threshold. PostgreSQL imports the same way."""
+    import gc
+
+    from daemon.store import books
+
+    service, _, _ = world
+    threshold = gc.get_threshold()
+    seen: list[tuple[int | None, int]] = []
+    upsert = books._upsert_wallets
+
+    def spy(session, rows, ids):  # type: ignore[no-untyped-def]
+        connection = session.connection()
+        cache = connection.exec_driver_sql("PRAGMA cache_size").scalar() \
+            if connection.dialect.name == "sqlite" else None
+        seen.append((cache, gc.get_threshold()[2]))
+        return upsert(session, rows, ids)
+    monkeypatch.setattr(books, "_upsert_wallets", spy)
+    ledger = tmp_path / "again.csv"
+    ledger.write_text(LEDGER.replace("bob,ETH,2", "bob,ETH,3"))
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
+    sqlite = service.store.engine.dialect.name == "sqlite"
+    assert seen == [(-65536 if sqlite else None, 2**31 - 1)]
+    assert gc.get_threshold() == threshold
+    if sqlite:
+        with service.store.engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -2000
+    with Session(service.store.engine) as session:
+        assert len(session.exec(select(m.AllocationSnapshot)).all()) == 2

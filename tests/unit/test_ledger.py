@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import tempfile
 from pathlib import Path
@@ -310,7 +309,7 @@ def test_summarize_counts_wallets_owners_and_totals(tmp_path: Path) -> None:
 def test_row_order_does_not_change_the_parsed_set(lines: list[str]) -> None:
     """Shuffling the data lines of a valid file yields the same set of allocations."""
     def unnumbered(rows: list[AllocationRow]) -> set[AllocationRow]:
-        return {dataclasses.replace(row, line=0) for row in rows}
+        return {row._replace(line=0) for row in rows}
 
     with tempfile.TemporaryDirectory() as directory:
         original = parse_ledger(_write(Path(directory), GOOD_CSV), make_settings())
@@ -338,3 +337,33 @@ def test_a_bad_value_repeated_on_many_lines_is_reported_on_each(tmp_path: Path) 
     assert [line for line, e in zip(lines, errors, strict=True) if "DOGE" in e] == ["3", "5"]
     assert [line for line, e in zip(lines, errors, strict=True)
             if "unknown chain" in e] == ["6", "7"]
+
+
+def test_lines_are_taken_one_at_a_time_and_kept_without_their_fields(tmp_path: Path) -> None:
+    """A file of millions of lines is never held as millions of raw records (issue 18):
+    the header is checked before any line is split, a line that cannot be split fails
+    only when it is reached, and the rules across lines see each valid record without its
+    raw fields (they live on in its row)."""
+    from daemon.inputs import fields
+    from daemon.inputs.ledger import COLUMNS, REQUIRED
+    from daemon.inputs.tabular import read_records
+
+    path = tmp_path / "ledger.csv"
+    path.write_text(HEADER + f"ethereum,{A1},segregated,alice,ETH,1,,\n"
+                    + 'ethereum,"unterminated\n')
+    records = read_records(path, COLUMNS, REQUIRED, wrapper="allocations")
+    first = next(records)
+    assert first.line == 2 and first.fields["owner"] == "alice"
+    with pytest.raises(InputError, match=r"ledger.csv:3: malformed CSV"):
+        next(records)
+
+    path.write_text(HEADER + f"ethereum,{A1},segregated,alice,ETH,1,,\n"
+                    f"ethereum,{A2},segregated,bob,ETH,2,,\n")
+    seen: list[tuple[int, int]] = []
+
+    def across(rows: list[tuple[Any, Any]]) -> list[tuple[Any, str]]:
+        seen.extend((record.line, len(record.fields)) for record, _ in rows)
+        return []
+    rows = fields.validate_all(path, read_records(path, COLUMNS, REQUIRED, wrapper="allocations"),
+                               lambda record: (record.fields["owner"], []), across)
+    assert rows == ["alice", "bob"] and seen == [(2, 0), (3, 0)]
