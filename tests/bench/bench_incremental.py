@@ -1,6 +1,6 @@
 """Benchmark: steady-state cycles with incremental reads against full reads, on anvil.
 
-Seeds N wallets (native + one ERC-20 each, by state edits and batch mints, no million
+Seeds N wallets (native + one ERC-20 each, by state loaded into anvil, no million
 transactions) and books matching them, then runs one service over the chain through a
 counting proxy (what a provider would bill: HTTP requests and JSON-RPC calls, the calls
 inside batches counted one by one). Each step touches `--touched` wallets with token

@@ -1,7 +1,7 @@
 """Benchmark: a first (full) cycle and steady-state (incremental) cycles at scale, on anvil,
 each replica in its own process (tests/bench/scale_worker.py) so that its memory is its own.
 
-Seeds N wallets (native by anvil_setBalance, one ERC-20 by batch mints: no N
+Seeds N wallets (native and one ERC-20 balances loaded into anvil as state: no N
 transactions), writes books that match (two lines per wallet), then for each layout:
 - `sqlite`: one process, one shard, the embedded store;
 - `pg4x2`: PostgreSQL, the chain split in 4 wallet shards leased by 2 replicas
