@@ -65,6 +65,10 @@ class SourceSettings(_Frozen):
     notifications wake the chain's next cycle at once; polling goes on regardless."""
     ws_url_env: str | None = None
     """The environment variable holding `ws_url` (when it carries an API key)."""
+    zmq_url: str = ""
+    """core-rpc: the node's ZMQ `hashblock` publisher (`-zmqpubhashblock`), tcp://HOST:PORT;
+    each notification wakes the chain's next cycle at once; polling goes on regardless.
+    ZMQ is plaintext: loopback only unless `allow_insecure`."""
     headers_env: dict[str, str] = Field(default_factory=dict)
     """HTTP header → environment variable holding its value (API keys sent as headers)."""
     allow_insecure: bool = False
@@ -98,6 +102,7 @@ class SourceSettings(_Frozen):
         _resolve_url(self)
         _check_transport(self.url, self.allow_insecure)
         _resolve_ws_url(self)
+        _check_zmq_url(self)
         self._headers = _resolve_headers(self.headers_env)
         if not self.name:
             object.__setattr__(self, "name", self.kind)
@@ -185,6 +190,26 @@ def _resolve_ws_url(model: SourceSettings) -> None:
     if parts.scheme == "ws" and not model.allow_insecure and not is_loopback(parts.hostname or ""):
         raise ValueError(f"ws_url: plain ws:// to {parts.hostname}, which is not loopback: "
                          "use wss:// or set allow_insecure = true")
+
+
+def _check_zmq_url(model: SourceSettings) -> None:
+    """`zmq_url`: core-rpc sources only; tcp:// with a host and a port; loopback unless
+    `allow_insecure` (nothing on it is trusted, but a stranger could wake cycles)."""
+    if not model.zmq_url:
+        return
+    if model.kind != "core-rpc":
+        raise ValueError("zmq_url is for core-rpc sources (hashblock notifications)")
+    try:
+        check_url(model.zmq_url, ("tcp", "tcp"))
+        port = urlsplit(model.zmq_url).port
+    except ValueError as exc:
+        raise ValueError(f"zmq_url: {exc}") from None
+    if port is None:
+        raise ValueError("zmq_url: give the port (tcp://HOST:PORT)")
+    host = urlsplit(model.zmq_url).hostname or ""
+    if not model.allow_insecure and not is_loopback(host):
+        raise ValueError(f"zmq_url: {host} is not loopback and ZMQ is plaintext: "
+                         "set allow_insecure = true to use it")
 
 
 def check_url(url: str, schemes: tuple[str, str] = ("http", "https")) -> str:

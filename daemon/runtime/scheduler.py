@@ -26,7 +26,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from daemon.api.app import build_app
 from daemon.inputs.config import ChainSettings
 from daemon.rules.shards import Shard, shards
-from daemon.runtime.heads import HeadWatcher
+from daemon.runtime.heads import BlockHashWatcher, HeadWatcher
 from daemon.runtime.health import HealthServer
 from daemon.runtime.leases import LeaseLost, Leases, replica_id
 from daemon.runtime.metrics import Metrics
@@ -77,7 +77,7 @@ class Daemon:
         self._shards = [s for c in self._chains for s in shards(c)]
         self._pending: set[str] = set()
         """Shards a new head arrived for while their cycle ran (run again at once)."""
-        self._watchers: dict[str, HeadWatcher] = {}
+        self._watchers: dict[str, HeadWatcher | BlockHashWatcher] = {}
         executors = {f"chain:{s.key}": ThreadPoolExecutor(1) for s in self._shards}
         executors["default"] = ThreadPoolExecutor(1)
         for job in self._jobs:  # a slow alert run never holds back escalation, and back
@@ -121,14 +121,17 @@ class Daemon:
             return self._in_flight == 0
 
     def watch_heads(self) -> None:
-        """Follow the new heads of every chain whose source has a `ws_url` (the first
-        one), each new head bringing the chain's next cycle forward."""
+        """Follow the new blocks of every chain whose source has a `ws_url` or a
+        `zmq_url` (the first such source), each new block bringing the chain's next cycle
+        forward."""
         for chain in self._chains:
-            source = next((s for s in chain.sources if s.ws_url), None)
+            source = next((s for s in chain.sources if s.ws_url or s.zmq_url), None)
             if source is None:
                 continue
-            self._watchers[chain.name] = HeadWatcher(
-                chain.name, source.name, source.ws_url, self._waker(chain.name),
+            kind, url = (HeadWatcher, source.ws_url) if source.ws_url \
+                else (BlockHashWatcher, source.zmq_url)
+            self._watchers[chain.name] = kind(
+                chain.name, source.name, url, self._waker(chain.name),
                 stall_seconds=max(30.0, 3 * chain.poll_seconds)).start()
 
     def _waker(self, chain: str) -> Callable[[int], None]:

@@ -308,3 +308,37 @@ def test_ws_url_is_checked_like_url(tmp_path: Path, monkeypatch: pytest.MonkeyPa
                                     'ws_url_env = "ETH_WS_URL" }'))
     assert settings.chains[0].sources[0].ws_url == "wss://eth.example/ws/s3cret-path"
     assert "s3cret-path" in settings_secrets(settings)
+
+
+def test_zmq_url_is_for_core_rpc_on_loopback(tmp_path: Path) -> None:
+    """Issue 18 item 4 (Core): `zmq_url` is tcp://HOST:PORT on a core-rpc source; ZMQ is
+    plaintext, so a host that is not loopback needs allow_insecure; other kinds refuse it."""
+    utxo = """
+[[chains]]
+name = "litecoin"
+family = "utxo"
+network = "regtest"
+sources = [SOURCE]
+"""
+
+    def chain(source: str) -> str:
+        return utxo.replace("SOURCE", source)
+
+    loaded = load(tmp_path, chain('{ kind = "core-rpc", url = "http://127.0.0.1:19443", '
+                                  'zmq_url = "tcp://127.0.0.1:28332" }'))
+    assert loaded.chains[0].sources[0].zmq_url == "tcp://127.0.0.1:28332"
+    (line,) = problems(tmp_path, chain('{ kind = "core-rpc", url = "http://127.0.0.1:19443",'
+                                       ' zmq_url = "tcp://node.example:28332" }'))
+    assert "node.example is not loopback" in line
+    assert load(tmp_path, chain('{ kind = "core-rpc", url = "http://127.0.0.1:19443", '
+                                'zmq_url = "tcp://node.example:28332", allow_insecure = true }'))
+    (line,) = problems(tmp_path, chain('{ kind = "core-rpc", url = "http://127.0.0.1:19443",'
+                                       ' zmq_url = "tcp://127.0.0.1" }'))
+    assert "zmq_url: give the port" in line
+    (line,) = problems(tmp_path, chain('{ kind = "core-rpc", url = "http://127.0.0.1:19443",'
+                                       ' zmq_url = "ipc:///tmp/x" }'))
+    assert "zmq_url: bad URL" in line
+    (line,) = problems(tmp_path, BASE.replace(
+        '{ kind = "jsonrpc", url = "https://eth.example/rpc" }',
+        '{ kind = "jsonrpc", url = "https://eth.example/rpc", zmq_url = "tcp://127.0.0.1:1" }'))
+    assert "zmq_url is for core-rpc sources" in line
