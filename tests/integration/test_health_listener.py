@@ -23,6 +23,7 @@ from daemon.runtime.health import HealthServer, StatusCache, health_document, me
 from daemon.runtime.metrics import Metrics
 from daemon.runtime.scheduler import run_forever
 from daemon.service import ChainStatus, Service
+from tests.waiting import free_port
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
 
@@ -91,7 +92,7 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
     """A real `run_forever` (1 s polls over a fake source, SQLite) with its listener on a
     free loopback port; slow clients get 1 s to send a request."""
     monkeypatch.setattr(health, "REQUEST_SECONDS", 1.0)
-    port = _free_port()
+    port = free_port()
     settings = Settings(store={"url": f"sqlite:///{tmp_path / 'h.db'}"},  # type: ignore[arg-type]
                         daemon={"listen": f"127.0.0.1:{port}"},  # type: ignore[arg-type]
                         chains=[{"name": "ethereum", "family": "evm", "chain_id": 1,  # type: ignore[list-item]
@@ -121,12 +122,6 @@ def daemon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[st
 def _head():  # type: ignore[no-untyped-def]
     from chains.types import ChainHead
     return ChainHead(100, "0x" + "ab" * 32, int(time.time()))
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _checkpoints(service: Service) -> int:

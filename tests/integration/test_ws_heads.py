@@ -11,7 +11,7 @@ import csv
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,9 +20,9 @@ from chains.evm.devnet import AnvilNode, impersonate, install_multicall, set_bal
 from daemon.bootstrap import build_service
 from daemon.inputs.config import Settings
 from daemon.runtime.heads import HeadWatcher
-from daemon.runtime.scheduler import run_forever
 from daemon.store.db import make_engine, upgrade
 from tests.principals import FEEDER
+from tests.waiting import daemon_running, free_port, wait_for
 
 pytestmark = pytest.mark.anvil
 
@@ -112,15 +112,6 @@ def proxy(anvil_node: AnvilNode) -> Iterator[Proxy]:
     made.close()
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 15.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
 def watch(url: str, stall_seconds: float = 30.0) -> tuple[HeadWatcher, list[int]]:
     heights: list[int] = []
     return HeadWatcher("devnet", "anvil", url, heights.append,
@@ -192,7 +183,7 @@ def test_a_new_head_wakes_the_daemon_before_its_next_poll(anvil_node: AnvilNode,
     anvil_node.mine(1)
     ws = anvil_node.url.replace("http://", "ws://")
     settings = Settings(store={"url": store_url},  # type: ignore[arg-type]
-                        daemon={"listen": f"127.0.0.1:{_free_port()}"},  # type: ignore[arg-type]
+                        daemon={"listen": f"127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
                         chains=[{"name": "devnet", "family": "evm",  # type: ignore[list-item]
                                  "chain_id": 31337, "confirmations": 0, "poll_seconds": 60,
                                  "sources": [{"kind": "jsonrpc", "url": anvil_node.url,
@@ -205,10 +196,7 @@ def test_a_new_head_wakes_the_daemon_before_its_next_poll(anvil_node: AnvilNode,
         out.writerow(["chain", "address", "structure", "owner", "asset", "amount"])
         out.writerow(["devnet", ALICE, "segregated", "alice", "ETH", "10"])
     service.import_ledger(ledger, dry_run=False, actor=FEEDER)
-    stop = threading.Event()
-    thread = threading.Thread(target=run_forever, args=(service, stop), daemon=True)
-    thread.start()
-    try:
+    with daemon_running(service):
         assert wait_for(lambda: service.store.scan_state("devnet") is not None, 20)
         assert wait_for(lambda: service.store.last_checkpoint("devnet") is not None, 20)
         mined = time.monotonic()
@@ -216,12 +204,3 @@ def test_a_new_head_wakes_the_daemon_before_its_next_poll(anvil_node: AnvilNode,
         found = wait_for(lambda: any(r.row.type == "unauthorized_outflow"
                                      for r in service.discrepancies(status="open")), 20)
         assert found and time.monotonic() - mined < 15  # the next poll was 60 s away
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,10 +21,10 @@ import zmq
 from daemon.bootstrap import build_service
 from daemon.inputs.config import Settings
 from daemon.runtime.heads import BlockHashWatcher
-from daemon.runtime.scheduler import run_forever
 from daemon.store.db import make_engine, upgrade
 from tests.litecoind import LitecoinNode
 from tests.principals import FEEDER
+from tests.waiting import daemon_running, free_port, wait_for
 
 
 class Publisher:
@@ -61,15 +60,6 @@ def publisher() -> Iterator[Publisher]:
     made = Publisher()
     yield made
     made.close()
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 def publish_until(publisher: Publisher, condition: Callable[[], bool],
@@ -198,7 +188,7 @@ def test_a_hashblock_wakes_the_daemon_before_its_next_poll(
     wallet = litecoind.create_wallet()
     address = litecoind.new_address(wallet)
     settings = Settings(store={"url": store_url},  # type: ignore[arg-type]
-                        daemon={"listen": f"127.0.0.1:{_free_port()}"},  # type: ignore[arg-type]
+                        daemon={"listen": f"127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
                         chains=[{"name": "litecoin", "family": "utxo",  # type: ignore[list-item]
                                  "network": "litecoin-regtest", "confirmations": 0,
                                  "poll_seconds": 60,
@@ -212,26 +202,14 @@ def test_a_hashblock_wakes_the_daemon_before_its_next_poll(
         out.writerow(["chain", "address", "structure", "owner", "asset", "amount"])
         out.writerow(["litecoin", address, "segregated", "alice", "LTC", "0"])
     service.import_ledger(ledger, dry_run=False, actor=FEEDER)
-    stop = threading.Event()
-    thread = threading.Thread(target=run_forever, args=(service, stop), daemon=True)
-    thread.start()
 
     def checkpointed() -> int:
         checkpoint = service.store.last_checkpoint("litecoin")
         return checkpoint.block_height if checkpoint is not None else -1
-    try:
+    with daemon_running(service):
         assert wait_for(lambda: checkpointed() >= 0, 30)
         litecoind.mine(1)
         height = litecoind.height()
         announced = time.monotonic()
         assert publish_until(publisher, lambda: checkpointed() >= height, 20)
         assert time.monotonic() - announced < 20  # the next poll was 60 s away
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
