@@ -72,8 +72,9 @@ class BooksStore:
                                  f"snapshot {current.id}); nothing imported")
             chains = {c.name: c for c in session.exec(select(m.Chain))}
             ids = {name: c.id or 0 for name, c in chains.items()}
-            assets = {(name, symbol): id_ for (chain_id, symbol), id_ in
-                      _asset_ids(session).items() for name in ids if ids[name] == chain_id}
+            named = {id_: name for name, id_ in ids.items()}
+            assets = {(named[chain_id], symbol): id_ for (chain_id, symbol), id_ in
+                      _asset_ids(session).items() if chain_id in named}
             connection = session.connection()
             snapshot = m.AllocationSnapshot(imported_at=now, source_name=source_name,
                                             sha256=sha256, rows=len(rows), as_of=cut_off)
