@@ -74,10 +74,33 @@ def publish_until(publisher: Publisher, condition: Callable[[], bool],
     return condition()
 
 
-def watch(url: str, stall_seconds: float = 30.0) -> tuple[BlockHashWatcher, list[int]]:
+def settle(seen: list[int], quiet: float = 0.3) -> int:
+    """Wait until no notification has come for `quiet` seconds (a publish may still be in
+    flight when a condition first holds); return how many came."""
+    count = -1
+    for _ in range(50):
+        if count == len(seen):
+            break
+        count = len(seen)
+        time.sleep(quiet)
+    return count
+
+
+class Clock:
+    """The watchdog's clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def watch(url: str, clock: Callable[[], float] = time.monotonic
+          ) -> tuple[BlockHashWatcher, list[int]]:
     heights: list[int] = []
-    return BlockHashWatcher("litecoin", "core-rpc", url, heights.append,
-                            stall_seconds=stall_seconds).start(), heights
+    return BlockHashWatcher("litecoin", "core-rpc", url, heights.append, stall_seconds=30,
+                            clock=clock).start(), heights
 
 
 def test_each_hashblock_wakes_the_chain(publisher: Publisher) -> None:
@@ -86,9 +109,9 @@ def test_each_hashblock_wakes_the_chain(publisher: Publisher) -> None:
     watcher, heights = watch(publisher.url)
     try:
         assert publish_until(publisher, lambda: len(heights) >= 1)
+        count = settle(heights)
         assert set(heights) == {0} and watcher.notified_height is None
         watcher.polled(7)
-        count = len(heights)
         for _ in range(3):
             publisher.block()
         assert wait_for(lambda: len(heights) >= count + 3)
@@ -103,24 +126,25 @@ def test_a_malformed_notification_ends_the_subscription_and_it_is_made_again(
         publisher: Publisher) -> None:
     """A `hashblock` whose hash is not 32 bytes (a hostile or broken publisher) wakes
     nothing; the socket is replaced and later blocks are notified. An oversized frame is
-    refused by libzmq itself (MAXMSGSIZE: it drops the connection and, after such a
-    protocol error, does not reconnect): nothing wakes, the stream is silent, and the
-    watchdog replaces it once the polled head moves on."""
-    watcher, heights = watch(publisher.url, stall_seconds=0.3)
+    refused by libzmq itself (MAXMSGSIZE: it drops the connection, and libzmq 4.3 does not
+    reconnect after that protocol error): nothing wakes, the stream is silent, and the
+    watchdog replaces it once the polled head has moved on for its quiet window."""
+    clock = Clock()
+    watcher, heights = watch(publisher.url, clock)
     try:
         assert publish_until(publisher, lambda: len(heights) >= 1)
-        count = len(heights)
+        count = settle(heights)
         publisher.send([b"hashblock", b"\x00" * 31, b"\x00" * 4])
         assert wait_for(lambda: watcher.subscriptions == 2)
         assert len(heights) == count
         watcher.polled(20)
         assert publish_until(publisher, lambda: watcher.notified_height == 20)
-        count = len(heights)
+        count = settle(heights)
         publisher.send([b"hashblock", b"\x00" * 100_000, b"\x00" * 4])
-        time.sleep(0.4)
+        time.sleep(0.3)
         publisher.block()
-        time.sleep(0.2)
-        assert len(heights) == count
+        assert settle(heights) == count
+        clock.now += 31
         watcher.polled(22)
         assert watcher.stalls == 1
         assert wait_for(lambda: watcher.subscriptions == 3)
@@ -131,15 +155,19 @@ def test_a_malformed_notification_ends_the_subscription_and_it_is_made_again(
 
 def test_a_silent_publisher_is_replaced_by_the_watchdog(publisher: Publisher) -> None:
     """The publisher goes quiet while the polled head moves on: after the quiet window
-    the watchdog replaces the subscription (once per window), and when the publisher
-    speaks again the blocks are notified."""
-    watcher, _ = watch(publisher.url, stall_seconds=0.3)
+    (30 s of the watchdog's clock) the watchdog replaces the subscription, once per
+    window, and when the publisher speaks again the blocks are notified."""
+    clock = Clock()
+    watcher, heights = watch(publisher.url, clock)
     try:
         watcher.polled(10)
         assert publish_until(publisher, lambda: watcher.notified_height == 10)
+        settle(heights)
+        watcher.polled(12)
+        assert watcher.stalls == 0  # two blocks behind, but not quiet for long
+        clock.now += 31
         watcher.polled(11)
-        assert watcher.stalls == 0  # one block past the last notification: not yet
-        time.sleep(0.4)
+        assert watcher.stalls == 0  # quiet, but one block past the last notification
         watcher.polled(12)
         assert watcher.stalls == 1
         watcher.polled(12)
