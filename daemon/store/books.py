@@ -26,7 +26,13 @@ from daemon.store import models as m
 from daemon.store import transfers as tx
 from daemon.store.audit import AuditLog
 from daemon.store.cycle import ENGINE_ACTOR
-from daemon.store.db import driver_form, insert_plain, roomy_page_cache, session_scope
+from daemon.store.db import (
+    driver_form,
+    insert_plain,
+    refresh_statistics,
+    roomy_page_cache,
+    session_scope,
+)
 
 
 class BooksStore:
@@ -83,7 +89,7 @@ class BooksStore:
             table = m.Allocation.__table__  # type: ignore[attr-defined]
             amount = driver_form(connection, table.c.amount)
             with roomy_page_cache(connection):  # new rows land all over the indexes
-                wallets = _upsert_wallets(session, rows, ids)
+                wallets, written = _upsert_wallets(session, rows, ids)
                 snapshot_id = snapshot.id  # an ORM attribute: read once, not per row
                 insert_plain(connection, table, _ALLOCATION_KEYS, [  # no per-row binding
                     (snapshot_id, wallets[(r.chain, r.address)],
@@ -95,7 +101,8 @@ class BooksStore:
                           "as_of": cut_off.isoformat()})
             corrected = _ledger_corrected(session, audit, rows, chains, snapshot.id or 0,
                                           actor, now, cut_off)
-            return snapshot.id or 0, corrected
+        refresh_statistics(self.engine, {"wallet": written, "allocation": len(rows)})
+        return snapshot.id or 0, corrected
 
     def import_withdrawals(self, rows: Sequence[ApprovedInstruction], source_name: str,
                            now: datetime, actor: str = ENGINE_ACTOR) -> tuple[int, int]:
@@ -238,9 +245,10 @@ def _asset_ids(session: Session) -> dict[tuple[int, str], int]:
     return {(a.chain_id, a.symbol): a.id or 0 for a in session.exec(select(m.Asset))}
 
 
-def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
-                    chain_ids: Mapping[str, int]) -> dict[tuple[str, Address], int]:
-    """Insert new wallets and update changed ones in bulk; return (chain, address) → id."""
+def _upsert_wallets(session: Session, rows: Sequence[AllocationRow], chain_ids: Mapping[str, int]
+                    ) -> tuple[dict[tuple[str, Address], int], int]:
+    """Insert new wallets and update changed ones in bulk; return (chain, address) → id,
+    and how many wallet rows were written."""
     table = m.Wallet.__table__  # type: ignore[attr-defined]
     wanted: dict[tuple[str, str], tuple[str, str | None, str | None]] = {}
     for r in rows:
@@ -261,7 +269,8 @@ def _upsert_wallets(session: Session, rows: Sequence[AllocationRow],
             structure=bindparam("b_structure"), label=bindparam("b_label"),
             mpc_key_id=bindparam("b_key")), changed)
     ids = session.execute(sa_select(table.c.chain_id, table.c.address, table.c.id)).all()
-    return {(by_id[cid], Address(addr)): id_ for cid, addr, id_ in ids if cid in by_id}
+    return ({(by_id[cid], Address(addr)): id_ for cid, addr, id_ in ids if cid in by_id},
+            len(new) + len(changed))
 
 
 _ALLOCATION_KEYS = ("snapshot_id", "wallet_id", "asset_id", "owner", "amount")

@@ -32,7 +32,7 @@ from daemon.store.cycle import (
     record,
     record_stale,
 )
-from daemon.store.db import session_scope
+from daemon.store.db import refresh_statistics, session_scope
 from daemon.store.feeds import FeedQueries
 from daemon.store.observations import Resident, recheck_basis
 from daemon.store.types import UTCDateTime
@@ -109,7 +109,8 @@ class Store(BooksStore, AuditQueries, FeedQueries, ConsoleQueries):
             row.last_error = None
             row.last_error_at = None
             session.add(row)
-            return write
+        refresh_statistics(self.engine, {"balance_observation": write.observations_stored})
+        return write
 
     def recheck_basis(self, ledger: LedgerView, shard: tuple[int, int], symbols: Sequence[str],
                       resident: Resident | None = None) -> tuple[Basis, Resident | None]:

@@ -367,3 +367,29 @@ def test_an_import_writes_with_a_wide_page_cache_and_no_full_collection(  # type
             assert connection.exec_driver_sql("PRAGMA cache_size").scalar() == -2000
     with Session(service.store.engine) as session:
         assert len(session.exec(select(m.AllocationSnapshot)).all()) == 2
+
+
+def test_a_cycle_and_an_import_say_what_they_wrote(  # type: ignore[no-untyped-def]
+        world, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """After its transaction, a cycle write tells `refresh_statistics` how many
+    observations it stored, and a ledger import how many wallets and allocations it wrote
+    (whether that is a bulk write is the function's to decide, tested above)."""
+    from daemon.store import books, repository
+    from daemon.store.db import BULK_ROWS
+
+    service, adapter, _ = world
+    asked: list[dict[str, int]] = []
+
+    def told(_engine: object, written: dict[str, int]) -> list[str]:
+        asked.append(dict(written))
+        return []
+    for module in (repository, books):
+        monkeypatch.setattr(module, "refresh_statistics", told)
+    balanced(adapter)
+    service.run_cycle(chain(service))
+    assert asked == [{"balance_observation": 6}]  # three wallets, two assets
+    ledger = tmp_path / "big.csv"
+    ledger.write_text("chain,address,structure,owner,asset,amount\n" + "".join(
+        f"ethereum,0x{n:040x},segregated,o{n},ETH,1\n" for n in range(1, BULK_ROWS + 1)))
+    service.import_ledger(ledger, dry_run=False, actor=FEEDER)
+    assert asked[1:] == [{"wallet": BULK_ROWS, "allocation": BULK_ROWS}]
