@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 from chains.base import ChainAdapter
 from chains.registry import make_adapter
 from daemon.errors import InputError
-from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
+from daemon.inputs.source_settings import SourceSettings
 from daemon.service import Service
 from daemon.store.db import ensure_schema, make_engine
 from daemon.store.repository import Store

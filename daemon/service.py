@@ -28,8 +28,10 @@ from chains.types import Address, BalanceObservation, ChainHead, ScanResult
 from daemon.auth.policy import Principal
 from daemon.auth.service import IdentityService
 from daemon.errors import InputError
-from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
 from daemon.inputs.ledger import parse_ledger, summarize
+from daemon.inputs.source_settings import SourceSettings
 from daemon.inputs.withdrawals import checkers, parse_withdrawals, summarize_withdrawals
 from daemon.rules import transit
 from daemon.rules.calendar import add_business_day

@@ -39,7 +39,9 @@ from daemon.cli.review import audit_app, disc_app
 from daemon.errors import EXIT_DISCREPANCY, EXIT_OK, EXIT_SOURCE, InputError, exit_code_for
 
 if TYPE_CHECKING:  # the heavy modules load when a command runs, not for --help or version
-    from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+    from daemon.inputs.chain_settings import ChainSettings
+    from daemon.inputs.config import Settings
+    from daemon.inputs.source_settings import SourceSettings
     from daemon.runtime.inbox import Inbox
     from daemon.service import CycleResult, Service
 
@@ -198,7 +200,7 @@ def _resolve_chain(settings: Settings, name: str, source: str | None
     from pydantic import ValidationError
 
     from daemon.inputs.builtin import builtin_chain, source_name
-    from daemon.inputs.config import SourceSettings
+    from daemon.inputs.source_settings import SourceSettings
 
     if source:  # its key parts are masked in every message from here on
         from chains.urls import url_secrets

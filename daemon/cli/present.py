@@ -11,7 +11,7 @@ from rich.table import Table
 
 from chains.types import UNCONFIRMED, AssetRef, TransferObservation
 from daemon.cli.common import plural
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules.amounts import format_amount
 from daemon.rules.reconcile import Finding
 from daemon.rules.transit import Item, adjustments

@@ -16,7 +16,7 @@ from chains.base import ChainAdapter, OutputTracker
 from chains.errors import SourceUnavailable
 from chains.types import Address, BalanceObservation, BaseUnits, ChainHead
 from daemon.errors import InputError
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.store.repository import Store
 
 MAX_ROLLBACK_BLOCKS = 2_000

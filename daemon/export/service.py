@@ -29,7 +29,7 @@ from daemon.export.package import (
     write_package,
 )
 from daemon.export.pinning import pinned_balances
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.service import Service
 from daemon.store.heads import current as current_head
 

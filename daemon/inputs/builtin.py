@@ -6,7 +6,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the CLI's help reads BUILTIN_CHAINS without loading the settings models
-    from daemon.inputs.config import ChainSettings
+    from daemon.inputs.chain_settings import ChainSettings
 
 BUILTIN_CHAINS: dict[str, dict[str, Any]] = {
     "ethereum": {"family": "evm", "chain_id": 1},
@@ -36,7 +36,7 @@ def builtin_chain(name: str, source_url: str) -> ChainSettings | None:
 
     Raises pydantic's ValidationError for a bad URL (the caller reports it).
     """
-    from daemon.inputs.config import ChainSettings
+    from daemon.inputs.chain_settings import ChainSettings
 
     spec = BUILTIN_CHAINS.get(name)
     if spec is None:

@@ -15,7 +15,8 @@ from chains.addresses import canonical_address
 from chains.errors import InvalidAddress
 from chains.types import Address, AssetRef, BaseUnits
 from daemon.errors import InputError
-from daemon.inputs.config import ChainSettings, Settings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
 from daemon.inputs.tabular import JsonFloat, Record, json_type
 from daemon.rules.amounts import parse_amount
 

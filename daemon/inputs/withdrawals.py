@@ -34,7 +34,8 @@ from typing import Any
 
 from chains.types import Address, AssetRef, BaseUnits
 from daemon.inputs import fields as parse
-from daemon.inputs.config import ChainSettings, Settings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
 from daemon.inputs.tabular import Record, read_records
 
 COLUMNS = ("id", "chain", "from_address", "to_address", "asset", "amount", "approved_by",

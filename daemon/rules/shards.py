@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 
 
 def shard_of(address: str, count: int) -> int:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from chains.base import ChainAdapter, OutputTracker
 from chains.errors import ChainMismatch, DecodeError, SourceUnavailable
 from chains.types import Address, ChainHead
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.runtime.scanning import compare_scans, plan_scan
 from daemon.runtime.sources import AdapterFactory, Sources
 from daemon.store.repository import Store

@@ -40,7 +40,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from daemon import __version__
 from daemon.errors import ConfigError
-from daemon.inputs.config import is_loopback
+from daemon.inputs.source_settings import is_loopback
 from daemon.runtime.metrics import Metrics
 from daemon.service import ChainStatus
 

@@ -13,7 +13,7 @@ from datetime import datetime
 
 from chains.base import ChainAdapter, OutputTracker
 from chains.types import Address, BaseUnits, ChainHead
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules.recheck import (
     NO_BASIS,
     Circle,

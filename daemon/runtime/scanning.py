@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from chains.base import ChainAdapter
 from chains.errors import SourceUnavailable
 from chains.types import Address, BlockLink, ChainHead, ScanResult
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules.flows import Flow
 from daemon.store.transfers import ScanPlan, ScanState, TrackedRow, block_time
 

@@ -24,7 +24,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from daemon.api.app import build_app
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules.shards import Shard, shards
 from daemon.runtime.heads import BlockHashWatcher, HeadWatcher
 from daemon.runtime.health import HealthServer

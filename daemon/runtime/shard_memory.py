@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from chains.types import Address, BalanceObservation, ChainHead
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules.recheck import Circle, Reads
 from daemon.rules.reconcile import LedgerView
 from daemon.rules.shards import Shard

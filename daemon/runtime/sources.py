@@ -30,7 +30,8 @@ import structlog
 from chains.base import ChainAdapter
 from chains.errors import ChainMismatch, DecodeError, SegwatchError, SourceUnavailable
 from chains.types import Address, BalanceObservation, ChainHead
-from daemon.inputs.config import ChainSettings, SourceSettings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.source_settings import SourceSettings
 from daemon.rules.recheck import Reads, everything
 from daemon.rules.reconcile import CrossCheck, Finding, LedgerView, cross_check
 from daemon.rules.shards import Shard

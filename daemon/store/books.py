@@ -17,7 +17,8 @@ from sqlmodel import Session, col, select
 
 from chains.types import Address
 from daemon.errors import InputError
-from daemon.inputs.config import ChainSettings, Settings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
 from daemon.inputs.ledger import AllocationRow
 from daemon.inputs.withdrawals import ApprovedWithdrawal as ApprovedInstruction
 from daemon.rules import transit

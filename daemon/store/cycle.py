@@ -14,7 +14,7 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from chains.types import Address, BalanceObservation, BaseUnits, ChainHead
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules import transit
 from daemon.rules.flows import Flow, classify, continuity
 from daemon.rules.reconcile import (

@@ -15,7 +15,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from daemon.errors import InputError
-from daemon.inputs.config import ChainSettings
+from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules.recheck import NO_BASIS, Basis
 from daemon.rules.reconcile import Finding, LedgerView
 from daemon.rules.workflow import RAISED, Refused, Request, check

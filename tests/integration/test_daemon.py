@@ -18,7 +18,9 @@ from chains.evm.devnet import free_port
 from chains.fake import FakeAdapter
 from daemon.bootstrap import open_store
 from daemon.errors import ConfigError
-from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
+from daemon.inputs.source_settings import SourceSettings
 from daemon.runtime.health import HealthServer
 from daemon.runtime.metrics import Metrics
 from daemon.runtime.scheduler import Daemon, Job, run_forever

@@ -61,7 +61,8 @@ from chains.evm.devnet import (
 )
 from chains.jsonrpc import JsonRpcClient
 from daemon.bootstrap import build_service
-from daemon.inputs.config import ChainSettings, Settings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
 from daemon.service import CycleResult, Service
 from daemon.store.db import make_engine, upgrade
 from tests.faultproxy import KINDS, FaultProxy

@@ -15,7 +15,9 @@ from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from chains.types import BaseUnits, ChainHead, TransferObservation
 from daemon.bootstrap import open_store
-from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
+from daemon.inputs.source_settings import SourceSettings
 from daemon.service import Service
 from daemon.store.db import make_engine, upgrade
 from tests.principals import FEEDER

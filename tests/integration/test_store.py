@@ -12,7 +12,9 @@ from sqlmodel import Session, select
 from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from daemon.bootstrap import open_store
-from daemon.inputs.config import ChainSettings, Settings, SourceSettings
+from daemon.inputs.chain_settings import ChainSettings
+from daemon.inputs.config import Settings
+from daemon.inputs.source_settings import SourceSettings
 from daemon.service import Service
 from daemon.store import models as m
 from daemon.store.db import current_revision, head_revision, make_engine, upgrade

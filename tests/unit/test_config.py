@@ -269,13 +269,14 @@ def test_the_example_configuration_documents_every_key() -> None:
 
     from pydantic import BaseModel
 
-    from daemon.inputs import auth_settings
+    from daemon.inputs import auth_settings, chain_settings, source_settings
     from daemon.inputs import config as c
 
     text = (Path(__file__).parents[2] / "config" / "segwatch.example.toml").read_text()
     written = set(re.findall(r"(?:^|[\s{,#])([a-z_][a-z0-9_]*)\s*=", text, re.MULTILINE))
     written |= set(re.findall(r"^#?\s*\[\[?(?:[a-z_]+\.)?([a-z_]+)\]?\]", text, re.MULTILINE))  # sections
-    sections = [v for module in (c, auth_settings) for v in vars(module).values()
+    sections = [v for module in (c, chain_settings, source_settings, auth_settings)
+                for v in vars(module).values()
                 if isinstance(v, type) and issubclass(v, BaseModel)
                 and v.__module__ == module.__name__]
     missing = sorted(f"{s.__name__}.{key}" for s in sections for key in s.model_fields
