@@ -4,7 +4,8 @@ Reads commands from stdin, one JSON object per line, and answers each with one J
 - {"do": "tick"}: with `--leases`, take and renew shard leases (daemon/runtime/leases.py);
   answers the shard keys held.
 - {"do": "cycle"}: run one cycle of every shard this replica holds (all of them without
-  leases); answers each cycle's figures and this process's RSS and peak RSS.
+  leases), at once, each in a thread of its own as the daemon runs them; answers each
+  cycle's figures and this process's RSS and peak RSS.
 - {"do": "exit"}.
 
 The settings come as one JSON file (`--settings`): the keyword arguments of `Settings`.
@@ -19,6 +20,7 @@ import json
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from daemon.bootstrap import Adapters, open_store  # noqa: E402
 from daemon.inputs.config import Settings  # noqa: E402
-from daemon.rules.shards import shards  # noqa: E402
+from daemon.rules.shards import Shard, shards  # noqa: E402
 from daemon.runtime.leases import Leases  # noqa: E402
 from daemon.service import Service  # noqa: E402
 
@@ -75,6 +77,21 @@ def main() -> int:
             collecting["full"] += info["generation"] == 2
 
     gc.callbacks.append(clock_gc)
+
+    def cycle(shard: Shard, profiled: str | None) -> dict[str, Any]:
+        """One cycle of `shard`, in its own thread like the daemon's (one executor per
+        shard: daemon/runtime/scheduler.py)."""
+        if PROFILE and profiled:
+            profile = cProfile.Profile()
+            result = profile.runcall(service.run_cycle, chain, shard)
+            profile.dump_stats(f"{PROFILE}-{profiled}-{shard.index}-of-{shard.count}")
+        else:
+            result = service.run_cycle(chain, shard)
+        return {"shard": shard.key, "seconds": result.duration, "wallets": result.wallets,
+                "wallets_read": result.wallets_read, "full_read": result.full_read,
+                "error": result.error, "scan_error": result.scan_error,
+                "findings": len(result.findings), "requests": result.rpc_requests}
+
     for line in sys.stdin:
         collecting.update(seconds=0.0, full=0)
         command: dict[str, Any] = json.loads(line)
@@ -84,24 +101,10 @@ def main() -> int:
             held = sorted(leases.tick()) if leases else [s.key for s in units]
             print(json.dumps({"held": held}), flush=True)
             continue
-        cycles = []
         started = time.perf_counter()
-        for shard in units:
-            if leases is not None and not leases.holds(shard.key):
-                continue
-            if PROFILE and command.get("profile"):
-                profile = cProfile.Profile()
-                result = profile.runcall(service.run_cycle, chain, shard)
-                profile.dump_stats(f"{PROFILE}-{command['profile']}-{shard.index}-of-"
-                                   f"{shard.count}")
-            else:
-                result = service.run_cycle(chain, shard)
-            cycles.append({"shard": shard.key, "seconds": result.duration,
-                           "wallets": result.wallets, "wallets_read": result.wallets_read,
-                           "full_read": result.full_read, "error": result.error,
-                           "scan_error": result.scan_error,
-                           "findings": len(result.findings),
-                           "requests": result.rpc_requests})
+        held = [unit for unit in units if leases is None or leases.holds(unit.key)]
+        with ThreadPoolExecutor(max(1, len(held)), thread_name_prefix="shard") as pool:
+            cycles = list(pool.map(cycle, held, [command.get("profile")] * len(held)))
         print(json.dumps({"cycles": cycles, "seconds": time.perf_counter() - started,
                           "gc_seconds": collecting["seconds"],
                           "gc_full": collecting["full"], **memory()}), flush=True)
