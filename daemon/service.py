@@ -9,22 +9,20 @@ import hashlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import structlog
 from sqlmodel import Session
 
-from chains.addresses import canonical_address
-from chains.base import ChainAdapter, OutputTracker
+from chains.base import ChainAdapter
 from chains.errors import (
     DecodeError,
-    InvalidAddress,
     SegwatchError,
     SourceUnavailable,
 )
-from chains.types import Address, BalanceObservation, ChainHead, ScanResult
+from chains.types import ChainHead
 from daemon.auth.policy import Principal
 from daemon.auth.service import IdentityService
 from daemon.errors import InputError
@@ -39,8 +37,6 @@ from daemon.rules.reconcile import (
     BALANCE_TYPES,
     SEVERITY,
     Finding,
-    LedgerView,
-    Reconciliation,
     ledger_stale_finding,
     reconcile,
     stale_finding,
@@ -50,14 +46,14 @@ from daemon.rules.workflow import Action, Request
 from daemon.runtime.chain_scan import ChainScanner
 from daemon.runtime.memory import full_passes_deferred, settle
 from daemon.runtime.reads import CycleReads
-from daemon.runtime.scanning import flows_of
 from daemon.runtime.shard_memory import ShardMemory
 from daemon.runtime.sources import AdapterFactory, NoFreshSource, SourceObserver, Sources
+from daemon.spot_check import CheckReport, spot_check
+from daemon.status import ChainStatus, chain_statuses
 from daemon.store.cycle import CycleInput, CycleWrite
 from daemon.store.heads import Head, HeadSigner, sign_newest
 from daemon.store.identity import Identities
-from daemon.store.models import Checkpoint
-from daemon.store.repository import DiscrepancyRecord, Heartbeat, OpenSummary, Store
+from daemon.store.repository import DiscrepancyRecord, Heartbeat, Store
 
 log = structlog.get_logger("segwatch")
 MAX_LOGGED_CHANGES = 200
@@ -114,50 +110,6 @@ class ImportResult:
     rows: Sequence[object]
     summary: dict[str, object]
     snapshot_id: int | None
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    """A spot check of one wallet: live balances, ledger comparison, findings."""
-
-    chain: ChainSettings
-    address: Address
-    head: ChainHead
-    source: str
-    observations: list[BalanceObservation]
-    ledger: LedgerView
-    result: Reconciliation
-    in_ledger: bool
-    notes: list[str] = field(default_factory=list)
-    scan: ScanResult | None = None
-    ledger_as_of: datetime | None = None
-    """The cut-off of the snapshot compared with (SPEC §8)."""
-    items: list[transit.Item] = field(default_factory=list)
-    """The reconciling items that explain part of the difference (SPEC §8)."""
-    checked_at: datetime = field(default_factory=utcnow)
-
-
-@dataclass(frozen=True)
-class ChainStatus:
-    """The operational signal of one chain."""
-
-    chain: str
-    status: str
-    open_findings: int
-    last_cycle_at: datetime | None
-    block: int | None
-    fresh: bool
-    last_error: str | None
-    scanned_to: int | None = None
-    scan_error: str | None = None
-    overdue: int = 0
-    next_cure_deadline: datetime | None = None
-    next_cure_remaining: int | None = None
-    """Seconds to the nearest cure deadline of an open item (negative: overdue)."""
-    ledger_as_of: datetime | None = None
-    """The current ledger snapshot's cut-off (SPEC §8)."""
-    items: list[transit.Item] = field(default_factory=list)
-    """The reconciling items at the last cycle's block (SPEC §8)."""
 
 
 class Service:
@@ -429,94 +381,18 @@ class Service:
         return add_business_day(detected, self.settings.daemon.timezone,
                                 self.settings.daemon.calendar)
 
-    # --- spot check ---------------------------------------------------------------------
+    # --- spot check and review -------------------------------------------------------------
     def check(self, chain: ChainSettings, address_text: str,
               source: SourceSettings | None = None,
               blocks: tuple[int, int] | None = None) -> CheckReport:
-        """Read one wallet's balances at the chain head, its transfers in `blocks` (default:
-        the newest CHECK_WINDOW blocks), and compare the balances with the ledger.
+        """One wallet's spot check (`daemon.spot_check.spot_check`). Raises InputError
+        (invalid address or range), SourceUnavailable, ChainMismatch."""
+        return spot_check(self.store, self.connect, self._clock, chain, address_text,
+                          source, blocks)
 
-        A balance that cannot be read carries its error; the transfers are still listed.
-        Raises InputError (invalid address or range), SourceUnavailable, ChainMismatch.
-        """
-        try:
-            address = canonical_address(chain.family, chain.network, address_text)
-        except InvalidAddress as exc:
-            raise InputError(f"{chain.name}: {exc.user_message}") from None
-        ledger = self._ledger_for(chain, address)
-        adapter = self.connect(chain, source)
-        try:
-            head = adapter.head()
-            start, end = _check_range(blocks, head.height)
-            notes = [] if address in ledger.wallets else ["address is not in the sub-ledger"]
-            if isinstance(adapter, OutputTracker):
-                notes.append("core-rpc source: spends of outputs created before the scanned "
-                             "blocks are not listed (the node cannot tell whose output an "
-                             "input spends); pending transactions are not listed")
-            scan = adapter.scan([address], start, end)
-            observations = _balances_or_errors(adapter, address, chain, head)
-        finally:
-            adapter.close()
-        if chain.family == "evm" and scan.traces == "none":
-            notes.append("the source serves no trace API: internal (contract-call) transfers "
-                         "are not listed; balance continuity still covers them")
-        times = {b.height: b.timestamp for b in scan.blocks}
-        fees = [dataclasses.replace(f, block=dataclasses.replace(
-            f.block, timestamp=times.get(f.block.height))) for f in scan.fees]
-        items = self.store.reconciling_items(ledger, head.height, chain.native_asset.symbol,
-                                             [address], (list(flows_of(chain, scan)), fees))
-        return CheckReport(chain, address, head, adapter.source, observations, ledger,
-                           reconcile(ledger, observations, transit.adjustments(items)),
-                           address in ledger.wallets, notes, scan, ledger.cut_off, items,
-                           self._clock())
-
-    def _ledger_for(self, chain: ChainSettings, address: Address) -> LedgerView:
-        full = self.store.ledger_view(chain.name)
-        wallet = full.wallets.get(address)
-        return LedgerView(chain.name, {address: wallet} if wallet else {}, full.cut_off)
-
-    # --- review -------------------------------------------------------------------------
     def status(self) -> list[ChainStatus]:
-        """Return one signal per configured chain: `discrepancy` (open findings), `stale`
-        (no recent cycle), `unverified` (recent, but a balance or the transfer scan could
-        not be read or verified, or the newest cycle failed: not vouched for), or
-        `compliant`."""
-        now = self._clock()
-        # checkpoints first: a cycle committing between the two reads then shows as not
-        # yet done (stale), never as done without its findings (a false "compliant")
-        checkpoints = {c.name: self._shard_checkpoints(c) for c in self.settings.chains}
-        summaries = self.store.open_summary(now)
-        alarm = self.store.audit_alarm()
-        cut_off = self.store.ledger_cut_off()
-        out = []
-        for chain in self.settings.chains:
-            newest = checkpoints[chain.name]
-            checkpoint = min(newest, key=lambda c: c.finished_at) if newest else None
-            error, _ = self.store.chain_error(chain.name)
-            if alarm is not None:  # the table was changed behind the audit log's back
-                error = f"audit log and table disagree: {alarm}" + (f"; {error}" if error
-                                                                      else "")
-            last = checkpoint.finished_at if checkpoint else None
-            fresh = last is not None and (now - last).total_seconds() <= chain.freshness
-            mine = summaries.get(chain.name, OpenSummary())
-            unverified = error is not None or any(
-                c.read_errors or (c.shard == 0 and not c.scanned) for c in newest) or \
-                mine.unverified > 0
-            signal = _signal(fresh, unverified, mine.count - mine.unverified)
-            scan = self.store.scan_state(chain.name)
-            nearest = mine.nearest_deadline
-            items = self.store.reconciling_items(
-                self.store.ledger_view(chain.name), checkpoint.block_height,
-                chain.native_asset.symbol) if checkpoint else []
-            out.append(ChainStatus(
-                chain.name, signal, mine.count, last,
-                checkpoint.block_height if checkpoint else None,
-                fresh, error, scan.height if scan else None, scan.error if scan else None,
-                overdue=mine.overdue,
-                next_cure_deadline=nearest,
-                next_cure_remaining=None if nearest is None
-                else int((nearest - now).total_seconds()), ledger_as_of=cut_off, items=items))
-        return out
+        """One signal per configured chain (`daemon.status.chain_statuses`)."""
+        return chain_statuses(self.settings, self.store, self._clock())
 
     def items_for(self, record: DiscrepancyRecord) -> list[transit.Item]:
         """The reconciling items of an open balance discrepancy's wallet and asset at the
@@ -530,16 +406,6 @@ class Service:
                                              [row.address])
         return [i for i in found
                 if (i.movement.address, i.movement.asset) == (row.address, row.asset)]
-
-    def _shard_checkpoints(self, chain: ChainSettings) -> list[Checkpoint]:
-        """The newest checkpoint of each of the chain's wallet shards; empty while a shard
-        has none (a chain is only as fresh as its stalest shard)."""
-        if chain.shards == 1:
-            last = self.store.last_checkpoint(chain.name)
-            return [last] if last else []
-        newest = [self.store.last_checkpoint(chain.name, (s.index, s.count))
-                  for s in shards(chain)]
-        return [] if any(c is None for c in newest) else [c for c in newest if c is not None]
 
     def heartbeat(self) -> Heartbeat | None:
         """The newest heartbeat of a daemon (`segwatch run`) on this store, or None."""
@@ -599,49 +465,6 @@ class Service:
 CUT_OFF_SKEW = timedelta(minutes=2)
 """A snapshot's as_of may be this far ahead of segwatch's clock (clocks differ)."""
 
-CHECK_WINDOW = 128
-"""Blocks `check` scans for transfers when no --blocks range is given."""
 
-
-def _check_range(blocks: tuple[int, int] | None, head: int) -> tuple[int, int]:
-    if blocks is None:
-        return max(0, head - CHECK_WINDOW + 1), head
-    start, end = blocks
-    if end > head:
-        raise InputError(f"--blocks: block {end} is beyond the chain head ({head})")
-    return start, end
-
-
-def _balances_or_errors(adapter: ChainAdapter, address: Address, chain: ChainSettings,
-                        head: ChainHead) -> list[BalanceObservation]:
-    """Balances at `head`; when the source cannot serve them, one error per asset."""
-    try:
-        return adapter.balances([address], chain.assets, head)
-    except SourceUnavailable as exc:
-        return [BalanceObservation(address, asset, None, head, adapter.source, exc.user_message)
-                for asset in chain.assets]
-
-
-def _signal(fresh: bool, unverified: bool, discrepancies: int) -> str:
-    if discrepancies:
-        return "discrepancy"
-    if not fresh:
-        return "stale"
-    return "unverified" if unverified else "compliant"
-
-
-SIGNALS = ("discrepancy", "stale", "unverified", "compliant")
-"""The operational signals, worst first."""
-
-
-def overall(statuses: Sequence[ChainStatus]) -> str:
-    """Return the worst signal: discrepancy, then stale, then unverified, then compliant."""
-    signals = {s.status for s in statuses}
-    for signal in SIGNALS[:-1]:
-        if signal in signals:
-            return signal
-    return "compliant"
-
-
-__all__ = ["CheckReport", "CycleResult", "ImportResult", "NoFreshSource", "SegwatchError",
-           "Service", "SourceObserver", "overall"]
+__all__ = ["CycleResult", "ImportResult", "NoFreshSource", "SegwatchError", "Service",
+           "SourceObserver"]

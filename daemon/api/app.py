@@ -43,7 +43,8 @@ from daemon.runtime.health import (
     health_app,
 )
 from daemon.runtime.metrics import Metrics
-from daemon.service import Service, overall
+from daemon.service import Service
+from daemon.status import overall
 from daemon.store.identity import SignedIn
 
 if TYPE_CHECKING:

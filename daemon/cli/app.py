@@ -372,7 +372,7 @@ def run_exit_code(results: Sequence[CycleResult]) -> int:
 def status(ctx: typer.Context, as_json: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """One signal per chain and overall: compliant, discrepancy, stale or unverified."""
     from daemon.cli.present import heartbeat_line, items_table, status_json, status_table
-    from daemon.service import overall
+    from daemon.status import overall
 
     g = setup(ctx, verbose)
     service = g.service()

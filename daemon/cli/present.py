@@ -15,7 +15,9 @@ from daemon.inputs.chain_settings import ChainSettings
 from daemon.rules.amounts import format_amount
 from daemon.rules.reconcile import Finding
 from daemon.rules.transit import Item, adjustments
-from daemon.service import ChainStatus, CheckReport, CycleResult
+from daemon.service import CycleResult
+from daemon.spot_check import CheckReport
+from daemon.status import ChainStatus
 from daemon.store.models import AuditEntry
 from daemon.store.repository import DiscrepancyRecord, Heartbeat
 

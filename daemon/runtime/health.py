@@ -42,7 +42,7 @@ from daemon import __version__
 from daemon.errors import ConfigError
 from daemon.inputs.source_settings import is_loopback
 from daemon.runtime.metrics import Metrics
-from daemon.service import ChainStatus
+from daemon.status import ChainStatus
 
 log = structlog.get_logger("segwatch")
 

@@ -124,7 +124,7 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     continuity, changed balances, the checkpoint, and the balance findings (update open
     ones, open new ones, self-clear verified ones that cleared).
     """
-    audit = AuditLog(session)
+    audit = AuditLog(session, defer=True)  # held from the first read of discrepancies
     transfer_findings: list[Finding] = []
     changes: list[Change] = []
     if cycle.seed is not None:
@@ -164,6 +164,7 @@ def record(session: Session, chain: ChainSettings, chain_id: int, cycle: CycleIn
     stored = store_observations(session, fresh, ids, now, latest)
     result = dataclasses.replace(cycle.result, findings=tuple(findings))
     voided = len(changes)
+    audit.hold()  # the chain's discrepancies: read and changed by one writer at a time
     opened, updated, cleared = _apply_findings(session, audit, chain_id, result, now, deadline,
                                                hold, scanned=cycle.shard == 0 and
                                                not cycle.scan_error, changes=changes)
@@ -346,6 +347,7 @@ def _void_orphaned(session: Session, audit: AuditLog, chain_id: int, now: dateti
     orphans = tx.orphaned_keys(session, chain_id)
     if not orphans:
         return []
+    audit.hold()
     rows = session.exec(select(m.Discrepancy).where(
         m.Discrepancy.chain_id == chain_id, col(m.Discrepancy.status).in_(m.OPEN_STATUSES),
         col(m.Discrepancy.event).in_(orphans))).all()

@@ -24,7 +24,8 @@ from daemon.rules.reconcile import SEVERITY
 from daemon.rules.transit import adjustments
 from daemon.rules.workflow import REASON_CODES
 from daemon.runtime.health import Statuses
-from daemon.service import ChainStatus, Service, overall
+from daemon.service import Service
+from daemon.status import ChainStatus, overall
 from daemon.store import models as m
 from daemon.store.console import SEVERITY_ORDER, SORTS, Filters, Sort
 from daemon.web.pages import Pages

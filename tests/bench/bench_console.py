@@ -54,7 +54,8 @@ from daemon.bootstrap import open_store  # noqa: E402
 from daemon.inputs.config import Settings  # noqa: E402
 from daemon.runtime.health import HealthServer  # noqa: E402
 from daemon.runtime.metrics import Metrics  # noqa: E402
-from daemon.service import Service, overall  # noqa: E402
+from daemon.service import Service  # noqa: E402
+from daemon.status import overall  # noqa: E402
 from daemon.store.db import make_engine, upgrade  # noqa: E402
 from daemon.web.pages import Pages  # noqa: E402
 from daemon.web.session import Viewer  # noqa: E402

@@ -22,7 +22,8 @@ from daemon.runtime import health
 from daemon.runtime.health import HealthServer, StatusCache, health_document, metrics_exposed
 from daemon.runtime.metrics import Metrics
 from daemon.runtime.scheduler import run_forever
-from daemon.service import ChainStatus, Service
+from daemon.service import Service
+from daemon.status import ChainStatus
 from tests.waiting import free_port
 
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)

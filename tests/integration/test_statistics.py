@@ -127,8 +127,10 @@ def test_the_newest_balances_of_given_wallets_walk_the_index_without_statistics(
     asked = [s for s in seen if "balance_observation" in s[0]]
     assert len(asked) == 2  # the newest ids, then their rows
     with pg_store.connect() as db:
-        assert db.execute(text("SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables"
-                               " WHERE relname = 'balance_observation'")).one() == (None, None)
+        assert db.execute(text(
+            "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+            "WHERE relname = 'balance_observation' AND schemaname = current_schema()")
+        ).one() == (None, None)
         plans = ["\n".join(row[0] for row in db.exec_driver_sql("EXPLAIN " + statement,
                                                                   parameters))
                  for statement, parameters in asked]
@@ -148,7 +150,8 @@ def test_a_bulk_write_is_analyzed_when_the_role_may(pg_store: Engine) -> None:
         with pg_store.connect() as db:  # a new transaction: a fresh view of the statistics
             return dict(db.execute(text(
                 "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
-                "WHERE relname IN ('wallet', 'balance_observation')")).all())
+                "WHERE relname IN ('wallet', 'balance_observation') "
+                "AND schemaname = current_schema()")).all())  # not other tests' schemas
     assert refresh_statistics(pg_store, {"wallet": BULK_ROWS - 1}) == []
     assert analyzed() == {"wallet": False, "balance_observation": False}
     assert refresh_statistics(pg_store, {"wallet": 20_000}) == ["wallet"]
