@@ -292,6 +292,10 @@ class Candidates:
     the books had booked → when the replacing branch began."""
 
 
+_TRANSFERS: Any = m.Transfer.__table__  # type: ignore[attr-defined]
+_FEES: Any = m.FeePaid.__table__  # type: ignore[attr-defined]
+
+
 def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinned: int,
                        addresses: Sequence[str] | None = None) -> Candidates:
     """Transfers and fees booked on one side only for books cut at `cut_off` and a chain
@@ -303,31 +307,33 @@ def transit_candidates(session: Session, chain_id: int, cut_off: datetime, pinne
     block_number), (chain, orphaned_at)): what is read is what is in transit, never the
     history."""
     def windows(table: Any) -> list[Any]:
-        live = col(table.orphaned).is_(False)
+        live = table.c.orphaned.is_(False)
         return [
-            (col(table.block_time) > cut_off) & (col(table.block_number) <= pinned) & live,
-            (col(table.block_number) > pinned) & (col(table.block_time) <= cut_off) & live,
-            (col(table.orphaned_at) >= cut_off) & (col(table.block_time) <= cut_off)
-            & col(table.orphaned).is_(True),
+            (table.c.block_time > cut_off) & (table.c.block_number <= pinned) & live,
+            (table.c.block_number > pinned) & (table.c.block_time <= cut_off) & live,
+            (table.c.orphaned_at >= cut_off) & (table.c.block_time <= cut_off)
+            & table.c.orphaned.is_(True),
         ]
 
-    rows: dict[int, m.Transfer] = {}
-    for window in windows(m.Transfer):
-        query = select(m.Transfer).where(m.Transfer.chain_id == chain_id, window)
+    # plain rows, not ORM objects: every shard's every cycle reads the chain's items
+    transfers, paid = _TRANSFERS, _FEES
+    rows: dict[int, Any] = {}
+    for window in windows(transfers):
+        query = sa_select(transfers).where(transfers.c.chain_id == chain_id, window)
         if addresses is not None:
-            query = query.where(col(m.Transfer.sender).in_(addresses)
-                                | col(m.Transfer.recipient).in_(addresses))
-        rows.update((r.id or 0, r) for r in session.exec(query))
-    fees: dict[int, m.FeePaid] = {}
-    for window in windows(m.FeePaid):
-        fee_query = select(m.FeePaid).where(m.FeePaid.chain_id == chain_id, window)
+            query = query.where(transfers.c.sender.in_(addresses)
+                                | transfers.c.recipient.in_(addresses))
+        rows.update((r.id or 0, r) for r in session.execute(query))
+    fees: dict[int, Any] = {}
+    for window in windows(paid):
+        fee_query = sa_select(paid).where(paid.c.chain_id == chain_id, window)
         if addresses is not None:
-            fee_query = fee_query.where(col(m.FeePaid.payer).in_(addresses))
-        fees.update((f.id or 0, f) for f in session.exec(fee_query))
+            fee_query = fee_query.where(paid.c.payer.in_(addresses))
+        fees.update((f.id or 0, f) for f in session.execute(fee_query))
     return Candidates(
         [_flow(r) for r in rows.values()],
         [FeePayment(ChainHead(f.block_number, f.block_hash, _stamp(f.block_time)), f.tx_hash,
-                    Address(f.payer), f.amount, f.success) for f in fees.values()],  # type: ignore[arg-type]
+                    Address(f.payer), f.amount, f.success) for f in fees.values()],
         {r.key for r in rows.values() if r.withdrawal_id is not None},
         {**{r.key: _aware(r.orphaned_at) for r in rows.values()
             if r.orphaned and r.orphaned_at},
@@ -343,11 +349,12 @@ def _stamp(moment: datetime | None) -> int | None:
     return None if moment is None else int(_aware(moment).timestamp())
 
 
-def _flow(r: m.Transfer) -> Flow:
+def _flow(r: Any) -> Flow:
+    """A stored transfer (an ORM object or a plain row of its table) as a flow."""
     return Flow(TransferObservation(
-        r.kind, ChainHead(r.block_number, r.block_hash, _stamp(r.block_time)), r.tx_hash,  # type: ignore[arg-type]
+        r.kind, ChainHead(r.block_number, r.block_hash, _stamp(r.block_time)), r.tx_hash,
         r.log_index, Address(r.sender) if r.sender else None, Address(r.recipient),
-        Address(r.contract) if r.contract else None, r.amount, "store", r.trace_path),  # type: ignore[arg-type]
+        Address(r.contract) if r.contract else None, r.amount, "store", r.trace_path),
         r.asset, r.block_time)
 
 
