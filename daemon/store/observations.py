@@ -103,7 +103,8 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
         m.Checkpoint.chain_id == chain_id, m.Checkpoint.shard == shard,
         m.Checkpoint.shards == shards).order_by(col(m.Checkpoint.id).desc())).first()
     state = tx.scan_state(session, chain_id)
-    if previous is None or previous.id is None or not previous.scanned or state is None:
+    if previous is None or previous.id is None or state is None or \
+            not (previous.scanned or _covered_now(previous, state)):
         return NO_BASIS, None  # the cycle reads every wallet
     if resident is None or resident.checkpoint != previous.id:
         resident = Resident.of(previous.id, newest_amounts(session, chain_id, wallets,
@@ -119,6 +120,17 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
     return Basis(ChainHead(previous.block_height, previous.block_hash), previous.swept_at,
                  carried, flagged, touched, state.recent, state.error,
                  state.traced_from, resident.unread), resident
+
+
+def _covered_now(checkpoint: m.Checkpoint, state: tx.ScanState) -> bool:
+    """Whether the scan now covers the block of a checkpoint written before it did: a
+    shard that does not scan, whose first cycle recorded before shard 0's first cycle
+    started the scan at that block or below (shards start side by side). Its balances
+    were read at that block like any checkpoint's; what moved since is scanned, so the
+    next cycle may carry from it (daemon/rules/recheck.py checks the span again), instead
+    of a second full read of the shard."""
+    return state.start_height <= checkpoint.block_height <= state.height and \
+        state.recent.get(checkpoint.block_height) == checkpoint.block_hash
 
 
 class PairIds(NamedTuple):
