@@ -25,10 +25,6 @@ Connect = Callable[[ChainSettings, SourceSettings | None], ChainAdapter]
 """Opens an adapter on the chain's sources (or only the one given)."""
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class CheckReport:
     """A spot check of one wallet: live balances, ledger comparison, findings."""
@@ -47,7 +43,7 @@ class CheckReport:
     """The cut-off of the snapshot compared with (SPEC §8)."""
     items: list[transit.Item] = field(default_factory=list)
     """The reconciling items that explain part of the difference (SPEC §8)."""
-    checked_at: datetime = field(default_factory=_utcnow)
+    checked_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 def spot_check(store: Store, connect: Connect, clock: Callable[[], datetime],
