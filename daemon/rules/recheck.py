@@ -226,9 +226,9 @@ def _why_full(basis: Basis, coverage: Coverage, block: ChainHead, now: datetime,
         return f"the previous checkpoint's block {previous.height} is not on the scanned chain"
     if block.height < previous.height or coverage.recent.get(block.height) != block.hash:
         return f"the transfer scan does not cover block {block.height}"
-    if traces_needed and (coverage.traced_from is None
-                          or coverage.traced_from > previous.height + 1):
-        return "internal transfers are not traced"
+    if traces_needed and block.height > previous.height and (
+            coverage.traced_from is None or coverage.traced_from > previous.height + 1):
+        return "internal transfers are not traced"  # no block between them: none to trace
     return None
 
 

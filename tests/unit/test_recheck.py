@@ -102,6 +102,18 @@ def test_a_reorg_above_the_checkpoint_still_allows_carrying() -> None:
     assert not reads.full
 
 
+def test_a_cycle_at_the_checkpoints_own_block_needs_no_traces() -> None:
+    """A shard that does not scan, cycling again before the scan moved past the block of
+    its first checkpoint (the cursor was only started there, so nothing is traced yet):
+    no block lies between them, so nothing could have moved untraced. It carries (was: a
+    second full read of the shard)."""
+    same = ChainHead(100, "0xa")
+    reads = plan_reads(WALLETS, SYMBOLS, basis(traced_from=None), coverage(traced_from=None),
+                       same, LATER, PERIOD, traces_needed=True)
+    assert not reads.full and reads.reason == ""
+    assert "not traced" in full_reason(c_traced_from=None, block=ChainHead(101, "0xb"))
+
+
 def test_utxo_chains_need_no_traces() -> None:
     reads = plan_reads(WALLETS, SYMBOLS, basis(traced_from=None), coverage(traced_from=None),
                        BLOCK, LATER, PERIOD, traces_needed=False)
