@@ -37,6 +37,8 @@ def make_service(store_url: str, tmp_path: Path, fakes: dict[str, FakeAdapter],
         store={"url": store_url}, daemon={"listen": f"127.0.0.1:{free_port()}"},  # type: ignore[arg-type]
         chains=[{"name": name, "family": "evm", "chain_id": 1,  # type: ignore[misc]
                  "confirmations": 0, "poll_seconds": poll, "freshness_seconds": freshness,
+                 # the fakes stay at one block: every cycle reads (and waits on) them
+                 "full_recheck_seconds": 0,
                  "sources": [{"kind": "jsonrpc", "url": f"http://127.0.0.1:1/{name}"}]}
                 for name in fakes])
     upgrade(make_engine(store_url))

@@ -48,6 +48,9 @@ class World:
             for n in range(sources)}
         config = Settings(store={"url": store_url}, chains=[{  # type: ignore[arg-type, list-item]
             "name": "ethereum", "family": "evm", "chain_id": 1, "confirmations": 0,
+            # the fakes answer at one fixed block whatever they change: every cycle
+            # reads every wallet (a real chain's state at a block does not change)
+            "full_recheck_seconds": 0,
             "poll_seconds": 10, "verify": verify,
             "sources": [{"kind": "jsonrpc", "url": url} for url in self.fakes]}])
         upgrade(make_engine(store_url))

@@ -31,6 +31,9 @@ def settings(url: str) -> Settings:
     return Settings(
         store={"url": url},  # type: ignore[arg-type]
         chains=[{"name": "ethereum", "family": "evm", "chain_id": 1, "confirmations": 0,  # type: ignore[list-item]
+                 # the fake answers at one fixed block whatever it changes: every cycle
+                 # reads every wallet (a real chain's state at a block does not change)
+                 "full_recheck_seconds": 0,
                  "sources": [{"kind": "jsonrpc", "url": "http://127.0.0.1:1/"}],
                  "tokens": [{"symbol": "USDC", "contract": USDC, "decimals": 6}]}],
     )
