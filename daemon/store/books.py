@@ -5,6 +5,7 @@ current books of a chain as a resident view. Mixed into the Store (store/reposit
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -43,6 +44,8 @@ class BooksStore:
     engine: Engine
     _ledgers: dict[str, tuple[int | None, LedgerView]]
     """The current snapshot's ledger view per chain, by snapshot id (set by the Store)."""
+    _ledger_builds: threading.Lock
+    """Held while a ledger view is built (set by the Store)."""
 
     def sync_catalog(self, settings: Settings) -> None:
         """Create or update the chain and asset rows of every configured chain."""
@@ -143,22 +146,33 @@ class BooksStore:
             snapshot = session.exec(newest).one()
             row = session.get(m.AllocationSnapshot, snapshot) if snapshot else None
             cut_off = row.cut_off if row else None
-            cached = self._ledgers.get(chain) if as_of is None else None
+            if as_of is not None:
+                return dataclasses.replace(self._build_ledger(session, chain, snapshot),
+                                           cut_off=cut_off)
+            cached = self._ledgers.get(chain)
             if cached is not None and cached[0] == snapshot:
                 return cached[1]
-            query = (
-                sa_select(col(m.Wallet.address), col(m.Wallet.structure), col(m.Asset.symbol),
-                          col(m.Allocation.owner), col(m.Allocation.amount))
-                .join(m.Allocation, col(m.Allocation.wallet_id) == m.Wallet.id)
-                .join(m.Asset, col(m.Allocation.asset_id) == m.Asset.id)
-                .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
-                .where(col(m.Chain.name) == chain, col(m.Allocation.snapshot_id) == snapshot)
-            )
-            rows = session.connection().execute(query)  # Core rows: no ORM loading per row
-            view = dataclasses.replace(_build_view(chain, rows), cut_off=cut_off)
-        if as_of is None:
-            self._ledgers[chain] = (snapshot, view)
-        return view
+            with self._ledger_builds:  # another shard may be building this very view
+                cached = self._ledgers.get(chain)
+                if cached is not None and cached[0] == snapshot:
+                    return cached[1]
+                view = dataclasses.replace(self._build_ledger(session, chain, snapshot),
+                                           cut_off=cut_off)
+                self._ledgers[chain] = (snapshot, view)
+                return view
+
+    @staticmethod
+    def _build_ledger(session: Session, chain: str, snapshot: int | None) -> LedgerView:
+        query = (
+            sa_select(col(m.Wallet.address), col(m.Wallet.structure), col(m.Asset.symbol),
+                      col(m.Allocation.owner), col(m.Allocation.amount))
+            .join(m.Allocation, col(m.Allocation.wallet_id) == m.Wallet.id)
+            .join(m.Asset, col(m.Allocation.asset_id) == m.Asset.id)
+            .join(m.Chain, col(m.Wallet.chain_id) == m.Chain.id)
+            .where(col(m.Chain.name) == chain, col(m.Allocation.snapshot_id) == snapshot)
+        )
+        rows = session.connection().execute(query)  # Core rows: no ORM loading per row
+        return _build_view(chain, rows)
 
 
 def chain_row(session: Session, name: str) -> m.Chain | None:

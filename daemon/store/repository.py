@@ -6,6 +6,7 @@ recorded twice leaves one open discrepancy per condition.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -92,6 +93,9 @@ class Store(BooksStore, AuditQueries, FeedQueries, ConsoleQueries):
         self._ledgers: dict[str, tuple[int | None, LedgerView]] = {}
         """The current snapshot's ledger view per chain, by snapshot id (a new import is a
         new snapshot): a 10,000-wallet view costs 0.1-0.3 s to build every cycle."""
+        self._ledger_builds = threading.Lock()
+        """Held while a ledger view is built: shards of one chain cycling side by side in
+        one replica share one build (a million wallets: seconds and a GiB each)."""
 
     def record_cycle(self, chain: ChainSettings, cycle: CycleInput, now: datetime,
                      deadline: Callable[[datetime], datetime],

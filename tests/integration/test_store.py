@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import stat
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import Session, select
@@ -234,6 +237,29 @@ def test_reimport_keeps_snapshot_history(world, tmp_path: Path) -> None:  # type
         assert len(session.exec(select(m.Allocation)).all()) == 10
     view = service.store.ledger_view("ethereum")
     assert view.wallets[ALICE].ledger_total("ETH") == 2 * WEI  # type: ignore[index]
+
+
+def test_shards_asking_for_the_books_at_once_share_one_build(  # type: ignore[no-untyped-def]
+        world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shards of a chain cycling side by side in one replica ask for its books at once:
+    one builds the view, the others wait and get the same object (at a million wallets
+    each build is seconds and a GiB); a new import builds a new one once."""
+    service, _, _ = world
+    store = service.store
+    built: list[int] = []
+    build = type(store)._build_ledger
+
+    def slow_build(*args: Any) -> Any:
+        built.append(1)
+        time.sleep(0.2)  # long enough for every other thread to ask meanwhile
+        return build(*args)
+
+    monkeypatch.setattr(type(store), "_build_ledger", staticmethod(slow_build))
+    with ThreadPoolExecutor(4) as pool:
+        views = list(pool.map(lambda _: store.ledger_view("ethereum"), range(4)))
+    assert len(built) == 1 and all(v is views[0] for v in views)
+    assert views[0].wallets[ALICE].ledger_total("ETH") == 3 * WEI // 2  # type: ignore[index]
+    assert store.ledger_view("ethereum") is views[0] and len(built) == 1
 
 
 def test_failing_source_is_reported_and_marks_chain(world) -> None:  # type: ignore[no-untyped-def]
