@@ -1,14 +1,20 @@
-"""Wallet shard assignment (pure): stable, spread evenly, one shard per wallet."""
+"""Wallet shard assignment (pure): stable, spread evenly, one shard per wallet; a replica's
+slices of the books (daemon/runtime/shard_memory.py)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chains.types import Address
 from daemon.inputs.chain_settings import ChainSettings
+from daemon.rules.reconcile import LedgerView, WalletView
 from daemon.rules.shards import Shard, shard_of, shards
+from daemon.runtime import shard_memory
+from daemon.runtime.shard_memory import ShardMemory
 
 
 def test_one_shard_is_the_whole_chain() -> None:
@@ -48,3 +54,32 @@ def test_wallets_spread_evenly_over_the_shards() -> None:
 def test_shard_keys_name_the_chain_the_index_and_the_count() -> None:
     assert Shard("ethereum", 1, 3).key == "ethereum/1-of-3"
     assert not Shard("ethereum", 1, 3).scans
+
+
+def test_a_replicas_shards_slice_the_books_from_one_hashing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shards a replica holds cut their slices of the books from one split: each
+    address is hashed once for all of them (a million addresses hashed per shard took
+    seconds), the slices are exactly what `owns` says, and new books split again."""
+    chain = ChainSettings(name="ethereum", family="evm", chain_id=1, shards=3,
+                          sources=[{"kind": "jsonrpc", "url": "http://127.0.0.1:1/"}])  # type: ignore[list-item]
+    wallets = {Address(f"0x{n:040x}"): WalletView(Address(f"0x{n:040x}"), "segregated")
+               for n in range(300)}
+    books = LedgerView("ethereum", wallets)
+    hashed: list[str] = []
+
+    def counted(address: str, count: int) -> int:
+        hashed.append(address)
+        return shard_of(address, count)
+
+    monkeypatch.setattr(shard_memory, "shard_of", counted)
+    memory = ShardMemory()
+    slices = [memory.slice(books, chain, part) for part in shards(chain)]
+    assert len(hashed) == len(wallets)
+    for part, cut in zip(shards(chain), slices, strict=True):
+        assert set(cut.mine.wallets) == {a for a in wallets if part.owns(a)}
+        assert cut.sorted == sorted(cut.mine.wallets)
+    assert sum(len(cut.mine.wallets) for cut in slices) == len(wallets)
+    assert memory.slice(books, chain, shards(chain)[1]) is slices[1]  # kept
+    memory.slice(LedgerView("ethereum", dict(wallets)), chain, shards(chain)[2])
+    assert len(hashed) == 2 * len(wallets)  # new books: split again
