@@ -26,7 +26,8 @@ import httpx
 from eth_utils.address import to_checksum_address
 
 from chains.errors import ChainMismatch, DecodeError, InvalidAddress, SourceUnavailable
-from chains.evm.decode import ETHEREUM_FEES, FeeRules, hex_quantity
+from chains.evm.decode import ETHEREUM_FEES, FeeRules
+from chains.evm.fields import hex_quantity
 from chains.evm.multicall import (
     BalanceReadError,
     Call,

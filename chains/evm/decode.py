@@ -1,23 +1,21 @@
-"""Pure decoding of EVM JSON-RPC payloads (blocks, receipts, logs) into observations.
+"""Pure decoding of EVM JSON-RPC payloads (blocks, receipts) into observations.
 
 No I/O. Every function parses raw JSON strictly and raises one `DecodeError` naming
 the field and the source; no KeyError, ValueError or TypeError escapes. Amounts are
-`int` base units from the moment they are parsed. Internal transfers (traces) are in
-`chains.evm.traces`.
+`int` base units from the moment they are parsed. The field helpers are in
+`chains.evm.fields`, ERC-20 Transfer logs in `chains.evm.logs`, the logs bloom in
+`chains.evm.bloom`, internal transfers (traces) in `chains.evm.traces`.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from eth_hash.auto import keccak
-
-from chains.errors import DecodeError, InvalidAddress
-from chains.evm.address import canonical_evm_address
-from chains.limits import EVM_HEX_DIGITS, MAX_HEIGHT, MAX_TIMESTAMP, UINT64_MAX, UINT256_MAX
+from chains.errors import DecodeError
+from chains.evm.fields import evm_address, field, hex_data, hex_hash, hex_quantity, optional_address
+from chains.limits import MAX_HEIGHT, MAX_TIMESTAMP, UINT64_MAX
 from chains.types import (
     Address,
     BaseUnits,
@@ -27,84 +25,9 @@ from chains.types import (
     TransferObservation,
 )
 
-TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
-"""topic0 of `Transfer(address,address,uint256)` (ERC-20; ERC-721 shares it with 4 topics)."""
-
 GWEI = 10**9
 DEPOSIT_TX_TYPE = 0x7E
 """OP-stack deposit transactions (L1 → L2): no fee; `mint` is credited to `from`."""
-_QUANTITY = re.compile(r"0x[0-9a-fA-F]+", re.ASCII)
-_PADDED_ADDRESS = re.compile(r"0x0{24}([0-9a-f]{40})", re.ASCII)
-
-
-# --- strict field helpers -------------------------------------------------------------
-def field(raw: Any, key: str, where: str, source: str) -> Any:
-    """Return `raw[key]`; raises DecodeError when `raw` is not an object or lacks `key`."""
-    if not isinstance(raw, dict):
-        raise DecodeError(source, where, f"expected a JSON object, got {type(raw).__name__}")
-    if key not in raw:
-        raise DecodeError(source, f"{where}.{key}", "missing")
-    return raw[key]
-
-
-def hex_quantity(value: Any, name: str, source: str, limit: int = UINT256_MAX) -> int:
-    """Return the integer of a JSON-RPC quantity ("0x" plus 1 to 64 hex digits) that is at
-    most `limit` (default: a uint256; pass MAX_HEIGHT for heights and indices,
-    MAX_TIMESTAMP for block stamps). The one checked parser of EVM quantities.
-
-    Raises DecodeError for anything else (ints, decimals, empty "0x", null, more than 64
-    digits, checked before any conversion, or a value above `limit`).
-    """
-    if (not isinstance(value, str) or len(value) > 2 + EVM_HEX_DIGITS
-            or not _QUANTITY.fullmatch(value)):
-        shown = f"{value!r:.80}" if not isinstance(value, str) or len(value) <= 80 else \
-            f"{value[:40]!r}... ({len(value)} characters)"
-        raise DecodeError(source, name, f"not a hex quantity of at most {EVM_HEX_DIGITS} "
-                          f"digits: {shown}")
-    number = int(value, 16)
-    if number > limit:
-        raise DecodeError(source, name, f"{number} is out of range (at most {limit})")
-    return number
-
-
-def hex_data(value: Any, name: str, source: str, length: int | None = None) -> bytes:
-    """Return the bytes of a JSON-RPC data string ("0x" plus an even number of hex digits).
-
-    With `length`, the data must have exactly that many bytes. Raises DecodeError.
-    """
-    # bytes.fromhex in C, with a length check (it would skip whitespace), instead of a
-    # regex over long strings: this ran ~100,000 times per 2,000-block scan.
-    try:
-        if not isinstance(value, str) or value[:2] != "0x":
-            raise ValueError
-        data = bytes.fromhex(value[2:])
-        if 2 * len(data) != len(value) - 2:
-            raise ValueError
-    except ValueError:
-        raise DecodeError(source, name, f"not hex data: {value!r:.80}") from None
-    if length is not None and len(data) != length:
-        raise DecodeError(source, name, f"expected {length} bytes, got {len(data)}")
-    return data
-
-
-def hex_hash(value: Any, name: str, source: str) -> str:
-    """Return a 32-byte hash as lowercase "0x…" text; raises DecodeError otherwise."""
-    return "0x" + hex_data(value, name, source, 32).hex()
-
-
-def evm_address(value: Any, name: str, source: str) -> Address:
-    """Return the EIP-55 form of an address field; raises DecodeError when it is not one."""
-    if not isinstance(value, str):
-        raise DecodeError(source, name, f"not an address: {value!r:.80}")
-    try:
-        return canonical_evm_address(value)
-    except InvalidAddress as exc:
-        raise DecodeError(source, name, exc.user_message) from None
-
-
-def optional_address(value: Any, name: str, source: str) -> Address | None:
-    """Return None for a JSON null, else the canonical address; raises DecodeError."""
-    return None if value is None else evm_address(value, name, source)
 
 
 # --- fee rules ------------------------------------------------------------------------
@@ -488,116 +411,3 @@ def fee_recipient_credit(block: DecodedBlock, receipts: Iterable[Receipt]
         kind="reward", block=block.head, tx_hash=None, log_index=block.head.height,
         sender=None, recipient=block.miner, contract=None, amount=BaseUnits(credit),
         source=block.source, trace_path=block.head.hash)
-
-
-# --- ERC-20 Transfer logs -------------------------------------------------------------
-Expected = Mapping[int, str | ChainHead] | str | ChainHead
-"""The block(s) logs must belong to: one hash or head, or height → hash or head."""
-
-
-def token_transfers(raw_logs: Sequence[Any], expected_hashes: Expected,
-                    source: str) -> list[TransferObservation]:
-    """Return one `token` transfer per ERC-20 `Transfer` log (3 topics, 32-byte data).
-
-    ERC-721 transfers (4 topics), other Transfer-shaped logs and `removed` logs are
-    skipped; a log seen twice (same block hash and index) counts once. Given heads
-    (not hashes), observations carry them (with timestamps). Raises DecodeError for a
-    malformed log, or one whose block is not the expected one ("log of another block").
-    """
-    out: dict[tuple[str, int], TransferObservation] = {}
-    for position, raw in enumerate(raw_logs):
-        where = f"logs[{position}]"
-        if isinstance(raw, dict) and raw.get("removed") is True:
-            continue  # orphaned by a reorg: it may name a block that is no longer canonical
-        head = _log_block(raw, where, expected_hashes, source)
-        index = hex_quantity(field(raw, "logIndex", where, source), f"{where}.logIndex", source,
-                             MAX_HEIGHT)
-        transfer = _erc20_transfer(raw, where, head, index, source)
-        if transfer is not None:
-            out.setdefault((head.hash, index), transfer)
-    return list(out.values())
-
-
-def _log_block(raw: Any, where: str, expected: Expected, source: str) -> ChainHead:
-    height = hex_quantity(field(raw, "blockNumber", where, source), f"{where}.blockNumber",
-                          source, MAX_HEIGHT)
-    block_hash = hex_hash(field(raw, "blockHash", where, source), f"{where}.blockHash", source)
-    want = expected if isinstance(expected, str | ChainHead) else expected.get(height)
-    if isinstance(want, ChainHead):
-        if want.height == height and want.hash.lower() == block_hash:
-            return want
-    elif want is not None and want.lower() == block_hash:
-        return ChainHead(height, block_hash)
-    shown = want.hash if isinstance(want, ChainHead) else want
-    raise DecodeError(source, f"{where}.blockHash", f"log of another block: {block_hash} "
-                      f"at {height}, expected {shown or 'no block at that height'}")
-
-
-def _erc20_transfer(raw: Any, where: str, head: ChainHead, index: int,
-                    source: str) -> TransferObservation | None:
-    topics = field(raw, "topics", where, source)
-    if not isinstance(topics, list):
-        raise DecodeError(source, f"{where}.topics", "not a list")
-    words = [hex_hash(t, f"{where}.topics[{i}]", source) for i, t in enumerate(topics)]
-    data = hex_data(field(raw, "data", where, source), f"{where}.data", source)
-    contract = evm_address(field(raw, "address", where, source), f"{where}.address", source)
-    if len(words) != 3 or words[0] != TRANSFER_TOPIC or len(data) != 32:
-        return None
-    ends = [_PADDED_ADDRESS.fullmatch(w) for w in words[1:]]
-    if ends[0] is None or ends[1] is None:
-        return None
-    return TransferObservation(
-        kind="token", block=head,
-        tx_hash=hex_hash(field(raw, "transactionHash", where, source),
-                         f"{where}.transactionHash", source),
-        log_index=index, sender=canonical_evm_address("0x" + ends[0].group(1)),
-        recipient=canonical_evm_address("0x" + ends[1].group(1)), contract=contract,
-        amount=BaseUnits(int.from_bytes(data, "big")), source=source)
-
-
-# --- logs bloom -----------------------------------------------------------------------
-def bloom_bits(item: bytes) -> tuple[tuple[int, int], ...]:
-    """Return the (byte index, mask) pairs that `item` (a 20-byte address or 32-byte topic)
-    sets in a 2048-bit logs bloom. Computing them once lets a scan test many blocks."""
-    digest = keccak(item)
-    bits = (int.from_bytes(digest[i:i + 2], "big") & 2047 for i in (0, 2, 4))
-    return tuple((255 - bit // 8, 1 << (bit % 8)) for bit in bits)
-
-
-def bloom_has(bloom: bytes, bits: tuple[tuple[int, int], ...]) -> bool:
-    """Return True when every bit of `bits` is set in `bloom` (the item may be present)."""
-    return all(bloom[index] & mask for index, mask in bits)
-
-
-def bloom_may_contain(bloom: bytes, item: bytes) -> bool:
-    """Return False when `item` (a 20-byte address or 32-byte topic) is certainly absent
-    from the 2048-bit logs bloom, True when it may be present."""
-    return bloom_has(bloom, bloom_bits(item))
-
-
-_TRANSFER_BITS = bloom_bits(bytes.fromhex(TRANSFER_TOPIC[2:]))
-
-
-def watched_bloom_bits(watched: Iterable[Address]) -> list[int]:
-    """Each watched address (as a 32-byte topic) as a 2048-bit mask of its bloom bits, for
-    testing many blocks quickly (see bloom_suggests_transfers)."""
-    return [_mask(bloom_bits(bytes(12) + bytes.fromhex(a[2:]))) for a in watched]
-
-
-def _mask(bits: tuple[tuple[int, int], ...]) -> int:
-    value = 0
-    for index, mask in bits:
-        value |= mask << (8 * (255 - index))  # OR, not +: two of the three bits may coincide
-    return value
-
-
-def bloom_suggests_transfers(bloom: bytes, watched: Iterable[Address] | None = None, *,
-                             bits: list[int] | None = None) -> bool:
-    """Return True when the bloom may hold a `Transfer` log naming any watched address
-    (as a 32-byte topic). Pass precomputed `bits` (watched_bloom_bits) to test many blocks.
-    Native value and traces leave no trace in the bloom."""
-    if not bloom_has(bloom, _TRANSFER_BITS):
-        return False
-    value = int.from_bytes(bloom, "big")
-    masks = bits if bits is not None else watched_bloom_bits(watched or ())
-    return any(value & mask == mask for mask in masks)

@@ -1,5 +1,5 @@
 """Transfer history of watched wallets over a block range (the I/O half; decoding is
-in `chains.evm.decode`).
+in `chains.evm.decode`, `chains.evm.logs` and `chains.evm.bloom`).
 
 Per range: full blocks in JSON-RPC batches (native value, withdrawals, parent hashes);
 ERC-20 `Transfer` logs with the watched addresses in topic 1 and in topic 2, for any
@@ -22,19 +22,18 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from chains.errors import DecodeError, SourceUnavailable
+from chains.evm.bloom import bloom_suggests_transfers, watched_bloom_bits
 from chains.evm.decode import (
     ETHEREUM_FEES,
     DecodedBlock,
     FeeRules,
-    bloom_suggests_transfers,
     decode_block,
     decode_receipts,
     fee_payments,
     fee_recipient_credit,
     native_transfers,
-    token_transfers,
-    watched_bloom_bits,
 )
+from chains.evm.logs import token_transfers
 from chains.evm.traces import internal_transfers_geth, internal_transfers_parity
 from chains.jsonrpc import JsonRpcClient, RpcError, RpcErrorResponse
 from chains.types import (

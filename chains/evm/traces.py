@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chains.errors import DecodeError
-from chains.evm.decode import evm_address, field, hex_hash, hex_quantity
+from chains.evm.fields import evm_address, field, hex_hash, hex_quantity
 from chains.types import Address, BaseUnits, ChainHead, TransferObservation
 
 _GETH_MOVING = frozenset({"CALL", "CREATE", "CREATE2", "SELFDESTRUCT"})

@@ -14,7 +14,7 @@ import pytest
 
 from chains.errors import DecodeError, SourceUnavailable
 from chains.evm.adapter import EvmAdapter
-from chains.evm.decode import hex_quantity
+from chains.evm.fields import hex_quantity
 from chains.http import host_name
 from chains.jsonrpc import JsonRpcClient, RetryPolicy
 from chains.limits import MAX_HEIGHT, UINT256_MAX

@@ -18,20 +18,17 @@ from hypothesis import strategies as st
 
 from chains.errors import DecodeError
 from chains.evm.address import canonical_evm_address
+from chains.evm.bloom import bloom_may_contain, bloom_suggests_transfers
 from chains.evm.decode import (
-    TRANSFER_TOPIC,
     DecodedBlock,
     Receipt,
-    bloom_may_contain,
-    bloom_suggests_transfers,
     decode_block,
     decode_receipts,
     fee_payments,
-    hex_data,
-    hex_quantity,
     native_transfers,
-    token_transfers,
 )
+from chains.evm.fields import hex_data, hex_quantity
+from chains.evm.logs import TRANSFER_TOPIC, token_transfers
 from chains.types import Address, ChainHead
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "eth-mainnet-17173049"

@@ -1,7 +1,8 @@
 """Range scans (`EvmAdapter.scan`, i.e. `chains.evm.scan.RangeScanner`) against a fake
 JSON-RPC node that serves the recorded mainnet blocks 17,173,049-17,173,050 and their
 receipts (tests/fixtures/README.md). Expected transfers and fees are computed here
-straight from the raw fixture JSON, independently of `chains.evm.decode`.
+straight from the raw fixture JSON, independently of `chains.evm.decode` and
+`chains.evm.logs`.
 """
 
 from __future__ import annotations
@@ -554,7 +555,8 @@ def test_large_watch_lists_skip_the_bloom_re_check() -> None:
 def test_bloom_mask_of_an_address_whose_bits_coincide() -> None:
     """An address two of whose three bloom bits are the same bit is still found (the mask
     ORs the bits; adding them carried into a wrong bit)."""
-    from chains.evm.decode import TRANSFER_TOPIC, bloom_bits, bloom_suggests_transfers
+    from chains.evm.bloom import bloom_bits, bloom_suggests_transfers
+    from chains.evm.logs import TRANSFER_TOPIC
 
     address = canonical_evm_address("0xD8823F3E1Effb8F0BE237844C7D28C1c2f90D6c4")
     topic = bytes(12) + bytes.fromhex(address[2:])
