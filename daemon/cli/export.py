@@ -1,5 +1,6 @@
-"""`segwatch export …` and `segwatch keys generate`: thin shells over daemon/export/service.py
-and daemon/export/package.py. Registered on the root app by daemon/cli/app.py."""
+"""`segwatch export …` and `segwatch keys generate`: thin shells over daemon/export/service.py,
+daemon/export/package.py and daemon/export/verify.py. Registered on the root app by
+daemon/cli/app.py."""
 
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def verify_command(
     trusted_keys; a valid signature by another key is UNTRUSTED), file hashes, the Merkle
     roots and totals, wallets.csv against allocations.csv (and, with --recheck, the
     chain). Exit 0 only when all hold."""
-    from daemon.export.package import read_package, verify_package
+    from daemon.export.package import read_package
+    from daemon.export.verify import verify_package
 
     root = _globals(ctx, verbose)
     trusted = _trusted(root, public_key, fingerprint)
@@ -158,7 +160,8 @@ def proof_command(
 ) -> None:
     """Print the owner's inclusion proofs (JSON) against the package's Merkle roots, with
     the owner's secret when the package is pseudonymized: give it to that owner only."""
-    from daemon.export.package import SALT_SUFFIX, owner_proofs, read_package
+    from daemon.export.package import SALT_SUFFIX, read_package
+    from daemon.export.verify import owner_proofs
     from daemon.rules.leaves import owner_secret
 
     _globals(ctx, verbose)
@@ -186,7 +189,8 @@ def verify_proof_command(
 ) -> None:
     """Check inclusion proofs (one, or a list as `export proof` prints) against their
     root, or against a package's published root and total. Exit 0 only when all hold."""
-    from daemon.export.package import read_package, verify_package
+    from daemon.export.package import read_package
+    from daemon.export.verify import verify_package
     from daemon.rules.merkle import verify_proof
 
     _globals(ctx, verbose)

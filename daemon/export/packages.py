@@ -82,7 +82,8 @@ def verify_upload(service: Service, who: Principal, body: bytes) -> dict[str, An
     """Verify an uploaded package (.zip bytes) against the trusted signers: signature,
     hashes, Merkle roots and totals; {"ok", "problems"}. Raises InputError for a file
     that is not a package."""
-    from daemon.export.package import read_package, verify_package
+    from daemon.export.package import read_package
+    from daemon.export.verify import verify_package
 
     service.identity.require(who, "verify", "verifying a package")
     trusted = frozenset(service.settings.export.trusted_keys)

@@ -1,5 +1,6 @@
 """The export use cases over the service: gather the pinned balances, the ledger and
-the findings, then build, write, verify (with `--recheck`) or prove (daemon/export/package.py)."""
+the findings, then build, write, verify (with `--recheck`) or prove (daemon/export/package.py,
+daemon/export/verify.py)."""
 
 from __future__ import annotations
 

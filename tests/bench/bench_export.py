@@ -32,12 +32,11 @@ from daemon.export.package import (
     PackageInput,
     WalletLedger,
     build_package,
-    owner_proofs,
     read_package,
-    verify_package,
     write_package,
 )
 from daemon.export.signing import fingerprint
+from daemon.export.verify import owner_proofs, verify_package
 from daemon.rules.merkle import Leaf, build, verify_proof
 
 CHAINS = (("ethereum", "evm", 1, None, ("ETH", "USDC")), ("bitcoin", "utxo", None, "bitcoin",

@@ -22,15 +22,10 @@ from chains.fake import FakeAdapter
 from chains.types import ChainHead
 from daemon.bootstrap import open_store
 from daemon.errors import InputError
-from daemon.export.package import (
-    SIGNATURE,
-    load_private_key,
-    owner_proofs,
-    read_package,
-    verify_package,
-)
+from daemon.export.package import SIGNATURE, load_private_key, read_package
 from daemon.export.service import export, recheck
 from daemon.export.signing import fingerprint, generate_key, sign
+from daemon.export.verify import owner_proofs, verify_package
 from daemon.inputs.config import Settings
 from daemon.rules.merkle import verify_proof
 from daemon.service import Service

@@ -26,9 +26,10 @@ from chains.evm.address import canonical_evm_address
 from chains.fake import FakeAdapter
 from chains.types import ChainHead
 from daemon.bootstrap import open_store
-from daemon.export.package import SIGNATURE, read_package, verify_package
+from daemon.export.package import SIGNATURE, read_package
 from daemon.export.service import export
 from daemon.export.signing import fingerprint, raw_public, sign
+from daemon.export.verify import verify_package
 from daemon.inputs.config import Settings
 from daemon.service import Service
 from daemon.store import models as m
