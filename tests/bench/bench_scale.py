@@ -8,7 +8,9 @@ transactions), writes books that match (two lines per wallet), then for each lay
   (daemon/runtime/leases.py), run side by side;
 imports the books (timed: the ledger import figure), runs the first cycle (every wallet
 read: the naive full read), then `--steps` steady cycles, each after `--touched` wallets
-received a token mint (three mintBatch transactions). Prints, per layout, the cycle wall
+received a token mint (three mintBatch transactions); with `--restart`, new replica
+processes then run one more steady cycle (loading the books and the newest stored
+balances again, as after a restart or a lease moving). Prints, per layout, the cycle wall
 time (replicas in parallel), the sum of the shards' cycle times, HTTP requests, wallets
 read, and each replica's RSS and peak RSS. Usage:
 
@@ -136,13 +138,21 @@ def run_layout(layout: str, args: argparse.Namespace, node: Any, token: str,
         del service
         print(f"[{layout}] ledger of {2 * len(wallets):,} lines imported in {imported:.1f} s",
               flush=True)
-        replicas = [Replica(settings_file, leases=replica_count > 1)
-                    for _ in range(replica_count)]
-        for _ in range(3 * replica_count):  # until the shards are spread evenly
-            held = [r.ask({"do": "tick"})["held"] for r in replicas]
-            if sorted(len(h) for h in held) == [shard_count // replica_count] * replica_count:
-                break
-        print(f"[{layout}] shards held: {held}; RSS of each replica before its first cycle "
+
+        def spread() -> list[Replica]:
+            """Start the replicas; tick their leases until the shards are spread evenly."""
+            started = [Replica(settings_file, leases=replica_count > 1)
+                       for _ in range(replica_count)]
+            for _ in range(3 * replica_count):
+                held = [r.ask({"do": "tick"})["held"] for r in started]
+                if sorted(len(h) for h in held) == \
+                        [shard_count // replica_count] * replica_count:
+                    break
+            print(f"[{layout}] shards held: {held}", flush=True)
+            return started
+
+        replicas = spread()
+        print(f"[{layout}] RSS of each replica before its first cycle "
               f"(imports, no wallets): {[round(r.ready['rss_kib'] / 1024) for r in replicas]} "
               "MiB", flush=True)
         pool = ThreadPoolExecutor(replica_count)
@@ -178,8 +188,17 @@ def run_layout(layout: str, args: argparse.Namespace, node: Any, token: str,
             mint_many(node, token, rng.sample(wallets, args.touched), [1] * args.touched,
                       chunk=400)
             steady.append(step(f"steady cycle {index + 1}"))
+        base_mib = [r.ready["rss_kib"] / 1024 for r in replicas]
+        restarted = None
+        if args.restart:  # new processes: the books and the kept balances loaded again
+            for replica in replicas:
+                replica.stop()
+            replicas[:] = spread()
+            mint_many(node, token, rng.sample(wallets, args.touched), [1] * args.touched,
+                      chunk=400)
+            restarted = step("steady cycle after a restart")
         return {"layout": layout, "import": imported, "first": first, "steady": steady,
-                "base_mib": [r.ready["rss_kib"] / 1024 for r in replicas]}
+                "base_mib": base_mib, "restarted": restarted}
     finally:
         for replica in replicas:
             replica.stop()
@@ -193,6 +212,8 @@ def main() -> int:
     parser.add_argument("--touched", type=int, default=1_000)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--period", type=float, default=3600.0)
+    parser.add_argument("--restart", action="store_true",
+                        help="then restart the replicas and time one more steady cycle")
     parser.add_argument("--layouts", nargs="+", default=["sqlite", "pg4x2"],
                         choices=sorted(LAYOUTS))
     args = parser.parse_args()
@@ -239,6 +260,13 @@ def main() -> int:
               f"{[round(x) for x in r['first']['peak_mib']]} MiB | {wall:.2f} s | "
               f"{summed:.2f} s | {requests:.0f} | {read:,.0f} | {rss} MiB | "
               f"{per_wallet:,.0f} bytes |")
+    for r in results:
+        if r["restarted"]:
+            after = r["restarted"]
+            print(f"\n{r['layout']}: the steady cycle after a restart of the replicas "
+                  f"{after['wall']:.2f} s (summed {after['sum']:.2f} s), "
+                  f"{after['read']:,} wallets read, peak MiB "
+                  f"{[round(x) for x in after['peak_mib']]}")
     return 0
 
 

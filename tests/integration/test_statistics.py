@@ -15,9 +15,11 @@ import pytest
 from sqlalchemy import Engine, event, insert, text
 from sqlmodel import Session
 
+from chains.types import Address
+from daemon.rules.reconcile import WalletView
 from daemon.store import models as m
 from daemon.store.db import BULK_ROWS, make_engine, refresh_statistics, upgrade, upgrade_as_owner
-from daemon.store.observations import latest_observations
+from daemon.store.observations import latest_observations, newest_amounts
 from tests.integration.test_db_roles import two_roles
 from tests.realdeps import postgres_schema
 
@@ -71,6 +73,33 @@ def test_the_newest_balances_of_given_wallets_are_those_of_the_whole_chain(
             assert some and len(some) < 2 * len(chosen)  # some pairs were never observed
             if upto is not None:
                 assert all(s.block_height <= upto[1] for s in some.values())
+    engine.dispose()
+
+
+def test_a_shards_newest_amounts_are_those_of_the_whole_chain(store_url: str) -> None:
+    """What a shard carries after a restart (`newest_amounts` of its own wallets, read per
+    pair) is exactly the whole chain's answer for those wallets: the newest observation's
+    amount of each pair, none for a pair never observed or whose newest read failed, keyed
+    by the shard's own address objects; SQLite and PostgreSQL alike."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    fill(engine, 300)
+    with engine.begin() as db:  # the newest read of some pairs failed
+        db.execute(insert(m.BalanceObservation), [
+            {"wallet_id": w, "asset_id": 1, "amount": None, "error": "node said no",
+             "block_height": 20, "block_hash": "0x" + "e" * 64, "source": "s",
+             "observed_at": T0 + timedelta(minutes=20)} for w in range(1, 300, 7)])
+    books = {Address(f"0x{w:040x}"): WalletView(Address(f"0x{w:040x}"), "omnibus")
+             for w in range(1, 301)}
+    rng = random.Random(5)
+    shard = {a: books[a] for a in rng.sample(sorted(books), 140)}
+    with Session(engine) as session:
+        every = newest_amounts(session, 1, books, every=True)
+        some = newest_amounts(session, 1, shard, every=False)
+    assert some == {key: amount for key, amount in every.items() if key[0] in shard}
+    assert all(key[0] is shard[key[0]].address for key in some)  # no second copy
+    failed = {(Address(f"0x{w:040x}"), "A0") for w in range(1, 300, 7)}
+    assert not failed & set(every) and len(some) > 100
     engine.dispose()
 
 
