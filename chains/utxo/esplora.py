@@ -37,12 +37,10 @@ honours `Retry-After`; messages name only the redacted URL.
 
 from __future__ import annotations
 
-import itertools
 import threading
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from time import monotonic, sleep
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeAlias
 from urllib.parse import quote
 
 import httpx
@@ -81,34 +79,22 @@ from chains.utxo.address import NETWORKS
 from chains.utxo.core_rpc import TOKENS_UNSUPPORTED
 from chains.utxo.decode import block_hash
 from chains.utxo.esplora_decode import (
-    HISTORY_PAGE,
-    NO_PARENT,
     AddressHistory,
-    ConfirmedTx,
     HistoryPage,
     chain_links,
-    check_next_page,
     decode_address_balance,
     decode_block,
-    decode_block_link,
     decode_block_page,
     decode_history_page,
-    decode_status,
-    decode_tx,
     decode_tx_count,
     json_body,
-    mempool_txs,
-    range_txs,
     scan_result,
 )
+from chains.utxo.esplora_http import _BadRequest, _NotFound, _Pace, _short
+from chains.utxo.esplora_scan import _cancel, _gather, _history
 from chains.utxo.networks import GENESIS_NETWORK
 
-# The decoders live in chains.utxo.esplora_decode; their names stay importable from here.
-__all__ = ["BLOCKS_PAGE", "HISTORY_PAGE", "NO_PARENT", "TIP_ATTEMPTS", "AddressHistory",
-           "ConfirmedTx", "EsploraAdapter", "HistoryPage", "Outcome", "chain_links",
-           "check_next_page", "decode_address_balance", "decode_block", "decode_block_link",
-           "decode_block_page", "decode_history_page", "decode_status", "decode_tx",
-           "decode_tx_count", "mempool_txs", "range_txs", "scan_result"]
+__all__ = ["BLOCKS_PAGE", "TIP_ATTEMPTS", "EsploraAdapter", "Outcome"]
 
 TIP_ATTEMPTS = 3
 """How often balances() reads all addresses again when the tip moved meanwhile."""
@@ -119,40 +105,7 @@ BLOCKS_PAGE = 10
 Outcome: TypeAlias = int | str
 """A native balance read: satoshis, or why the address could not be read."""
 
-_T = TypeVar("_T")
-
-
 _Transient = Transient
-
-
-class _NotFound(Exception):
-    """HTTP 404: the block or address does not exist (yet)."""
-
-
-class _BadRequest(Exception):
-    """HTTP 400: the server rejects the path's argument (e.g. a foreign address)."""
-
-
-class _Pace:
-    """Spaces request starts at least 1/`per_second` seconds apart, across threads: a
-    public instance's quota (None: no limit)."""
-
-    def __init__(self, per_second: float | None) -> None:
-        if per_second is not None and per_second <= 0:
-            raise ValueError("rate_limit must be above 0")
-        self._interval = 1.0 / per_second if per_second else 0.0
-        self._next = 0.0
-        self._lock = threading.Lock()
-
-    def wait(self) -> None:
-        if not self._interval:
-            return
-        with self._lock:
-            now = monotonic()
-            start = max(now, self._next)
-            self._next = start + self._interval
-        if start > now:
-            sleep(start - now)
 
 
 class EsploraAdapter:
@@ -299,7 +252,8 @@ class EsploraAdapter:
         tip = self._tip_hash()
         pages = [self._pool.submit(self._block_page, top)
                  for top in range(end, start - 1, -BLOCKS_PAGE)]
-        reads = [self._pool.submit(self._history, address, start) for address in addresses]
+        reads = [self._pool.submit(_history, address, start, self._history_page,
+                                   self._tx_count, self.source) for address in addresses]
         try:
             blocks = _gather(pages)
             links = chain_links(blocks, start, end, self.source)
@@ -345,34 +299,6 @@ class EsploraAdapter:
             raise SourceUnavailable(self.source, f"no block {top} yet") from None
         return decode_block_page(json_body(response, self.source, f"blocks/{top}"), self.source,
                                  top)
-
-    def _history(self, address: Address, start: int) -> AddressHistory:
-        """Read `address`'s history pages, newest first, until a confirmed transaction
-        below `start` or the end of the history; check a history read to its end
-        against `chain_stats.tx_count`."""
-        path = f"/address/{quote(address, safe='')}/txs"
-        first = self._history_page(path)
-        confirmed: list[ConfirmedTx] = []
-        seen: set[str] = set()
-        last, last_path = first.confirmed, path
-        while True:
-            check_next_page(confirmed, last, seen, self.source, last_path[1:])
-            confirmed += last
-            seen.update(item.tx.txid for item in last)
-            if len(last) < HISTORY_PAGE or last[-1].height < start:
-                break
-            last_path = f"{path}/chain/{last[-1].tx.txid}"
-            page = self._history_page(last_path)
-            if page.mempool:
-                raise DecodeError(self.source, last_path[1:], "lists unconfirmed transactions")
-            last = page.confirmed
-        gap = None
-        if len(last) < HISTORY_PAGE:
-            count = self._tx_count(address)
-            if count != len(confirmed):
-                gap = (f"read {len(confirmed)} confirmed transactions, "
-                       f"chain_stats.tx_count is {count}")
-        return AddressHistory(address, first.mempool, tuple(confirmed), gap)
 
     def _history_page(self, path: str) -> HistoryPage:
         raw = json_body(self._get(path), self.source, path[1:])
@@ -498,18 +424,3 @@ class EsploraAdapter:
 
     def _describe(self, exc: Exception) -> str:
         return describe_http_error(exc, self._secrets, self._http)
-
-
-def _gather(jobs: Iterable[Future[_T]]) -> list[_T]:
-    """The jobs' results in order; the first failure is raised."""
-    return [job.result() for job in jobs]
-
-
-def _cancel(*groups: Iterable[Future[Any]]) -> None:
-    for job in itertools.chain(*groups):
-        job.cancel()
-
-
-def _short(text: str) -> str:
-    return text.strip().splitlines()[0][:120] if text.strip() else "no reason given"
-

@@ -10,7 +10,8 @@ The rest checks and combines what the adapter read in several answers: block pag
 must link into one chain (`chain_links`), history pages must continue each other
 newest first (`check_next_page`), and `scan_result` turns the range's and the
 mempool's transactions into transfers, fees and outputs. The adapter itself (HTTP,
-pacing, concurrency, retries) is chains.utxo.esplora.
+concurrency, retries) is chains.utxo.esplora, its request pacing
+chains.utxo.esplora_http and its paging of address histories chains.utxo.esplora_scan.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from chains.errors import DecodeError, SourceUnavailable
 from chains.jsonrpc import RetryPolicy
 from chains.types import Address, ScanResult, TransferObservation
 from chains.utxo.core_rpc import coins_to_sats
-from chains.utxo.esplora import HISTORY_PAGE, EsploraAdapter
+from chains.utxo.esplora import EsploraAdapter
+from chains.utxo.esplora_decode import HISTORY_PAGE
 from chains.utxo.flows import UNCONFIRMED
 from tests.esplora_server import EsploraServer
 from tests.litecoind import MINER, LitecoinNode

@@ -9,7 +9,7 @@ import pytest
 
 from chains.errors import DecodeError, SourceUnavailable
 from chains.types import Address, BlockLink, ChainHead
-from chains.utxo.esplora import (
+from chains.utxo.esplora_decode import (
     HISTORY_PAGE,
     NO_PARENT,
     AddressHistory,
