@@ -29,16 +29,23 @@ from chains.errors import ChainMismatch, DecodeError, InvalidAddress, SourceUnav
 from chains.evm.decode import ETHEREUM_FEES, FeeRules
 from chains.evm.fields import hex_quantity
 from chains.evm.multicall import (
-    BalanceReadError,
     Call,
     CallResult,
-    MulticallDecodeError,
     balance_of_call,
-    decode_aggregate3,
-    decode_balance,
-    decode_uint256,
     encode_aggregate3,
     get_eth_balance_call,
+)
+from chains.evm.replies import (
+    Outcome,
+    _CannotRun,
+    _decode_aggregate,
+    _direct_outcome,
+    _is_hash,
+    _NoCode,
+    _observation,
+    _outcome,
+    _proof_hash,
+    _raise_if_source_failed,
 )
 from chains.evm.scan import RangeScanner
 from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
@@ -48,7 +55,6 @@ from chains.types import (
     Address,
     AssetRef,
     BalanceObservation,
-    BaseUnits,
     ChainHead,
     ScanResult,
     TraceMode,
@@ -57,15 +63,6 @@ from chains.types import (
 
 CANONICAL_MULTICALL3 = "0xcA11bde05977b3631167028862bE2a173976CA11"
 """Multicall3's address on mainnet and most EVM chains (same deployer, same nonce)."""
-
-Outcome: TypeAlias = int | str
-"""A balance read: the amount in base units, or why it could not be read."""
-
-# Errors that mean the pinned block's state cannot be read at all: splitting an
-# aggregate3 or reporting per wallet would not help. -32001: resource not found
-# (anvil, Nethermind), -32602: invalid params (a block parameter the node rejects).
-_BLOCK_GONE_CODES = frozenset({-32001, -32602})
-_BLOCK_GONE_HINTS = ("not found", "missing trie node", "unknown block", "pruned", "unavailable")
 
 Pinning: TypeAlias = Literal["hash", "number"]
 PROBE_CALLS = 16
@@ -242,7 +239,7 @@ class EvmAdapter:
                 self.features.pinning = None  # probed again: the source may have changed
                 raise
             observations += [
-                self._observation(address, asset, block, outcome)
+                _observation(address, asset, block, outcome, self.source)
                 for (address, asset), outcome in zip(pairs, outcomes, strict=True)
             ]
         return observations
@@ -282,7 +279,7 @@ class EvmAdapter:
         for reply in self._client.batch([("eth_getBalance", [_ZERO_ADDRESS, number])]
                                         * PROBE_CALLS):
             if isinstance(reply, RpcError):
-                self._raise_if_source_failed(reply)
+                _raise_if_source_failed(reply, self.source)
                 # the call itself is refused whatever the pinning: keep hash pinning, and
                 # each read will say why it failed
                 self.features.pinning = "hash"
@@ -312,18 +309,12 @@ class EvmAdapter:
         found: list[str] = []
         for _ in range(2):
             replies = self._client.batch([proof, *requests, proof])
-            found = [self._proof_hash(replies[0]), self._proof_hash(replies[-1])]
+            found = [_proof_hash(replies[0]), _proof_hash(replies[-1])]
             if found == [block.hash.lower()] * 2:
                 return replies[1:-1]
         raise SourceUnavailable(self.source, f"block {block.height} changed during the read: "
                                              f"expected {block.hash}, read "
                                              f"{' then '.join(found)}")
-
-    def _proof_hash(self, reply: Any) -> str:
-        if isinstance(reply, RpcError) or not isinstance(reply, dict):
-            return f"no block ({reply})"
-        value = reply.get("hash")
-        return str(value).lower() if _is_hash(value) else f"no hash ({str(value)[:80]})"
 
     def _param(self, block: ChainHead) -> str | dict[str, str]:
         """The block parameter that pins a read to `block` on this source."""
@@ -337,7 +328,7 @@ class EvmAdapter:
             code = self._pinned_batch([("eth_getCode", [self._multicall, self._param(block)])],
                                       block)[0]
             if isinstance(code, RpcError):
-                self._raise_if_source_failed(code)
+                _raise_if_source_failed(code, self.source)
             self.features.multicall = isinstance(code, str) and len(code) > 2
         return self.features.multicall
 
@@ -391,9 +382,9 @@ class EvmAdapter:
                 if isinstance(reply, RpcError) and "invalid opcode" in reply.message.lower():
                     raise _CannotRun(reply.message)
                 if not isinstance(reply, RpcError):
-                    results[start:end] = self._decode_aggregate(reply, end - start)
+                    results[start:end] = _decode_aggregate(reply, end - start, self.source)
                     continue
-                self._raise_if_source_failed(reply)
+                _raise_if_source_failed(reply, self.source)
                 if end - start == 1:
                     results[start] = f"aggregate3 failed: {reply.message}"
                 else:
@@ -406,13 +397,6 @@ class EvmAdapter:
         data = "0x" + encode_aggregate3(calls).hex()
         return ("eth_call", [{"to": self._multicall, "data": data}, self._param(block)])
 
-    def _decode_aggregate(self, reply: Any, expected: int) -> list[CallResult]:
-        """Return aggregate3's items. Raises DecodeError if the reply does not parse."""
-        try:
-            return decode_aggregate3(_hex_bytes(reply), expected)
-        except (MulticallDecodeError, ValueError) as exc:
-            raise DecodeError(self.source, "aggregate3 result", str(exc)) from None
-
     def _read_direct(
         self, pairs: Sequence[tuple[Address, AssetRef]], block: ChainHead
     ) -> list[Outcome]:
@@ -420,7 +404,7 @@ class EvmAdapter:
         requests = [self._direct_request(address, asset, block) for address, asset in pairs]
         replies = self._pinned_batch(requests, block)
         return [
-            self._direct_outcome(reply, asset.contract is None)
+            _direct_outcome(reply, asset.contract is None, self.source)
             for (_, asset), reply in zip(pairs, replies, strict=True)
         ]
 
@@ -431,73 +415,7 @@ class EvmAdapter:
         return ("eth_call", [{"to": call.target, "data": "0x" + call.call_data.hex()},
                              self._param(block)])
 
-    def _direct_outcome(self, reply: Any, native: bool) -> Outcome:
-        method = "eth_getBalance" if native else "balanceOf"
-        if isinstance(reply, RpcError):
-            self._raise_if_source_failed(reply)
-            return f"{method} failed: {reply.message}"
-        if native:  # a malformed or out-of-range balance is the source's fault: fail over
-            return hex_quantity(reply, "eth_getBalance result", self.source)
-        try:
-            return decode_uint256(_hex_bytes(reply))
-        except ValueError as exc:
-            return f"{method} failed: {exc}"
-
-    def _raise_if_source_failed(self, error: RpcError) -> None:
-        """Raise SourceUnavailable when `error` is about the source, not the call: the pinned
-        block's state is missing, or the source throttles (another source can read it)."""
-        text = error.message.lower()
-        if error.code == 3 or "revert" in text:
-            return
-        if error.rate_limited:
-            raise SourceUnavailable(self.source, f"rate limited: {error}")
-        if error.code in _BLOCK_GONE_CODES or any(hint in text for hint in _BLOCK_GONE_HINTS):
-            raise SourceUnavailable(self.source, f"pinned block unavailable: {error.message}")
-
-    def _observation(
-        self, address: Address, asset: AssetRef, block: ChainHead, outcome: Outcome
-    ) -> BalanceObservation:
-        if isinstance(outcome, str):
-            return BalanceObservation(address, asset, None, block, self.source, error=outcome)
-        return BalanceObservation(address, asset, BaseUnits(outcome), block, self.source)
-
-
-class _NoCode(Exception):
-    """An aggregate3 eth_call returned empty data: no Multicall3 code at the block."""
-
-
-class _CannotRun(Exception):
-    """The node's EVM cannot run the Multicall3 code (an invalid opcode)."""
-
-
-def _outcome(result: CallResult | str) -> Outcome:
-    if isinstance(result, str):
-        return result
-    try:
-        return decode_balance(result)
-    except BalanceReadError as exc:
-        return str(exc)
-
 
 def _at(block: ChainHead) -> dict[str, str]:
     """The EIP-1898 block parameter that pins a read to `block` by hash."""
     return {"blockHash": block.hash}
-
-
-def _is_hash(value: Any) -> bool:
-    return isinstance(value, str) and len(value) == 66 and _is_hex(value)
-
-
-def _is_hex(value: str) -> bool:
-    try:
-        bytes.fromhex(value.removeprefix("0x"))
-    except ValueError:
-        return False
-    return value.startswith("0x")
-
-
-def _hex_bytes(value: Any) -> bytes:
-    """Return `0x`-prefixed hex data as bytes. Raises ValueError otherwise."""
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise ValueError(f"not hex data: {str(value)[:80]!r}")
-    return bytes.fromhex(value[2:])
