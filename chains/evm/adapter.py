@@ -36,16 +36,16 @@ from chains.evm.multicall import (
     get_eth_balance_call,
 )
 from chains.evm.replies import (
+    CannotRun,
+    NoCode,
     Outcome,
-    _CannotRun,
-    _decode_aggregate,
-    _direct_outcome,
-    _is_hash,
-    _NoCode,
-    _observation,
-    _outcome,
-    _proof_hash,
-    _raise_if_source_failed,
+    decode_aggregate_reply,
+    direct_outcome,
+    is_hash,
+    observation_of,
+    outcome_of,
+    proof_hash,
+    raise_if_source_failed,
 )
 from chains.evm.scan import RangeScanner
 from chains.http import DEFAULT_DEADLINE, DEFAULT_MAX_RESPONSE_BYTES
@@ -213,7 +213,7 @@ class EvmAdapter:
         InvalidAddress for an address or contract that is not 20 bytes of hex, ValueError
         when `block.hash` is not a 32-byte hex hash.
         """
-        if not _is_hash(block.hash):
+        if not is_hash(block.hash):
             raise ValueError(f"not a 32-byte block hash: {block.hash!r}")
         if not addresses or not assets:
             return []
@@ -239,7 +239,7 @@ class EvmAdapter:
                 self.features.pinning = None  # probed again: the source may have changed
                 raise
             observations += [
-                _observation(address, asset, block, outcome, self.source)
+                observation_of(address, asset, block, outcome, self.source)
                 for (address, asset), outcome in zip(pairs, outcomes, strict=True)
             ]
         return observations
@@ -253,7 +253,7 @@ class EvmAdapter:
         if not isinstance(raw, dict):
             raise DecodeError(self.source, "block", "not a JSON object")
         block_hash = raw.get("hash")
-        if not _is_hash(block_hash):
+        if not is_hash(block_hash):
             raise DecodeError(self.source, "block.hash", f"not a 32-byte hex hash: {block_hash!r}")
         return ChainHead(
             height=self._quantity(raw.get("number"), "block.number", MAX_HEIGHT),
@@ -279,7 +279,7 @@ class EvmAdapter:
         for reply in self._client.batch([("eth_getBalance", [_ZERO_ADDRESS, number])]
                                         * PROBE_CALLS):
             if isinstance(reply, RpcError):
-                _raise_if_source_failed(reply, self.source)
+                raise_if_source_failed(reply, self.source)
                 # the call itself is refused whatever the pinning: keep hash pinning, and
                 # each read will say why it failed
                 self.features.pinning = "hash"
@@ -309,7 +309,7 @@ class EvmAdapter:
         found: list[str] = []
         for _ in range(2):
             replies = self._client.batch([proof, *requests, proof])
-            found = [_proof_hash(replies[0]), _proof_hash(replies[-1])]
+            found = [proof_hash(replies[0]), proof_hash(replies[-1])]
             if found == [block.hash.lower()] * 2:
                 return replies[1:-1]
         raise SourceUnavailable(self.source, f"block {block.height} changed during the read: "
@@ -328,7 +328,7 @@ class EvmAdapter:
             code = self._pinned_batch([("eth_getCode", [self._multicall, self._param(block)])],
                                       block)[0]
             if isinstance(code, RpcError):
-                _raise_if_source_failed(code, self.source)
+                raise_if_source_failed(code, self.source)
             self.features.multicall = isinstance(code, str) and len(code) > 2
         return self.features.multicall
 
@@ -345,13 +345,13 @@ class EvmAdapter:
         calls = [self._balance_call(address, asset) for address, asset in pairs]
         try:
             results = self._aggregate(calls, block)
-        except _NoCode:
+        except NoCode:
             self.features.multicall = None
             return None
-        except _CannotRun:
+        except CannotRun:
             self.features.multicall = False
             return None
-        return [_outcome(result) for result in results]
+        return [outcome_of(result) for result in results]
 
     def _balance_call(self, address: Address, asset: AssetRef) -> Call:
         try:
@@ -378,13 +378,13 @@ class EvmAdapter:
             retry: list[tuple[int, int]] = []
             for (start, end), reply in zip(spans, replies, strict=True):
                 if reply == "0x":
-                    raise _NoCode
+                    raise NoCode
                 if isinstance(reply, RpcError) and "invalid opcode" in reply.message.lower():
-                    raise _CannotRun(reply.message)
+                    raise CannotRun(reply.message)
                 if not isinstance(reply, RpcError):
-                    results[start:end] = _decode_aggregate(reply, end - start, self.source)
+                    results[start:end] = decode_aggregate_reply(reply, end - start, self.source)
                     continue
-                _raise_if_source_failed(reply, self.source)
+                raise_if_source_failed(reply, self.source)
                 if end - start == 1:
                     results[start] = f"aggregate3 failed: {reply.message}"
                 else:
@@ -404,7 +404,7 @@ class EvmAdapter:
         requests = [self._direct_request(address, asset, block) for address, asset in pairs]
         replies = self._pinned_batch(requests, block)
         return [
-            _direct_outcome(reply, asset.contract is None, self.source)
+            direct_outcome(reply, asset.contract is None, self.source)
             for (_, asset), reply in zip(pairs, replies, strict=True)
         ]
 

@@ -1,12 +1,12 @@
 """PURE: what the EVM adapter makes of a source's replies to its reads (no I/O).
 
 Each (wallet, asset) pair read becomes an `Outcome`, the amount or why it could not be
-read, from a Multicall3 `aggregate3` result (`_decode_aggregate`, `_outcome`) or from
-a direct `eth_getBalance` / `balanceOf` reply (`_direct_outcome`), and then an
-observation (`_observation`); `_NoCode` and `_CannotRun` say that Multicall3 cannot
-serve a read at all; `_raise_if_source_failed` tells an error about the source (the
+read, from a Multicall3 `aggregate3` result (`decode_aggregate_reply`, `outcome_of`) or from
+a direct `eth_getBalance` / `balanceOf` reply (`direct_outcome`), and then an
+observation (`observation_of`); `NoCode` and `CannotRun` say that Multicall3 cannot
+serve a read at all; `raise_if_source_failed` tells an error about the source (the
 pinned block's state is gone, the source throttles) from one about the call; and
-`_proof_hash` reads the block hash that proves a read pinned by number (`_is_hash`).
+`proof_hash` reads the block hash that proves a read pinned by number (`is_hash`).
 The reads themselves (probing and pinning, batching, splitting a failed aggregate3)
 are chains.evm.adapter.
 """
@@ -38,14 +38,14 @@ _BLOCK_GONE_CODES = frozenset({-32001, -32602})
 _BLOCK_GONE_HINTS = ("not found", "missing trie node", "unknown block", "pruned", "unavailable")
 
 
-def _proof_hash(reply: Any) -> str:
+def proof_hash(reply: Any) -> str:
     if isinstance(reply, RpcError) or not isinstance(reply, dict):
         return f"no block ({reply})"
     value = reply.get("hash")
-    return str(value).lower() if _is_hash(value) else f"no hash ({str(value)[:80]})"
+    return str(value).lower() if is_hash(value) else f"no hash ({str(value)[:80]})"
 
 
-def _decode_aggregate(reply: Any, expected: int, source: str) -> list[CallResult]:
+def decode_aggregate_reply(reply: Any, expected: int, source: str) -> list[CallResult]:
     """Return aggregate3's items. Raises DecodeError if the reply does not parse."""
     try:
         return decode_aggregate3(_hex_bytes(reply), expected)
@@ -53,10 +53,10 @@ def _decode_aggregate(reply: Any, expected: int, source: str) -> list[CallResult
         raise DecodeError(source, "aggregate3 result", str(exc)) from None
 
 
-def _direct_outcome(reply: Any, native: bool, source: str) -> Outcome:
+def direct_outcome(reply: Any, native: bool, source: str) -> Outcome:
     method = "eth_getBalance" if native else "balanceOf"
     if isinstance(reply, RpcError):
-        _raise_if_source_failed(reply, source)
+        raise_if_source_failed(reply, source)
         return f"{method} failed: {reply.message}"
     if native:  # a malformed or out-of-range balance is the source's fault: fail over
         return hex_quantity(reply, "eth_getBalance result", source)
@@ -66,7 +66,7 @@ def _direct_outcome(reply: Any, native: bool, source: str) -> Outcome:
         return f"{method} failed: {exc}"
 
 
-def _raise_if_source_failed(error: RpcError, source: str) -> None:
+def raise_if_source_failed(error: RpcError, source: str) -> None:
     """Raise SourceUnavailable when `error` is about the source, not the call: the pinned
     block's state is missing, or the source throttles (another source can read it)."""
     text = error.message.lower()
@@ -78,7 +78,7 @@ def _raise_if_source_failed(error: RpcError, source: str) -> None:
         raise SourceUnavailable(source, f"pinned block unavailable: {error.message}")
 
 
-def _observation(
+def observation_of(
     address: Address, asset: AssetRef, block: ChainHead, outcome: Outcome, source: str
 ) -> BalanceObservation:
     if isinstance(outcome, str):
@@ -86,15 +86,15 @@ def _observation(
     return BalanceObservation(address, asset, BaseUnits(outcome), block, source)
 
 
-class _NoCode(Exception):
+class NoCode(Exception):
     """An aggregate3 eth_call returned empty data: no Multicall3 code at the block."""
 
 
-class _CannotRun(Exception):
+class CannotRun(Exception):
     """The node's EVM cannot run the Multicall3 code (an invalid opcode)."""
 
 
-def _outcome(result: CallResult | str) -> Outcome:
+def outcome_of(result: CallResult | str) -> Outcome:
     if isinstance(result, str):
         return result
     try:
@@ -110,7 +110,7 @@ def _hex_bytes(value: Any) -> bytes:
     return bytes.fromhex(value[2:])
 
 
-def _is_hash(value: Any) -> bool:
+def is_hash(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 66 and _is_hex(value)
 
 

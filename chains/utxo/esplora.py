@@ -90,8 +90,8 @@ from chains.utxo.esplora_decode import (
     json_body,
     scan_result,
 )
-from chains.utxo.esplora_http import _BadRequest, _NotFound, _Pace, _short
-from chains.utxo.esplora_scan import _cancel, _gather, _history
+from chains.utxo.esplora_http import BadRequest, NotFound, Pace, short_text
+from chains.utxo.esplora_scan import address_history, cancel_all, gather_all
 from chains.utxo.networks import GENESIS_NETWORK
 
 __all__ = ["BLOCKS_PAGE", "TIP_ATTEMPTS", "EsploraAdapter", "Outcome"]
@@ -154,7 +154,7 @@ class EsploraAdapter:
             verify=tls_context(), limits=limits))
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="esplora")
         self._lock = threading.Lock()
-        self._pace = _Pace(rate_limit)
+        self._pace = Pace(rate_limit)
         self._requests = 0
         self._headers: dict[str, ChainHead] = {}
 
@@ -252,14 +252,14 @@ class EsploraAdapter:
         tip = self._tip_hash()
         pages = [self._pool.submit(self._block_page, top)
                  for top in range(end, start - 1, -BLOCKS_PAGE)]
-        reads = [self._pool.submit(_history, address, start, self._history_page,
+        reads = [self._pool.submit(address_history, address, start, self._history_page,
                                    self._tx_count, self.source) for address in addresses]
         try:
-            blocks = _gather(pages)
+            blocks = gather_all(pages)
             links = chain_links(blocks, start, end, self.source)
-            histories = _gather(reads)
+            histories = gather_all(reads)
         finally:
-            _cancel(pages, reads)  # after a failure, the reads not yet started are moot
+            cancel_all(pages, reads)  # after a failure, the reads not yet started are moot
         self._settle(tip, links[-1], histories)
         return scan_result(links, histories, frozenset(addresses), self.source)
 
@@ -271,7 +271,7 @@ class EsploraAdapter:
     def _block_hash_at(self, height: int) -> str:
         try:
             text = self._get(f"/block-height/{height}", rejectable=True).text.strip()
-        except (_NotFound, _BadRequest):
+        except (NotFound, BadRequest):
             raise SourceUnavailable(self.source, f"no block {height} yet") from None
         return block_hash(text, self.source, f"block-height/{height}")
 
@@ -281,7 +281,7 @@ class EsploraAdapter:
         if known is None:
             try:
                 response = self._get(f"/block/{block_hash}", rejectable=True)
-            except (_NotFound, _BadRequest):
+            except (NotFound, BadRequest):
                 raise SourceUnavailable(self.source, f"block {block_hash} vanished") from None
             known = decode_block(json_body(response, self.source, "block"), self.source)
             if known.hash != block_hash:
@@ -295,7 +295,7 @@ class EsploraAdapter:
         """Return block `top` and the nine below it, newest first."""
         try:
             response = self._get(f"/blocks/{top}", rejectable=True)
-        except (_NotFound, _BadRequest):
+        except (NotFound, BadRequest):
             raise SourceUnavailable(self.source, f"no block {top} yet") from None
         return decode_block_page(json_body(response, self.source, f"blocks/{top}"), self.source,
                                  top)
@@ -359,7 +359,7 @@ class EsploraAdapter:
     def _address_outcome(self, address: Address) -> Outcome:
         try:
             response = self._get(f"/address/{quote(address, safe='')}", rejectable=True)
-        except (_BadRequest, _NotFound) as rejected:
+        except (BadRequest, NotFound) as rejected:
             return f"not a valid address on the source's network: {rejected}"
         raw = json_body(response, self.source, f"address/{address}")
         return decode_address_balance(raw, self.source, address, self._network)
@@ -378,7 +378,7 @@ class EsploraAdapter:
     def _get(self, path: str, *, rejectable: bool = False) -> BoundedResponse:
         """GET `path` below the base URL with bounded retries.
 
-        Raises _NotFound (HTTP 404) and _BadRequest (HTTP 400) when `rejectable`, else
+        Raises NotFound (HTTP 404) and BadRequest (HTTP 400) when `rejectable`, else
         SourceUnavailable for them as for every other failure.
         """
         policy = self._retry
@@ -392,7 +392,7 @@ class EsploraAdapter:
             return retrying(self._get_once, path)
         except _Transient as exc:
             raise SourceUnavailable(exc.source, exc.reason) from None
-        except (_NotFound, _BadRequest) as exc:
+        except (NotFound, BadRequest) as exc:
             if rejectable:
                 raise
             raise SourceUnavailable(self.source, f"{exc.args[0]} for {path}") from None
@@ -415,9 +415,9 @@ class EsploraAdapter:
             retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise _Transient(self.source, f"HTTP {status} for {path}", retry_after)
         if status == 404:
-            raise _NotFound(f"HTTP 404: {_short(response.text)}")
+            raise NotFound(f"HTTP 404: {short_text(response.text)}")
         if status == 400:
-            raise _BadRequest(f"HTTP 400: {_short(response.text)}")
+            raise BadRequest(f"HTTP 400: {short_text(response.text)}")
         if status != 200:
             raise SourceUnavailable(self.source, f"HTTP {status} for {path}")
         return response

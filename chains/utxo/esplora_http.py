@@ -1,10 +1,10 @@
 """The Esplora adapter's request pacing and the answers it tells apart (no adapter state).
 
-`_Pace` spaces request starts across the adapter's worker threads, so that a public
-instance's quota (`rate_limit`) holds however many requests are in flight; `_NotFound`
-(HTTP 404) and `_BadRequest` (HTTP 400) are the answers the adapter tells apart from
+`Pace` spaces request starts across the adapter's worker threads, so that a public
+instance's quota (`rate_limit`) holds however many requests are in flight; `NotFound`
+(HTTP 404) and `BadRequest` (HTTP 400) are the answers the adapter tells apart from
 other failures (a block not there yet, an address of another network), each carrying
-the first line of the server's reason (`_short`). The adapter itself (HTTP, retries,
+the first line of the server's reason (`short_text`). The adapter itself (HTTP, retries,
 concurrency) is chains.utxo.esplora.
 """
 
@@ -14,15 +14,15 @@ import threading
 from time import monotonic, sleep
 
 
-class _NotFound(Exception):
+class NotFound(Exception):
     """HTTP 404: the block or address does not exist (yet)."""
 
 
-class _BadRequest(Exception):
+class BadRequest(Exception):
     """HTTP 400: the server rejects the path's argument (e.g. a foreign address)."""
 
 
-class _Pace:
+class Pace:
     """Spaces request starts at least 1/`per_second` seconds apart, across threads: a
     public instance's quota (None: no limit)."""
 
@@ -44,5 +44,5 @@ class _Pace:
             sleep(start - now)
 
 
-def _short(text: str) -> str:
+def short_text(text: str) -> str:
     return text.strip().splitlines()[0][:120] if text.strip() else "no reason given"

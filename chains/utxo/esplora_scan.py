@@ -1,8 +1,8 @@
 """How the Esplora adapter's scan reads: concurrent reads gathered, histories paged.
 
-`_gather` and `_cancel` collect the block pages and address histories that the
+`gather_all` and `cancel_all` collect the block pages and address histories that the
 adapter's worker threads read at once (after a failure, the reads not yet started are
-cancelled); `_history` reads one address's history page by page, newest first, and
+cancelled); `address_history` reads one address's history page by page, newest first, and
 checks a history read to its end against `chain_stats.tx_count`, through the
 adapter's own page and count reads, passed in. The adapter itself (HTTP, pacing,
 retries, and checking that the chain held still during a scan) is chains.utxo.esplora,
@@ -30,17 +30,17 @@ from chains.utxo.esplora_decode import (
 _T = TypeVar("_T")
 
 
-def _gather(jobs: Iterable[Future[_T]]) -> list[_T]:
+def gather_all(jobs: Iterable[Future[_T]]) -> list[_T]:
     """The jobs' results in order; the first failure is raised."""
     return [job.result() for job in jobs]
 
 
-def _cancel(*groups: Iterable[Future[Any]]) -> None:
+def cancel_all(*groups: Iterable[Future[Any]]) -> None:
     for job in itertools.chain(*groups):
         job.cancel()
 
 
-def _history(address: Address, start: int, history_page: Callable[[str], HistoryPage],
+def address_history(address: Address, start: int, history_page: Callable[[str], HistoryPage],
              tx_count: Callable[[Address], int], source: str) -> AddressHistory:
     """Read `address`'s history pages, newest first, until a confirmed transaction
     below `start` or the end of the history; check a history read to its end
