@@ -194,14 +194,16 @@ def test_observations_are_appended_only_when_a_balance_changes(world) -> None:  
 
 
 def test_observations_written_as_plain_rows_read_back_as_the_orm_writes_them(world) -> None:  # type: ignore[no-untyped-def]
-    """A cycle's observations skip SQLAlchemy's per-row binding (db.insert_plain): the
-    amount beyond 64 bits, the error and the cycle's time read back exactly, and the
-    stored time has the very form the ORM gives the same moment (SQLite compares it as
-    text), with and without microseconds."""
+    """A cycle's observations skip SQLAlchemy's per-row binding (db.insert_plain; COPY on
+    PostgreSQL): the amount beyond 64 bits, the error (with what COPY's text format
+    escapes: tab, line ends, backslashes before `N` and `.`) and the cycle's time read
+    back exactly, and the stored time has the very form the ORM gives the same moment
+    (SQLite compares it as text), with and without microseconds."""
     service, adapter, clock = world
     balanced(adapter)
     adapter.balances_by_key = {**adapter.balances_by_key, (ALICE, "ETH"): 2**200 + 1}
-    adapter.errors = {(HOUSE, "ETH"): "x" * 600}
+    hostile = "node said\tno\r\nreally \\N \\. \\\\ é "
+    adapter.errors = {(HOUSE, "ETH"): hostile + "x" * 600}
     for microsecond in (123456, 0):
         clock.now = clock.now.replace(microsecond=microsecond) + timedelta(minutes=1)
         adapter.balances_by_key[(OMNI, "ETH")] = 5 * WEI + microsecond  # a new row each
@@ -223,7 +225,7 @@ def test_observations_written_as_plain_rows_read_back_as_the_orm_writes_them(wor
         rows = session.exec(select(m.BalanceObservation)).all()
     assert {r.amount for r in rows} >= {2**200 + 1}
     (error,) = {r.error for r in rows if r.error}
-    assert error == "x" * 500
+    assert error == (hostile + "x" * 600)[:500]
 
 
 def test_reimport_keeps_snapshot_history(world, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
