@@ -107,8 +107,7 @@ def recheck_basis(session: Session, chain_id: int, shard: int, shards: int,
             not (previous.scanned or _covered_now(previous, state)):
         return NO_BASIS, None  # the cycle reads every wallet
     if resident is None or resident.checkpoint != previous.id:
-        resident = Resident.of(previous.id, newest_amounts(session, chain_id, wallets,
-                                                            every=shards == 1),
+        resident = Resident.of(previous.id, newest_amounts(session, chain_id, wallets),
                                wallets, symbols)
     carried = resident.amounts
     flagged = frozenset(Address(a) for a in session.exec(
@@ -307,37 +306,20 @@ def _newest_ids_of(upto: tuple[datetime, int] | None, wallet_ids: Sequence[int])
             .where(col(m.Wallet.id).in_(wallet_ids)))
 
 
-def newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, WalletView],
-                   *, every: bool) -> dict[tuple[Address, str], BaseUnits]:
-    """Per (wallet address, asset symbol) of `wallets` (`every` wallet of the chain, or
-    one shard's), the newest stored balance when it is an amount (what an incremental
-    cycle carries), without per-row timestamps; the keys are the objects of `wallets` (no
-    second copy of a million addresses). A shard asks for its own wallets' only."""
-    if not every:
-        return _newest_amounts_of(session, chain_id, wallets)
-    symbols: dict[str, str] = {}
-    out: dict[tuple[Address, str], BaseUnits] = {}
-    newest = newest_ids(chain_id, None, None).subquery()
-    rows = session.execute(sa_select(
-        col(m.Wallet.address), col(m.Asset.symbol), col(m.BalanceObservation.amount))
-        .join(newest, col(m.BalanceObservation.id) == newest.c.id)
-        .join(m.Wallet, col(m.BalanceObservation.wallet_id) == m.Wallet.id)
-        .join(m.Asset, col(m.BalanceObservation.asset_id) == m.Asset.id)
-        .where(col(m.BalanceObservation.amount).is_not(None)))
-    for address, symbol, amount in rows:
-        wallet = wallets.get(address)
-        if wallet is not None:
-            out[wallet.address, symbols.setdefault(symbol, symbol)] = BaseUnits(int(amount))
-    return out
+def newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, WalletView]
+                   ) -> dict[tuple[Address, str], BaseUnits]:
+    """Per (wallet address, asset symbol) of `wallets` (every wallet of the chain, or one
+    shard's), the newest stored balance when it is an amount (what an incremental cycle
+    carries), without per-row timestamps; the keys are the objects of `wallets` (no
+    second copy of a million addresses).
 
-
-def _newest_amounts_of(session: Session, chain_id: int, wallets: Mapping[Address, WalletView]
-                       ) -> dict[tuple[Address, str], BaseUnits]:
-    """`newest_amounts` of one shard's wallets: their ids, then per 1,000 of them the
-    newest observation's id of each pair (`_newest_ids_of`: one index step a pair), then
-    those rows by id. Was a `GROUP BY` per 5,000 wallets joined back to the table: 21-47 s
-    for a shard of a million-wallet chain after a replica restarted, ~0.45 s per 5,000
-    wallets at 200,000 (BENCHMARKS.md)."""
+    The wallets' ids, then per 1,000 of them the newest observation's id of each pair
+    (`_newest_ids_of`: one index step a pair), then those rows by id. Was a `GROUP BY`
+    joined back to the table: per 5,000 wallets of a shard, 21-47 s for a shard of a
+    million-wallet chain after a replica restarted (~0.45 s per 5,000 wallets at
+    200,000); over a whole chain in one SQLite process, faster (4.5 s against 6.2 s at
+    200,000 wallets) but the process kept ~100 MiB more after it (526 against 425 MiB;
+    2,108 MiB at a million, above the first cycle's peak: BENCHMARKS.md)."""
     owned: dict[int, Address] = {}
     for address, id_ in session.execute(
             sa_select(col(m.Wallet.address), col(m.Wallet.id))

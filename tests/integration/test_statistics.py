@@ -76,11 +76,12 @@ def test_the_newest_balances_of_given_wallets_are_those_of_the_whole_chain(
     engine.dispose()
 
 
-def test_a_shards_newest_amounts_are_those_of_the_whole_chain(store_url: str) -> None:
-    """What a shard carries after a restart (`newest_amounts` of its own wallets, read per
-    pair) is exactly the whole chain's answer for those wallets: the newest observation's
-    amount of each pair, none for a pair never observed or whose newest read failed, keyed
-    by the shard's own address objects; SQLite and PostgreSQL alike."""
+def test_the_newest_amounts_a_replica_carries_are_those_of_the_whole_chain(store_url: str) -> None:
+    """What a replica carries after a restart (`newest_amounts`, read per pair, of a whole
+    chain or of one shard's wallets) is the newest observation's amount of each pair, as
+    the whole chain's `GROUP BY` answers it, none for a pair never observed or whose
+    newest read failed, keyed by the books' own address objects; SQLite and PostgreSQL
+    alike."""
     engine = make_engine(store_url)
     upgrade(engine)
     fill(engine, 300)
@@ -94,8 +95,11 @@ def test_a_shards_newest_amounts_are_those_of_the_whole_chain(store_url: str) ->
     rng = random.Random(5)
     shard = {a: books[a] for a in rng.sample(sorted(books), 140)}
     with Session(engine) as session:
-        every = newest_amounts(session, 1, books, every=True)
-        some = newest_amounts(session, 1, shard, every=False)
+        every = newest_amounts(session, 1, books)
+        some = newest_amounts(session, 1, shard)
+        grouped = latest_observations(session, 1)
+    assert every == {(Address(f"0x{w:040x}"), f"A{a - 1}"): stored.amount
+                     for (w, a), stored in grouped.items() if stored.amount is not None}
     assert some == {key: amount for key, amount in every.items() if key[0] in shard}
     assert all(key[0] is shard[key[0]].address for key in some)  # no second copy
     failed = {(Address(f"0x{w:040x}"), "A0") for w in range(1, 300, 7)}
