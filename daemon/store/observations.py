@@ -327,9 +327,9 @@ def newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, Wa
         wallet = wallets.get(address)
         if wallet is not None:
             owned[id_] = wallet.address
-    symbols: dict[int, str] = dict(session.execute(
+    symbols: dict[int, str] = {id_: symbol for id_, symbol in session.execute(
         sa_select(col(m.Asset.id), col(m.Asset.symbol))
-        .where(col(m.Asset.chain_id) == chain_id)).tuples().all())
+        .where(col(m.Asset.chain_id) == chain_id))}
     ids = sorted(owned)
     out: dict[tuple[Address, str], BaseUnits] = {}
     for start in range(0, len(ids), 1000):
