@@ -5,7 +5,7 @@ cycle starts from (`recheck_basis`) and the balances a replica keeps between cyc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -154,7 +154,7 @@ def pair_ids(session: Session, chain_id: int, addresses: Collection[str],
     wallets: dict[str, int] = {}
     if every:
         own = {address: address for address in addresses}
-        for address, id_ in session.execute(query.execution_options(yield_per=20_000)):
+        for address, id_ in _chain_wallet_ids(session, chain_id):
             mine = own.get(address)
             if mine is not None:
                 wallets[mine] = id_
@@ -167,6 +167,15 @@ def pair_ids(session: Session, chain_id: int, addresses: Collection[str],
         sa_select(col(m.Asset.symbol), col(m.Asset.id))
         .where(col(m.Asset.chain_id) == chain_id))}
     return PairIds(wallets, assets)
+
+
+def _chain_wallet_ids(session: Session, chain_id: int) -> Iterator[tuple[Address, int]]:
+    """Every wallet of the chain as (its stored canonical address, id), fetched in
+    batches (a million rows are not held at once)."""
+    rows = session.execute(sa_select(col(m.Wallet.address), col(m.Wallet.id))
+                           .where(col(m.Wallet.chain_id) == chain_id)
+                           .execution_options(yield_per=20_000))
+    yield from ((address, id_) for address, id_ in rows)
 
 
 def store_observations(session: Session, observations: Sequence[BalanceObservation],
@@ -321,9 +330,7 @@ def newest_amounts(session: Session, chain_id: int, wallets: Mapping[Address, Wa
     200,000 wallets) but the process kept ~100 MiB more after it (526 against 425 MiB;
     2,108 MiB at a million, above the first cycle's peak: BENCHMARKS.md)."""
     owned: dict[int, Address] = {}
-    for address, id_ in session.execute(
-            sa_select(col(m.Wallet.address), col(m.Wallet.id))
-            .where(col(m.Wallet.chain_id) == chain_id).execution_options(yield_per=20_000)):
+    for address, id_ in _chain_wallet_ids(session, chain_id):
         wallet = wallets.get(address)
         if wallet is not None:
             owned[id_] = wallet.address
